@@ -1,0 +1,38 @@
+# payrecon — `make run` starts the whole local stack, `make test` runs every test.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: install run test unit protos lint bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade pip
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+run: install  ## the whole stack in the foreground; Ctrl-C stops it
+	$(BIN)/payrecon run
+
+test: install  ## unit, integration and e2e tests (starts what it needs)
+	$(BIN)/python -m pytest -q
+
+unit: install
+	$(BIN)/python -m pytest -q tests/unit
+
+protos: install  ## regenerate contract code, .pyi stubs and gateway/descriptor.pb
+	$(BIN)/python protos/generate.py
+
+lint: install
+	$(BIN)/ruff check services tests protos/generate.py
+
+bench: install  ## throughput figures, written to bench/RESULTS.md
+	$(BIN)/python -m bench
+
+clean:
+	rm -rf $(VENV) .pytest_cache

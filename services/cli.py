@@ -1,0 +1,150 @@
+"""`payrecon` command line: run a service, the worker, migrations, queue setup or the local stack."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+import time
+from collections.abc import Mapping, Sequence
+
+from services.kernel.config import ConfigError
+
+
+def _serve(context: str) -> None:
+    from services.kernel.logging import configure_logging
+    from services.kernel.runtime import serve_until_signalled
+    from services.kernel.telemetry import configure_tracing
+
+    if context == "ingest":
+        from services.ingest.app import running as ingest_running
+        from services.ingest.config import IngestSettings
+
+        ingest = IngestSettings.from_env()
+        settings_common, run = ingest.common, lambda stop: ingest_running(ingest, stop)
+    elif context == "ledger":
+        from services.ledger.app import running as ledger_running
+        from services.ledger.config import LedgerSettings
+
+        ledger = LedgerSettings.from_env()
+        settings_common, run = ledger.common, lambda stop: ledger_running(ledger, stop)
+    elif context == "ledger-worker":
+        from services.ledger.app import worker
+        from services.ledger.config import LedgerSettings
+
+        ledger = LedgerSettings.from_env()
+        settings_common, run = ledger.common, lambda stop: worker(ledger, stop)
+    else:
+        from services.reconciliation.app import running as recon_running
+        from services.reconciliation.config import ReconciliationSettings
+
+        recon = ReconciliationSettings.from_env()
+        settings_common, run = recon.common, lambda stop: recon_running(recon, stop)
+    configure_logging(context, settings_common.log_level)
+    configure_tracing(context, settings_common.otlp_endpoint)
+    asyncio.run(serve_until_signalled(run))
+
+
+async def migrate_all(environ: Mapping[str, str] | None = None) -> None:
+    """Applies the migrations of every context's schema."""
+    from services.kernel.config import CommonSettings, Env
+    from services.kernel.db import create_engine
+    from services.kernel.migrations import migrate
+
+    settings = CommonSettings.from_env(Env(environ))
+    for schema in ("ingest", "ledger", "reconciliation"):
+        engine = create_engine(settings.database_url, schema, pool_size=1)
+        try:
+            applied = await migrate(engine, schema, f"services.{schema}.migrations")
+            logging.getLogger("payrecon.migrate").info("%s: %s", schema, f"applied {applied}" if applied else "up to date")
+        finally:
+            await engine.dispose()
+
+
+async def create_queues(environ: Mapping[str, str] | None = None) -> None:
+    """Creates the FIFO queues (and their dead-letter queues) named by the configuration."""
+    from services.kernel.config import CommonSettings, Env
+    from services.kernel.sqs import SqsClient
+
+    settings = CommonSettings.from_env(Env(environ))
+    async with SqsClient.connect(endpoint_url=settings.sqs_endpoint_url, region=settings.aws_region) as sqs:
+        for name in (settings.transfers_queue, settings.ingest_events_queue, settings.recon_events_queue):
+            logging.getLogger("payrecon.queues").info("queue ready: %s", await sqs.ensure_fifo_queue(name))
+
+
+def _run_stack(port: int) -> None:
+    import os
+    import signal
+
+    from services.devstack.stack import Stack, StackOptions
+
+    started = time.monotonic()
+    stack = Stack(StackOptions(http_port=port, database_url=os.environ.get("PAYRECON_DATABASE_URL"),
+                               redis_url=os.environ.get("PAYRECON_REDIS_URL")))
+    print("payrecon: starting the local stack ...", flush=True)
+    stack.start()
+    elapsed = time.monotonic() - started
+    print(f"""
+payrecon is READY in {elapsed:.1f}s ({', '.join(f'{k} {v}s' for k, v in stack.timings.items())})
+  REST gateway (Envoy)  {stack.base_url}/api/v1   token: Bearer demo-token-for-testing
+  ingest gRPC           {stack.addresses['ingest']}
+  ledger gRPC           {stack.addresses['ledger']}
+  reconciliation gRPC   {stack.addresses['reconciliation']}
+  PostgreSQL            {stack.env['PAYRECON_DATABASE_URL']}
+  Redis                 {stack.env['PAYRECON_REDIS_URL']}
+  SQS ({stack.sqs.kind if stack.sqs else '?'})       {stack.env['PAYRECON_SQS_ENDPOINT_URL']}
+  logs                  {stack.options.state_dir}
+Ctrl-C stops everything.""", flush=True)
+    stopping = False
+
+    def stop(*_: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        while not stopping:
+            for name, child in stack.children.items():
+                if child.process.poll() is not None:
+                    print(f"payrecon: {name} exited ({child.process.returncode}); see {child.log}", flush=True)
+                    stopping = True
+            time.sleep(0.5)
+    finally:
+        print("payrecon: stopping ...", flush=True)
+        stack.stop()
+        print("payrecon: stopped", flush=True)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="payrecon", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="run one service")
+    serve.add_argument("context", choices=["ingest", "ledger", "reconciliation"])
+    sub.add_parser("worker", help="run the ledger's SQS posting worker")
+    sub.add_parser("migrate", help="apply every schema's migrations")
+    sub.add_parser("create-queues", help="create the SQS FIFO queues and their dead-letter queues")
+    run = sub.add_parser("run", help="run the whole local stack in the foreground")
+    run.add_argument("--port", type=int, default=3000)
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "serve":
+            _serve(args.context)
+        elif args.command == "worker":
+            _serve("ledger-worker")
+        elif args.command == "migrate":
+            asyncio.run(migrate_all())
+        elif args.command == "create-queues":
+            asyncio.run(create_queues())
+        elif args.command == "run":
+            _run_stack(args.port)
+    except ConfigError as error:
+        logging.getLogger("payrecon").error("configuration error: %s", error)
+        print(f"payrecon: configuration error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,202 @@
+"""Starts and stops the whole local stack, in dependency order, as child processes."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import secrets
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from services.devstack.envoy import REPO_ROOT, Envoy
+from services.devstack.postgres import EmbeddedPostgres
+from services.devstack.processes import Child, free_port, port_open, spawn, wait_until
+from services.devstack.redis_server import EmbeddedRedis
+from services.devstack.sqs_server import SqsServer
+
+SERVICES = ("ingest", "ledger", "reconciliation")
+
+
+def default_state_dir() -> Path:
+    # Outside the work tree: embedded PostgreSQL runs as an unprivileged user that must reach it.
+    tag = str(abs(hash(str(REPO_ROOT))) % 10**8)
+    return Path(tempfile.gettempdir()) / f"payrecon-{tag}"
+
+
+def create_database(admin_url: str, name: str) -> str:
+    """Creates database `name` on the server of `admin_url`; returns its URL."""
+    import asyncio
+
+    import asyncpg
+
+    async def create() -> None:
+        conn = await asyncpg.connect(admin_url)
+        try:
+            await conn.execute(f'CREATE DATABASE "{name}"')
+        finally:
+            await conn.close()
+
+    asyncio.run(create())
+    base, _, _ = admin_url.rpartition("/")
+    return f"{base}/{name}"
+
+
+def drop_database(admin_url: str, name: str) -> None:
+    import asyncio
+
+    import asyncpg
+
+    async def drop() -> None:
+        conn = await asyncpg.connect(admin_url)
+        try:
+            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await conn.close()
+
+    asyncio.run(drop())
+
+
+@dataclass
+class StackOptions:
+    http_port: int = 3000
+    database_url: str | None = None
+    redis_url: str | None = None
+    state_dir: Path = field(default_factory=default_state_dir)
+    # Tests: a fresh database and key prefix per stack, dropped afterwards.
+    isolated: bool = False
+    extra_env: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class Stack:
+    options: StackOptions
+    env: dict[str, str] = field(default_factory=dict)
+    postgres: EmbeddedPostgres | None = None
+    redis: EmbeddedRedis | None = None
+    sqs: SqsServer | None = None
+    envoy: Envoy | None = None
+    children: dict[str, Child] = field(default_factory=dict)
+    database_name: str | None = None
+    admin_database_url: str | None = None
+    addresses: dict[str, str] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.options.http_port}"
+
+    def _mark(self, name: str, started: float) -> None:
+        self.timings[name] = round(time.monotonic() - started, 2)
+
+    def start(self) -> Stack:
+        opts = self.options
+        opts.state_dir.mkdir(parents=True, exist_ok=True)
+        log_dir = opts.state_dir / f"logs-{opts.http_port}"
+        try:
+            t = time.monotonic()
+            database_url = opts.database_url
+            if not database_url:
+                self.postgres = EmbeddedPostgres.start(opts.state_dir)
+                database_url = self.postgres.url
+            self._mark("postgres", t)
+            if opts.isolated:
+                self.admin_database_url = database_url
+                self.database_name = f"payrecon_test_{secrets.token_hex(4)}"
+                database_url = create_database(database_url, self.database_name)
+            t = time.monotonic()
+            redis_url = opts.redis_url
+            if not redis_url:
+                self.redis = EmbeddedRedis.start(log_dir)
+                redis_url = self.redis.url
+            self._mark("redis", t)
+            t = time.monotonic()
+            self.sqs = SqsServer.start(opts.state_dir)
+            self._mark("sqs", t)
+
+            self.addresses = {name: f"127.0.0.1:{free_port()}" for name in SERVICES}
+            suffix = secrets.token_hex(3) if opts.isolated else ""
+            self.env = {
+                **{k: v for k, v in os.environ.items() if not k.startswith(("INGEST_", "LEDGER_", "RECON_"))},
+                "PAYRECON_ENV": "development",
+                "PAYRECON_DATABASE_URL": database_url,
+                "PAYRECON_REDIS_URL": redis_url,
+                "PAYRECON_SQS_ENDPOINT_URL": self.sqs.url,
+                "PAYRECON_INGEST_ADDRESS": self.addresses["ingest"],
+                "PAYRECON_LEDGER_ADDRESS": self.addresses["ledger"],
+                "PAYRECON_RECONCILIATION_ADDRESS": self.addresses["reconciliation"],
+                "INGEST_CACHE_PREFIX": f"idempotency:{suffix}:" if suffix else "idempotency:",
+                **({"PAYRECON_TRANSFERS_QUEUE": f"payrecon-transfers-{suffix}.fifo",
+                    "PAYRECON_INGEST_EVENTS_QUEUE": f"payrecon-ledger-events-ingest-{suffix}.fifo",
+                    "PAYRECON_RECON_EVENTS_QUEUE": f"payrecon-ledger-events-recon-{suffix}.fifo"} if suffix else {}),
+                **opts.extra_env,
+            }
+            t = time.monotonic()
+            from services.cli import create_queues, migrate_all
+
+            asyncio.run(migrate_all(self.env))
+            asyncio.run(create_queues(self.env))
+            self._mark("migrations+queues", t)
+
+            t = time.monotonic()
+            for name in SERVICES:
+                self.children[name] = spawn(name, [sys.executable, "-m", "services.cli", "serve", name],
+                                            log_dir=log_dir, env=self.env, cwd=REPO_ROOT)
+            self.children["ledger-worker"] = spawn("ledger-worker", [sys.executable, "-m", "services.cli", "worker"],
+                                                   log_dir=log_dir, env=self.env, cwd=REPO_ROOT)
+            for name in SERVICES:
+                port = int(self.addresses[name].rsplit(":", 1)[1])
+                child = self.children[name]
+                wait_until(lambda p=port: port_open(p), timeout=60, what=f"{name} service", process=child.process,
+                           log=child.log)
+            self._mark("services", t)
+            t = time.monotonic()
+            self.envoy = Envoy.start(opts.state_dir, http_port=opts.http_port, ingest=self.addresses["ingest"],
+                                     ledger=self.addresses["ledger"], reconciliation=self.addresses["reconciliation"])
+            wait_until(self.ready, timeout=60, what="/api/v1/ready", log=self.envoy.child.log)
+            self._mark("envoy+ready", t)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def cli(self, *args: str) -> None:
+        result = subprocess.run([sys.executable, "-m", "services.cli", *args], env=self.env, cwd=REPO_ROOT,
+                                capture_output=True, text=True, timeout=120)
+        if result.returncode != 0:
+            raise RuntimeError(f"payrecon {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
+
+    def ready(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"{self.base_url}/api/v1/ready", timeout=2) as response:
+                return response.status == 200 and json.load(response).get("status") == "READY"
+        except OSError:
+            return False
+
+    def restart_child(self, name: str) -> None:
+        child = self.children[name]
+        child.stop()
+        argv = [sys.executable, "-m", "services.cli", *(["worker"] if name == "ledger-worker" else ["serve", name])]
+        self.children[name] = spawn(name, argv, log_dir=child.log.parent, env=self.env, cwd=REPO_ROOT)
+
+    def stop(self) -> None:
+        if self.envoy:
+            self.envoy.stop()
+        for child in reversed(list(self.children.values())):
+            child.stop()
+        if self.sqs:
+            self.sqs.stop()
+        if self.redis:
+            self.redis.stop()
+        if self.database_name and self.admin_database_url:
+            try:
+                drop_database(self.admin_database_url, self.database_name)
+            except Exception:
+                pass
+        if self.postgres:
+            self.postgres.stop()

@@ -1,0 +1,71 @@
+"""Redis fast path for idempotency keys. Best effort: PostgreSQL stays the truth, so every Redis
+failure is logged and treated as a miss, never as an answer."""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from datetime import datetime
+
+import redis.asyncio as redis
+from redis.exceptions import RedisError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class CachedAcceptance:
+    fingerprint: str
+    message_id: str
+    expires_at: datetime
+
+
+@dataclass(frozen=True)
+class CacheStatistics:
+    connected: bool
+    total_keys: int
+    prefix: str
+    default_ttl: int
+    memory_usage: str
+
+
+class IdempotencyCache:
+    def __init__(self, client: redis.Redis, *, prefix: str, ttl_seconds: int) -> None:
+        self._client = client
+        self.prefix = prefix
+        self.ttl_seconds = ttl_seconds
+
+    async def get(self, key: str) -> CachedAcceptance | None:
+        try:
+            raw = await self._client.get(self.prefix + key)
+        except RedisError as error:
+            log.warning("idempotency cache unavailable", extra={"fields": {"error": str(error)}})
+            return None
+        if raw is None:
+            return None
+        data = json.loads(raw)
+        return CachedAcceptance(data["fp"], data["mid"], datetime.fromisoformat(data["exp"]))
+
+    async def put(self, key: str, acceptance: CachedAcceptance) -> None:
+        value = json.dumps(
+            {"fp": acceptance.fingerprint, "mid": acceptance.message_id, "exp": acceptance.expires_at.isoformat()}
+        )
+        try:
+            await self._client.set(self.prefix + key, value, ex=self.ttl_seconds)
+        except RedisError as error:
+            log.warning("idempotency cache write failed", extra={"fields": {"error": str(error)}})
+
+    async def ping(self) -> None:
+        await self._client.ping()
+
+    async def statistics(self) -> CacheStatistics:
+        try:
+            total = 0
+            async for _ in self._client.scan_iter(match=self.prefix + "*", count=1000):
+                total += 1
+            memory = await self._client.info("memory")
+            return CacheStatistics(True, total, self.prefix, self.ttl_seconds,
+                                   str(memory.get("used_memory_human", "")))
+        except RedisError:
+            return CacheStatistics(False, 0, self.prefix, self.ttl_seconds, "")

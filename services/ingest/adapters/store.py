@@ -1,0 +1,144 @@
+"""PostgreSQL persistence of the ingest schema: accepted requests, the outbox, recorded outcomes."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from services.ingest.domain.model import RequestStatus, TransferOutcome, TransferSubmission
+from services.kernel.money import Money
+
+
+@dataclass(frozen=True)
+class StoredRequest:
+    idempotency_key: str
+    fingerprint: str
+    message_id: str
+    source_account_id: str
+    destination_account_id: str
+    amount: Money
+    status: RequestStatus
+    error_code: str | None
+    error_message: str | None
+    accepted_at: datetime
+    expires_at: datetime
+    completed_at: datetime | None
+
+
+_SELECT_REQUEST = """
+SELECT idempotency_key, fingerprint, message_id::text AS message_id, source_account_id,
+       destination_account_id, amount_minor, currency, status, error_code, error_message,
+       accepted_at, expires_at, completed_at
+FROM requests WHERE idempotency_key = :key
+"""
+
+
+def _to_request(row: object) -> StoredRequest:
+    r = row._mapping  # type: ignore[attr-defined]
+    return StoredRequest(
+        idempotency_key=r["idempotency_key"],
+        fingerprint=r["fingerprint"],
+        message_id=r["message_id"],
+        source_account_id=r["source_account_id"],
+        destination_account_id=r["destination_account_id"],
+        amount=Money(r["amount_minor"], r["currency"]),
+        status=RequestStatus(r["status"]),
+        error_code=r["error_code"],
+        error_message=r["error_message"],
+        accepted_at=r["accepted_at"],
+        expires_at=r["expires_at"],
+        completed_at=r["completed_at"],
+    )
+
+
+class IngestStore:
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+
+    async def record_accepted(
+        self,
+        submission: TransferSubmission,
+        *,
+        message_id: str,
+        expires_at: datetime,
+        message_group: str,
+        payload: bytes,
+        traceparent: str,
+    ) -> StoredRequest | None:
+        """Inserts the request and its outbox row in ONE transaction; None when the key already exists."""
+        async with self._engine.begin() as conn:
+            inserted = await conn.execute(
+                text(
+                    "INSERT INTO requests (idempotency_key, fingerprint, message_id, source_account_id,"
+                    " destination_account_id, amount_minor, currency, metadata, expires_at)"
+                    " VALUES (:key, :fp, CAST(:mid AS uuid), :src, :dst, :amount, :cur, CAST(:meta AS jsonb), :exp)"
+                    " ON CONFLICT (idempotency_key) DO NOTHING"
+                    " RETURNING idempotency_key"
+                ),
+                {
+                    "key": submission.idempotency_key,
+                    "fp": submission.fingerprint(),
+                    "mid": message_id,
+                    "src": submission.source_account_id,
+                    "dst": submission.destination_account_id,
+                    "amount": submission.amount.minor_units,
+                    "cur": submission.amount.currency,
+                    "meta": json.dumps(submission.metadata),
+                    "exp": expires_at,
+                },
+            )
+            if inserted.first() is None:
+                return None
+            await conn.execute(
+                text(
+                    "INSERT INTO outbox (idempotency_key, message_group, payload, traceparent)"
+                    " VALUES (:key, :grp, :payload, :tp)"
+                ),
+                {"key": submission.idempotency_key, "grp": message_group, "payload": payload, "tp": traceparent},
+            )
+            row = (await conn.execute(text(_SELECT_REQUEST), {"key": submission.idempotency_key})).one()
+            return _to_request(row)
+
+    async def get(self, idempotency_key: str) -> StoredRequest | None:
+        async with self._engine.connect() as conn:
+            row = (await conn.execute(text(_SELECT_REQUEST), {"key": idempotency_key})).first()
+            return _to_request(row) if row is not None else None
+
+    async def record_outcomes(self, outcomes: Sequence[TransferOutcome]) -> int:
+        """Records ledger verdicts on requests still PROCESSING; repeats are no-ops. Returns rows changed."""
+        if not outcomes:
+            return 0
+        async with self._engine.begin() as conn:
+            result = await conn.execute(
+                text(
+                    "UPDATE requests AS r SET status = o.status, error_code = NULLIF(o.code, ''),"
+                    " error_message = NULLIF(o.message, ''), completed_at = o.at"
+                    " FROM unnest(CAST(:keys AS text[]), CAST(:statuses AS text[]), CAST(:codes AS text[]),"
+                    "             CAST(:messages AS text[]), CAST(:ats AS timestamptz[]))"
+                    "      AS o(key, status, code, message, at)"
+                    " WHERE r.idempotency_key = o.key AND r.status = 'PROCESSING'"
+                ),
+                {
+                    "keys": [o.transfer_id for o in outcomes],
+                    "statuses": [o.status.value for o in outcomes],
+                    "codes": [o.error_code for o in outcomes],
+                    "messages": [o.error_message for o in outcomes],
+                    "ats": [o.completed_at for o in outcomes],
+                },
+            )
+            return int(result.rowcount or 0)
+
+    async def outbox_pending(self) -> int:
+        async with self._engine.connect() as conn:
+            return int(
+                (await conn.execute(text("SELECT count(*) FROM outbox WHERE published_at IS NULL"))).scalar_one()
+            )
+
+    async def ping(self) -> None:
+        async with self._engine.connect() as conn:
+            await conn.execute(text("SELECT 1"))

@@ -1,0 +1,24 @@
+"""Ingest's one error table: domain error → gRPC status + stable machine code."""
+
+from __future__ import annotations
+
+import grpc
+
+from services.ingest.domain.errors import IdempotencyKeyReused, InvalidSubmission, Unavailable, UnknownTransaction
+from services.kernel.errors import BASE_TABLE, ErrorMapping, ErrorTable
+
+INGEST_ERRORS = ErrorTable({
+    **BASE_TABLE,
+    InvalidSubmission: ErrorMapping(grpc.StatusCode.INVALID_ARGUMENT, "VALIDATION_ERROR"),
+    IdempotencyKeyReused: ErrorMapping(grpc.StatusCode.ALREADY_EXISTS, "IDEMPOTENCY_KEY_REUSED"),
+    UnknownTransaction: ErrorMapping(grpc.StatusCode.NOT_FOUND, "TRANSACTION_NOT_FOUND"),
+    Unavailable: ErrorMapping(grpc.StatusCode.UNAVAILABLE, "SERVICE_UNAVAILABLE"),
+})
+
+SERVICE_NAME = "payrecon.ingest.v1.IngestService"
+SCOPES = {
+    "SubmitTransaction": "transactions:write",
+    "GetTransactionStatus": "transactions:read",
+    "GetQueueStats": "ops:read",
+    "GetCacheStats": "ops:read",
+}

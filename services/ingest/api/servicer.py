@@ -1,0 +1,142 @@
+"""Thin gRPC servicer of IngestService: proto → command → use case → proto."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from decimal import Decimal
+
+import grpc
+from google.protobuf import struct_pb2
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from payrecon.ingest.v1 import ingest_pb2, ingest_pb2_grpc
+from services.ingest.adapters.store import StoredRequest
+from services.ingest.domain.model import RawAmount, RequestStatus, SubmitTransaction
+from services.ingest.service.operations import OperationsService
+from services.ingest.service.transactions import TransactionService
+from services.kernel.grpc_server import set_http_status
+from services.kernel.money import format_minor
+
+
+def _timestamp(moment: datetime) -> Timestamp:
+    stamp = Timestamp()
+    stamp.FromDatetime(moment)
+    return stamp
+
+
+def _now() -> Timestamp:
+    return _timestamp(datetime.now(UTC))
+
+
+def raw_amount(value: struct_pb2.Value, present: bool) -> RawAmount:
+    if not present:
+        return None
+    kind = value.WhichOneof("kind")
+    if kind == "number_value":
+        return value.number_value
+    if kind == "string_value":
+        return value.string_value
+    if kind == "null_value" or kind is None:
+        return None
+    return object()  # bool, list or object: not an amount
+
+
+def _result(stored: StoredRequest) -> ingest_pb2.TransactionResult:
+    display = Decimal(format_minor(stored.amount.minor_units, stored.amount.currency))
+    return ingest_pb2.TransactionResult(
+        id=stored.idempotency_key,
+        source_account_id=stored.source_account_id,
+        destination_account_id=stored.destination_account_id,
+        amount=struct_pb2.Value(number_value=float(display)),
+        currency=stored.amount.currency,
+        status=stored.status.value,
+        created_at=_timestamp(stored.completed_at or stored.accepted_at),
+        amount_minor=stored.amount.minor_units,
+    )
+
+
+class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
+    def __init__(self, transactions: TransactionService, operations: OperationsService, base_path: str) -> None:
+        self._transactions = transactions
+        self._operations = operations
+        self._base_path = base_path.rstrip("/")
+
+    async def SubmitTransaction(self, request: ingest_pb2.SubmitTransactionRequest,
+                                context: grpc.aio.ServicerContext) -> ingest_pb2.SubmitTransactionResponse:
+        tx = request.transaction
+        command = SubmitTransaction(
+            idempotency_key=request.idempotency_key,
+            source_account_id=tx.source_account_id,
+            destination_account_id=tx.destination_account_id,
+            amount=raw_amount(tx.amount, tx.HasField("amount")),
+            currency=tx.currency,
+            metadata=dict(tx.metadata),
+            has_transaction=request.HasField("transaction"),
+        )
+        acceptance = await self._transactions.submit(command)
+        await context.send_initial_metadata(
+            (("x-http-code", "202"), ("idempotent-replayed", "true" if acceptance.replayed else "false"))
+        )
+        return ingest_pb2.SubmitTransactionResponse(
+            status="ACCEPTED",
+            idempotency_key=acceptance.idempotency_key,
+            message_id=acceptance.message_id,
+            poll_url=f"{self._base_path}/transactions/status/{acceptance.idempotency_key}",
+            expires_at=_timestamp(acceptance.expires_at),
+            replayed=acceptance.replayed,
+        )
+
+    async def GetTransactionStatus(self, request: ingest_pb2.GetTransactionStatusRequest,
+                                   context: grpc.aio.ServicerContext) -> ingest_pb2.TransactionStatus:
+        stored = await self._transactions.status(request.idempotency_key)
+        response = ingest_pb2.TransactionStatus(status=stored.status.value, idempotency_key=stored.idempotency_key)
+        if stored.status is RequestStatus.COMPLETED:
+            response.result.CopyFrom(_result(stored))
+        elif stored.status is RequestStatus.FAILED:
+            response.error.CopyFrom(ingest_pb2.TransactionError(code=stored.error_code or "FAILED",
+                                                                message=stored.error_message or ""))
+        return response
+
+    async def GetQueueStats(self, request: ingest_pb2.GetQueueStatsRequest,
+                            context: grpc.aio.ServicerContext) -> ingest_pb2.QueueStats:
+        stats = await self._operations.queue_statistics()
+        return ingest_pb2.QueueStats(
+            queue_url=stats.queue.url,
+            message_count=stats.queue.messages,
+            in_flight_count=stats.queue.in_flight,
+            visibility_timeout=stats.queue.visibility_timeout,
+            is_fifo=stats.queue.fifo,
+            content_deduplication=stats.queue.content_deduplication,
+            dlq_url=stats.dlq_url,
+            dlq_message_count=stats.dlq_messages,
+            outbox_pending=stats.outbox_pending,
+            timestamp=_now(),
+        )
+
+    async def GetCacheStats(self, request: ingest_pb2.GetCacheStatsRequest,
+                            context: grpc.aio.ServicerContext) -> ingest_pb2.CacheStats:
+        stats = await self._operations.cache_statistics()
+        return ingest_pb2.CacheStats(
+            connected=stats.connected,
+            total_keys=stats.total_keys,
+            prefix=stats.prefix,
+            default_ttl=stats.default_ttl,
+            memory_usage=stats.memory_usage,
+            timestamp=_now(),
+        )
+
+    async def GetHealth(self, request: ingest_pb2.GetHealthRequest,
+                        context: grpc.aio.ServicerContext) -> ingest_pb2.Health:
+        return ingest_pb2.Health(status="OK", timestamp=_now())
+
+    async def GetReadiness(self, request: ingest_pb2.GetReadinessRequest,
+                           context: grpc.aio.ServicerContext) -> ingest_pb2.Readiness:
+        report = await self._operations.readiness()
+        if not report.ready:
+            await set_http_status(context, 503)
+        return ingest_pb2.Readiness(
+            status="READY" if report.ready else "NOT_READY",
+            components=ingest_pb2.ReadinessComponents(database=report.database, cache=report.cache,
+                                                      queue=report.queue),
+            timestamp=_now(),
+        )

@@ -1,0 +1,73 @@
+"""Wires the ingest service: gRPC server, outbox relay and ledger-outcome consumer."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Sequence
+
+import redis.asyncio as redis
+
+from payrecon.ingest.v1 import ingest_pb2_grpc
+from services.ingest.adapters.cache import IdempotencyCache
+from services.ingest.adapters.messages import outcomes_from_event_batch, transfer_batch_bytes
+from services.ingest.adapters.store import IngestStore
+from services.ingest.api.errors import INGEST_ERRORS, SCOPES, SERVICE_NAME
+from services.ingest.api.servicer import IngestServicer
+from services.ingest.config import IngestSettings
+from services.ingest.service.operations import OperationsService
+from services.ingest.service.transactions import TransactionService
+from services.kernel.consumer import Message, consume
+from services.kernel.db import create_engine
+from services.kernel.grpc_server import create_server, scopes_for
+from services.kernel.outbox import OutboxRelay
+from services.kernel.runtime import background
+from services.kernel.sqs import SqsClient, decode_body
+
+log = logging.getLogger(__name__)
+SCHEMA = "ingest"
+
+
+@contextlib.asynccontextmanager
+async def running(settings: IngestSettings, stop: asyncio.Event, address: str | None = None) -> AsyncIterator[int]:
+    """Starts everything; yields the bound gRPC port; stops it all on exit."""
+    common = settings.common
+    engine = create_engine(common.database_url, SCHEMA)
+    redis_client = redis.Redis.from_url(settings.redis_url, socket_timeout=2, socket_connect_timeout=2)
+    try:
+        async with SqsClient.connect(endpoint_url=common.sqs_endpoint_url, region=common.aws_region) as sqs:
+            store = IngestStore(engine)
+            cache = IdempotencyCache(redis_client, prefix=settings.cache_prefix,
+                                     ttl_seconds=settings.idempotency_ttl_seconds)
+            transactions = TransactionService(store, cache, settings.idempotency_ttl_seconds,
+                                              settings.default_currency, common.message_groups)
+            operations = OperationsService(store, cache, sqs, common.transfers_queue)
+            servicer = IngestServicer(transactions, operations, settings.public_base_path)
+            server, port, _ = await create_server(
+                address or common.ingest_address,
+                service_names=[SERVICE_NAME],
+                register=[lambda s: ingest_pb2_grpc.add_IngestServiceServicer_to_server(servicer, s)],
+                tokens=common.api_tokens,
+                scopes=scopes_for(SERVICE_NAME, SCOPES),
+                errors=INGEST_ERRORS,
+            )
+            relay = OutboxRelay(engine, sqs, source="ingest", queues=[common.transfers_queue],
+                                pack=transfer_batch_bytes)
+
+            async def record(messages: Sequence[Message]) -> Sequence[Message]:
+                outcomes = [o for m in messages for o in outcomes_from_event_batch(decode_body(m))]
+                await transactions.record_outcomes(outcomes)
+                return messages
+
+            await server.start()
+            log.info("ingest listening", extra={"fields": {"port": port}})
+            async with background(relay.run(stop), consume(sqs, common.ingest_events_queue, record, stop)):
+                try:
+                    yield port
+                finally:
+                    stop.set()
+                    await server.stop(5)
+    finally:
+        await redis_client.aclose()
+        await engine.dispose()

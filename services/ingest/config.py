@@ -1,0 +1,41 @@
+"""Ingest settings (INGEST_ prefix) on top of the shared PAYRECON_ ones."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from services.kernel.config import CommonSettings, ConfigError, Env
+from services.kernel.money import MoneyError, exponent_of
+
+
+@dataclass(frozen=True)
+class IngestSettings:
+    common: CommonSettings
+    redis_url: str
+    idempotency_ttl_seconds: int
+    cache_prefix: str
+    default_currency: str
+    public_base_path: str
+
+    @classmethod
+    def from_env(cls, env: Env | None = None) -> IngestSettings:
+        env = env or Env()
+        common = CommonSettings.from_env(env)
+        if not common.redis_url:
+            raise ConfigError("PAYRECON_REDIS_URL is required by the ingest service")
+        ttl = env.int("INGEST_IDEMPOTENCY_TTL_SECONDS", 86400)
+        if ttl < 60:
+            raise ConfigError("INGEST_IDEMPOTENCY_TTL_SECONDS must be at least 60")
+        currency = env.str("INGEST_DEFAULT_CURRENCY", "USD")
+        try:
+            exponent_of(currency)
+        except MoneyError as error:
+            raise ConfigError(f"INGEST_DEFAULT_CURRENCY: {error.message}") from None
+        return cls(
+            common=common,
+            redis_url=common.redis_url,
+            idempotency_ttl_seconds=ttl,
+            cache_prefix=env.str("INGEST_CACHE_PREFIX", "idempotency:"),
+            default_currency=currency,
+            public_base_path=env.str("INGEST_PUBLIC_BASE_PATH", "/api/v1"),
+        )

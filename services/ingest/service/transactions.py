@@ -1,0 +1,87 @@
+"""Use cases of the write path: submit a transfer (idempotently), read its status, record outcomes."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from services.ingest.adapters.cache import CachedAcceptance, IdempotencyCache
+from services.ingest.adapters.messages import transfer_request_bytes
+from services.ingest.adapters.store import IngestStore, StoredRequest
+from services.ingest.domain.errors import IdempotencyKeyReused, UnknownTransaction
+from services.ingest.domain.model import (
+    Acceptance,
+    SubmitTransaction,
+    TransferOutcome,
+    message_group_for,
+    validate_submission,
+)
+from services.kernel.telemetry import current_traceparent
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TransactionService:
+    store: IngestStore
+    cache: IdempotencyCache
+    ttl_seconds: int
+    default_currency: str
+    message_groups: int
+
+    async def submit(self, command: SubmitTransaction) -> Acceptance:
+        """Accepts a transfer once per idempotency key; the 202 is owed only after the commit.
+
+        Raises InvalidSubmission (bad input, nothing stored) and IdempotencyKeyReused (the key was
+        used for a different request).
+        """
+        submission = validate_submission(command, default_currency=self.default_currency)
+        fingerprint = submission.fingerprint()
+        key = submission.idempotency_key
+
+        cached = await self.cache.get(key)
+        if cached is not None:
+            return self._replay(key, cached.fingerprint, cached.message_id, cached.expires_at, fingerprint)
+
+        accepted_at = datetime.now(UTC)
+        stored = await self.store.record_accepted(
+            submission,
+            message_id=str(uuid.uuid4()),
+            expires_at=accepted_at + timedelta(seconds=self.ttl_seconds),
+            message_group=message_group_for(submission.source_account_id, self.message_groups),
+            payload=transfer_request_bytes(submission, accepted_at),
+            traceparent=current_traceparent(),
+        )
+        replayed = stored is None
+        if stored is None:
+            stored = await self.store.get(key)
+            if stored is None:  # only possible if the row was purged in between
+                raise UnknownTransaction(f"no transaction with idempotencyKey {key!r}")
+        await self.cache.put(key, CachedAcceptance(stored.fingerprint, stored.message_id, stored.expires_at))
+        if replayed:
+            return self._replay(key, stored.fingerprint, stored.message_id, stored.expires_at, fingerprint)
+        return Acceptance(key, stored.message_id, stored.expires_at, replayed=False)
+
+    @staticmethod
+    def _replay(key: str, stored_fingerprint: str, message_id: str, expires_at: datetime,
+                fingerprint: str) -> Acceptance:
+        if stored_fingerprint != fingerprint:
+            raise IdempotencyKeyReused(
+                f"idempotencyKey {key!r} was already used with a different request",
+                field="idempotencyKey",
+            )
+        return Acceptance(key, message_id, expires_at, replayed=True)
+
+    async def status(self, idempotency_key: str) -> StoredRequest:
+        """Raises UnknownTransaction when nothing was accepted under the key."""
+        stored = await self.store.get(idempotency_key)
+        if stored is None:
+            raise UnknownTransaction(f"no transaction with idempotencyKey {idempotency_key!r}",
+                                     field="idempotencyKey")
+        return stored
+
+    async def record_outcomes(self, outcomes: Sequence[TransferOutcome]) -> int:
+        return await self.store.record_outcomes(outcomes)

@@ -1,0 +1,69 @@
+"""Bearer-token authentication and scope checks for every RPC but the probes.
+
+Tokens are configured as SHA-256 digests; the presented token is hashed and compared in constant
+time against each. A missing or unknown token is UNAUTHENTICATED (401 through Envoy); a known token
+lacking the method's scope is PERMISSION_DENIED (403).
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import grpc
+
+from services.kernel.config import ApiToken, hash_token
+from services.kernel.errors import rich_status_metadata
+
+# Probes and infrastructure that need no token.
+PUBLIC_METHOD_PREFIXES = (
+    "/grpc.health.v1.Health/",
+    "/grpc.reflection.v1alpha.ServerReflection/",
+    "/grpc.reflection.v1.ServerReflection/",
+    "/payrecon.ingest.v1.IngestService/GetHealth",
+    "/payrecon.ingest.v1.IngestService/GetReadiness",
+)
+
+
+def find_token(tokens: Iterable[ApiToken], presented: str) -> ApiToken | None:
+    digest = hash_token(presented)
+    found = None
+    for token in tokens:  # no early exit: every comparison runs
+        if hmac.compare_digest(token.sha256_hex, digest):
+            found = token
+    return found
+
+
+def _denied(status: grpc.StatusCode, code: str, message: str) -> grpc.RpcMethodHandler:
+    async def deny(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        await context.abort(status, message, trailing_metadata=rich_status_metadata(status, code, message))
+
+    return grpc.unary_unary_rpc_method_handler(deny)
+
+
+class BearerAuthInterceptor(grpc.aio.ServerInterceptor):
+    """Checks `authorization: Bearer <token>` metadata; `scopes` maps full method name → required scope."""
+
+    def __init__(self, tokens: Iterable[ApiToken], scopes: Mapping[str, str]) -> None:
+        self._tokens = tuple(tokens)
+        self._scopes = dict(scopes)
+
+    async def intercept_service(self, continuation: Any, handler_call_details: grpc.HandlerCallDetails) -> Any:
+        method = handler_call_details.method
+        if method.startswith(PUBLIC_METHOD_PREFIXES):
+            return await continuation(handler_call_details)
+        header = ""
+        for key, value in handler_call_details.invocation_metadata or ():
+            if key == "authorization" and isinstance(value, str):
+                header = value
+        scheme, _, presented = header.partition(" ")
+        token = find_token(self._tokens, presented.strip()) if scheme.lower() == "bearer" and presented else None
+        if token is None:
+            return _denied(grpc.StatusCode.UNAUTHENTICATED, "AUTH_UNAUTHENTICATED",
+                           "missing or invalid bearer token")
+        required = self._scopes.get(method)
+        if required is None or required not in token.scopes:
+            return _denied(grpc.StatusCode.PERMISSION_DENIED, "AUTH_FORBIDDEN",
+                           f"token lacks the scope {required or 'for this method'}")
+        return await continuation(handler_call_details)

@@ -1,0 +1,173 @@
+"""Typed configuration read from the environment, failing fast with a clear message.
+
+Shared settings use the PAYRECON_ prefix; each context adds its own (INGEST_, LEDGER_, RECON_).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+DEMO_TOKEN = "demo-token-for-testing"
+ALL_SCOPES = frozenset(
+    {"transactions:write", "transactions:read", "accounts:read", "accounts:write",
+     "reconciliation:read", "reconciliation:write", "ops:read"}
+)
+
+
+class ConfigError(RuntimeError):
+    """A required setting is missing or malformed; the process must not start."""
+
+
+_MISSING = object()
+
+
+class Env:
+    """Reads typed values from a mapping (os.environ by default), naming the variable on error."""
+
+    def __init__(self, environ: Mapping[str, str] | None = None) -> None:
+        self._environ = os.environ if environ is None else environ
+
+    def str(self, name: str, default: object = _MISSING) -> str:
+        value = self._environ.get(name)
+        if value is None or value == "":
+            if default is _MISSING:
+                raise ConfigError(f"{name} is required but not set")
+            return str(default)
+        return value
+
+    def optional(self, name: str) -> str | None:
+        value = self._environ.get(name)
+        return value or None
+
+    def int(self, name: str, default: int) -> int:
+        raw = self._environ.get(name)
+        if raw is None or raw == "":
+            return default
+        try:
+            return int(raw)
+        except ValueError:
+            raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
+
+    def bool(self, name: str, default: bool) -> bool:
+        raw = self._environ.get(name)
+        if raw is None or raw == "":
+            return default
+        lowered = raw.strip().lower()
+        if lowered in {"1", "true", "yes", "on"}:
+            return True
+        if lowered in {"0", "false", "no", "off"}:
+            return False
+        raise ConfigError(f"{name} must be true or false, got {raw!r}")
+
+
+@dataclass(frozen=True)
+class ApiToken:
+    """A bearer token known by its SHA-256 digest, with the scopes it grants."""
+
+    name: str
+    sha256_hex: str
+    scopes: frozenset[str]
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def parse_api_tokens(raw: str | None, *, development: bool) -> tuple[ApiToken, ...]:
+    """Parses PAYRECON_API_TOKENS: `name:sha256hex:scope,scope;name2:...` (`*` grants every scope).
+
+    In development the seed's demo token is added with every scope.
+    """
+    tokens: list[ApiToken] = []
+    for chunk in (raw or "").split(";"):
+        chunk = chunk.strip()
+        if not chunk:
+            continue
+        parts = chunk.split(":", 2)
+        if len(parts) != 3 or len(parts[1]) != 64:
+            raise ConfigError(
+                "PAYRECON_API_TOKENS entries must look like name:<64 hex sha256>:scope,scope "
+                f"(got {parts[0]!r}...)"
+            )
+        name, digest, scope_list = parts
+        scopes = ALL_SCOPES if scope_list.strip() == "*" else frozenset(
+            s.strip() for s in scope_list.split(",") if s.strip()
+        )
+        unknown = scopes - ALL_SCOPES
+        if unknown:
+            raise ConfigError(f"PAYRECON_API_TOKENS: unknown scopes {sorted(unknown)} for {name!r}")
+        tokens.append(ApiToken(name, digest.lower(), scopes))
+    if development:
+        tokens.append(ApiToken("demo", hash_token(DEMO_TOKEN), ALL_SCOPES))
+    return tuple(tokens)
+
+
+@dataclass(frozen=True)
+class CommonSettings:
+    """Settings every service shares (PAYRECON_ prefix)."""
+
+    environment: str
+    database_url: str
+    redis_url: str | None
+    sqs_endpoint_url: str | None
+    aws_region: str
+    transfers_queue: str
+    ingest_events_queue: str
+    recon_events_queue: str
+    message_groups: int
+    api_tokens: tuple[ApiToken, ...] = field(repr=False)
+    otlp_endpoint: str | None
+    log_level: str
+    ingest_address: str
+    ledger_address: str
+    reconciliation_address: str
+
+    @property
+    def development(self) -> bool:
+        return self.environment == "development"
+
+    @classmethod
+    def from_env(cls, env: Env | None = None) -> CommonSettings:
+        env = env or Env()
+        environment = env.str("PAYRECON_ENV", "production")
+        if environment not in {"development", "production"}:
+            raise ConfigError(f"PAYRECON_ENV must be development or production, got {environment!r}")
+        development = environment == "development"
+        tokens = parse_api_tokens(env.optional("PAYRECON_API_TOKENS"), development=development)
+        if not tokens:
+            raise ConfigError("PAYRECON_API_TOKENS is required outside development (no token would work)")
+        groups = env.int("PAYRECON_MESSAGE_GROUPS", 16)
+        if not 1 <= groups <= 1024:
+            raise ConfigError("PAYRECON_MESSAGE_GROUPS must be between 1 and 1024")
+        return cls(
+            environment=environment,
+            database_url=env.str("PAYRECON_DATABASE_URL"),
+            redis_url=env.optional("PAYRECON_REDIS_URL"),
+            sqs_endpoint_url=env.optional("PAYRECON_SQS_ENDPOINT_URL"),
+            aws_region=env.str("PAYRECON_AWS_REGION", "us-east-1"),
+            transfers_queue=env.str("PAYRECON_TRANSFERS_QUEUE", "payrecon-transfers.fifo"),
+            ingest_events_queue=env.str("PAYRECON_INGEST_EVENTS_QUEUE", "payrecon-ledger-events-ingest.fifo"),
+            recon_events_queue=env.str("PAYRECON_RECON_EVENTS_QUEUE", "payrecon-ledger-events-recon.fifo"),
+            message_groups=groups,
+            api_tokens=tokens,
+            otlp_endpoint=env.optional("PAYRECON_OTLP_ENDPOINT"),
+            log_level=env.str("PAYRECON_LOG_LEVEL", "INFO").upper(),
+            ingest_address=env.str("PAYRECON_INGEST_ADDRESS", "127.0.0.1:50051"),
+            ledger_address=env.str("PAYRECON_LEDGER_ADDRESS", "127.0.0.1:50052"),
+            reconciliation_address=env.str("PAYRECON_RECONCILIATION_ADDRESS", "127.0.0.1:50053"),
+        )
+
+
+def port_of(address: str) -> int:
+    """The port of a host:port listen address."""
+    try:
+        return int(address.rsplit(":", 1)[1])
+    except (IndexError, ValueError):
+        raise ConfigError(f"expected host:port, got {address!r}") from None
+
+
+def host_of(address: str) -> str:
+    return address.rsplit(":", 1)[0]

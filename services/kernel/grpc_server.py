@@ -1,0 +1,60 @@
+"""Builds a service's grpc.aio server: auth, tracing and error mapping interceptors, health, reflection."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from services.kernel.auth import BearerAuthInterceptor
+from services.kernel.config import ApiToken
+from services.kernel.errors import ErrorMappingInterceptor, ErrorTable
+from services.kernel.telemetry import grpc_server_interceptor
+
+Registration = Callable[[grpc.aio.Server], None]
+
+
+async def create_server(
+    address: str,
+    *,
+    service_names: Iterable[str],
+    register: Iterable[Registration],
+    tokens: Iterable[ApiToken],
+    scopes: Mapping[str, str],
+    errors: ErrorTable,
+) -> tuple[grpc.aio.Server, int, health.aio.HealthServicer]:
+    """Binds `address` (port 0 picks a free one) and returns (server, bound port, health servicer).
+
+    The server is not started; callers `await server.start()` and later `await server.stop(grace)`.
+    """
+    interceptors: list[Any] = [
+        grpc_server_interceptor(),
+        BearerAuthInterceptor(tokens, scopes),
+        ErrorMappingInterceptor(errors),
+    ]
+    server = grpc.aio.server(interceptors=interceptors, options=[("grpc.so_reuseport", 0)])
+    for add in register:
+        add(server)
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    names = list(service_names)
+    reflection.enable_server_reflection([*names, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
+    port = server.add_insecure_port(address)
+    if port == 0:
+        raise RuntimeError(f"could not bind {address}")
+    for name in ["", *names]:
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    return server, port, health_servicer
+
+
+async def set_http_status(context: grpc.aio.ServicerContext, status: int) -> None:
+    """Asks the gateway to answer with `status` (Envoy's Lua filter reads x-http-code)."""
+    await context.send_initial_metadata((("x-http-code", str(status)),))
+
+
+def scopes_for(service: str, scopes: Mapping[str, str]) -> dict[str, str]:
+    """{'Method': 'scope'} → {'/pkg.Service/Method': 'scope'}."""
+    return {f"/{service}/{method}": scope for method, scope in scopes.items()}

@@ -1,0 +1,96 @@
+"""Exact money: ISO 4217 currencies, decimal text ↔ integer minor units. Never floats.
+
+A shared value object (not a business rule): every context speaks integer minor units plus a
+currency on the wire and decimal strings at the REST edge.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+
+INT64_MAX = 2**63 - 1
+
+# ISO 4217 alphabetic code → minor-unit exponent (active codes; funds and metals left out).
+CURRENCY_EXPONENTS: dict[str, int] = {
+    **dict.fromkeys(
+        "AED AFN ALL AMD ANG AOA ARS AUD AWG AZN BAM BBD BDT BGN BMD BND BOB BRL BSD BTN BWP BYN BZD "
+        "CAD CDF CHF CNY COP CRC CUP CVE CZK DKK DOP DZD EGP ERN ETB EUR FJD FKP GBP GEL GHS GIP GMD "
+        "GTQ GYD HKD HNL HTG HUF IDR ILS INR IRR JMD KES KGS KHR KPW KYD KZT LAK LBP LKR LRD LSL MAD "
+        "MDL MGA MKD MMK MNT MOP MRU MUR MVR MWK MXN MYR MZN NAD NGN NIO NOK NPR NZD PAB PEN PGK PHP "
+        "PKR PLN QAR RON RSD RUB SAR SBD SCR SDG SEK SGD SHP SLE SOS SRD SSP STN SVC SYP SZL THB TJS "
+        "TMT TOP TRY TTD TWD TZS UAH USD UYU UZS VES WST XCD YER ZAR ZMW ZWL".split(), 2),
+    **dict.fromkeys("BIF CLP DJF GNF ISK JPY KMF KRW PYG RWF UGX VND VUV XAF XOF XPF".split(), 0),
+    **dict.fromkeys("BHD IQD JOD KWD LYD OMR TND".split(), 3),
+    "CLF": 4,
+    "UYW": 4,
+}
+
+_CURRENCY_SHAPE = re.compile(r"^[A-Z]{3}$")
+_DECIMAL_TEXT = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)$")
+
+
+class MoneyError(ValueError):
+    """An amount or currency that cannot be represented exactly. `code` is the stable machine code."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+def exponent_of(currency: str) -> int:
+    if not _CURRENCY_SHAPE.match(currency):
+        raise MoneyError("INVALID_CURRENCY", f"currency must be a 3-letter ISO 4217 code, got {currency!r}")
+    try:
+        return CURRENCY_EXPONENTS[currency]
+    except KeyError:
+        raise MoneyError("UNKNOWN_CURRENCY", f"unknown currency {currency!r}") from None
+
+
+def decimal_from_number(value: float) -> Decimal:
+    """A JSON number (parsed as a double) as the decimal the caller wrote: 100.1 → Decimal('100.1')."""
+    if value != value or value in (float("inf"), float("-inf")):
+        raise MoneyError("INVALID_AMOUNT", "amount must be a finite number")
+    return Decimal(repr(value))
+
+
+def decimal_from_text(text: str) -> Decimal:
+    stripped = text.strip()
+    if not _DECIMAL_TEXT.match(stripped):
+        raise MoneyError("INVALID_AMOUNT", f"amount must be a decimal number, got {text!r}")
+    try:
+        return Decimal(stripped)
+    except InvalidOperation:
+        raise MoneyError("INVALID_AMOUNT", f"amount must be a decimal number, got {text!r}") from None
+
+
+def to_minor_units(amount: Decimal, currency: str) -> int:
+    """Exact conversion; more decimals than the currency allows, or beyond int64, is an error."""
+    exponent = exponent_of(currency)
+    scaled = amount.scaleb(exponent)
+    if scaled != scaled.to_integral_value():
+        raise MoneyError(
+            "AMOUNT_PRECISION",
+            f"amount {amount} has more than {exponent} decimal places allowed for {currency}",
+        )
+    minor = int(scaled)
+    if abs(minor) > INT64_MAX:
+        raise MoneyError("AMOUNT_OUT_OF_RANGE", f"amount {amount} {currency} is too large")
+    return minor
+
+
+def format_minor(minor_units: int, currency: str) -> str:
+    """10000, USD → '100.00'; -5, JPY → '-5'."""
+    exponent = exponent_of(currency)
+    return str(Decimal(minor_units).scaleb(-exponent).quantize(Decimal(1).scaleb(-exponent)))
+
+
+@dataclass(frozen=True, order=True)
+class Money:
+    minor_units: int
+    currency: str
+
+    def __str__(self) -> str:
+        return f"{format_minor(self.minor_units, self.currency)} {self.currency}"

@@ -1,0 +1,44 @@
+"""Running a service process: wait for SIGINT/SIGTERM, then stop gracefully."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager
+
+log = logging.getLogger(__name__)
+
+Running = Callable[[asyncio.Event], AbstractAsyncContextManager[object]]
+
+
+async def serve_until_signalled(running: Running) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    async with running(stop):
+        await stop.wait()
+        log.info("stopping")
+
+
+@contextlib.asynccontextmanager
+async def background(*coroutines: object) -> AsyncIterator[list[asyncio.Task[object]]]:
+    """Runs coroutines as tasks for the block's duration; a task that dies is logged, then the
+    block's exit cancels what is still running."""
+    tasks = [asyncio.create_task(c) for c in coroutines]  # type: ignore[arg-type]
+
+    def report(task: asyncio.Task[object]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            log.error("background task died", exc_info=task.exception())
+
+    for task in tasks:
+        task.add_done_callback(report)
+    try:
+        yield tasks
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)

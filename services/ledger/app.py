@@ -1,0 +1,87 @@
+"""Wires the ledger: the gRPC server with its outbox relay, and the SQS posting worker."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Sequence
+
+from payrecon.ledger.v1 import ledger_pb2_grpc
+from services.kernel.consumer import Message, consume
+from services.kernel.db import create_engine
+from services.kernel.grpc_server import create_server, scopes_for
+from services.kernel.outbox import OutboxRelay
+from services.kernel.runtime import background
+from services.kernel.sqs import SqsClient, decode_body
+from services.ledger.adapters.messages import event_batch_bytes, instructions_from_batch
+from services.ledger.adapters.store import LedgerStore
+from services.ledger.api.errors import LEDGER_ERRORS, SCOPES, SERVICE_NAME
+from services.ledger.api.servicer import LedgerServicer
+from services.ledger.config import LedgerSettings
+from services.ledger.service.ledger import LedgerService
+
+log = logging.getLogger(__name__)
+SCHEMA = "ledger"
+
+
+@contextlib.asynccontextmanager
+async def running(settings: LedgerSettings, stop: asyncio.Event, address: str | None = None) -> AsyncIterator[int]:
+    """The ledger gRPC server and its event relay; yields the bound port."""
+    common = settings.common
+    engine = create_engine(common.database_url, SCHEMA)
+    try:
+        async with SqsClient.connect(endpoint_url=common.sqs_endpoint_url, region=common.aws_region) as sqs:
+            ledger = LedgerService(LedgerStore(engine, auto_create_accounts=settings.auto_create_accounts))
+            servicer = LedgerServicer(ledger)
+            server, port, _ = await create_server(
+                address or common.ledger_address,
+                service_names=[SERVICE_NAME],
+                register=[lambda s: ledger_pb2_grpc.add_LedgerServiceServicer_to_server(servicer, s)],
+                tokens=common.api_tokens,
+                scopes=scopes_for(SERVICE_NAME, SCOPES),
+                errors=LEDGER_ERRORS,
+            )
+            relay = OutboxRelay(engine, sqs, source="ledger",
+                                queues=[common.ingest_events_queue, common.recon_events_queue],
+                                pack=event_batch_bytes)
+            await server.start()
+            log.info("ledger listening", extra={"fields": {"port": port}})
+            async with background(relay.run(stop)):
+                try:
+                    yield port
+                finally:
+                    stop.set()
+                    await server.stop(5)
+    finally:
+        await engine.dispose()
+
+
+@contextlib.asynccontextmanager
+async def worker(settings: LedgerSettings, stop: asyncio.Event) -> AsyncIterator[None]:
+    """Consumes transfers.fifo and posts each message's batch in one database transaction."""
+    common = settings.common
+    engine = create_engine(common.database_url, SCHEMA, pool_size=settings.worker_receivers + 2)
+    try:
+        async with SqsClient.connect(endpoint_url=common.sqs_endpoint_url, region=common.aws_region) as sqs:
+            ledger = LedgerService(LedgerStore(engine, auto_create_accounts=settings.auto_create_accounts))
+
+            async def post(messages: Sequence[Message]) -> Sequence[Message]:
+                done = []
+                for message in messages:
+                    message_id = message.get("Attributes", {}).get("MessageDeduplicationId") or message["MessageId"]
+                    try:
+                        await ledger.apply_message(instructions_from_batch(decode_body(message)), message_id)
+                    except Exception:
+                        log.exception("posting a message failed; it will be redelivered",
+                                      extra={"fields": {"message_id": message_id}})
+                        continue
+                    done.append(message)
+                return done
+
+            log.info("ledger worker consuming", extra={"fields": {"queue": common.transfers_queue}})
+            async with background(consume(sqs, common.transfers_queue, post, stop,
+                                          receivers=settings.worker_receivers)):
+                yield
+    finally:
+        await engine.dispose()

@@ -1,0 +1,28 @@
+"""Ledger settings (LEDGER_ prefix) on top of the shared PAYRECON_ ones."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from services.kernel.config import CommonSettings, ConfigError, Env
+
+
+@dataclass(frozen=True)
+class LedgerSettings:
+    common: CommonSettings
+    auto_create_accounts: bool
+    worker_receivers: int
+    max_receives: int
+
+    @classmethod
+    def from_env(cls, env: Env | None = None) -> LedgerSettings:
+        env = env or Env()
+        receivers = env.int("LEDGER_WORKER_RECEIVERS", 4)
+        if not 1 <= receivers <= 64:
+            raise ConfigError("LEDGER_WORKER_RECEIVERS must be between 1 and 64")
+        return cls(
+            common=CommonSettings.from_env(env),
+            auto_create_accounts=env.bool("LEDGER_AUTO_CREATE_ACCOUNTS", True),
+            worker_receivers=receivers,
+            max_receives=env.int("LEDGER_MAX_RECEIVES", 5),
+        )

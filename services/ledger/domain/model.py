@@ -1,0 +1,151 @@
+"""Ledger domain: accounts with running totals, transfers, and the posting rules.
+
+Pure Python. `post_in_order` applies transfers one after another to in-memory account states and
+says, for each, posted or rejected with a stable code; the caller persists exactly that.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+
+from services.kernel.money import Money, format_minor
+
+INSUFFICIENT_FUNDS = "LEDGER_INSUFFICIENT_FUNDS"
+CURRENCY_MISMATCH = "LEDGER_CURRENCY_MISMATCH"
+SAME_ACCOUNT = "LEDGER_SAME_ACCOUNT"
+INVALID_AMOUNT = "LEDGER_INVALID_AMOUNT"
+ACCOUNT_NOT_FOUND = "LEDGER_ACCOUNT_NOT_FOUND"
+
+
+class AccountType(StrEnum):
+    ASSET = "ASSET"
+    LIABILITY = "LIABILITY"
+    EQUITY = "EQUITY"
+    REVENUE = "REVENUE"
+    EXPENSE = "EXPENSE"
+
+    @property
+    def debit_normal(self) -> bool:
+        return self in (AccountType.ASSET, AccountType.EXPENSE)
+
+
+class Direction(StrEnum):
+    DEBIT = "DEBIT"
+    CREDIT = "CREDIT"
+
+
+# Accounts a transfer creates on first use: customer-style (credit-normal) and allowed to go
+# negative, which is what the seed's flows (pay from a fresh account) need.
+AUTO_CREATED_TYPE = AccountType.LIABILITY
+
+
+@dataclass
+class Account:
+    id: str
+    currency: str
+    type: AccountType
+    allow_overdraft: bool
+    overdraft_limit_minor: int = 0
+    debits_posted: int = 0
+    credits_posted: int = 0
+    debits_pending: int = 0
+    credits_pending: int = 0
+    metadata: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def balance_minor(self) -> int:
+        """Posted balance on the account's normal side."""
+        if self.type.debit_normal:
+            return self.debits_posted - self.credits_posted
+        return self.credits_posted - self.debits_posted
+
+    @property
+    def pending_minor(self) -> int:
+        if self.type.debit_normal:
+            return self.debits_pending - self.credits_pending
+        return self.credits_pending - self.debits_pending
+
+    @property
+    def available_minor(self) -> int:
+        """Posted balance less what pending transfers would take away."""
+        outgoing = self.credits_pending if self.type.debit_normal else self.debits_pending
+        return self.balance_minor - outgoing
+
+    def balance_after(self, direction: Direction, amount: int) -> int:
+        increases = (direction is Direction.DEBIT) == self.type.debit_normal
+        return self.balance_minor + amount if increases else self.balance_minor - amount
+
+    def allows_balance(self, balance: int) -> bool:
+        return self.allow_overdraft or balance >= -self.overdraft_limit_minor
+
+
+@dataclass(frozen=True)
+class TransferInstruction:
+    transfer_id: str
+    debit_account_id: str
+    credit_account_id: str
+    amount: Money
+    metadata: dict[str, str] = field(default_factory=dict)
+    accepted_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Posted:
+    transfer: TransferInstruction
+
+
+@dataclass(frozen=True)
+class Rejected:
+    transfer: TransferInstruction
+    code: str
+    message: str
+
+
+Outcome = Posted | Rejected
+
+
+def check_transfer(transfer: TransferInstruction, accounts: dict[str, Account]) -> Rejected | None:
+    """The first rule `transfer` breaks against the current account states, or None."""
+    amount = transfer.amount.minor_units
+    if amount <= 0:
+        return Rejected(transfer, INVALID_AMOUNT, "amount must be greater than zero")
+    if transfer.debit_account_id == transfer.credit_account_id:
+        return Rejected(transfer, SAME_ACCOUNT, "debit and credit accounts must differ")
+    debit = accounts.get(transfer.debit_account_id)
+    credit = accounts.get(transfer.credit_account_id)
+    for account_id, account in ((transfer.debit_account_id, debit), (transfer.credit_account_id, credit)):
+        if account is None:
+            return Rejected(transfer, ACCOUNT_NOT_FOUND, f"account {account_id!r} does not exist")
+    assert debit is not None and credit is not None
+    for account in (debit, credit):
+        if account.currency != transfer.amount.currency:
+            return Rejected(transfer, CURRENCY_MISMATCH,
+                            f"account {account.id!r} holds {account.currency}, transfer is in "
+                            f"{transfer.amount.currency}")
+    for account, direction in ((debit, Direction.DEBIT), (credit, Direction.CREDIT)):
+        after = account.balance_after(direction, amount)
+        decrease = account.balance_minor - after
+        if decrease > 0 and not account.allows_balance(account.available_minor - decrease):
+            return Rejected(
+                transfer, INSUFFICIENT_FUNDS,
+                f"account {account.id!r} has {format_minor(account.available_minor, account.currency)} "
+                f"{account.currency} available, transfer needs {format_minor(amount, account.currency)}",
+            )
+    return None
+
+
+def post_in_order(transfers: list[TransferInstruction], accounts: dict[str, Account]) -> list[Outcome]:
+    """Applies transfers in order, updating `accounts` for each one posted."""
+    outcomes: list[Outcome] = []
+    for transfer in transfers:
+        rejection = check_transfer(transfer, accounts)
+        if rejection is not None:
+            outcomes.append(rejection)
+            continue
+        amount = transfer.amount.minor_units
+        accounts[transfer.debit_account_id].debits_posted += amount
+        accounts[transfer.credit_account_id].credits_posted += amount
+        outcomes.append(Posted(transfer))
+    return outcomes

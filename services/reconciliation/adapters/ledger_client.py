@@ -1,0 +1,44 @@
+"""The ledger as reconciliation sees it: its public gRPC contract, called with a service token."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+import grpc
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from payrecon.ledger.v1 import ledger_pb2, ledger_pb2_grpc
+from services.kernel.telemetry import grpc_client_interceptors
+
+
+@dataclass(frozen=True)
+class LedgerBalance:
+    balance_minor: int
+    currency: str
+    debit_normal: bool
+
+
+class LedgerClient:
+    def __init__(self, address: str, token: str) -> None:
+        self._channel = grpc.aio.insecure_channel(address, interceptors=grpc_client_interceptors())
+        self._stub = ledger_pb2_grpc.LedgerServiceStub(self._channel)
+        self._metadata = (("authorization", f"Bearer {token}"),)
+
+    async def balance_as_of(self, account_id: str, as_of: datetime) -> LedgerBalance | None:
+        """None when the ledger does not know the account."""
+        stamp = Timestamp()
+        stamp.FromDatetime(as_of)
+        try:
+            reply = await self._stub.GetBalance(
+                ledger_pb2.GetBalanceRequest(account_id=account_id, as_of=stamp),
+                metadata=self._metadata, timeout=10,
+            )
+        except grpc.aio.AioRpcError as error:
+            if error.code() == grpc.StatusCode.NOT_FOUND:
+                return None
+            raise
+        return LedgerBalance(reply.balance_minor, reply.currency, reply.account_type in ("ASSET", "EXPENSE"))
+
+    async def close(self) -> None:
+        await self._channel.close()

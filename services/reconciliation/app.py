@@ -1,0 +1,62 @@
+"""Wires reconciliation: gRPC server plus the ledger-event projection consumer."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Sequence
+
+from payrecon.ledger.v1 import messages_pb2
+from payrecon.reconciliation.v1 import reconciliation_pb2_grpc
+from services.kernel.consumer import Message, consume
+from services.kernel.db import create_engine
+from services.kernel.grpc_server import create_server, scopes_for
+from services.kernel.runtime import background
+from services.kernel.sqs import SqsClient, decode_body
+from services.reconciliation.adapters.ledger_client import LedgerClient
+from services.reconciliation.adapters.store import ReconciliationStore
+from services.reconciliation.api.errors import RECONCILIATION_ERRORS, SCOPES, SERVICE_NAME
+from services.reconciliation.api.servicer import ReconciliationServicer
+from services.reconciliation.config import ReconciliationSettings
+from services.reconciliation.service.reconcile import ReconciliationService
+
+log = logging.getLogger(__name__)
+SCHEMA = "reconciliation"
+
+
+@contextlib.asynccontextmanager
+async def running(settings: ReconciliationSettings, stop: asyncio.Event, address: str | None = None
+                  ) -> AsyncIterator[int]:
+    common = settings.common
+    engine = create_engine(common.database_url, SCHEMA)
+    ledger = LedgerClient(common.ledger_address, settings.ledger_token)
+    try:
+        async with SqsClient.connect(endpoint_url=common.sqs_endpoint_url, region=common.aws_region) as sqs:
+            service = ReconciliationService(ReconciliationStore(engine), ledger)
+            servicer = ReconciliationServicer(service)
+            server, port, _ = await create_server(
+                address or common.reconciliation_address,
+                service_names=[SERVICE_NAME],
+                register=[lambda s: reconciliation_pb2_grpc.add_ReconciliationServiceServicer_to_server(servicer, s)],
+                tokens=common.api_tokens,
+                scopes=scopes_for(SERVICE_NAME, SCOPES),
+                errors=RECONCILIATION_ERRORS,
+            )
+
+            async def project(messages: Sequence[Message]) -> Sequence[Message]:
+                events = [e for m in messages for e in messages_pb2.LedgerEventBatch.FromString(decode_body(m)).events]
+                await service.project(events)
+                return messages
+
+            await server.start()
+            log.info("reconciliation listening", extra={"fields": {"port": port}})
+            async with background(consume(sqs, common.recon_events_queue, project, stop)):
+                try:
+                    yield port
+                finally:
+                    stop.set()
+                    await server.stop(5)
+    finally:
+        await ledger.close()
+        await engine.dispose()

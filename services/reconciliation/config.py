@@ -1,0 +1,22 @@
+"""Reconciliation settings (RECON_ prefix) on top of the shared PAYRECON_ ones."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from services.kernel.config import DEMO_TOKEN, CommonSettings, ConfigError, Env
+
+
+@dataclass(frozen=True)
+class ReconciliationSettings:
+    common: CommonSettings
+    ledger_token: str
+
+    @classmethod
+    def from_env(cls, env: Env | None = None) -> ReconciliationSettings:
+        env = env or Env()
+        common = CommonSettings.from_env(env)
+        token = env.optional("RECON_LEDGER_TOKEN") or (DEMO_TOKEN if common.development else None)
+        if token is None:
+            raise ConfigError("RECON_LEDGER_TOKEN (a token with accounts:read) is required outside development")
+        return cls(common=common, ledger_token=token)

@@ -1,0 +1,85 @@
+"""Shared fixtures: real PostgreSQL and Redis (from PAYRECON_DATABASE_URL / PAYRECON_REDIS_URL, else
+embedded), a real SQS server, and — for e2e — the whole stack behind a real Envoy."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from services.devstack.stack import Stack, StackOptions, create_database, default_state_dir, drop_database
+
+
+@pytest.fixture(scope="session")
+def state_dir() -> Path:
+    path = default_state_dir() / "tests"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+@pytest.fixture(scope="session")
+def server_database_url(state_dir: Path) -> Iterator[str]:
+    url = os.environ.get("PAYRECON_DATABASE_URL")
+    if url:
+        yield url
+        return
+    from services.devstack.postgres import EmbeddedPostgres
+
+    postgres = EmbeddedPostgres.start(state_dir)
+    try:
+        yield postgres.url
+    finally:
+        postgres.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_url(state_dir: Path) -> Iterator[str]:
+    url = os.environ.get("PAYRECON_REDIS_URL")
+    if url:
+        yield url
+        return
+    from services.devstack.redis_server import EmbeddedRedis
+
+    redis = EmbeddedRedis.start(state_dir)
+    try:
+        yield redis.url
+    finally:
+        redis.stop()
+
+
+@pytest.fixture(scope="session")
+def database_url(server_database_url: str) -> Iterator[str]:
+    """A fresh database for this test session, dropped afterwards."""
+    name = f"payrecon_it_{secrets.token_hex(4)}"
+    url = create_database(server_database_url, name)
+    try:
+        yield url
+    finally:
+        drop_database(server_database_url, name)
+
+
+@pytest.fixture(scope="session")
+def sqs_endpoint(state_dir: Path) -> Iterator[str]:
+    from services.devstack.sqs_server import SqsServer
+
+    server = SqsServer.start(state_dir)
+    try:
+        yield server.url
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def stack(server_database_url: str, redis_url: str, state_dir: Path) -> Iterator[Stack]:
+    """The whole system: services, worker and Envoy, on free ports, with its own database."""
+    from services.devstack.processes import free_port
+
+    running = Stack(StackOptions(http_port=free_port(), database_url=server_database_url, redis_url=redis_url,
+                                 state_dir=state_dir, isolated=True)).start()
+    try:
+        yield running
+    finally:
+        running.stop()

@@ -1,0 +1,44 @@
+import pytest
+
+from services.ingest.config import IngestSettings
+from services.kernel.auth import find_token
+from services.kernel.config import DEMO_TOKEN, CommonSettings, ConfigError, Env, hash_token
+
+
+def test_missing_database_url_stops_startup_with_its_name() -> None:
+    with pytest.raises(ConfigError, match="PAYRECON_DATABASE_URL"):
+        CommonSettings.from_env(Env({"PAYRECON_ENV": "development"}))
+
+
+def test_production_needs_tokens_and_ignores_the_demo_token() -> None:
+    with pytest.raises(ConfigError, match="PAYRECON_API_TOKENS"):
+        CommonSettings.from_env(Env({"PAYRECON_DATABASE_URL": "postgresql://x/y"}))
+    digest = hash_token("s3cret")
+    settings = CommonSettings.from_env(Env({
+        "PAYRECON_DATABASE_URL": "postgresql://x/y",
+        "PAYRECON_API_TOKENS": f"ops:{digest}:ops:read",
+    }))
+    assert find_token(settings.api_tokens, "s3cret") is not None
+    assert find_token(settings.api_tokens, DEMO_TOKEN) is None
+
+
+def test_development_accepts_the_demo_token() -> None:
+    settings = CommonSettings.from_env(Env({"PAYRECON_ENV": "development", "PAYRECON_DATABASE_URL": "postgresql://x/y"}))
+    token = find_token(settings.api_tokens, DEMO_TOKEN)
+    assert token is not None and "transactions:write" in token.scopes
+
+
+def test_malformed_token_entries_and_unknown_scopes_are_refused() -> None:
+    with pytest.raises(ConfigError):
+        CommonSettings.from_env(Env({"PAYRECON_DATABASE_URL": "postgresql://x/y", "PAYRECON_API_TOKENS": "x:abc:*"}))
+    with pytest.raises(ConfigError, match="unknown scopes"):
+        CommonSettings.from_env(Env({"PAYRECON_DATABASE_URL": "postgresql://x/y",
+                                     "PAYRECON_API_TOKENS": f"x:{'a' * 64}:money:print"}))
+
+
+def test_ingest_requires_redis_and_a_known_default_currency() -> None:
+    base = {"PAYRECON_ENV": "development", "PAYRECON_DATABASE_URL": "postgresql://x/y"}
+    with pytest.raises(ConfigError, match="PAYRECON_REDIS_URL"):
+        IngestSettings.from_env(Env(base))
+    with pytest.raises(ConfigError, match="INGEST_DEFAULT_CURRENCY"):
+        IngestSettings.from_env(Env({**base, "PAYRECON_REDIS_URL": "redis://x", "INGEST_DEFAULT_CURRENCY": "ZZZ"}))

@@ -1,0 +1,74 @@
+from decimal import Decimal
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from services.kernel.money import (
+    INT64_MAX,
+    MoneyError,
+    decimal_from_number,
+    decimal_from_text,
+    exponent_of,
+    format_minor,
+    to_minor_units,
+)
+
+
+@pytest.mark.parametrize(("currency", "exponent"), [("USD", 2), ("JPY", 0), ("KWD", 3), ("EUR", 2)])
+def test_exponents(currency: str, exponent: int) -> None:
+    assert exponent_of(currency) == exponent
+
+
+def test_unknown_and_malformed_currencies_are_refused() -> None:
+    with pytest.raises(MoneyError) as unknown:
+        exponent_of("XYZ")
+    assert unknown.value.code == "UNKNOWN_CURRENCY"
+    with pytest.raises(MoneyError) as malformed:
+        exponent_of("usd")
+    assert malformed.value.code == "INVALID_CURRENCY"
+
+
+def test_json_number_converts_exactly() -> None:
+    # 100.1 is not exact as a double; the shortest repr is what the caller wrote.
+    assert to_minor_units(decimal_from_number(100.1), "USD") == 10010
+    assert to_minor_units(decimal_from_number(100.00), "USD") == 10000
+    assert to_minor_units(decimal_from_number(0.29), "USD") == 29
+
+
+def test_too_many_decimals_is_refused_not_rounded() -> None:
+    with pytest.raises(MoneyError) as error:
+        to_minor_units(Decimal("1.001"), "USD")
+    assert error.value.code == "AMOUNT_PRECISION"
+    with pytest.raises(MoneyError):
+        to_minor_units(Decimal("1.5"), "JPY")
+
+
+def test_beyond_int64_is_refused() -> None:
+    with pytest.raises(MoneyError) as error:
+        to_minor_units(decimal_from_number(1e20), "USD")
+    assert error.value.code == "AMOUNT_OUT_OF_RANGE"
+
+
+@pytest.mark.parametrize("text", ["abc", "1e5", "", "1.2.3", "--1", "NaN", "Infinity"])
+def test_decimal_text_rejects_non_decimals(text: str) -> None:
+    with pytest.raises(MoneyError):
+        decimal_from_text(text)
+
+
+def test_non_finite_numbers_are_refused() -> None:
+    with pytest.raises(MoneyError):
+        decimal_from_number(float("nan"))
+    with pytest.raises(MoneyError):
+        decimal_from_number(float("inf"))
+
+
+@given(st.integers(min_value=-INT64_MAX, max_value=INT64_MAX), st.sampled_from(["USD", "JPY", "KWD", "CLF"]))
+def test_format_and_parse_round_trip(minor: int, currency: str) -> None:
+    assert to_minor_units(decimal_from_text(format_minor(minor, currency)), currency) == minor
+
+
+def test_format_minor() -> None:
+    assert format_minor(-10000, "USD") == "-100.00"
+    assert format_minor(5, "USD") == "0.05"
+    assert format_minor(100, "JPY") == "100"

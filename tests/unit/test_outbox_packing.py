@@ -1,0 +1,19 @@
+from services.kernel.outbox import OutboxRow, deduplication_id, pack_rows
+
+
+def row(i: int, group: str) -> OutboxRow:
+    return OutboxRow(i, group, f"p{i}".encode(), "")
+
+
+def test_rows_are_packed_per_group_in_order_and_cut_at_the_limit() -> None:
+    rows = [row(1, "a"), row(2, "b"), row(3, "a"), row(4, "a"), row(5, "b")]
+    chunks = pack_rows(rows, per_message=2)
+    assert [[r.id for r in c] for c in chunks] == [[1, 3], [4], [2, 5]]
+    assert all(len({r.message_group for r in c}) == 1 for c in chunks)
+
+
+def test_deduplication_id_is_deterministic_and_within_sqs_limits() -> None:
+    chunk = [row(7, "a"), row(9, "a")]
+    assert deduplication_id("ingest", chunk) == deduplication_id("ingest", list(chunk))
+    assert deduplication_id("ingest", chunk) != deduplication_id("ingest", chunk[:1])
+    assert len(deduplication_id("ingest", chunk)) <= 128
