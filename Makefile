@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run test unit protos lint bench clean
+.PHONY: install run test unit protos lint clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -30,9 +30,6 @@ protos: install  ## regenerate contract code, .pyi stubs and gateway/descriptor.
 
 lint: install
 	$(BIN)/ruff check services tests protos/generate.py
-
-bench: install  ## throughput figures, written to bench/RESULTS.md
-	$(BIN)/python -m bench
 
 clean:
 	rm -rf $(VENV) .pytest_cache

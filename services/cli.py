@@ -57,7 +57,8 @@ async def migrate_all(environ: Mapping[str, str] | None = None) -> None:
         engine = create_engine(settings.database_url, schema, pool_size=1)
         try:
             applied = await migrate(engine, schema, f"services.{schema}.migrations")
-            logging.getLogger("payrecon.migrate").info("%s: %s", schema, f"applied {applied}" if applied else "up to date")
+            status = f"applied {applied}" if applied else "up to date"
+            logging.getLogger("payrecon.migrate").info("%s: %s", schema, status)
         finally:
             await engine.dispose()
 

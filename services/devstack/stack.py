@@ -6,7 +6,6 @@ import asyncio
 import json
 import os
 import secrets
-import subprocess
 import sys
 import tempfile
 import time
@@ -164,12 +163,6 @@ class Stack:
             self.stop()
             raise
         return self
-
-    def cli(self, *args: str) -> None:
-        result = subprocess.run([sys.executable, "-m", "services.cli", *args], env=self.env, cwd=REPO_ROOT,
-                                capture_output=True, text=True, timeout=120)
-        if result.returncode != 0:
-            raise RuntimeError(f"payrecon {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
 
     def ready(self) -> bool:
         try:

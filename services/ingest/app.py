@@ -8,8 +8,8 @@ import logging
 from collections.abc import AsyncIterator, Sequence
 
 import redis.asyncio as redis
-
 from payrecon.ingest.v1 import ingest_pb2_grpc
+
 from services.ingest.adapters.cache import IdempotencyCache
 from services.ingest.adapters.messages import outcomes_from_event_batch, transfer_batch_bytes
 from services.ingest.adapters.store import IngestStore

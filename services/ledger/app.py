@@ -8,6 +8,7 @@ import logging
 from collections.abc import AsyncIterator, Sequence
 
 from payrecon.ledger.v1 import ledger_pb2_grpc
+
 from services.kernel.consumer import Message, consume
 from services.kernel.db import create_engine
 from services.kernel.grpc_server import create_server, scopes_for

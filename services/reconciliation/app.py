@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator, Sequence
 
 from payrecon.ledger.v1 import messages_pb2
 from payrecon.reconciliation.v1 import reconciliation_pb2_grpc
+
 from services.kernel.consumer import Message, consume
 from services.kernel.db import create_engine
 from services.kernel.grpc_server import create_server, scopes_for

@@ -9,9 +9,9 @@ import uuid
 import grpc
 import pytest
 from google.protobuf import struct_pb2
-
 from payrecon.ingest.v1 import ingest_pb2, ingest_pb2_grpc
 from payrecon.ledger.v1 import ledger_pb2, ledger_pb2_grpc
+
 from services.devstack.stack import Stack
 from services.kernel.errors import machine_code_of
 

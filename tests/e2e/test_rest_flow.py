@@ -74,7 +74,7 @@ def test_submit_poll_balance_ledger_reconcile(client: httpx.Client) -> None:
     report = None
     for _ in range(50):  # the reconciliation projection is fed asynchronously by ledger events
         report = client.post(f"/api/v1/accounts/{source}/reconcile",
-                             json={"startDate": "2026-01-01", "endDate": "2099-12-31"}).json()
+                             json={"startDate": "2026-01-01", "endDate": "2030-12-31"}).json()
         if report["transaction_count"] == "1" and report["balanced"]:
             break
         time.sleep(0.2)
@@ -192,3 +192,12 @@ def test_ledger_pagination_walks_every_entry_once(client: httpx.Client) -> None:
             break
     assert sorted(seen) == sorted(keys)
     assert len(seen) == len(set(seen))
+
+
+def test_reconcile_rejects_a_bad_window(client: httpx.Client) -> None:
+    response = client.post("/api/v1/accounts/any/reconcile", json={"startDate": "2026-02-01", "endDate": "2026-01-01"})
+    assert response.status_code == 400
+    assert response.json()["code"] == "INVALID_DATE_RANGE"
+    response = client.post("/api/v1/accounts/any/reconcile", json={"startDate": "yesterday", "endDate": "2026-01-01"})
+    assert response.status_code == 400
+    assert response.json()["code"] == "INVALID_DATE"

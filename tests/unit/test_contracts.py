@@ -23,7 +23,6 @@ def test_generated_code_and_descriptor_are_fresh(tmp_path: Path) -> None:
 
 def test_every_public_rpc_has_a_rest_route() -> None:
     from google.api import annotations_pb2
-
     from payrecon.ingest.v1 import ingest_pb2
     from payrecon.ledger.v1 import ledger_pb2
     from payrecon.reconciliation.v1 import reconciliation_pb2

@@ -6,9 +6,9 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 
 from google.protobuf.timestamp_pb2 import Timestamp
-
 from payrecon.common.v1 import money_pb2
 from payrecon.ledger.v1 import messages_pb2
+
 from services.ingest.domain.model import RequestStatus, TransferOutcome, TransferSubmission
 
 

@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import grpc
 
-from services.ingest.domain.errors import IdempotencyKeyReused, InvalidSubmission, Unavailable, UnknownTransaction
+from services.ingest.domain.errors import (
+    IdempotencyKeyReused,
+    InvalidSubmission,
+    Unavailable,
+    UnknownTransaction,
+)
 from services.kernel.errors import BASE_TABLE, ErrorMapping, ErrorTable
 
 INGEST_ERRORS = ErrorTable({

@@ -8,8 +8,8 @@ from decimal import Decimal
 import grpc
 from google.protobuf import struct_pb2
 from google.protobuf.timestamp_pb2 import Timestamp
-
 from payrecon.ingest.v1 import ingest_pb2, ingest_pb2_grpc
+
 from services.ingest.adapters.store import StoredRequest
 from services.ingest.domain.model import RawAmount, RequestStatus, SubmitTransaction
 from services.ingest.service.operations import OperationsService

@@ -50,10 +50,10 @@ class OperationsService:
     async def cache_statistics(self) -> CacheStatistics:
         return await self.cache.statistics()
 
-    async def readiness(self, timeout: float = 2.0) -> ReadinessReport:
+    async def readiness(self, probe_seconds: float = 2.0) -> ReadinessReport:
         async def check(probe: object) -> str:
             try:
-                await asyncio.wait_for(probe, timeout)  # type: ignore[arg-type]
+                await asyncio.wait_for(probe, probe_seconds)  # type: ignore[arg-type]
                 return READY
             except Exception as error:
                 return f"unavailable: {type(error).__name__}"

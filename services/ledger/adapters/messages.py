@@ -6,11 +6,11 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 
 from google.protobuf.timestamp_pb2 import Timestamp
-
 from payrecon.common.v1 import money_pb2
 from payrecon.ledger.v1 import messages_pb2
-from services.ledger.domain.model import Posted, Rejected, TransferInstruction
+
 from services.kernel.money import Money
+from services.ledger.domain.model import Posted, Rejected, TransferInstruction
 
 
 def _stamp(moment: datetime) -> Timestamp:

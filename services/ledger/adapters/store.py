@@ -8,10 +8,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
+from payrecon.ledger.v1 import messages_pb2
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from payrecon.ledger.v1 import messages_pb2
 from services.kernel.money import Money
 from services.kernel.telemetry import current_traceparent
 from services.ledger.adapters.messages import posted_event, rejected_event

@@ -6,8 +6,8 @@ from datetime import UTC, datetime
 
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
-
 from payrecon.ledger.v1 import ledger_pb2, ledger_pb2_grpc
+
 from services.kernel.money import format_minor
 from services.ledger.adapters.messages import instruction_from_proto
 from services.ledger.domain.model import Direction

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from payrecon.ledger.v1 import messages_pb2
+
 from services.kernel.errors import ValidationError
 from services.ledger.adapters.store import EntryRow, LedgerStore
 from services.ledger.domain.errors import AccountNotFound

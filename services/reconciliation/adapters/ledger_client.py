@@ -7,8 +7,8 @@ from datetime import datetime
 
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
-
 from payrecon.ledger.v1 import ledger_pb2, ledger_pb2_grpc
+
 from services.kernel.telemetry import grpc_client_interceptors
 
 

@@ -7,10 +7,10 @@ import uuid
 from collections.abc import Sequence
 from datetime import datetime
 
+from payrecon.ledger.v1 import messages_pb2
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from payrecon.ledger.v1 import messages_pb2
 from services.reconciliation.domain.model import Report, TransferSides, Window
 
 

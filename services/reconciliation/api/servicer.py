@@ -6,8 +6,8 @@ from datetime import datetime
 
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
-
 from payrecon.reconciliation.v1 import reconciliation_pb2, reconciliation_pb2_grpc
+
 from services.kernel.money import format_minor
 from services.reconciliation.service.reconcile import ReconciliationService
 

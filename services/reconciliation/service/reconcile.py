@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from payrecon.ledger.v1 import messages_pb2
+
 from services.reconciliation.adapters.ledger_client import LedgerClient
 from services.reconciliation.adapters.store import ReconciliationStore
 from services.reconciliation.domain.model import Report, check_account, parse_window
