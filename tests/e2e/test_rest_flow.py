@@ -75,7 +75,7 @@ def test_submit_poll_balance_ledger_reconcile(client: httpx.Client) -> None:
     for _ in range(50):  # the reconciliation projection is fed asynchronously by ledger events
         report = client.post(f"/api/v1/accounts/{source}/reconcile",
                              json={"startDate": "2026-01-01", "endDate": "2030-12-31"}).json()
-        if report["transaction_count"] == "1" and report["balanced"]:
+        if report["transaction_count"] == 1 and report["balanced"]:
             break
         time.sleep(0.2)
     assert report is not None
@@ -162,10 +162,12 @@ def test_ops_endpoints_in_the_seed_shapes(client: httpx.Client) -> None:
                   "timestamp", "dlqMessageCount"):
         assert field in queue, field
     assert queue["isFifo"] is True
+    assert isinstance(queue["messageCount"], int) and isinstance(queue["inFlightCount"], int)
     cache = client.get("/api/v1/cache/stats").json()
     assert cache["connected"] is True
     assert cache["prefix"].startswith("idempotency:")
-    assert int(cache["defaultTtl"]) == 86400
+    assert cache["defaultTtl"] == 86400
+    assert isinstance(cache["totalKeys"], int)
     assert {"totalKeys", "memoryUsage", "timestamp"} <= set(cache)
 
 
