@@ -203,3 +203,18 @@ def test_reconcile_rejects_a_bad_window(client: httpx.Client) -> None:
     response = client.post("/api/v1/accounts/any/reconcile", json={"startDate": "yesterday", "endDate": "2026-01-01"})
     assert response.status_code == 400
     assert response.json()["code"] == "INVALID_DATE"
+
+
+def test_oversized_body_is_413_and_a_wrongly_typed_field_is_400(client: httpx.Client) -> None:
+    huge = {"transaction": {"source_account_id": "a", "destination_account_id": "b", "amount": 1,
+                            "metadata": {"x": "y" * 2_000_000}}, "idempotencyKey": "too-big"}
+    response = client.post("/api/v1/transactions", json=huge)
+    assert response.status_code == 413
+    assert response.json()["code"] == "PAYLOAD_TOO_LARGE"
+    typed = client.post("/api/v1/transactions", json={
+        "transaction": {"source_account_id": 5, "destination_account_id": "b", "amount": 1}, "idempotencyKey": "typed"})
+    assert typed.status_code == 400
+    assert typed.json()["code"] == "INVALID_REQUEST"
+    assert "source_account_id" in typed.json()["message"]
+    for key in ("too-big", "typed"):
+        assert client.get(f"/api/v1/transactions/status/{key}").status_code == 404
