@@ -171,12 +171,6 @@ class Stack:
         except OSError:
             return False
 
-    def restart_child(self, name: str) -> None:
-        child = self.children[name]
-        child.stop()
-        argv = [sys.executable, "-m", "services.cli", *(["worker"] if name == "ledger-worker" else ["serve", name])]
-        self.children[name] = spawn(name, argv, log_dir=child.log.parent, env=self.env, cwd=REPO_ROOT)
-
     def stop(self) -> None:
         if self.envoy:
             self.envoy.stop()
