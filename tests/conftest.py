@@ -12,6 +12,8 @@ import pytest
 
 from services.devstack.stack import Stack, StackOptions, create_database, default_state_dir, drop_database
 
+READ_ONLY_TOKEN = "read-only-test-token"
+
 
 @pytest.fixture(scope="session")
 def state_dir() -> Path:
@@ -76,9 +78,13 @@ def sqs_endpoint(state_dir: Path) -> Iterator[str]:
 def stack(server_database_url: str, redis_url: str, state_dir: Path) -> Iterator[Stack]:
     """The whole system: services, worker and Envoy, on free ports, with its own database."""
     from services.devstack.processes import free_port
+    from services.kernel.config import hash_token
 
+    # Besides the development demo token: a read-only token, to check scopes (403).
+    tokens = f"reader:{hash_token(READ_ONLY_TOKEN)}:transactions:read,accounts:read"
     running = Stack(StackOptions(http_port=free_port(), database_url=server_database_url, redis_url=redis_url,
-                                 state_dir=state_dir, isolated=True)).start()
+                                 state_dir=state_dir, isolated=True,
+                                 extra_env={"PAYRECON_API_TOKENS": tokens})).start()
     try:
         yield running
     finally:

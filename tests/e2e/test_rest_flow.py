@@ -218,3 +218,15 @@ def test_oversized_body_is_413_and_a_wrongly_typed_field_is_400(client: httpx.Cl
     assert "source_account_id" in typed.json()["message"]
     for key in ("too-big", "typed"):
         assert client.get(f"/api/v1/transactions/status/{key}").status_code == 404
+
+
+def test_a_token_without_the_scope_is_403(stack: Stack) -> None:
+    from tests.conftest import READ_ONLY_TOKEN
+
+    with httpx.Client(base_url=stack.base_url, timeout=10,
+                      headers={"Authorization": f"Bearer {READ_ONLY_TOKEN}"}) as reader:
+        write = reader.post("/api/v1/transactions", json=seed_body("scoped-write"))
+        assert write.status_code == 403
+        assert write.json()["code"] == "AUTH_FORBIDDEN"
+        assert reader.get("/api/v1/queue/stats").status_code == 403
+        assert reader.get("/api/v1/transactions/status/scoped-write").status_code == 404  # allowed, and nothing stored
