@@ -5,23 +5,21 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import UTC, datetime
 
-from google.protobuf.timestamp_pb2 import Timestamp
 from payrecon.common.v1 import money_pb2
 from payrecon.ledger.v1 import messages_pb2
 
 from services.ingest.domain.model import RequestStatus, TransferOutcome, TransferSubmission
+from services.kernel.timestamps import to_timestamp
 
 
 def transfer_request_bytes(submission: TransferSubmission, accepted_at: datetime) -> bytes:
-    stamp = Timestamp()
-    stamp.FromDatetime(accepted_at)
     return messages_pb2.TransferRequest(
         transfer_id=submission.idempotency_key,
         debit_account_id=submission.source_account_id,
         credit_account_id=submission.destination_account_id,
         amount=money_pb2.Money(minor_units=submission.amount.minor_units, currency=submission.amount.currency),
         metadata=submission.metadata,
-        accepted_at=stamp,
+        accepted_at=to_timestamp(accepted_at),
     ).SerializeToString()
 
 

@@ -16,16 +16,11 @@ from services.ingest.service.operations import OperationsService
 from services.ingest.service.transactions import TransactionService
 from services.kernel.grpc_server import set_http_status
 from services.kernel.money import format_minor
-
-
-def _timestamp(moment: datetime) -> Timestamp:
-    stamp = Timestamp()
-    stamp.FromDatetime(moment)
-    return stamp
+from services.kernel.timestamps import to_timestamp
 
 
 def _now() -> Timestamp:
-    return _timestamp(datetime.now(UTC))
+    return to_timestamp(datetime.now(UTC))
 
 
 def raw_amount(value: struct_pb2.Value, present: bool) -> RawAmount:
@@ -50,7 +45,7 @@ def _result(stored: StoredRequest) -> ingest_pb2.TransactionResult:
         amount=struct_pb2.Value(number_value=float(display)),
         currency=stored.amount.currency,
         status=stored.status.value,
-        created_at=_timestamp(stored.completed_at or stored.accepted_at),
+        created_at=to_timestamp(stored.completed_at or stored.accepted_at),
         amount_minor=stored.amount.minor_units,
     )
 
@@ -82,7 +77,7 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
             idempotency_key=acceptance.idempotency_key,
             message_id=acceptance.message_id,
             poll_url=f"{self._base_path}/transactions/status/{acceptance.idempotency_key}",
-            expires_at=_timestamp(acceptance.expires_at),
+            expires_at=to_timestamp(acceptance.expires_at),
             replayed=acceptance.replayed,
         )
 

@@ -5,18 +5,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
-from google.protobuf.timestamp_pb2 import Timestamp
 from payrecon.common.v1 import money_pb2
 from payrecon.ledger.v1 import messages_pb2
 
 from services.kernel.money import Money
+from services.kernel.timestamps import to_timestamp
 from services.ledger.domain.model import Posted, Rejected, TransferInstruction
-
-
-def _stamp(moment: datetime) -> Timestamp:
-    stamp = Timestamp()
-    stamp.FromDatetime(moment)
-    return stamp
 
 
 def _money(money: Money) -> money_pb2.Money:
@@ -45,7 +39,7 @@ def posted_event(outcome: Posted, at: datetime, debit_entry_id: int, credit_entr
         debit_account_id=t.debit_account_id,
         credit_account_id=t.credit_account_id,
         amount=_money(t.amount),
-        posted_at=_stamp(at),
+        posted_at=to_timestamp(at),
         debit_entry_id=debit_entry_id,
         credit_entry_id=credit_entry_id,
         metadata=t.metadata,
@@ -58,7 +52,7 @@ def rejected_event(outcome: Rejected, at: datetime) -> messages_pb2.LedgerEvent:
         transfer_id=t.transfer_id,
         code=outcome.code,
         message=outcome.message,
-        rejected_at=_stamp(at),
+        rejected_at=to_timestamp(at),
         debit_account_id=t.debit_account_id,
         credit_account_id=t.credit_account_id,
         amount=_money(t.amount),

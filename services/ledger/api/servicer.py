@@ -5,19 +5,13 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import grpc
-from google.protobuf.timestamp_pb2 import Timestamp
 from payrecon.ledger.v1 import ledger_pb2, ledger_pb2_grpc
 
 from services.kernel.money import format_minor
+from services.kernel.timestamps import to_timestamp
 from services.ledger.adapters.messages import instruction_from_proto
 from services.ledger.domain.model import Direction
 from services.ledger.service.ledger import LedgerService
-
-
-def _stamp(moment: datetime) -> Timestamp:
-    stamp = Timestamp()
-    stamp.FromDatetime(moment)
-    return stamp
 
 
 class LedgerServicer(ledger_pb2_grpc.LedgerServiceServicer):
@@ -38,7 +32,7 @@ class LedgerServicer(ledger_pb2_grpc.LedgerServiceServicer):
             balance_minor=view.balance_minor,
             pending_minor=view.pending_minor,
             available_minor=view.available_minor,
-            as_of=_stamp(view.as_of or datetime.now(UTC)),
+            as_of=to_timestamp(view.as_of or datetime.now(UTC)),
             account_type=view.account.type.value,
         )
 
@@ -63,7 +57,7 @@ class LedgerServicer(ledger_pb2_grpc.LedgerServiceServicer):
                 destination_account_id=row.credit_account_id,
                 status=row.status,
                 metadata=row.metadata,
-                created_at=_stamp(row.created_at),
+                created_at=to_timestamp(row.created_at),
             ))
         return ledger_pb2.ListLedgerEntriesResponse(account_id=account.id, entries=entries, next_cursor=next_cursor)
 

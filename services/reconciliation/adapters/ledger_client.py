@@ -6,10 +6,10 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import grpc
-from google.protobuf.timestamp_pb2 import Timestamp
 from payrecon.ledger.v1 import ledger_pb2, ledger_pb2_grpc
 
 from services.kernel.telemetry import grpc_client_interceptors
+from services.kernel.timestamps import to_timestamp
 
 
 @dataclass(frozen=True)
@@ -27,11 +27,9 @@ class LedgerClient:
 
     async def balance_as_of(self, account_id: str, as_of: datetime) -> LedgerBalance | None:
         """None when the ledger does not know the account."""
-        stamp = Timestamp()
-        stamp.FromDatetime(as_of)
         try:
             reply = await self._stub.GetBalance(
-                ledger_pb2.GetBalanceRequest(account_id=account_id, as_of=stamp),
+                ledger_pb2.GetBalanceRequest(account_id=account_id, as_of=to_timestamp(as_of)),
                 metadata=self._metadata, timeout=10,
             )
         except grpc.aio.AioRpcError as error:

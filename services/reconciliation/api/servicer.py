@@ -2,20 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-
 import grpc
-from google.protobuf.timestamp_pb2 import Timestamp
 from payrecon.reconciliation.v1 import reconciliation_pb2, reconciliation_pb2_grpc
 
 from services.kernel.money import format_minor
+from services.kernel.timestamps import to_timestamp
 from services.reconciliation.service.reconcile import ReconciliationService
-
-
-def _stamp(moment: datetime) -> Timestamp:
-    stamp = Timestamp()
-    stamp.FromDatetime(moment)
-    return stamp
 
 
 class ReconciliationServicer(reconciliation_pb2_grpc.ReconciliationServiceServicer):
@@ -33,7 +25,8 @@ class ReconciliationServicer(reconciliation_pb2_grpc.ReconciliationServiceServic
         return reconciliation_pb2.ReconciliationReport(
             report_id=stored.run_id,
             account_id=report.account_id,
-            period=reconciliation_pb2.Period(start=_stamp(report.window.start), end=_stamp(report.window.end)),
+            period=reconciliation_pb2.Period(start=to_timestamp(report.window.start),
+                                             end=to_timestamp(report.window.end)),
             transaction_count=report.transaction_count,
             discrepancy_count=len(report.discrepancies),
             balanced=report.balanced,
@@ -46,5 +39,5 @@ class ReconciliationServicer(reconciliation_pb2_grpc.ReconciliationServiceServic
                 for d in report.discrepancies
             ],
             currency=report.currency,
-            created_at=_stamp(stored.created_at),
+            created_at=to_timestamp(stored.created_at),
         )
