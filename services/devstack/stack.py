@@ -164,6 +164,20 @@ class Stack:
             raise
         return self
 
+    def stop_sqs(self) -> int:
+        """Takes the SQS server away, for outage drills; returns its port for `restart_sqs`."""
+        assert self.sqs is not None
+        self.sqs.stop()
+        return self.sqs.port
+
+    def restart_sqs(self, port: int) -> None:
+        """Brings SQS back on the same port. The local server keeps nothing across a restart, so the
+        queues are created again, as an operator restoring it would."""
+        from services.cli import create_queues
+
+        self.sqs = SqsServer.start(self.options.state_dir, port=port)
+        asyncio.run(create_queues(self.env))
+
     def ready(self) -> bool:
         try:
             with urllib.request.urlopen(f"{self.base_url}/api/v1/ready", timeout=2) as response:

@@ -16,6 +16,7 @@ class IngestSettings:
     cache_prefix: str
     default_currency: str
     public_base_path: str
+    purge_interval_seconds: int
 
     @classmethod
     def from_env(cls, env: Env | None = None) -> IngestSettings:
@@ -38,4 +39,5 @@ class IngestSettings:
             cache_prefix=env.str("INGEST_CACHE_PREFIX", "idempotency:"),
             default_currency=currency,
             public_base_path=env.str("INGEST_PUBLIC_BASE_PATH", "/api/v1"),
+            purge_interval_seconds=env.int("INGEST_PURGE_INTERVAL_SECONDS", 60),
         )

@@ -20,6 +20,7 @@ from opentelemetry import trace
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from services.kernel.runtime import sleep_or_stop
 from services.kernel.sqs import MAX_BATCH, OutgoingMessage, SqsClient
 from services.kernel.telemetry import context_from_traceparent, inject_message_attributes
 
@@ -116,14 +117,7 @@ class OutboxRelay:
                 backoff = min(5.0, max(0.1, backoff * 2))
                 log.warning("outbox relay failed; retrying",
                             extra={"fields": {"source": self._source, "error": repr(error), "backoff": backoff}})
-                await _sleep_or_stop(stop, backoff)
+                await sleep_or_stop(stop, backoff)
                 continue
             if published < self._rows_per_poll:
-                await _sleep_or_stop(stop, self._idle_seconds)
-
-
-async def _sleep_or_stop(stop: asyncio.Event, seconds: float) -> None:
-    try:
-        await asyncio.wait_for(stop.wait(), timeout=seconds)
-    except TimeoutError:
-        pass
+                await sleep_or_stop(stop, self._idle_seconds)

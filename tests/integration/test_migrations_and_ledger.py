@@ -120,3 +120,57 @@ async def test_fifty_concurrent_inserts_of_one_key_store_one_request(ingest_engi
         outbox = (await conn.execute(text("SELECT count(*) FROM outbox WHERE idempotency_key = 'it-same-key'"))
                   ).scalar_one()
     assert outbox == 1
+
+
+async def test_a_transfer_id_sent_again_in_a_new_message_gets_its_outcome_told_again(
+        ledger_engine: AsyncEngine) -> None:
+    store = LedgerStore(ledger_engine, auto_create_accounts=True)
+    await store.post_batch([t("it-r1", "it-r-src", "it-r-dst", 700)], message_id="r-msg-1")
+    same = await store.post_batch([t("it-r1", "it-r-src", "it-r-dst", 700)], message_id="r-msg-2")
+    other = await store.post_batch([t("it-r1", "it-r-src", "it-r-dst", 999)], message_id="r-msg-3")
+    assert same is not None and other is not None
+    assert same.outcomes == other.outcomes == []
+    assert same.repeats["it-r1"].WhichOneof("event") == "transfer_posted"
+    assert same.repeats["it-r1"].transfer_posted.amount.minor_units == 700
+    assert other.repeats["it-r1"].transfer_rejected.code == "LEDGER_TRANSFER_EXISTS"
+    source = await store.account("it-r-src")
+    assert source is not None and source.balance_minor == -700  # posted once, whatever came again
+    async with ledger_engine.connect() as conn:
+        queued = (await conn.execute(text(
+            "SELECT count(*) FROM outbox"
+            " WHERE published_at IS NULL AND position('it-r1' in encode(payload, 'escape')) > 0"
+        ))).scalar_one()
+    assert queued == 3  # the outcome, told again twice: the senders are waiting for an answer
+    await invariants(ledger_engine)
+
+
+async def test_expired_keys_are_purged_once_their_outcome_is_known(ingest_engine: AsyncEngine) -> None:
+    from services.ingest.adapters.cache import IdempotencyCache
+    from services.ingest.domain.model import RequestStatus, TransferOutcome
+    from services.ingest.service.transactions import TransactionService
+
+    store = IngestStore(ingest_engine)
+    past = datetime.now(UTC) - timedelta(seconds=1)
+    for i, key in enumerate(("it-old-done", "it-old-processing", "it-fresh-done")):
+        submission = validate_submission(SubmitTransaction(key, "p1", "p2", 1.0, "USD"), default_currency="USD")
+        expires = past if key.startswith("it-old") else datetime.now(UTC) + timedelta(days=1)
+        await store.record_accepted(submission, message_id=f"10000000-0000-0000-0000-{i:012d}", expires_at=expires,
+                                    message_group="g", payload=b"x", traceparent="")
+    async with ingest_engine.begin() as conn:
+        await conn.execute(text("UPDATE outbox SET published_at = now()"))
+    await store.record_outcomes([TransferOutcome(k, RequestStatus.COMPLETED, datetime.now(UTC))
+                                 for k in ("it-old-done", "it-fresh-done")])
+
+    class NoCache(IdempotencyCache):
+        def __init__(self) -> None:
+            pass
+
+    service = TransactionService(store, NoCache(), 86400, "USD", 4)
+    assert await service.purge_expired(batch=1) >= 1
+    assert await store.get("it-old-done") is None
+    assert await store.get("it-old-processing") is not None  # no outcome yet: its key still guards retries
+    assert await store.get("it-fresh-done") is not None
+    async with ingest_engine.connect() as conn:
+        orphans = (await conn.execute(text("SELECT count(*) FROM outbox WHERE idempotency_key = 'it-old-done'"))
+                   ).scalar_one()
+    assert orphans == 0

@@ -133,6 +133,26 @@ class IngestStore:
             )
             return int(result.rowcount or 0)
 
+    async def purge_expired(self, now: datetime, limit: int) -> int:
+        """Deletes up to `limit` requests past `expires_at` that have an outcome, with their outbox rows."""
+        async with self._engine.begin() as conn:
+            result = await conn.execute(
+                text(
+                    "WITH expired AS ("
+                    "  SELECT idempotency_key FROM requests"
+                    "  WHERE expires_at < :now AND status <> 'PROCESSING'"
+                    "  ORDER BY expires_at LIMIT :limit FOR UPDATE SKIP LOCKED),"
+                    " dropped_outbox AS ("
+                    "  DELETE FROM outbox o USING expired e"
+                    "  WHERE o.idempotency_key = e.idempotency_key AND o.published_at IS NOT NULL)"
+                    " DELETE FROM requests r USING expired e WHERE r.idempotency_key = e.idempotency_key"
+                    " AND NOT EXISTS (SELECT 1 FROM outbox o WHERE o.idempotency_key = r.idempotency_key"
+                    "                 AND o.published_at IS NULL)"
+                ),
+                {"now": now, "limit": limit},
+            )
+            return int(result.rowcount or 0)
+
     async def outbox_pending(self) -> int:
         async with self._engine.connect() as conn:
             return int(

@@ -139,10 +139,14 @@ def _require_id(value: str, field_name: str, pattern: re.Pattern[str], code: str
     return value
 
 
+def validate_idempotency_key(key: str) -> str:
+    """Raises InvalidSubmission unless `key` is 1-255 characters of letters, digits and . _ : -"""
+    return _require_id(key, "idempotencyKey", IDEMPOTENCY_KEY_PATTERN, "INVALID_IDEMPOTENCY_KEY", 255)
+
+
 def validate_submission(command: SubmitTransaction, *, default_currency: str) -> TransferSubmission:
     """Checks every rule; raises InvalidSubmission (a ValidationError) with a code and the field."""
-    key = _require_id(command.idempotency_key, "idempotencyKey", IDEMPOTENCY_KEY_PATTERN,
-                      "INVALID_IDEMPOTENCY_KEY", 255)
+    key = validate_idempotency_key(command.idempotency_key)
     if not command.has_transaction:
         raise InvalidSubmission("transaction is required", field="transaction", code="MISSING_FIELD")
     source = _require_id(command.source_account_id, "transaction.source_account_id", ACCOUNT_ID_PATTERN,
@@ -152,7 +156,7 @@ def validate_submission(command: SubmitTransaction, *, default_currency: str) ->
     if source == destination:
         raise InvalidSubmission("transaction.destination_account_id must differ from source_account_id",
                                 field="transaction.destination_account_id", code="SAME_ACCOUNT")
-    currency = (command.currency or default_currency).strip()
+    currency = (command.currency or default_currency).strip().upper()
     amount = _parse_amount(command.amount, currency)
     if len(command.metadata) > MAX_METADATA_ENTRIES:
         raise InvalidSubmission(f"transaction.metadata has more than {MAX_METADATA_ENTRIES} entries",

@@ -17,6 +17,7 @@ from services.ingest.domain.model import (
     SubmitTransaction,
     TransferOutcome,
     message_group_for,
+    validate_idempotency_key,
     validate_submission,
 )
 from services.kernel.telemetry import current_traceparent
@@ -76,7 +77,8 @@ class TransactionService:
         return Acceptance(key, message_id, expires_at, replayed=True)
 
     async def status(self, idempotency_key: str) -> StoredRequest:
-        """Raises UnknownTransaction when nothing was accepted under the key."""
+        """Raises InvalidSubmission (malformed key) and UnknownTransaction (nothing accepted under it)."""
+        validate_idempotency_key(idempotency_key)
         stored = await self.store.get(idempotency_key)
         if stored is None:
             raise UnknownTransaction(f"no transaction with idempotencyKey {idempotency_key!r}",
@@ -85,3 +87,18 @@ class TransactionService:
 
     async def record_outcomes(self, outcomes: Sequence[TransferOutcome]) -> int:
         return await self.store.record_outcomes(outcomes)
+
+    async def purge_expired(self, batch: int = 1000) -> int:
+        """Forgets keys past their retention whose outcome is known; returns how many went.
+
+        A request still PROCESSING is kept however old it is: its key is what makes a retry safe.
+        The ledger keeps transfer ids for ever, so a key reused after its purge cannot post twice.
+        """
+        total = 0
+        while (purged := await self.store.purge_expired(datetime.now(UTC), batch)) > 0:
+            total += purged
+            if purged < batch:
+                break
+        if total:
+            log.info("purged expired idempotency keys", extra={"fields": {"count": total}})
+        return total

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 import zlib
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
 from payrecon.ledger.v1 import messages_pb2
 from sqlalchemy import text
@@ -17,6 +17,7 @@ from services.kernel.telemetry import current_traceparent
 from services.ledger.adapters.messages import posted_event, rejected_event
 from services.ledger.domain.model import (
     AUTO_CREATED_TYPE,
+    TRANSFER_EXISTS,
     Account,
     AccountType,
     Outcome,
@@ -51,6 +52,8 @@ class PostingResult:
     outcomes: list[Outcome]
     events: list[messages_pb2.LedgerEvent]
     duplicates: list[str]
+    # The outcome told again for each id recorded before this call (see KnownTransfer.repeat_event).
+    repeats: dict[str, messages_pb2.LedgerEvent]
 
 
 def _event_group(account_id: str) -> str:
@@ -80,19 +83,25 @@ class LedgerStore:
             return await self._post(conn, list(transfers))
 
     async def _post(self, conn: AsyncConnection, transfers: list[TransferInstruction]) -> PostingResult:
-        ids = [t.transfer_id for t in transfers]
-        known = {r.id for r in await conn.execute(
-            text("SELECT id FROM transfers WHERE id = ANY(CAST(:ids AS text[]))"), {"ids": ids})}
+        known = await _known_transfers(conn, [t.transfer_id for t in transfers])
         fresh: list[TransferInstruction] = []
         duplicates: list[str] = []
+        repeats: list[tuple[str, messages_pb2.LedgerEvent]] = []
+        seen: set[str] = set()
         for transfer in transfers:
             if transfer.transfer_id in known:
+                # Its outcome is told again: whoever sent it again (a key reused after ingest forgot
+                # it, a redelivery past SQS's deduplication window) is still waiting for one.
+                duplicates.append(transfer.transfer_id)
+                repeats.append((transfer.debit_account_id, known[transfer.transfer_id].repeat_event(transfer)))
+            elif transfer.transfer_id in seen:
                 duplicates.append(transfer.transfer_id)
             else:
-                known.add(transfer.transfer_id)
+                seen.add(transfer.transfer_id)
                 fresh.append(transfer)
         if not fresh:
-            return PostingResult([], [], duplicates)
+            await _write_outbox(conn, repeats)
+            return PostingResult([], [], duplicates, _by_transfer_id(e for _, e in repeats))
 
         if self._auto_create:
             pairs: dict[str, str] = {}
@@ -194,44 +203,14 @@ class LedgerStore:
                 events.append(posted_event(outcome, now, next(entry_iter), next(entry_iter)))
             else:
                 events.append(rejected_event(outcome, now))
-        traceparent = current_traceparent()
-        await conn.execute(
-            text(
-                "INSERT INTO outbox (message_group, payload, traceparent)"
-                " SELECT grp, payload, :tp FROM unnest(CAST(:grps AS text[]), CAST(:payloads AS bytea[]))"
-                "      AS o(grp, payload)"
-            ),
-            {
-                "tp": traceparent,
-                "grps": [_event_group(o.transfer.debit_account_id) for o in outcomes],
-                "payloads": [e.SerializeToString() for e in events],
-            },
-        )
-        return PostingResult(outcomes, events, duplicates)
+        await _write_outbox(conn, [*zip((o.transfer.debit_account_id for o in outcomes), events, strict=True),
+                                   *repeats])
+        return PostingResult(outcomes, events, duplicates, _by_transfer_id(e for _, e in repeats))
 
     async def transfer_events(self, transfer_ids: Sequence[str]) -> dict[str, messages_pb2.LedgerEvent]:
         """The outcome event of each already-known transfer (for answering repeated requests)."""
         async with self._engine.connect() as conn:
-            rows = await conn.execute(
-                text(
-                    "SELECT t.id, t.debit_account_id, t.credit_account_id, t.amount_minor, t.currency, t.status,"
-                    " t.reject_code, t.reject_message, t.metadata, t.created_at,"
-                    " (SELECT id FROM entries WHERE transfer_id = t.id AND direction = 'DEBIT') AS debit_entry,"
-                    " (SELECT id FROM entries WHERE transfer_id = t.id AND direction = 'CREDIT') AS credit_entry"
-                    " FROM transfers t WHERE t.id = ANY(CAST(:ids AS text[]))"
-                ),
-                {"ids": list(transfer_ids)},
-            )
-            found: dict[str, messages_pb2.LedgerEvent] = {}
-            for r in rows:
-                instruction = TransferInstruction(r.id, r.debit_account_id, r.credit_account_id,
-                                                  Money(r.amount_minor, r.currency), dict(r.metadata))
-                if r.status == "POSTED":
-                    found[r.id] = posted_event(Posted(instruction), r.created_at, r.debit_entry, r.credit_entry)
-                else:
-                    found[r.id] = rejected_event(Rejected(instruction, r.reject_code, r.reject_message or ""),
-                                                 r.created_at)
-            return found
+            return {tid: known.event() for tid, known in (await _known_transfers(conn, transfer_ids)).items()}
 
     async def account(self, account_id: str) -> Account | None:
         async with self._engine.connect() as conn:
@@ -280,3 +259,77 @@ class LedgerStore:
     async def ping(self) -> None:
         async with self._engine.connect() as conn:
             await conn.execute(text("SELECT 1"))
+
+
+@dataclass(frozen=True)
+class KnownTransfer:
+    """A transfer already recorded, posted or rejected, as the ledger decided it."""
+
+    instruction: TransferInstruction
+    status: str
+    reject_code: str | None
+    reject_message: str | None
+    created_at: datetime
+    debit_entry_id: int | None
+    credit_entry_id: int | None
+
+    def event(self) -> messages_pb2.LedgerEvent:
+        if self.status == "POSTED":
+            assert self.debit_entry_id is not None and self.credit_entry_id is not None
+            return posted_event(Posted(self.instruction), self.created_at, self.debit_entry_id, self.credit_entry_id)
+        return rejected_event(Rejected(self.instruction, self.reject_code or "", self.reject_message or ""),
+                              self.created_at)
+
+    def repeat_event(self, again: TransferInstruction) -> messages_pb2.LedgerEvent:
+        """The original outcome when `again` is the same transfer; a TRANSFER_EXISTS rejection otherwise."""
+        mine = self.instruction
+        same = (again.debit_account_id, again.credit_account_id, again.amount) == (
+            mine.debit_account_id, mine.credit_account_id, mine.amount)
+        if same:
+            return self.event()
+        return rejected_event(Rejected(again, TRANSFER_EXISTS,
+                                       f"transfer id {again.transfer_id!r} was already used on "
+                                       f"{self.created_at.date().isoformat()} for a different transfer"),
+                              datetime.now(UTC))
+
+
+def _by_transfer_id(events: Iterable[messages_pb2.LedgerEvent]) -> dict[str, messages_pb2.LedgerEvent]:
+    return {e.transfer_posted.transfer_id or e.transfer_rejected.transfer_id: e for e in events}
+
+
+async def _known_transfers(conn: AsyncConnection, transfer_ids: Sequence[str]) -> dict[str, KnownTransfer]:
+    rows = await conn.execute(
+        text(
+            "SELECT t.id, t.debit_account_id, t.credit_account_id, t.amount_minor, t.currency, t.status,"
+            " t.reject_code, t.reject_message, t.metadata, t.created_at,"
+            " (SELECT id FROM entries WHERE transfer_id = t.id AND direction = 'DEBIT') AS debit_entry,"
+            " (SELECT id FROM entries WHERE transfer_id = t.id AND direction = 'CREDIT') AS credit_entry"
+            " FROM transfers t WHERE t.id = ANY(CAST(:ids AS text[]))"
+        ),
+        {"ids": list(transfer_ids)},
+    )
+    return {
+        r.id: KnownTransfer(
+            TransferInstruction(r.id, r.debit_account_id, r.credit_account_id, Money(r.amount_minor, r.currency),
+                                dict(r.metadata)),
+            r.status, r.reject_code, r.reject_message, r.created_at, r.debit_entry, r.credit_entry)
+        for r in rows
+    }
+
+
+async def _write_outbox(conn: AsyncConnection, events: Sequence[tuple[str, messages_pb2.LedgerEvent]]) -> None:
+    """Queues events for the relay, grouped by the debit account so each account's events stay ordered."""
+    if not events:
+        return
+    await conn.execute(
+        text(
+            "INSERT INTO outbox (message_group, payload, traceparent)"
+            " SELECT grp, payload, :tp FROM unnest(CAST(:grps AS text[]), CAST(:payloads AS bytea[]))"
+            "      AS o(grp, payload)"
+        ),
+        {
+            "tp": current_traceparent(),
+            "grps": [_event_group(account_id) for account_id, _ in events],
+            "payloads": [event.SerializeToString() for _, event in events],
+        },
+    )

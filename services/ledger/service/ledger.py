@@ -51,12 +51,14 @@ class LedgerService:
                              ) -> list[messages_pb2.LedgerEvent]:
         """Posts each transfer at most once; returns one outcome event per transfer, in order.
 
-        A transfer id seen before answers with its original outcome. Rejections (insufficient funds,
-        currency mismatch) are outcomes, not errors.
+        A transfer id seen before answers with its original outcome, or LEDGER_TRANSFER_EXISTS when
+        it now names a different transfer. Rejections (insufficient funds, currency mismatch) are
+        outcomes, not errors.
         """
         result = await self.store.post_batch(transfers, message_id=message_id)
         fresh = {} if result is None else {
-            e.transfer_posted.transfer_id or e.transfer_rejected.transfer_id: e for e in result.events
+            **{e.transfer_posted.transfer_id or e.transfer_rejected.transfer_id: e for e in result.events},
+            **result.repeats,
         }
         missing = [t.transfer_id for t in transfers if t.transfer_id not in fresh]
         earlier = await self.store.transfer_events(missing) if missing else {}
