@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run test unit protos lint clean
+.PHONY: install run test unit bench protos lint clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,9 @@ test: install  ## unit, integration and e2e tests (starts what it needs)
 
 unit: install
 	$(BIN)/python -m pytest -q tests/unit
+
+bench: install  ## throughput and latency figures, written to tests/bench/RESULTS.md (never asserted)
+	$(BIN)/python -m tests.bench.run
 
 protos: install  ## regenerate contract code, .pyi stubs and gateway/descriptor.pb
 	$(BIN)/python protos/generate.py

@@ -70,15 +70,21 @@ class IngestStore:
         payload: bytes,
         traceparent: str,
     ) -> StoredRequest | None:
-        """Inserts the request and its outbox row in ONE transaction; None when the key already exists."""
+        """Inserts the request and its outbox row in ONE transaction (one statement, one round trip);
+        None when the key already exists."""
         async with self._engine.begin() as conn:
             inserted = await conn.execute(
                 text(
-                    "INSERT INTO requests (idempotency_key, fingerprint, message_id, source_account_id,"
-                    " destination_account_id, amount_minor, currency, metadata, expires_at)"
-                    " VALUES (:key, :fp, CAST(:mid AS uuid), :src, :dst, :amount, :cur, CAST(:meta AS jsonb), :exp)"
-                    " ON CONFLICT (idempotency_key) DO NOTHING"
-                    " RETURNING idempotency_key"
+                    "WITH request AS ("
+                    "  INSERT INTO requests (idempotency_key, fingerprint, message_id, source_account_id,"
+                    "   destination_account_id, amount_minor, currency, metadata, expires_at)"
+                    "  VALUES (:key, :fp, CAST(:mid AS uuid), :src, :dst, :amount, :cur, CAST(:meta AS jsonb), :exp)"
+                    "  ON CONFLICT (idempotency_key) DO NOTHING"
+                    "  RETURNING *),"
+                    " queued AS ("
+                    "  INSERT INTO outbox (idempotency_key, message_group, payload, traceparent)"
+                    "  SELECT idempotency_key, :grp, :payload, :tp FROM request)"
+                    + _SELECT_REQUEST.replace("FROM requests WHERE idempotency_key = :key", "FROM request")
                 ),
                 {
                     "key": submission.idempotency_key,
@@ -90,19 +96,13 @@ class IngestStore:
                     "cur": submission.amount.currency,
                     "meta": json.dumps(submission.metadata),
                     "exp": expires_at,
+                    "grp": message_group,
+                    "payload": payload,
+                    "tp": traceparent,
                 },
             )
-            if inserted.first() is None:
-                return None
-            await conn.execute(
-                text(
-                    "INSERT INTO outbox (idempotency_key, message_group, payload, traceparent)"
-                    " VALUES (:key, :grp, :payload, :tp)"
-                ),
-                {"key": submission.idempotency_key, "grp": message_group, "payload": payload, "tp": traceparent},
-            )
-            row = (await conn.execute(text(_SELECT_REQUEST), {"key": submission.idempotency_key})).one()
-            return _to_request(row)
+            row = inserted.first()
+            return _to_request(row) if row is not None else None
 
     async def get(self, idempotency_key: str) -> StoredRequest | None:
         async with self._engine.connect() as conn:
