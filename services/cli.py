@@ -74,6 +74,26 @@ async def create_queues(environ: Mapping[str, str] | None = None) -> None:
             logging.getLogger("payrecon.queues").info("queue ready: %s", await sqs.ensure_fifo_queue(name))
 
 
+async def verify_ledger(environ: Mapping[str, str] | None = None) -> int:
+    """`payrecon ledger verify`: 0 when the ledger adds up, 1 with the first broken record."""
+    from services.kernel.config import Env
+    from services.kernel.db import create_engine
+    from services.ledger.adapters.audit import audit_ledger
+
+    # Only the database is needed: an auditor's job should not require the services' secrets.
+    engine = create_engine(Env(environ).str("PAYRECON_DATABASE_URL"), "ledger", pool_size=1)
+    try:
+        report = await audit_ledger(engine)
+    finally:
+        await engine.dispose()
+    if report.ok:
+        print(f"ledger verified: {report.accounts} accounts, {report.entries} entries, hash chains intact,"
+              f" balances = Σ entries, {report.currencies} currencies balanced (Σ debits = Σ credits)")
+        return 0
+    print(f"ledger verification FAILED at {report.breach}", file=sys.stderr)
+    return 1
+
+
 def _run_stack(port: int) -> None:
     import os
     import signal
@@ -126,6 +146,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub.add_parser("worker", help="run the ledger's SQS posting worker")
     sub.add_parser("migrate", help="apply every schema's migrations")
     sub.add_parser("create-queues", help="create the SQS FIFO queues and their dead-letter queues")
+    ledger = sub.add_parser("ledger", help="ledger tools")
+    ledger_sub = ledger.add_subparsers(dest="ledger_command", required=True)
+    ledger_sub.add_parser("verify", help="recompute hash chains and check every balance and currency; exit 1 on"
+                                         " the first broken record")
     run = sub.add_parser("run", help="run the whole local stack in the foreground")
     run.add_argument("--port", type=int, default=3000)
     args = parser.parse_args(argv)
@@ -138,6 +162,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             asyncio.run(migrate_all())
         elif args.command == "create-queues":
             asyncio.run(create_queues())
+        elif args.command == "ledger":
+            return asyncio.run(verify_ledger())
         elif args.command == "run":
             _run_stack(args.port)
     except ConfigError as error:

@@ -24,8 +24,19 @@ Message = dict[str, Any]
 BatchHandler = Callable[[Sequence[Message]], Awaitable[Sequence[Message]]]
 
 
+async def _keep_invisible(sqs: SqsClient, queue: str, messages: Sequence[Message], seconds: int) -> None:
+    """While a batch is being handled, pushes its visibility timeout out every half period, so a
+    long batch is not redelivered to another receiver mid-way."""
+    while True:
+        await asyncio.sleep(seconds / 2)
+        try:
+            await sqs.change_visibility_batch(queue, [m["ReceiptHandle"] for m in messages], seconds)
+        except Exception as error:
+            log.warning("extending visibility failed", extra={"fields": {"queue": queue, "error": repr(error)}})
+
+
 async def consume(sqs: SqsClient, queue: str, handle: BatchHandler, stop: asyncio.Event, *,
-                  receivers: int = 2, wait_seconds: int = 1) -> None:
+                  receivers: int = 2, wait_seconds: int = 1, visibility_seconds: int = 60) -> None:
     async def receive_loop(index: int) -> None:
         backoff = 0.0
         while not stop.is_set():
@@ -47,6 +58,7 @@ async def consume(sqs: SqsClient, queue: str, handle: BatchHandler, stop: asynci
             with tracer.start_as_current_span(f"{queue} process", context=context, links=links,
                                               kind=trace.SpanKind.CONSUMER) as span:
                 span.set_attribute("messaging.batch.message_count", len(messages))
+                heartbeat = asyncio.create_task(_keep_invisible(sqs, queue, messages, visibility_seconds))
                 try:
                     done = await handle(messages)
                 except asyncio.CancelledError:
@@ -56,6 +68,8 @@ async def consume(sqs: SqsClient, queue: str, handle: BatchHandler, stop: asynci
                     log.exception("message batch failed; left for redelivery",
                                   extra={"fields": {"queue": queue, "count": len(messages)}})
                     continue
+                finally:
+                    heartbeat.cancel()
             if not done:
                 continue
             try:

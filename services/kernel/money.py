@@ -81,6 +81,27 @@ def to_minor_units(amount: Decimal, currency: str) -> int:
     return minor
 
 
+def minor_units_from_json(raw: object, currency: str) -> int:
+    """An amount as a JSON API received it — number or decimal string — in exact minor units.
+
+    Raises MoneyError: INVALID_AMOUNT (not a number, bool, NaN), AMOUNT_PRECISION, AMOUNT_OUT_OF_RANGE,
+    INVALID_CURRENCY, UNKNOWN_CURRENCY. Sign is not checked here.
+    """
+    if isinstance(raw, bool):
+        raise MoneyError("INVALID_AMOUNT", "amount must be a number or a decimal string")
+    if isinstance(raw, Decimal):
+        value = raw
+    elif isinstance(raw, int):
+        value = Decimal(raw)
+    elif isinstance(raw, float):
+        value = decimal_from_number(raw)
+    elif isinstance(raw, str):
+        value = decimal_from_text(raw)
+    else:
+        raise MoneyError("INVALID_AMOUNT", "amount must be a number or a decimal string")
+    return to_minor_units(value, currency)
+
+
 def format_minor(minor_units: int, currency: str) -> str:
     """10000, USD → '100.00'; -5, JPY → '-5'."""
     exponent = exponent_of(currency)

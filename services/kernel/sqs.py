@@ -131,6 +131,15 @@ class SqsClient:
                 QueueUrl=url, Entries=[{"Id": str(i), "ReceiptHandle": h} for i, h in enumerate(chunk)]
             )
 
+    async def change_visibility_batch(self, queue_name: str, receipt_handles: Sequence[str], seconds: int) -> None:
+        url = await self.url(queue_name)
+        for start in range(0, len(receipt_handles), MAX_BATCH):
+            chunk = receipt_handles[start:start + MAX_BATCH]
+            await self._client.change_message_visibility_batch(
+                QueueUrl=url,
+                Entries=[{"Id": str(i), "ReceiptHandle": h, "VisibilityTimeout": seconds} for i, h in enumerate(chunk)],
+            )
+
     async def change_visibility(self, queue_name: str, receipt_handle: str, seconds: int) -> None:
         await self._client.change_message_visibility(
             QueueUrl=await self.url(queue_name), ReceiptHandle=receipt_handle, VisibilityTimeout=seconds

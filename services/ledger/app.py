@@ -13,7 +13,7 @@ from services.kernel.consumer import Message, consume
 from services.kernel.db import create_engine
 from services.kernel.grpc_server import create_server, scopes_for
 from services.kernel.outbox import OutboxRelay
-from services.kernel.runtime import background
+from services.kernel.runtime import background, sleep_or_stop
 from services.kernel.sqs import SqsClient, decode_body
 from services.ledger.adapters.messages import event_batch_bytes, instructions_from_batch
 from services.ledger.adapters.store import LedgerStore
@@ -33,7 +33,8 @@ async def running(settings: LedgerSettings, stop: asyncio.Event, address: str | 
     engine = create_engine(common.database_url, SCHEMA)
     try:
         async with SqsClient.connect(endpoint_url=common.sqs_endpoint_url, region=common.aws_region) as sqs:
-            ledger = LedgerService(LedgerStore(engine, auto_create_accounts=settings.auto_create_accounts))
+            ledger = LedgerService(LedgerStore(engine, auto_create_accounts=settings.auto_create_accounts),
+                                   settings.default_currency)
             servicer = LedgerServicer(ledger)
             server, port, _ = await create_server(
                 address or common.ledger_address,
@@ -46,9 +47,17 @@ async def running(settings: LedgerSettings, stop: asyncio.Event, address: str | 
             relay = OutboxRelay(engine, sqs, source="ledger",
                                 queues=[common.ingest_events_queue, common.recon_events_queue],
                                 pack=event_batch_bytes)
+            async def expire_holds() -> None:
+                while not stop.is_set():
+                    try:
+                        await ledger.expire_due_holds()
+                    except Exception:
+                        log.exception("expiring holds failed; will retry")
+                    await sleep_or_stop(stop, settings.hold_expiry_interval_seconds)
+
             await server.start()
             log.info("ledger listening", extra={"fields": {"port": port}})
-            async with background(relay.run(stop)):
+            async with background(relay.run(stop), expire_holds()):
                 try:
                     yield port
                 finally:
@@ -65,18 +74,31 @@ async def worker(settings: LedgerSettings, stop: asyncio.Event) -> AsyncIterator
     engine = create_engine(common.database_url, SCHEMA, pool_size=settings.worker_receivers + 2)
     try:
         async with SqsClient.connect(endpoint_url=common.sqs_endpoint_url, region=common.aws_region) as sqs:
-            ledger = LedgerService(LedgerStore(engine, auto_create_accounts=settings.auto_create_accounts))
+            ledger = LedgerService(LedgerStore(engine, auto_create_accounts=settings.auto_create_accounts),
+                                   settings.default_currency)
 
             async def post(messages: Sequence[Message]) -> Sequence[Message]:
                 done = []
                 for message in messages:
-                    message_id = message.get("Attributes", {}).get("MessageDeduplicationId") or message["MessageId"]
+                    attributes = message.get("Attributes", {})
+                    message_id = attributes.get("MessageDeduplicationId") or message["MessageId"]
                     try:
-                        await ledger.apply_message(instructions_from_batch(decode_body(message)), message_id)
+                        transfers = instructions_from_batch(decode_body(message))
                     except Exception:
-                        log.exception("posting a message failed; it will be redelivered",
+                        log.exception("undecodable message; it will reach the dead-letter queue",
                                       extra={"fields": {"message_id": message_id}})
                         continue
+                    try:
+                        await ledger.apply_message(transfers, message_id)
+                    except Exception:
+                        log.exception("posting a message failed; posting its transfers one by one",
+                                      extra={"fields": {"message_id": message_id, "transfers": len(transfers)}})
+                        failed = await ledger.apply_one_by_one(transfers)
+                        if failed:
+                            last_delivery = int(attributes.get("ApproximateReceiveCount", 1)) >= settings.max_receives
+                            if last_delivery:
+                                await ledger.give_up(failed)
+                            continue  # left undeleted: redelivered, or moved to the dead-letter queue
                     done.append(message)
                 return done
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 import zlib
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -15,16 +14,9 @@ from decimal import Decimal
 from enum import StrEnum
 
 from services.ingest.domain.errors import InvalidSubmission
-from services.kernel.money import (
-    Money,
-    MoneyError,
-    decimal_from_number,
-    decimal_from_text,
-    to_minor_units,
-)
+from services.kernel.identifiers import require_identifier
+from services.kernel.money import Money, MoneyError, minor_units_from_json
 
-IDEMPOTENCY_KEY_PATTERN = re.compile(r"^[A-Za-z0-9._:\-]{1,255}$")
-ACCOUNT_ID_PATTERN = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 MAX_METADATA_ENTRIES = 32
 MAX_METADATA_VALUE = 512
 
@@ -100,23 +92,10 @@ class TransferOutcome:
 
 
 def _parse_amount(raw: RawAmount, currency: str) -> Money:
+    if raw is None:
+        raise InvalidSubmission("transaction.amount is required", field="transaction.amount", code="MISSING_FIELD")
     try:
-        if raw is None:
-            raise InvalidSubmission("transaction.amount is required", field="transaction.amount",
-                                    code="MISSING_FIELD")
-        if isinstance(raw, bool):
-            raise MoneyError("INVALID_AMOUNT", "amount must be a number or a decimal string")
-        if isinstance(raw, Decimal):
-            value = raw
-        elif isinstance(raw, int):
-            value = Decimal(raw)
-        elif isinstance(raw, float):
-            value = decimal_from_number(raw)
-        elif isinstance(raw, str):
-            value = decimal_from_text(raw)
-        else:
-            raise MoneyError("INVALID_AMOUNT", "amount must be a number or a decimal string")
-        minor = to_minor_units(value, currency)
+        minor = minor_units_from_json(raw, currency)
     except MoneyError as error:
         field_name = "transaction.currency" if error.code in {"UNKNOWN_CURRENCY", "INVALID_CURRENCY"} \
             else "transaction.amount"
@@ -127,21 +106,10 @@ def _parse_amount(raw: RawAmount, currency: str) -> Money:
     return Money(minor, currency)
 
 
-def _require_id(value: str, field_name: str, pattern: re.Pattern[str], code: str, limit: int) -> str:
-    if not value:
-        raise InvalidSubmission(f"{field_name} is required", field=field_name, code="MISSING_FIELD")
-    if not pattern.match(value):
-        raise InvalidSubmission(
-            f"{field_name} must be 1-{limit} characters of letters, digits and . _ : -",
-            field=field_name,
-            code=code,
-        )
-    return value
-
-
 def validate_idempotency_key(key: str) -> str:
     """Raises InvalidSubmission unless `key` is 1-255 characters of letters, digits and . _ : -"""
-    return _require_id(key, "idempotencyKey", IDEMPOTENCY_KEY_PATTERN, "INVALID_IDEMPOTENCY_KEY", 255)
+    return require_identifier(key, "idempotencyKey", code="INVALID_IDEMPOTENCY_KEY", limit=255,
+                              error=InvalidSubmission)
 
 
 def validate_submission(command: SubmitTransaction, *, default_currency: str) -> TransferSubmission:
@@ -149,10 +117,10 @@ def validate_submission(command: SubmitTransaction, *, default_currency: str) ->
     key = validate_idempotency_key(command.idempotency_key)
     if not command.has_transaction:
         raise InvalidSubmission("transaction is required", field="transaction", code="MISSING_FIELD")
-    source = _require_id(command.source_account_id, "transaction.source_account_id", ACCOUNT_ID_PATTERN,
-                         "INVALID_ACCOUNT_ID", 128)
-    destination = _require_id(command.destination_account_id, "transaction.destination_account_id",
-                              ACCOUNT_ID_PATTERN, "INVALID_ACCOUNT_ID", 128)
+    source = require_identifier(command.source_account_id, "transaction.source_account_id",
+                                code="INVALID_ACCOUNT_ID", limit=128, error=InvalidSubmission)
+    destination = require_identifier(command.destination_account_id, "transaction.destination_account_id",
+                                     code="INVALID_ACCOUNT_ID", limit=128, error=InvalidSubmission)
     if source == destination:
         raise InvalidSubmission("transaction.destination_account_id must differ from source_account_id",
                                 field="transaction.destination_account_id", code="SAME_ACCOUNT")

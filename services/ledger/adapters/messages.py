@@ -10,7 +10,7 @@ from payrecon.ledger.v1 import messages_pb2
 
 from services.kernel.money import Money
 from services.kernel.timestamps import to_timestamp
-from services.ledger.domain.model import Posted, Rejected, TransferInstruction
+from services.ledger.domain.model import Held, Posted, Rejected, TransferInstruction
 
 
 def _money(money: Money) -> money_pb2.Money:
@@ -25,7 +25,20 @@ def instruction_from_proto(request: messages_pb2.TransferRequest) -> TransferIns
         amount=Money(request.amount.minor_units, request.amount.currency),
         metadata=dict(request.metadata),
         accepted_at=request.accepted_at.ToDatetime(tzinfo=UTC) if request.HasField("accepted_at") else None,
+        pending=request.pending,
+        expires_at=request.expires_at.ToDatetime(tzinfo=UTC) if request.HasField("expires_at") else None,
     )
+
+
+def instruction_to_proto(t: TransferInstruction) -> messages_pb2.TransferRequest:
+    request = messages_pb2.TransferRequest(transfer_id=t.transfer_id, debit_account_id=t.debit_account_id,
+                                           credit_account_id=t.credit_account_id, amount=_money(t.amount),
+                                           metadata=t.metadata, pending=t.pending)
+    if t.accepted_at:
+        request.accepted_at.CopyFrom(to_timestamp(t.accepted_at))
+    if t.expires_at:
+        request.expires_at.CopyFrom(to_timestamp(t.expires_at))
+    return request
 
 
 def instructions_from_batch(body: bytes) -> list[TransferInstruction]:
@@ -57,6 +70,48 @@ def rejected_event(outcome: Rejected, at: datetime) -> messages_pb2.LedgerEvent:
         credit_account_id=t.credit_account_id,
         amount=_money(t.amount),
     ))
+
+
+def hold_created_event(outcome: Held, at: datetime) -> messages_pb2.LedgerEvent:
+    t = outcome.transfer
+    event = messages_pb2.HoldCreated(hold_id=t.transfer_id, debit_account_id=t.debit_account_id,
+                                     credit_account_id=t.credit_account_id, amount=_money(t.amount),
+                                     created_at=to_timestamp(at))
+    if t.expires_at:
+        event.expires_at.CopyFrom(to_timestamp(t.expires_at))
+    return messages_pb2.LedgerEvent(hold_created=event)
+
+
+def hold_posted_event(hold_id: str, held: Money, posted: Money, at: datetime) -> messages_pb2.LedgerEvent:
+    return messages_pb2.LedgerEvent(hold_posted=messages_pb2.HoldPosted(
+        hold_id=hold_id, held=_money(held), posted=_money(posted), posted_at=to_timestamp(at)))
+
+
+def hold_voided_event(hold_id: str, held: Money, expired: bool, at: datetime) -> messages_pb2.LedgerEvent:
+    return messages_pb2.LedgerEvent(hold_voided=messages_pb2.HoldVoided(
+        hold_id=hold_id, held=_money(held), expired=expired, voided_at=to_timestamp(at)))
+
+
+def transfer_reversed_event(transfer_id: str, reversal_id: str, reason: str, at: datetime
+                            ) -> messages_pb2.LedgerEvent:
+    return messages_pb2.LedgerEvent(transfer_reversed=messages_pb2.TransferReversed(
+        transfer_id=transfer_id, reversal_id=reversal_id, reason=reason, reversed_at=to_timestamp(at)))
+
+
+def event_transfer_id(event: messages_pb2.LedgerEvent) -> str:
+    """The transfer (or hold) an event is about."""
+    kind = event.WhichOneof("event")
+    if kind == "transfer_posted":
+        return event.transfer_posted.transfer_id
+    if kind == "transfer_rejected":
+        return event.transfer_rejected.transfer_id
+    if kind == "hold_created":
+        return event.hold_created.hold_id
+    if kind == "hold_posted":
+        return event.hold_posted.hold_id
+    if kind == "hold_voided":
+        return event.hold_voided.hold_id
+    return event.transfer_reversed.transfer_id
 
 
 def event_batch_bytes(events: Sequence[bytes]) -> bytes:

@@ -1,11 +1,17 @@
-"""PostgreSQL persistence of the ledger schema: posting batches, balances and history."""
+"""PostgreSQL persistence of the ledger schema: posting, holds, reversals, accounts and history.
+
+Every write is one transaction that locks what it changes in one global order — a transfer row
+(hold or reversal target) first, then accounts by id — so concurrent writers cannot deadlock, and
+each appends hash-chained entries, updates the accounts' running totals and queues its events in
+the outbox before it commits.
+"""
 
 from __future__ import annotations
 
 import json
 import zlib
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 from payrecon.ledger.v1 import messages_pb2
@@ -14,17 +20,33 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from services.kernel.money import Money
 from services.kernel.telemetry import current_traceparent
-from services.ledger.adapters.messages import posted_event, rejected_event
+from services.ledger.adapters.messages import (
+    event_transfer_id,
+    hold_created_event,
+    hold_posted_event,
+    hold_voided_event,
+    posted_event,
+    rejected_event,
+    transfer_reversed_event,
+)
+from services.ledger.domain.chain import entry_hash
 from services.ledger.domain.model import (
     AUTO_CREATED_TYPE,
+    POSTING_FAILED,
     TRANSFER_EXISTS,
     Account,
     AccountType,
+    Held,
     Outcome,
     Posted,
     Rejected,
     TransferInstruction,
+    TransferKind,
+    TransferStatus,
+    check_transfer,
     post_in_order,
+    reversal_of,
+    settle_hold,
 )
 
 EVENT_GROUPS = 16
@@ -46,14 +68,91 @@ class EntryRow:
 
 
 @dataclass(frozen=True)
+class TransferRecord:
+    """A transfer as the ledger recorded it: posted, rejected, or a hold in any state, or a reversal."""
+
+    instruction: TransferInstruction
+    kind: TransferKind
+    status: TransferStatus
+    reject_code: str | None
+    reject_message: str | None
+    created_at: datetime
+    posted_amount_minor: int | None = None
+    expires_at: datetime | None = None
+    resolved_at: datetime | None = None
+    reverses_transfer_id: str | None = None
+    reversed_by: str | None = None
+    reason: str | None = None
+    debit_entry_id: int | None = None
+    credit_entry_id: int | None = None
+
+    @property
+    def id(self) -> str:
+        return self.instruction.transfer_id
+
+    @property
+    def posted_amount(self) -> Money:
+        minor = self.posted_amount_minor or self.instruction.amount.minor_units
+        return Money(minor, self.instruction.amount.currency)
+
+    def event(self) -> messages_pb2.LedgerEvent:
+        """The event that announced this record's current state."""
+        if self.status is TransferStatus.REJECTED:
+            return rejected_event(Rejected(self.instruction, self.reject_code or "", self.reject_message or ""),
+                                  self.created_at)
+        if self.status is TransferStatus.POSTED:
+            assert self.debit_entry_id is not None and self.credit_entry_id is not None
+            posted = replace(self.instruction, amount=self.posted_amount)
+            return posted_event(Posted(posted), self.resolved_at or self.created_at, self.debit_entry_id,
+                                self.credit_entry_id)
+        if self.status is TransferStatus.PENDING:
+            return hold_created_event(Held(self.instruction), self.created_at)
+        return hold_voided_event(self.id, self.instruction.amount, self.status is TransferStatus.EXPIRED,
+                                 self.resolved_at or self.created_at)
+
+    def repeat_event(self, again: TransferInstruction) -> messages_pb2.LedgerEvent:
+        """The original outcome when `again` is the same movement; a TRANSFER_EXISTS rejection otherwise."""
+        if self.instruction.same_movement(again):
+            return self.event()
+        return rejected_event(Rejected(again, TRANSFER_EXISTS,
+                                       f"transfer id {again.transfer_id!r} was already used on "
+                                       f"{self.created_at.date().isoformat()} for a different transfer"),
+                              datetime.now(UTC))
+
+
+@dataclass(frozen=True)
 class PostingResult:
     """Outcomes of the transfers this call applied (already-known ids are left out) and their events."""
 
     outcomes: list[Outcome]
     events: list[messages_pb2.LedgerEvent]
     duplicates: list[str]
-    # The outcome told again for each id recorded before this call (see KnownTransfer.repeat_event).
+    # The outcome told again for each id recorded before this call (see TransferRecord.repeat_event).
     repeats: dict[str, messages_pb2.LedgerEvent]
+
+
+@dataclass(frozen=True)
+class HoldSettlement:
+    """What a post/void/expire call found and did: `record` is the hold afterwards."""
+
+    record: TransferRecord
+    changed: bool
+
+
+@dataclass(frozen=True)
+class Reversal:
+    record: TransferRecord
+    replayed: bool
+
+
+@dataclass(frozen=True)
+class AccountDefinition:
+    id: str
+    currency: str
+    type: AccountType
+    allow_overdraft: bool
+    overdraft_limit_minor: int
+    metadata: dict[str, str]
 
 
 def _event_group(account_id: str) -> str:
@@ -65,12 +164,13 @@ class LedgerStore:
         self._engine = engine
         self._auto_create = auto_create_accounts
 
+    # -- posting -------------------------------------------------------------------------------
+
     async def post_batch(self, transfers: Sequence[TransferInstruction], *, message_id: str | None = None
                          ) -> PostingResult | None:
-        """Posts `transfers` in ONE transaction, each id at most once ever.
+        """Posts (or, for holds, reserves) `transfers` in ONE transaction, each id at most once ever.
 
-        Returns None when `message_id` was already applied. Accounts are locked in id order, so
-        concurrent batches cannot deadlock.
+        Returns None when `message_id` was already applied.
         """
         async with self._engine.begin() as conn:
             if message_id is not None:
@@ -83,7 +183,7 @@ class LedgerStore:
             return await self._post(conn, list(transfers))
 
     async def _post(self, conn: AsyncConnection, transfers: list[TransferInstruction]) -> PostingResult:
-        known = await _known_transfers(conn, [t.transfer_id for t in transfers])
+        known = await _transfer_records(conn, [t.transfer_id for t in transfers])
         fresh: list[TransferInstruction] = []
         duplicates: list[str] = []
         repeats: list[tuple[str, messages_pb2.LedgerEvent]] = []
@@ -99,132 +199,194 @@ class LedgerStore:
             else:
                 seen.add(transfer.transfer_id)
                 fresh.append(transfer)
+        repeated = _by_transfer_id(e for _, e in repeats)
         if not fresh:
             await _write_outbox(conn, repeats)
-            return PostingResult([], [], duplicates, _by_transfer_id(e for _, e in repeats))
+            return PostingResult([], [], duplicates, repeated)
 
         if self._auto_create:
-            pairs: dict[str, str] = {}
-            for t in fresh:
-                pairs.setdefault(t.debit_account_id, t.amount.currency)
-                pairs.setdefault(t.credit_account_id, t.amount.currency)
-            await conn.execute(
-                text(
-                    "INSERT INTO accounts (id, currency, type, allow_overdraft)"
-                    " SELECT id, cur, :type, true"
-                    " FROM unnest(CAST(:ids AS text[]), CAST(:curs AS text[])) AS a(id, cur)"
-                    " ORDER BY id ON CONFLICT (id) DO NOTHING"
-                ),
-                {"ids": list(pairs), "curs": list(pairs.values()), "type": AUTO_CREATED_TYPE.value},
-            )
-        account_ids = sorted({a for t in fresh for a in (t.debit_account_id, t.credit_account_id)})
-        rows = await conn.execute(
-            text(
-                "SELECT id, currency, type, allow_overdraft, overdraft_limit_minor, debits_posted, credits_posted,"
-                " debits_pending, credits_pending FROM accounts WHERE id = ANY(CAST(:ids AS text[]))"
-                " ORDER BY id FOR UPDATE"
-            ),
-            {"ids": account_ids},
-        )
-        accounts = {
-            r.id: Account(r.id, r.currency, AccountType(r.type), r.allow_overdraft, r.overdraft_limit_minor,
-                          r.debits_posted, r.credits_posted, r.debits_pending, r.credits_pending)
-            for r in rows
-        }
-        before = {a.id: (a.debits_posted, a.credits_posted) for a in accounts.values()}
-        outcomes = post_in_order(fresh, accounts)
-        now = (await conn.execute(text("SELECT now()"))).scalar_one()
-
-        posted = [o for o in outcomes if isinstance(o, Posted)]
-        entry_ids: list[int] = []
-        if posted:
-            entry_ids = list((await conn.execute(
-                text("SELECT nextval('entries_id_seq') FROM generate_series(1, :n)"), {"n": 2 * len(posted)}
-            )).scalars())
-        await conn.execute(
-            text(
-                "INSERT INTO transfers (id, debit_account_id, credit_account_id, amount_minor, currency, status,"
-                " reject_code, reject_message, metadata, accepted_at, created_at)"
-                " SELECT id, d, c, amt, cur, st, NULLIF(code, ''), NULLIF(msg, ''), CAST(meta AS jsonb), acc, :now"
-                " FROM unnest(CAST(:ids AS text[]), CAST(:ds AS text[]), CAST(:cs AS text[]),"
-                "             CAST(:amts AS bigint[]), CAST(:curs AS text[]), CAST(:sts AS text[]),"
-                "             CAST(:codes AS text[]), CAST(:msgs AS text[]), CAST(:metas AS text[]),"
-                "             CAST(:accs AS timestamptz[]))"
-                "      AS t(id, d, c, amt, cur, st, code, msg, meta, acc)"
-            ),
-            {
-                "now": now,
-                "ids": [o.transfer.transfer_id for o in outcomes],
-                "ds": [o.transfer.debit_account_id for o in outcomes],
-                "cs": [o.transfer.credit_account_id for o in outcomes],
-                "amts": [o.transfer.amount.minor_units for o in outcomes],
-                "curs": [o.transfer.amount.currency for o in outcomes],
-                "sts": ["POSTED" if isinstance(o, Posted) else "REJECTED" for o in outcomes],
-                "codes": ["" if isinstance(o, Posted) else o.code for o in outcomes],
-                "msgs": ["" if isinstance(o, Posted) else o.message for o in outcomes],
-                "metas": [json.dumps(o.transfer.metadata) for o in outcomes],
-                "accs": [o.transfer.accepted_at for o in outcomes],
-            },
-        )
-        if posted:
-            await conn.execute(
-                text(
-                    "INSERT INTO entries (id, transfer_id, account_id, direction, amount_minor, currency, created_at)"
-                    " SELECT id, tid, acct, dir, amt, cur, :now"
-                    " FROM unnest(CAST(:ids AS bigint[]), CAST(:tids AS text[]), CAST(:accts AS text[]),"
-                    "             CAST(:dirs AS text[]), CAST(:amts AS bigint[]), CAST(:curs AS text[]))"
-                    "      AS e(id, tid, acct, dir, amt, cur)"
-                ),
-                {
-                    "now": now,
-                    "ids": entry_ids,
-                    "tids": [o.transfer.transfer_id for o in posted for _ in (0, 1)],
-                    "accts": [a for o in posted for a in (o.transfer.debit_account_id, o.transfer.credit_account_id)],
-                    "dirs": ["DEBIT", "CREDIT"] * len(posted),
-                    "amts": [o.transfer.amount.minor_units for o in posted for _ in (0, 1)],
-                    "curs": [o.transfer.amount.currency for o in posted for _ in (0, 1)],
-                },
-            )
-            changed = [a for a in accounts.values() if before[a.id] != (a.debits_posted, a.credits_posted)]
-            await conn.execute(
-                text(
-                    "UPDATE accounts AS a SET debits_posted = u.d, credits_posted = u.c, updated_at = :now"
-                    " FROM unnest(CAST(:ids AS text[]), CAST(:ds AS bigint[]), CAST(:cs AS bigint[])) AS u(id, d, c)"
-                    " WHERE a.id = u.id"
-                ),
-                {"now": now, "ids": [a.id for a in changed], "ds": [a.debits_posted for a in changed],
-                 "cs": [a.credits_posted for a in changed]},
-            )
+            await _create_missing_accounts(conn, fresh)
+        ledger = await _LockedAccounts.lock(conn, {a for t in fresh for a in (t.debit_account_id, t.credit_account_id)})
+        outcomes = post_in_order(fresh, ledger.accounts)
+        now = await _now(conn)
+        await _insert_transfers(conn, outcomes, now)
+        entry_ids = await ledger.append_entries(conn, [o.transfer for o in outcomes if isinstance(o, Posted)], now)
+        await ledger.save(conn, now)
 
         events: list[messages_pb2.LedgerEvent] = []
-        entry_iter = iter(entry_ids)
+        pairs = iter(entry_ids)
         for outcome in outcomes:
             if isinstance(outcome, Posted):
-                events.append(posted_event(outcome, now, next(entry_iter), next(entry_iter)))
+                debit_entry, credit_entry = next(pairs)
+                events.append(posted_event(outcome, now, debit_entry, credit_entry))
+            elif isinstance(outcome, Held):
+                events.append(hold_created_event(outcome, now))
             else:
                 events.append(rejected_event(outcome, now))
         await _write_outbox(conn, [*zip((o.transfer.debit_account_id for o in outcomes), events, strict=True),
                                    *repeats])
-        return PostingResult(outcomes, events, duplicates, _by_transfer_id(e for _, e in repeats))
+        return PostingResult(outcomes, events, duplicates, repeated)
+
+    async def reject_unpostable(self, transfers: Sequence[TransferInstruction], reason: str) -> list[str]:
+        """Records transfers that could not be posted after every retry as REJECTED (POSTING_FAILED),
+        so their senders get a final answer and a later redelivery cannot post them. Ids already
+        recorded are left alone. Returns the ids rejected."""
+        async with self._engine.begin() as conn:
+            known = await _transfer_records(conn, [t.transfer_id for t in transfers])
+            fresh = list({t.transfer_id: t for t in transfers if t.transfer_id not in known}.values())
+            if not fresh:
+                return []
+            now = await _now(conn)
+            outcomes: list[Outcome] = [Rejected(t, POSTING_FAILED, reason) for t in fresh]
+            await _insert_transfers(conn, outcomes, now)
+            await _write_outbox(conn, [(t.debit_account_id, rejected_event(o, now))
+                                       for t, o in zip(fresh, outcomes, strict=True)
+                                       if isinstance(o, Rejected)])
+            return [t.transfer_id for t in fresh]
+
+    # -- holds ---------------------------------------------------------------------------------
+
+    async def settle_hold(self, hold_id: str, *, post_minor: int | None, void: bool,
+                          expire_only: bool = False) -> HoldSettlement | None:
+        """Posts (`post_minor`, or the whole hold when None), voids, or — past its expiry — expires a
+        pending hold. The hold row is locked first, so of racing calls exactly one changes it; the
+        others find it final. None when there is no such hold. With `expire_only`, nothing happens
+        unless the hold is due."""
+        async with self._engine.begin() as conn:
+            records = await _transfer_records(conn, [hold_id], lock=True)
+            record = records.get(hold_id)
+            if record is None or record.kind is not TransferKind.HOLD:
+                return None
+            if record.status is not TransferStatus.PENDING:
+                return HoldSettlement(record, changed=False)
+            now = await _now(conn)
+            expired = record.expires_at is not None and record.expires_at <= now
+            if expire_only and not expired:
+                return HoldSettlement(record, changed=False)
+            held = record.instruction.amount
+            if expired:
+                status, posted_minor = TransferStatus.EXPIRED, 0
+            elif void:
+                status, posted_minor = TransferStatus.VOIDED, 0
+            else:
+                status, posted_minor = TransferStatus.POSTED, held.minor_units if post_minor is None else post_minor
+            t = record.instruction
+            ledger = await _LockedAccounts.lock(conn, {t.debit_account_id, t.credit_account_id})
+            settle_hold(ledger.accounts[t.debit_account_id], ledger.accounts[t.credit_account_id],
+                        held.minor_units, posted_minor)
+            posted = Money(posted_minor, held.currency)
+            entry_ids = await ledger.append_entries(conn, [replace(t, amount=posted)] if posted_minor else [], now)
+            await conn.execute(
+                text("UPDATE transfers SET status = :status, posted_amount_minor = :posted, resolved_at = :now"
+                     " WHERE id = :id"),
+                {"status": status.value, "posted": posted_minor or None, "now": now, "id": hold_id},
+            )
+            await ledger.save(conn, now)
+            if posted_minor:
+                debit_entry, credit_entry = entry_ids[0]
+                events = [hold_posted_event(hold_id, held, posted, now),
+                          posted_event(Posted(replace(t, amount=posted)), now, debit_entry, credit_entry)]
+                updated = replace(record, status=status, posted_amount_minor=posted_minor, resolved_at=now,
+                                  debit_entry_id=debit_entry, credit_entry_id=credit_entry)
+            else:
+                events = [hold_voided_event(hold_id, held, status is TransferStatus.EXPIRED, now)]
+                updated = replace(record, status=status, resolved_at=now)
+            await _write_outbox(conn, [(t.debit_account_id, e) for e in events])
+            return HoldSettlement(updated, changed=True)
+
+    async def due_holds(self, limit: int) -> list[str]:
+        async with self._engine.connect() as conn:
+            rows = await conn.execute(
+                text("SELECT id FROM transfers WHERE status = 'PENDING' AND expires_at <= now()"
+                     " ORDER BY expires_at LIMIT :limit"),
+                {"limit": limit},
+            )
+            return [r.id for r in rows]
+
+    # -- reversals -----------------------------------------------------------------------------
+
+    async def reverse(self, transfer_id: str, reversal_id: str, reason: str) -> Reversal | Rejected | str | None:
+        """Posts the reversal of a posted transfer, linked both ways. Returns None (no such transfer),
+        a Reversal (new or replayed), a Rejected (funds, nothing stored) or a problem string (not
+        reversible, or the reversal id names something else)."""
+        async with self._engine.begin() as conn:
+            original = (await _transfer_records(conn, [transfer_id], lock=True)).get(transfer_id)
+            if original is None:
+                return None
+            existing = (await _transfer_records(conn, [reversal_id])).get(reversal_id)
+            if existing is not None:
+                if existing.reverses_transfer_id == transfer_id:
+                    return Reversal(existing, replayed=True)
+                return f"transfer id {reversal_id!r} is already used by another transfer"
+            if original.kind is TransferKind.REVERSAL:
+                return f"transfer {transfer_id!r} is itself a reversal"
+            if original.status is not TransferStatus.POSTED:
+                return f"transfer {transfer_id!r} is {original.status.value}; only posted transfers can be reversed"
+            if original.reversed_by:
+                return f"transfer {transfer_id!r} was already reversed by {original.reversed_by!r}"
+            instruction = reversal_of(replace(original.instruction, amount=original.posted_amount), reversal_id,
+                                      reason)
+            ledger = await _LockedAccounts.lock(conn, {instruction.debit_account_id, instruction.credit_account_id})
+            rejection = check_transfer(instruction, ledger.accounts)
+            if rejection is not None:
+                return rejection
+            post_in_order([instruction], ledger.accounts)
+            now = await _now(conn)
+            await _insert_transfers(conn, [Posted(instruction)], now, kind=TransferKind.REVERSAL,
+                                    reverses=transfer_id, reason=reason)
+            ((debit_entry, credit_entry),) = await ledger.append_entries(conn, [instruction], now)
+            await conn.execute(text("UPDATE transfers SET reversed_by = :rid WHERE id = :id"),
+                               {"rid": reversal_id, "id": transfer_id})
+            await ledger.save(conn, now)
+            await _write_outbox(conn, [
+                (instruction.debit_account_id, posted_event(Posted(instruction), now, debit_entry, credit_entry)),
+                (instruction.debit_account_id, transfer_reversed_event(transfer_id, reversal_id, reason, now)),
+            ])
+            record = TransferRecord(instruction, TransferKind.REVERSAL, TransferStatus.POSTED, None, None, now,
+                                    reverses_transfer_id=transfer_id, reason=reason, debit_entry_id=debit_entry,
+                                    credit_entry_id=credit_entry)
+            return Reversal(record, replayed=False)
+
+    # -- accounts ------------------------------------------------------------------------------
+
+    async def create_account(self, definition: AccountDefinition) -> tuple[Account, bool]:
+        """(the account, created?) — an existing id is returned as it is, for the caller to compare."""
+        async with self._engine.begin() as conn:
+            inserted = (await conn.execute(
+                text("INSERT INTO accounts (id, currency, type, allow_overdraft, overdraft_limit_minor, metadata)"
+                     " VALUES (:id, :cur, :type, :od, :limit, CAST(:meta AS jsonb)) ON CONFLICT (id) DO NOTHING"
+                     " RETURNING id"),
+                {"id": definition.id, "cur": definition.currency, "type": definition.type.value,
+                 "od": definition.allow_overdraft, "limit": definition.overdraft_limit_minor,
+                 "meta": json.dumps(definition.metadata)},
+            )).first()
+        account = await self.account(definition.id)
+        assert account is not None
+        return account, inserted is not None
+
+    async def account(self, account_id: str) -> Account | None:
+        accounts = await self._accounts("WHERE id = :id", {"id": account_id})
+        return accounts[0] if accounts else None
+
+    async def accounts_after(self, after_id: str | None, limit: int) -> list[Account]:
+        return await self._accounts("WHERE CAST(:after AS text) IS NULL OR id > :after ORDER BY id LIMIT :limit",
+                                    {"after": after_id, "limit": limit})
+
+    async def _accounts(self, where: str, params: dict[str, object]) -> list[Account]:
+        async with self._engine.connect() as conn:
+            rows = await conn.execute(text(f"SELECT {_ACCOUNT_COLUMNS}, metadata FROM accounts {where}"), params)
+            return [_account(r, dict(r.metadata)) for r in rows]
+
+    # -- reads ---------------------------------------------------------------------------------
+
+    async def transfer(self, transfer_id: str) -> TransferRecord | None:
+        async with self._engine.connect() as conn:
+            return (await _transfer_records(conn, [transfer_id])).get(transfer_id)
 
     async def transfer_events(self, transfer_ids: Sequence[str]) -> dict[str, messages_pb2.LedgerEvent]:
         """The outcome event of each already-known transfer (for answering repeated requests)."""
         async with self._engine.connect() as conn:
-            return {tid: known.event() for tid, known in (await _known_transfers(conn, transfer_ids)).items()}
-
-    async def account(self, account_id: str) -> Account | None:
-        async with self._engine.connect() as conn:
-            r = (await conn.execute(
-                text(
-                    "SELECT id, currency, type, allow_overdraft, overdraft_limit_minor, debits_posted,"
-                    " credits_posted, debits_pending, credits_pending, metadata FROM accounts WHERE id = :id"
-                ),
-                {"id": account_id},
-            )).first()
-            if r is None:
-                return None
-            return Account(r.id, r.currency, AccountType(r.type), r.allow_overdraft, r.overdraft_limit_minor,
-                           r.debits_posted, r.credits_posted, r.debits_pending, r.credits_pending, dict(r.metadata))
+            return {tid: record.event() for tid, record in (await _transfer_records(conn, transfer_ids)).items()}
 
     async def totals_as_of(self, account_id: str, as_of: datetime) -> tuple[int, int]:
         """(Σ debits, Σ credits) of the account's entries posted at or before `as_of`."""
@@ -239,8 +401,10 @@ class LedgerStore:
             )).one()
             return int(r.d), int(r.c)
 
-    async def entries(self, account_id: str, *, limit: int, before_id: int | None) -> list[EntryRow]:
-        """The account's entries, newest first, strictly older than `before_id` when given."""
+    async def entries(self, account_id: str, *, limit: int, before_id: int | None,
+                      since: datetime | None = None, until: datetime | None = None) -> list[EntryRow]:
+        """The account's entries, newest first, strictly older than `before_id` when given, posted in
+        [since, until) when given."""
         async with self._engine.connect() as conn:
             rows = await conn.execute(
                 text(
@@ -248,9 +412,11 @@ class LedgerStore:
                     " t.debit_account_id, t.credit_account_id, t.status, t.metadata, e.created_at"
                     " FROM entries e JOIN transfers t ON t.id = e.transfer_id"
                     " WHERE e.account_id = :id AND (CAST(:before AS bigint) IS NULL OR e.id < :before)"
+                    " AND (CAST(:since AS timestamptz) IS NULL OR e.created_at >= :since)"
+                    " AND (CAST(:until AS timestamptz) IS NULL OR e.created_at < :until)"
                     " ORDER BY e.id DESC LIMIT :limit"
                 ),
-                {"id": account_id, "before": before_id, "limit": limit},
+                {"id": account_id, "before": before_id, "limit": limit, "since": since, "until": until},
             )
             return [EntryRow(r.id, r.transfer_id, r.account_id, r.direction, r.amount_minor, r.currency,
                              r.debit_account_id, r.credit_account_id, r.status, dict(r.metadata), r.created_at)
@@ -261,58 +427,189 @@ class LedgerStore:
             await conn.execute(text("SELECT 1"))
 
 
-@dataclass(frozen=True)
-class KnownTransfer:
-    """A transfer already recorded, posted or rejected, as the ledger decided it."""
+# -- helpers shared by the write paths ---------------------------------------------------------
 
-    instruction: TransferInstruction
-    status: str
-    reject_code: str | None
-    reject_message: str | None
-    created_at: datetime
-    debit_entry_id: int | None
-    credit_entry_id: int | None
+_ACCOUNT_COLUMNS = ("id, currency, type, allow_overdraft, overdraft_limit_minor, debits_posted, credits_posted,"
+                    " debits_pending, credits_pending")
 
-    def event(self) -> messages_pb2.LedgerEvent:
-        if self.status == "POSTED":
-            assert self.debit_entry_id is not None and self.credit_entry_id is not None
-            return posted_event(Posted(self.instruction), self.created_at, self.debit_entry_id, self.credit_entry_id)
-        return rejected_event(Rejected(self.instruction, self.reject_code or "", self.reject_message or ""),
-                              self.created_at)
 
-    def repeat_event(self, again: TransferInstruction) -> messages_pb2.LedgerEvent:
-        """The original outcome when `again` is the same transfer; a TRANSFER_EXISTS rejection otherwise."""
-        mine = self.instruction
-        same = (again.debit_account_id, again.credit_account_id, again.amount) == (
-            mine.debit_account_id, mine.credit_account_id, mine.amount)
-        if same:
-            return self.event()
-        return rejected_event(Rejected(again, TRANSFER_EXISTS,
-                                       f"transfer id {again.transfer_id!r} was already used on "
-                                       f"{self.created_at.date().isoformat()} for a different transfer"),
-                              datetime.now(UTC))
+def _account(r: object, metadata: dict[str, str] | None = None) -> Account:
+    m = r._mapping  # type: ignore[attr-defined]
+    return Account(m["id"], m["currency"], AccountType(m["type"]), m["allow_overdraft"], m["overdraft_limit_minor"],
+                   m["debits_posted"], m["credits_posted"], m["debits_pending"], m["credits_pending"],
+                   metadata or {})
+
+
+async def _now(conn: AsyncConnection) -> datetime:
+    return (await conn.execute(text("SELECT now()"))).scalar_one()
+
+
+@dataclass
+class _LockedAccounts:
+    """Accounts locked FOR UPDATE (in id order) for one transaction, with their chain heads."""
+
+    accounts: dict[str, Account]
+    heads: dict[str, bytes]
+    before: dict[str, tuple[int, int, int, int]]
+
+    @classmethod
+    async def lock(cls, conn: AsyncConnection, account_ids: Iterable[str]) -> _LockedAccounts:
+        rows = await conn.execute(
+            text(f"SELECT {_ACCOUNT_COLUMNS}, chain_head FROM accounts WHERE id = ANY(CAST(:ids AS text[]))"
+                 " ORDER BY id FOR UPDATE"),
+            {"ids": sorted(set(account_ids))},
+        )
+        accounts: dict[str, Account] = {}
+        heads: dict[str, bytes] = {}
+        for r in rows:
+            accounts[r.id] = _account(r)
+            heads[r.id] = bytes(r.chain_head)
+        before = {a.id: _totals(a) for a in accounts.values()}
+        return cls(accounts, heads, before)
+
+    async def append_entries(self, conn: AsyncConnection, transfers: Sequence[TransferInstruction], now: datetime
+                             ) -> list[tuple[int, int]]:
+        """Appends a debit and a credit entry per transfer, chained per account; their ids, in order."""
+        if not transfers:
+            return []
+        ids = list((await conn.execute(
+            text("SELECT nextval('entries_id_seq') FROM generate_series(1, :n)"), {"n": 2 * len(transfers)}
+        )).scalars())
+        tids, accts, dirs, amts, curs, hashes = [], [], [], [], [], []
+        for i, t in enumerate(transfers):
+            for offset, account_id, direction in ((0, t.debit_account_id, "DEBIT"), (1, t.credit_account_id, "CREDIT")):
+                head = entry_hash(self.heads[account_id], ids[2 * i + offset], t.transfer_id, account_id, direction,
+                                  t.amount.minor_units, t.amount.currency, now)
+                self.heads[account_id] = head
+                tids.append(t.transfer_id)
+                accts.append(account_id)
+                dirs.append(direction)
+                amts.append(t.amount.minor_units)
+                curs.append(t.amount.currency)
+                hashes.append(head)
+        await conn.execute(
+            text(
+                "INSERT INTO entries (id, transfer_id, account_id, direction, amount_minor, currency, created_at, hash)"
+                " SELECT id, tid, acct, dir, amt, cur, :now, h"
+                " FROM unnest(CAST(:ids AS bigint[]), CAST(:tids AS text[]), CAST(:accts AS text[]),"
+                "             CAST(:dirs AS text[]), CAST(:amts AS bigint[]), CAST(:curs AS text[]),"
+                "             CAST(:hashes AS bytea[]))"
+                "      AS e(id, tid, acct, dir, amt, cur, h)"
+            ),
+            {"now": now, "ids": ids, "tids": tids, "accts": accts, "dirs": dirs, "amts": amts, "curs": curs,
+             "hashes": hashes},
+        )
+        return [(ids[2 * i], ids[2 * i + 1]) for i in range(len(transfers))]
+
+    async def save(self, conn: AsyncConnection, now: datetime) -> None:
+        """Writes back the totals and chain heads of the accounts this transaction changed."""
+        changed = [a for a in self.accounts.values() if self.before[a.id] != _totals(a)]
+        if not changed:
+            return
+        await conn.execute(
+            text(
+                "UPDATE accounts AS a SET debits_posted = u.dp, credits_posted = u.cp, debits_pending = u.dq,"
+                " credits_pending = u.cq, chain_head = u.head, updated_at = :now"
+                " FROM unnest(CAST(:ids AS text[]), CAST(:dp AS bigint[]), CAST(:cp AS bigint[]),"
+                "             CAST(:dq AS bigint[]), CAST(:cq AS bigint[]), CAST(:heads AS bytea[]))"
+                "      AS u(id, dp, cp, dq, cq, head)"
+                " WHERE a.id = u.id"
+            ),
+            {"now": now, "ids": [a.id for a in changed], "dp": [a.debits_posted for a in changed],
+             "cp": [a.credits_posted for a in changed], "dq": [a.debits_pending for a in changed],
+             "cq": [a.credits_pending for a in changed], "heads": [self.heads[a.id] for a in changed]},
+        )
+
+
+def _totals(account: Account) -> tuple[int, int, int, int]:
+    return (account.debits_posted, account.credits_posted, account.debits_pending, account.credits_pending)
+
+
+async def _create_missing_accounts(conn: AsyncConnection, transfers: Sequence[TransferInstruction]) -> None:
+    pairs: dict[str, str] = {}
+    for t in transfers:
+        pairs.setdefault(t.debit_account_id, t.amount.currency)
+        pairs.setdefault(t.credit_account_id, t.amount.currency)
+    await conn.execute(
+        text(
+            "INSERT INTO accounts (id, currency, type, allow_overdraft)"
+            " SELECT id, cur, :type, true"
+            " FROM unnest(CAST(:ids AS text[]), CAST(:curs AS text[])) AS a(id, cur)"
+            " ORDER BY id ON CONFLICT (id) DO NOTHING"
+        ),
+        {"ids": list(pairs), "curs": list(pairs.values()), "type": AUTO_CREATED_TYPE.value},
+    )
+
+
+async def _insert_transfers(conn: AsyncConnection, outcomes: Sequence[Outcome], now: datetime, *,
+                            kind: TransferKind | None = None, reverses: str | None = None,
+                            reason: str | None = None) -> None:
+    def status(o: Outcome) -> str:
+        if isinstance(o, Posted):
+            return TransferStatus.POSTED.value
+        if isinstance(o, Held):
+            return TransferStatus.PENDING.value
+        return TransferStatus.REJECTED.value
+
+    await conn.execute(
+        text(
+            "INSERT INTO transfers (id, debit_account_id, credit_account_id, amount_minor, currency, status,"
+            " reject_code, reject_message, metadata, accepted_at, created_at, kind, expires_at,"
+            " reverses_transfer_id, reason)"
+            " SELECT id, d, c, amt, cur, st, NULLIF(code, ''), NULLIF(msg, ''), CAST(meta AS jsonb), acc, :now,"
+            "        k, exp, :reverses, :reason"
+            " FROM unnest(CAST(:ids AS text[]), CAST(:ds AS text[]), CAST(:cs AS text[]),"
+            "             CAST(:amts AS bigint[]), CAST(:curs AS text[]), CAST(:sts AS text[]),"
+            "             CAST(:codes AS text[]), CAST(:msgs AS text[]), CAST(:metas AS text[]),"
+            "             CAST(:accs AS timestamptz[]), CAST(:kinds AS text[]), CAST(:exps AS timestamptz[]))"
+            "      AS t(id, d, c, amt, cur, st, code, msg, meta, acc, k, exp)"
+        ),
+        {
+            "now": now,
+            "reverses": reverses,
+            "reason": reason,
+            "ids": [o.transfer.transfer_id for o in outcomes],
+            "ds": [o.transfer.debit_account_id for o in outcomes],
+            "cs": [o.transfer.credit_account_id for o in outcomes],
+            "amts": [o.transfer.amount.minor_units for o in outcomes],
+            "curs": [o.transfer.amount.currency for o in outcomes],
+            "sts": [status(o) for o in outcomes],
+            "codes": [o.code if isinstance(o, Rejected) else "" for o in outcomes],
+            "msgs": [o.message if isinstance(o, Rejected) else "" for o in outcomes],
+            "metas": [json.dumps(o.transfer.metadata) for o in outcomes],
+            "accs": [o.transfer.accepted_at for o in outcomes],
+            "kinds": [(kind or o.transfer.kind).value for o in outcomes],
+            "exps": [o.transfer.expires_at for o in outcomes],
+        },
+    )
 
 
 def _by_transfer_id(events: Iterable[messages_pb2.LedgerEvent]) -> dict[str, messages_pb2.LedgerEvent]:
-    return {e.transfer_posted.transfer_id or e.transfer_rejected.transfer_id: e for e in events}
+    return {event_transfer_id(e): e for e in events}
 
 
-async def _known_transfers(conn: AsyncConnection, transfer_ids: Sequence[str]) -> dict[str, KnownTransfer]:
+async def _transfer_records(conn: AsyncConnection, transfer_ids: Sequence[str], *, lock: bool = False
+                            ) -> dict[str, TransferRecord]:
     rows = await conn.execute(
         text(
-            "SELECT t.id, t.debit_account_id, t.credit_account_id, t.amount_minor, t.currency, t.status,"
-            " t.reject_code, t.reject_message, t.metadata, t.created_at,"
+            "SELECT t.id, t.debit_account_id, t.credit_account_id, t.amount_minor, t.currency, t.status, t.kind,"
+            " t.reject_code, t.reject_message, t.metadata, t.created_at, t.accepted_at, t.posted_amount_minor,"
+            " t.expires_at, t.resolved_at, t.reverses_transfer_id, t.reversed_by, t.reason,"
             " (SELECT id FROM entries WHERE transfer_id = t.id AND direction = 'DEBIT') AS debit_entry,"
             " (SELECT id FROM entries WHERE transfer_id = t.id AND direction = 'CREDIT') AS credit_entry"
             " FROM transfers t WHERE t.id = ANY(CAST(:ids AS text[]))"
+            + (" ORDER BY t.id FOR UPDATE OF t" if lock else "")
         ),
         {"ids": list(transfer_ids)},
     )
     return {
-        r.id: KnownTransfer(
+        r.id: TransferRecord(
             TransferInstruction(r.id, r.debit_account_id, r.credit_account_id, Money(r.amount_minor, r.currency),
-                                dict(r.metadata)),
-            r.status, r.reject_code, r.reject_message, r.created_at, r.debit_entry, r.credit_entry)
+                                dict(r.metadata), r.accepted_at, pending=r.kind == TransferKind.HOLD.value,
+                                expires_at=r.expires_at),
+            TransferKind(r.kind), TransferStatus(r.status), r.reject_code, r.reject_message, r.created_at,
+            r.posted_amount_minor, r.expires_at, r.resolved_at, r.reverses_transfer_id, r.reversed_by, r.reason,
+            r.debit_entry, r.credit_entry)
         for r in rows
     }
 

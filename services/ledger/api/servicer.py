@@ -5,13 +5,74 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import grpc
+from google.protobuf import struct_pb2
 from payrecon.ledger.v1 import ledger_pb2, ledger_pb2_grpc
 
+from services.kernel.grpc_server import set_http_status
 from services.kernel.money import format_minor
 from services.kernel.timestamps import to_timestamp
 from services.ledger.adapters.messages import instruction_from_proto
-from services.ledger.domain.model import Direction
-from services.ledger.service.ledger import LedgerService
+from services.ledger.adapters.store import TransferRecord
+from services.ledger.domain.model import Account, Direction
+from services.ledger.service.ledger import LedgerService, NewAccount, NewHold
+
+
+def json_value(value: struct_pb2.Value, present: bool) -> object | None:
+    """A JSON number or string as the use cases take amounts; None when absent or null."""
+    if not present:
+        return None
+    kind = value.WhichOneof("kind")
+    if kind == "number_value":
+        return value.number_value
+    if kind == "string_value":
+        return value.string_value
+    if kind == "bool_value":
+        return value.bool_value
+    if kind in (None, "null_value"):
+        return None
+    return object()  # a list or an object: not an amount
+
+
+def account_message(account: Account) -> ledger_pb2.Account:
+    cur = account.currency
+    return ledger_pb2.Account(
+        id=account.id, currency=cur, type=account.type.value, allow_overdraft=account.allow_overdraft,
+        overdraft_limit=format_minor(account.overdraft_limit_minor, cur),
+        overdraft_limit_minor=account.overdraft_limit_minor, metadata=account.metadata,
+        balance=format_minor(account.balance_minor, cur), pending=format_minor(account.pending_minor, cur),
+        available=format_minor(account.available_minor, cur), balance_minor=account.balance_minor,
+        pending_minor=account.pending_minor, available_minor=account.available_minor,
+    )
+
+
+def hold_message(record: TransferRecord) -> ledger_pb2.Hold:
+    t = record.instruction
+    cur = t.amount.currency
+    posted = record.posted_amount_minor or 0
+    hold = ledger_pb2.Hold(
+        id=t.transfer_id, status=record.status.value, source_account_id=t.debit_account_id,
+        destination_account_id=t.credit_account_id, amount=format_minor(t.amount.minor_units, cur),
+        amount_minor=t.amount.minor_units, currency=cur, posted_amount=format_minor(posted, cur),
+        posted_amount_minor=posted, created_at=to_timestamp(record.created_at), metadata=t.metadata,
+    )
+    if record.expires_at:
+        hold.expires_at.CopyFrom(to_timestamp(record.expires_at))
+    if record.resolved_at:
+        hold.resolved_at.CopyFrom(to_timestamp(record.resolved_at))
+    return hold
+
+
+def transfer_message(record: TransferRecord) -> ledger_pb2.Transfer:
+    t = record.instruction
+    amount = record.posted_amount
+    return ledger_pb2.Transfer(
+        id=t.transfer_id, kind=record.kind.value, status=record.status.value, source_account_id=t.debit_account_id,
+        destination_account_id=t.credit_account_id, amount=format_minor(amount.minor_units, amount.currency),
+        amount_minor=amount.minor_units, currency=amount.currency,
+        reverses_transfer_id=record.reverses_transfer_id or "", reversed_by_transfer_id=record.reversed_by or "",
+        reason=record.reason or "", code=record.reject_code or "", message=record.reject_message or "",
+        metadata=t.metadata, created_at=to_timestamp(record.created_at),
+    )
 
 
 class LedgerServicer(ledger_pb2_grpc.LedgerServiceServicer):
@@ -39,7 +100,8 @@ class LedgerServicer(ledger_pb2_grpc.LedgerServiceServicer):
     async def ListLedgerEntries(self, request: ledger_pb2.ListLedgerEntriesRequest,
                                 context: grpc.aio.ServicerContext) -> ledger_pb2.ListLedgerEntriesResponse:
         account, rows, next_cursor = await self._ledger.history(request.account_id, limit=request.limit,
-                                                                cursor=request.cursor)
+                                                                cursor=request.cursor, since=request.since,
+                                                                until=request.until)
         entries = []
         for row in rows:
             # Signed effect on this account's balance (its normal side).
@@ -65,3 +127,55 @@ class LedgerServicer(ledger_pb2_grpc.LedgerServiceServicer):
                             context: grpc.aio.ServicerContext) -> ledger_pb2.PostTransfersResponse:
         outcomes = await self._ledger.post_transfers([instruction_from_proto(t) for t in request.transfers])
         return ledger_pb2.PostTransfersResponse(outcomes=outcomes)
+
+    async def CreateAccount(self, request: ledger_pb2.CreateAccountRequest,
+                            context: grpc.aio.ServicerContext) -> ledger_pb2.Account:
+        account, created = await self._ledger.create_account(NewAccount(
+            request.id, request.currency, request.type, request.allow_overdraft,
+            json_value(request.overdraft_limit, request.HasField("overdraft_limit")), dict(request.metadata)))
+        if created:
+            await set_http_status(context, 201)
+        return account_message(account)
+
+    async def GetAccount(self, request: ledger_pb2.GetAccountRequest,
+                         context: grpc.aio.ServicerContext) -> ledger_pb2.Account:
+        return account_message(await self._ledger.account(request.account_id))
+
+    async def ListAccounts(self, request: ledger_pb2.ListAccountsRequest,
+                           context: grpc.aio.ServicerContext) -> ledger_pb2.ListAccountsResponse:
+        accounts, next_cursor = await self._ledger.accounts(limit=request.limit, cursor=request.cursor)
+        return ledger_pb2.ListAccountsResponse(accounts=[account_message(a) for a in accounts],
+                                               next_cursor=next_cursor)
+
+    async def CreateHold(self, request: ledger_pb2.CreateHoldRequest,
+                         context: grpc.aio.ServicerContext) -> ledger_pb2.Hold:
+        expires_at = request.expires_at.ToDatetime(tzinfo=UTC) if request.HasField("expires_at") else None
+        record = await self._ledger.create_hold(NewHold(
+            request.idempotency_key, request.source_account_id, request.destination_account_id,
+            json_value(request.amount, request.HasField("amount")), request.currency, expires_at,
+            dict(request.metadata)))
+        return hold_message(record)
+
+    async def GetHold(self, request: ledger_pb2.GetHoldRequest,
+                      context: grpc.aio.ServicerContext) -> ledger_pb2.Hold:
+        return hold_message(await self._ledger.hold(request.hold_id))
+
+    async def PostHold(self, request: ledger_pb2.PostHoldRequest,
+                       context: grpc.aio.ServicerContext) -> ledger_pb2.Hold:
+        amount = json_value(request.amount, request.HasField("amount"))
+        return hold_message(await self._ledger.post_hold(request.hold_id, amount))
+
+    async def VoidHold(self, request: ledger_pb2.VoidHoldRequest,
+                       context: grpc.aio.ServicerContext) -> ledger_pb2.Hold:
+        return hold_message(await self._ledger.void_hold(request.hold_id))
+
+    async def ReverseTransfer(self, request: ledger_pb2.ReverseTransferRequest,
+                              context: grpc.aio.ServicerContext) -> ledger_pb2.Transfer:
+        reversal = await self._ledger.reverse(request.transfer_id, request.idempotency_key, request.reason)
+        if not reversal.replayed:
+            await set_http_status(context, 201)
+        return transfer_message(reversal.record)
+
+    async def GetTransfer(self, request: ledger_pb2.GetTransferRequest,
+                          context: grpc.aio.ServicerContext) -> ledger_pb2.Transfer:
+        return transfer_message(await self._ledger.transfer(request.transfer_id))

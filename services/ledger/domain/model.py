@@ -18,6 +18,7 @@ SAME_ACCOUNT = "LEDGER_SAME_ACCOUNT"
 INVALID_AMOUNT = "LEDGER_INVALID_AMOUNT"
 ACCOUNT_NOT_FOUND = "LEDGER_ACCOUNT_NOT_FOUND"
 TRANSFER_EXISTS = "LEDGER_TRANSFER_EXISTS"
+POSTING_FAILED = "LEDGER_POSTING_FAILED"
 
 
 class AccountType(StrEnum):
@@ -30,6 +31,20 @@ class AccountType(StrEnum):
     @property
     def debit_normal(self) -> bool:
         return self in (AccountType.ASSET, AccountType.EXPENSE)
+
+
+class TransferKind(StrEnum):
+    TRANSFER = "TRANSFER"
+    HOLD = "HOLD"
+    REVERSAL = "REVERSAL"
+
+
+class TransferStatus(StrEnum):
+    POSTED = "POSTED"
+    REJECTED = "REJECTED"
+    PENDING = "PENDING"
+    VOIDED = "VOIDED"
+    EXPIRED = "EXPIRED"
 
 
 class Direction(StrEnum):
@@ -90,10 +105,29 @@ class TransferInstruction:
     amount: Money
     metadata: dict[str, str] = field(default_factory=dict)
     accepted_at: datetime | None = None
+    # A hold: reserve the amount (pending) instead of posting it; optionally until `expires_at`.
+    pending: bool = False
+    expires_at: datetime | None = None
+
+    @property
+    def kind(self) -> TransferKind:
+        return TransferKind.HOLD if self.pending else TransferKind.TRANSFER
+
+    def same_movement(self, other: TransferInstruction) -> bool:
+        """Whether `other` asks for the same thing (a replay) rather than reusing the id."""
+        return (self.debit_account_id, self.credit_account_id, self.amount, self.pending) == (
+            other.debit_account_id, other.credit_account_id, other.amount, other.pending)
 
 
 @dataclass(frozen=True)
 class Posted:
+    transfer: TransferInstruction
+
+
+@dataclass(frozen=True)
+class Held:
+    """A hold accepted: its amount is pending on both accounts."""
+
     transfer: TransferInstruction
 
 
@@ -104,7 +138,7 @@ class Rejected:
     message: str
 
 
-Outcome = Posted | Rejected
+Outcome = Posted | Held | Rejected
 
 
 def check_transfer(transfer: TransferInstruction, accounts: dict[str, Account]) -> Rejected | None:
@@ -146,7 +180,29 @@ def post_in_order(transfers: list[TransferInstruction], accounts: dict[str, Acco
             outcomes.append(rejection)
             continue
         amount = transfer.amount.minor_units
-        accounts[transfer.debit_account_id].debits_posted += amount
-        accounts[transfer.credit_account_id].credits_posted += amount
-        outcomes.append(Posted(transfer))
+        if transfer.pending:
+            accounts[transfer.debit_account_id].debits_pending += amount
+            accounts[transfer.credit_account_id].credits_pending += amount
+            outcomes.append(Held(transfer))
+        else:
+            accounts[transfer.debit_account_id].debits_posted += amount
+            accounts[transfer.credit_account_id].credits_posted += amount
+            outcomes.append(Posted(transfer))
     return outcomes
+
+
+def settle_hold(debit: Account, credit: Account, held_minor: int, posted_minor: int) -> None:
+    """Releases a hold's pending amount; posts `posted_minor` of it (0 to void). Funds were reserved
+    when the hold was created, so posting up to the held amount cannot overdraw."""
+    if not 0 <= posted_minor <= held_minor:
+        raise ValueError("posted amount must be between 0 and the held amount")
+    debit.debits_pending -= held_minor
+    credit.credits_pending -= held_minor
+    debit.debits_posted += posted_minor
+    credit.credits_posted += posted_minor
+
+
+def reversal_of(original: TransferInstruction, reversal_id: str, reason: str) -> TransferInstruction:
+    """The mirror image of a posted transfer: same amount, accounts swapped."""
+    return TransferInstruction(reversal_id, original.credit_account_id, original.debit_account_id, original.amount,
+                               {"reverses": original.transfer_id, **({"reason": reason} if reason else {})})

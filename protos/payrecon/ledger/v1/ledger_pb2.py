@@ -23,11 +23,12 @@ _sym_db = _symbol_database.Default()
 
 
 from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
+from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 from payrecon.ledger.v1 import messages_pb2 as payrecon_dot_ledger_dot_v1_dot_messages__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fpayrecon/ledger/v1/ledger.proto\x12\x12payrecon.ledger.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a!payrecon/ledger/v1/messages.proto\"R\n\x11GetBalanceRequest\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12)\n\x05\x61s_of\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xf8\x01\n\x07\x42\x61lance\x12\x1e\n\naccount_id\x18\x01 \x01(\tR\naccount_id\x12\x10\n\x08\x63urrency\x18\x02 \x01(\t\x12\x0f\n\x07\x62\x61lance\x18\x03 \x01(\t\x12\x0f\n\x07pending\x18\x04 \x01(\t\x12\x11\n\tavailable\x18\x05 \x01(\t\x12\x15\n\rbalance_minor\x18\x06 \x01(\x03\x12\x15\n\rpending_minor\x18\x07 \x01(\x03\x12\x17\n\x0f\x61vailable_minor\x18\x08 \x01(\x03\x12)\n\x05\x61s_of\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x14\n\x0c\x61\x63\x63ount_type\x18\n \x01(\t\"M\n\x18ListLedgerEntriesRequest\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12\r\n\x05limit\x18\x02 \x01(\x05\x12\x0e\n\x06\x63ursor\x18\x03 \x01(\t\"\xfb\x02\n\x0bLedgerEntry\x12\n\n\x02id\x18\x01 \x01(\x03\x12\x13\n\x0btransfer_id\x18\x02 \x01(\t\x12\x12\n\naccount_id\x18\x03 \x01(\t\x12\x12\n\nentry_type\x18\x04 \x01(\t\x12\x0e\n\x06\x61mount\x18\x05 \x01(\t\x12\x14\n\x0c\x61mount_minor\x18\x06 \x01(\x03\x12\x10\n\x08\x63urrency\x18\x07 \x01(\t\x12\x19\n\x11source_account_id\x18\x08 \x01(\t\x12\x1e\n\x16\x64\x65stination_account_id\x18\t \x01(\t\x12\x0e\n\x06status\x18\n \x01(\t\x12?\n\x08metadata\x18\x0b \x03(\x0b\x32-.payrecon.ledger.v1.LedgerEntry.MetadataEntry\x12.\n\ncreated_at\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x82\x01\n\x19ListLedgerEntriesResponse\x12\x1e\n\naccount_id\x18\x01 \x01(\tR\naccount_id\x12\x30\n\x07\x65ntries\x18\x02 \x03(\x0b\x32\x1f.payrecon.ledger.v1.LedgerEntry\x12\x13\n\x0bnext_cursor\x18\x03 \x01(\t\"N\n\x14PostTransfersRequest\x12\x36\n\ttransfers\x18\x01 \x03(\x0b\x32#.payrecon.ledger.v1.TransferRequest\"J\n\x15PostTransfersResponse\x12\x31\n\x08outcomes\x18\x01 \x03(\x0b\x32\x1f.payrecon.ledger.v1.LedgerEvent2\x97\x03\n\rLedgerService\x12\x7f\n\nGetBalance\x12%.payrecon.ledger.v1.GetBalanceRequest\x1a\x1b.payrecon.ledger.v1.Balance\"-\x82\xd3\xe4\x93\x02\'\x12%/api/v1/accounts/{account_id}/balance\x12\x9e\x01\n\x11ListLedgerEntries\x12,.payrecon.ledger.v1.ListLedgerEntriesRequest\x1a-.payrecon.ledger.v1.ListLedgerEntriesResponse\",\x82\xd3\xe4\x93\x02&\x12$/api/v1/accounts/{account_id}/ledger\x12\x64\n\rPostTransfers\x12(.payrecon.ledger.v1.PostTransfersRequest\x1a).payrecon.ledger.v1.PostTransfersResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fpayrecon/ledger/v1/ledger.proto\x12\x12payrecon.ledger.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a!payrecon/ledger/v1/messages.proto\"R\n\x11GetBalanceRequest\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12)\n\x05\x61s_of\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xf8\x01\n\x07\x42\x61lance\x12\x1e\n\naccount_id\x18\x01 \x01(\tR\naccount_id\x12\x10\n\x08\x63urrency\x18\x02 \x01(\t\x12\x0f\n\x07\x62\x61lance\x18\x03 \x01(\t\x12\x0f\n\x07pending\x18\x04 \x01(\t\x12\x11\n\tavailable\x18\x05 \x01(\t\x12\x15\n\rbalance_minor\x18\x06 \x01(\x03\x12\x15\n\rpending_minor\x18\x07 \x01(\x03\x12\x17\n\x0f\x61vailable_minor\x18\x08 \x01(\x03\x12)\n\x05\x61s_of\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x14\n\x0c\x61\x63\x63ount_type\x18\n \x01(\t\"k\n\x18ListLedgerEntriesRequest\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12\r\n\x05limit\x18\x02 \x01(\x05\x12\x0e\n\x06\x63ursor\x18\x03 \x01(\t\x12\r\n\x05since\x18\x04 \x01(\t\x12\r\n\x05until\x18\x05 \x01(\t\"\xfb\x02\n\x0bLedgerEntry\x12\n\n\x02id\x18\x01 \x01(\x03\x12\x13\n\x0btransfer_id\x18\x02 \x01(\t\x12\x12\n\naccount_id\x18\x03 \x01(\t\x12\x12\n\nentry_type\x18\x04 \x01(\t\x12\x0e\n\x06\x61mount\x18\x05 \x01(\t\x12\x14\n\x0c\x61mount_minor\x18\x06 \x01(\x03\x12\x10\n\x08\x63urrency\x18\x07 \x01(\t\x12\x19\n\x11source_account_id\x18\x08 \x01(\t\x12\x1e\n\x16\x64\x65stination_account_id\x18\t \x01(\t\x12\x0e\n\x06status\x18\n \x01(\t\x12?\n\x08metadata\x18\x0b \x03(\x0b\x32-.payrecon.ledger.v1.LedgerEntry.MetadataEntry\x12.\n\ncreated_at\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x82\x01\n\x19ListLedgerEntriesResponse\x12\x1e\n\naccount_id\x18\x01 \x01(\tR\naccount_id\x12\x30\n\x07\x65ntries\x18\x02 \x03(\x0b\x32\x1f.payrecon.ledger.v1.LedgerEntry\x12\x13\n\x0bnext_cursor\x18\x03 \x01(\t\"N\n\x14PostTransfersRequest\x12\x36\n\ttransfers\x18\x01 \x03(\x0b\x32#.payrecon.ledger.v1.TransferRequest\"J\n\x15PostTransfersResponse\x12\x31\n\x08outcomes\x18\x01 \x03(\x0b\x32\x1f.payrecon.ledger.v1.LedgerEvent\"\xa0\x03\n\x07\x41\x63\x63ount\x12\n\n\x02id\x18\x01 \x01(\t\x12\x10\n\x08\x63urrency\x18\x02 \x01(\t\x12\x0c\n\x04type\x18\x03 \x01(\t\x12\x17\n\x0f\x61llow_overdraft\x18\x04 \x01(\x08\x12\x17\n\x0foverdraft_limit\x18\x05 \x01(\t\x12\x1d\n\x15overdraft_limit_minor\x18\x06 \x01(\x03\x12;\n\x08metadata\x18\x07 \x03(\x0b\x32).payrecon.ledger.v1.Account.MetadataEntry\x12\x0f\n\x07\x62\x61lance\x18\x08 \x01(\t\x12\x0f\n\x07pending\x18\t \x01(\t\x12\x11\n\tavailable\x18\n \x01(\t\x12\x15\n\rbalance_minor\x18\x0b \x01(\x03\x12\x15\n\rpending_minor\x18\x0c \x01(\x03\x12\x17\n\x0f\x61vailable_minor\x18\r \x01(\x03\x12.\n\ncreated_at\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x87\x02\n\x14\x43reateAccountRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x10\n\x08\x63urrency\x18\x02 \x01(\t\x12\x0c\n\x04type\x18\x03 \x01(\t\x12\x17\n\x0f\x61llow_overdraft\x18\x04 \x01(\x08\x12/\n\x0foverdraft_limit\x18\x05 \x01(\x0b\x32\x16.google.protobuf.Value\x12H\n\x08metadata\x18\x06 \x03(\x0b\x32\x36.payrecon.ledger.v1.CreateAccountRequest.MetadataEntry\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\'\n\x11GetAccountRequest\x12\x12\n\naccount_id\x18\x01 \x01(\t\"4\n\x13ListAccountsRequest\x12\r\n\x05limit\x18\x01 \x01(\x05\x12\x0e\n\x06\x63ursor\x18\x02 \x01(\t\"Z\n\x14ListAccountsResponse\x12-\n\x08\x61\x63\x63ounts\x18\x01 \x03(\x0b\x32\x1b.payrecon.ledger.v1.Account\x12\x13\n\x0bnext_cursor\x18\x02 \x01(\t\"\xc5\x03\n\x04Hold\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06status\x18\x02 \x01(\t\x12\x19\n\x11source_account_id\x18\x03 \x01(\t\x12\x1e\n\x16\x64\x65stination_account_id\x18\x04 \x01(\t\x12\x0e\n\x06\x61mount\x18\x05 \x01(\t\x12\x14\n\x0c\x61mount_minor\x18\x06 \x01(\x03\x12\x10\n\x08\x63urrency\x18\x07 \x01(\t\x12\x15\n\rposted_amount\x18\x08 \x01(\t\x12\x1b\n\x13posted_amount_minor\x18\t \x01(\x03\x12.\n\nexpires_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\ncreated_at\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bresolved_at\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x38\n\x08metadata\x18\r \x03(\x0b\x32&.payrecon.ledger.v1.Hold.MetadataEntry\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xc9\x02\n\x11\x43reateHoldRequest\x12\x17\n\x0fidempotency_key\x18\x01 \x01(\t\x12\x19\n\x11source_account_id\x18\x02 \x01(\t\x12\x1e\n\x16\x64\x65stination_account_id\x18\x03 \x01(\t\x12&\n\x06\x61mount\x18\x04 \x01(\x0b\x32\x16.google.protobuf.Value\x12\x10\n\x08\x63urrency\x18\x05 \x01(\t\x12.\n\nexpires_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x45\n\x08metadata\x18\x07 \x03(\x0b\x32\x33.payrecon.ledger.v1.CreateHoldRequest.MetadataEntry\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"!\n\x0eGetHoldRequest\x12\x0f\n\x07hold_id\x18\x01 \x01(\t\"J\n\x0fPostHoldRequest\x12\x0f\n\x07hold_id\x18\x01 \x01(\t\x12&\n\x06\x61mount\x18\x02 \x01(\x0b\x32\x16.google.protobuf.Value\"\"\n\x0fVoidHoldRequest\x12\x0f\n\x07hold_id\x18\x01 \x01(\t\"V\n\x16ReverseTransferRequest\x12\x13\n\x0btransfer_id\x18\x01 \x01(\t\x12\x17\n\x0fidempotency_key\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\")\n\x12GetTransferRequest\x12\x13\n\x0btransfer_id\x18\x01 \x01(\t\"\xb4\x03\n\x08Transfer\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x0e\n\x06status\x18\x03 \x01(\t\x12\x19\n\x11source_account_id\x18\x04 \x01(\t\x12\x1e\n\x16\x64\x65stination_account_id\x18\x05 \x01(\t\x12\x0e\n\x06\x61mount\x18\x06 \x01(\t\x12\x14\n\x0c\x61mount_minor\x18\x07 \x01(\x03\x12\x10\n\x08\x63urrency\x18\x08 \x01(\t\x12\x1c\n\x14reverses_transfer_id\x18\t \x01(\t\x12\x1f\n\x17reversed_by_transfer_id\x18\n \x01(\t\x12\x0e\n\x06reason\x18\x0b \x01(\t\x12\x0c\n\x04\x63ode\x18\x0c \x01(\t\x12\x0f\n\x07message\x18\r \x01(\t\x12<\n\x08metadata\x18\x0e \x03(\x0b\x32*.payrecon.ledger.v1.Transfer.MetadataEntry\x12.\n\ncreated_at\x18\x0f \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x32\xcd\x0b\n\rLedgerService\x12\x7f\n\nGetBalance\x12%.payrecon.ledger.v1.GetBalanceRequest\x1a\x1b.payrecon.ledger.v1.Balance\"-\x82\xd3\xe4\x93\x02\'\x12%/api/v1/accounts/{account_id}/balance\x12\x9e\x01\n\x11ListLedgerEntries\x12,.payrecon.ledger.v1.ListLedgerEntriesRequest\x1a-.payrecon.ledger.v1.ListLedgerEntriesResponse\",\x82\xd3\xe4\x93\x02&\x12$/api/v1/accounts/{account_id}/ledger\x12\x64\n\rPostTransfers\x12(.payrecon.ledger.v1.PostTransfersRequest\x1a).payrecon.ledger.v1.PostTransfersResponse\x12s\n\rCreateAccount\x12(.payrecon.ledger.v1.CreateAccountRequest\x1a\x1b.payrecon.ledger.v1.Account\"\x1b\x82\xd3\xe4\x93\x02\x15\"\x10/api/v1/accounts:\x01*\x12w\n\nGetAccount\x12%.payrecon.ledger.v1.GetAccountRequest\x1a\x1b.payrecon.ledger.v1.Account\"%\x82\xd3\xe4\x93\x02\x1f\x12\x1d/api/v1/accounts/{account_id}\x12{\n\x0cListAccounts\x12\'.payrecon.ledger.v1.ListAccountsRequest\x1a(.payrecon.ledger.v1.ListAccountsResponse\"\x18\x82\xd3\xe4\x93\x02\x12\x12\x10/api/v1/accounts\x12g\n\nCreateHold\x12%.payrecon.ledger.v1.CreateHoldRequest\x1a\x18.payrecon.ledger.v1.Hold\"\x18\x82\xd3\xe4\x93\x02\x12\"\r/api/v1/holds:\x01*\x12h\n\x07GetHold\x12\".payrecon.ledger.v1.GetHoldRequest\x1a\x18.payrecon.ledger.v1.Hold\"\x1f\x82\xd3\xe4\x93\x02\x19\x12\x17/api/v1/holds/{hold_id}\x12r\n\x08PostHold\x12#.payrecon.ledger.v1.PostHoldRequest\x1a\x18.payrecon.ledger.v1.Hold\"\'\x82\xd3\xe4\x93\x02!\"\x1c/api/v1/holds/{hold_id}/post:\x01*\x12r\n\x08VoidHold\x12#.payrecon.ledger.v1.VoidHoldRequest\x1a\x18.payrecon.ledger.v1.Hold\"\'\x82\xd3\xe4\x93\x02!\"\x1c/api/v1/holds/{hold_id}/void:\x01*\x12\x8f\x01\n\x0fReverseTransfer\x12*.payrecon.ledger.v1.ReverseTransferRequest\x1a\x1c.payrecon.ledger.v1.Transfer\"2\x82\xd3\xe4\x93\x02,\"\'/api/v1/transfers/{transfer_id}/reverse:\x01*\x12|\n\x0bGetTransfer\x12&.payrecon.ledger.v1.GetTransferRequest\x1a\x1c.payrecon.ledger.v1.Transfer\"\'\x82\xd3\xe4\x93\x02!\x12\x1f/api/v1/transfers/{transfer_id}b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,26 +37,90 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_LEDGERENTRY_METADATAENTRY']._loaded_options = None
   _globals['_LEDGERENTRY_METADATAENTRY']._serialized_options = b'8\001'
+  _globals['_ACCOUNT_METADATAENTRY']._loaded_options = None
+  _globals['_ACCOUNT_METADATAENTRY']._serialized_options = b'8\001'
+  _globals['_CREATEACCOUNTREQUEST_METADATAENTRY']._loaded_options = None
+  _globals['_CREATEACCOUNTREQUEST_METADATAENTRY']._serialized_options = b'8\001'
+  _globals['_HOLD_METADATAENTRY']._loaded_options = None
+  _globals['_HOLD_METADATAENTRY']._serialized_options = b'8\001'
+  _globals['_CREATEHOLDREQUEST_METADATAENTRY']._loaded_options = None
+  _globals['_CREATEHOLDREQUEST_METADATAENTRY']._serialized_options = b'8\001'
+  _globals['_TRANSFER_METADATAENTRY']._loaded_options = None
+  _globals['_TRANSFER_METADATAENTRY']._serialized_options = b'8\001'
   _globals['_LEDGERSERVICE'].methods_by_name['GetBalance']._loaded_options = None
   _globals['_LEDGERSERVICE'].methods_by_name['GetBalance']._serialized_options = b'\202\323\344\223\002\'\022%/api/v1/accounts/{account_id}/balance'
   _globals['_LEDGERSERVICE'].methods_by_name['ListLedgerEntries']._loaded_options = None
   _globals['_LEDGERSERVICE'].methods_by_name['ListLedgerEntries']._serialized_options = b'\202\323\344\223\002&\022$/api/v1/accounts/{account_id}/ledger'
-  _globals['_GETBALANCEREQUEST']._serialized_start=153
-  _globals['_GETBALANCEREQUEST']._serialized_end=235
-  _globals['_BALANCE']._serialized_start=238
-  _globals['_BALANCE']._serialized_end=486
-  _globals['_LISTLEDGERENTRIESREQUEST']._serialized_start=488
-  _globals['_LISTLEDGERENTRIESREQUEST']._serialized_end=565
-  _globals['_LEDGERENTRY']._serialized_start=568
-  _globals['_LEDGERENTRY']._serialized_end=947
-  _globals['_LEDGERENTRY_METADATAENTRY']._serialized_start=900
-  _globals['_LEDGERENTRY_METADATAENTRY']._serialized_end=947
-  _globals['_LISTLEDGERENTRIESRESPONSE']._serialized_start=950
-  _globals['_LISTLEDGERENTRIESRESPONSE']._serialized_end=1080
-  _globals['_POSTTRANSFERSREQUEST']._serialized_start=1082
-  _globals['_POSTTRANSFERSREQUEST']._serialized_end=1160
-  _globals['_POSTTRANSFERSRESPONSE']._serialized_start=1162
-  _globals['_POSTTRANSFERSRESPONSE']._serialized_end=1236
-  _globals['_LEDGERSERVICE']._serialized_start=1239
-  _globals['_LEDGERSERVICE']._serialized_end=1646
+  _globals['_LEDGERSERVICE'].methods_by_name['CreateAccount']._loaded_options = None
+  _globals['_LEDGERSERVICE'].methods_by_name['CreateAccount']._serialized_options = b'\202\323\344\223\002\025\"\020/api/v1/accounts:\001*'
+  _globals['_LEDGERSERVICE'].methods_by_name['GetAccount']._loaded_options = None
+  _globals['_LEDGERSERVICE'].methods_by_name['GetAccount']._serialized_options = b'\202\323\344\223\002\037\022\035/api/v1/accounts/{account_id}'
+  _globals['_LEDGERSERVICE'].methods_by_name['ListAccounts']._loaded_options = None
+  _globals['_LEDGERSERVICE'].methods_by_name['ListAccounts']._serialized_options = b'\202\323\344\223\002\022\022\020/api/v1/accounts'
+  _globals['_LEDGERSERVICE'].methods_by_name['CreateHold']._loaded_options = None
+  _globals['_LEDGERSERVICE'].methods_by_name['CreateHold']._serialized_options = b'\202\323\344\223\002\022\"\r/api/v1/holds:\001*'
+  _globals['_LEDGERSERVICE'].methods_by_name['GetHold']._loaded_options = None
+  _globals['_LEDGERSERVICE'].methods_by_name['GetHold']._serialized_options = b'\202\323\344\223\002\031\022\027/api/v1/holds/{hold_id}'
+  _globals['_LEDGERSERVICE'].methods_by_name['PostHold']._loaded_options = None
+  _globals['_LEDGERSERVICE'].methods_by_name['PostHold']._serialized_options = b'\202\323\344\223\002!\"\034/api/v1/holds/{hold_id}/post:\001*'
+  _globals['_LEDGERSERVICE'].methods_by_name['VoidHold']._loaded_options = None
+  _globals['_LEDGERSERVICE'].methods_by_name['VoidHold']._serialized_options = b'\202\323\344\223\002!\"\034/api/v1/holds/{hold_id}/void:\001*'
+  _globals['_LEDGERSERVICE'].methods_by_name['ReverseTransfer']._loaded_options = None
+  _globals['_LEDGERSERVICE'].methods_by_name['ReverseTransfer']._serialized_options = b'\202\323\344\223\002,\"\'/api/v1/transfers/{transfer_id}/reverse:\001*'
+  _globals['_LEDGERSERVICE'].methods_by_name['GetTransfer']._loaded_options = None
+  _globals['_LEDGERSERVICE'].methods_by_name['GetTransfer']._serialized_options = b'\202\323\344\223\002!\022\037/api/v1/transfers/{transfer_id}'
+  _globals['_GETBALANCEREQUEST']._serialized_start=183
+  _globals['_GETBALANCEREQUEST']._serialized_end=265
+  _globals['_BALANCE']._serialized_start=268
+  _globals['_BALANCE']._serialized_end=516
+  _globals['_LISTLEDGERENTRIESREQUEST']._serialized_start=518
+  _globals['_LISTLEDGERENTRIESREQUEST']._serialized_end=625
+  _globals['_LEDGERENTRY']._serialized_start=628
+  _globals['_LEDGERENTRY']._serialized_end=1007
+  _globals['_LEDGERENTRY_METADATAENTRY']._serialized_start=960
+  _globals['_LEDGERENTRY_METADATAENTRY']._serialized_end=1007
+  _globals['_LISTLEDGERENTRIESRESPONSE']._serialized_start=1010
+  _globals['_LISTLEDGERENTRIESRESPONSE']._serialized_end=1140
+  _globals['_POSTTRANSFERSREQUEST']._serialized_start=1142
+  _globals['_POSTTRANSFERSREQUEST']._serialized_end=1220
+  _globals['_POSTTRANSFERSRESPONSE']._serialized_start=1222
+  _globals['_POSTTRANSFERSRESPONSE']._serialized_end=1296
+  _globals['_ACCOUNT']._serialized_start=1299
+  _globals['_ACCOUNT']._serialized_end=1715
+  _globals['_ACCOUNT_METADATAENTRY']._serialized_start=960
+  _globals['_ACCOUNT_METADATAENTRY']._serialized_end=1007
+  _globals['_CREATEACCOUNTREQUEST']._serialized_start=1718
+  _globals['_CREATEACCOUNTREQUEST']._serialized_end=1981
+  _globals['_CREATEACCOUNTREQUEST_METADATAENTRY']._serialized_start=960
+  _globals['_CREATEACCOUNTREQUEST_METADATAENTRY']._serialized_end=1007
+  _globals['_GETACCOUNTREQUEST']._serialized_start=1983
+  _globals['_GETACCOUNTREQUEST']._serialized_end=2022
+  _globals['_LISTACCOUNTSREQUEST']._serialized_start=2024
+  _globals['_LISTACCOUNTSREQUEST']._serialized_end=2076
+  _globals['_LISTACCOUNTSRESPONSE']._serialized_start=2078
+  _globals['_LISTACCOUNTSRESPONSE']._serialized_end=2168
+  _globals['_HOLD']._serialized_start=2171
+  _globals['_HOLD']._serialized_end=2624
+  _globals['_HOLD_METADATAENTRY']._serialized_start=960
+  _globals['_HOLD_METADATAENTRY']._serialized_end=1007
+  _globals['_CREATEHOLDREQUEST']._serialized_start=2627
+  _globals['_CREATEHOLDREQUEST']._serialized_end=2956
+  _globals['_CREATEHOLDREQUEST_METADATAENTRY']._serialized_start=960
+  _globals['_CREATEHOLDREQUEST_METADATAENTRY']._serialized_end=1007
+  _globals['_GETHOLDREQUEST']._serialized_start=2958
+  _globals['_GETHOLDREQUEST']._serialized_end=2991
+  _globals['_POSTHOLDREQUEST']._serialized_start=2993
+  _globals['_POSTHOLDREQUEST']._serialized_end=3067
+  _globals['_VOIDHOLDREQUEST']._serialized_start=3069
+  _globals['_VOIDHOLDREQUEST']._serialized_end=3103
+  _globals['_REVERSETRANSFERREQUEST']._serialized_start=3105
+  _globals['_REVERSETRANSFERREQUEST']._serialized_end=3191
+  _globals['_GETTRANSFERREQUEST']._serialized_start=3193
+  _globals['_GETTRANSFERREQUEST']._serialized_end=3234
+  _globals['_TRANSFER']._serialized_start=3237
+  _globals['_TRANSFER']._serialized_end=3673
+  _globals['_TRANSFER_METADATAENTRY']._serialized_start=960
+  _globals['_TRANSFER_METADATAENTRY']._serialized_end=1007
+  _globals['_LEDGERSERVICE']._serialized_start=3676
+  _globals['_LEDGERSERVICE']._serialized_end=5161
 # @@protoc_insertion_point(module_scope)

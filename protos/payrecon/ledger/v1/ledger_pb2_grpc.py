@@ -49,6 +49,51 @@ class LedgerServiceStub:
                 request_serializer=payrecon_dot_ledger_dot_v1_dot_ledger__pb2.PostTransfersRequest.SerializeToString,
                 response_deserializer=payrecon_dot_ledger_dot_v1_dot_ledger__pb2.PostTransfersResponse.FromString,
                 _registered_method=True)
+        self.CreateAccount = channel.unary_unary(
+                '/payrecon.ledger.v1.LedgerService/CreateAccount',
+                request_serializer=payrecon_dot_ledger_dot_v1_dot_ledger__pb2.CreateAccountRequest.SerializeToString,
+                response_deserializer=payrecon_dot_ledger_dot_v1_dot_ledger__pb2.Account.FromString,
+                _registered_method=True)
+        self.GetAccount = channel.unary_unary(
+                '/payrecon.ledger.v1.LedgerService/GetAccount',
+                request_serializer=payrecon_dot_ledger_dot_v1_dot_ledger__pb2.GetAccountRequest.SerializeToString,
+                response_deserializer=payrecon_dot_ledger_dot_v1_dot_ledger__pb2.Account.FromString,
+                _registered_method=True)
+        self.ListAccounts = channel.unary_unary(
+                '/payrecon.ledger.v1.LedgerService/ListAccounts',
+                request_serializer=payrecon_dot_ledger_dot_v1_dot_ledger__pb2.ListAccountsRequest.SerializeToString,
+                response_deserializer=payrecon_dot_ledger_dot_v1_dot_ledger__pb2.ListAccountsResponse.FromString,
+                _registered_method=True)
+        self.CreateHold = channel.unary_unary(
+                '/payrecon.ledger.v1.LedgerService/CreateHold',
+                request_serializer=payrecon_dot_ledger_dot_v1_dot_ledger__pb2.CreateHoldRequest.SerializeToString,
+                response_deserializer=payrecon_dot_ledger_dot_v1_dot_ledger__pb2.Hold.FromString,
+                _registered_method=True)
+        self.GetHold = channel.unary_unary(
+                '/payrecon.ledger.v1.LedgerService/GetHold',
+                request_serializer=payrecon_dot_ledger_dot_v1_dot_ledger__pb2.GetHoldRequest.SerializeToString,
+                response_deserializer=payrecon_dot_ledger_dot_v1_dot_ledger__pb2.Hold.FromString,
+                _registered_method=True)
+        self.PostHold = channel.unary_unary(
+                '/payrecon.ledger.v1.LedgerService/PostHold',
+                request_serializer=payrecon_dot_ledger_dot_v1_dot_ledger__pb2.PostHoldRequest.SerializeToString,
+                response_deserializer=payrecon_dot_ledger_dot_v1_dot_ledger__pb2.Hold.FromString,
+                _registered_method=True)
+        self.VoidHold = channel.unary_unary(
+                '/payrecon.ledger.v1.LedgerService/VoidHold',
+                request_serializer=payrecon_dot_ledger_dot_v1_dot_ledger__pb2.VoidHoldRequest.SerializeToString,
+                response_deserializer=payrecon_dot_ledger_dot_v1_dot_ledger__pb2.Hold.FromString,
+                _registered_method=True)
+        self.ReverseTransfer = channel.unary_unary(
+                '/payrecon.ledger.v1.LedgerService/ReverseTransfer',
+                request_serializer=payrecon_dot_ledger_dot_v1_dot_ledger__pb2.ReverseTransferRequest.SerializeToString,
+                response_deserializer=payrecon_dot_ledger_dot_v1_dot_ledger__pb2.Transfer.FromString,
+                _registered_method=True)
+        self.GetTransfer = channel.unary_unary(
+                '/payrecon.ledger.v1.LedgerService/GetTransfer',
+                request_serializer=payrecon_dot_ledger_dot_v1_dot_ledger__pb2.GetTransferRequest.SerializeToString,
+                response_deserializer=payrecon_dot_ledger_dot_v1_dot_ledger__pb2.Transfer.FromString,
+                _registered_method=True)
 
 
 class LedgerServiceServicer:
@@ -75,6 +120,70 @@ class LedgerServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CreateAccount(self, request, context):
+        """Opens an account. Idempotent by id: the same definition again answers the account;
+        a different one is ALREADY_EXISTS (LEDGER_ACCOUNT_EXISTS).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetAccount(self, request, context):
+        """One account with its balances. Unknown id → NOT_FOUND.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListAccounts(self, request, context):
+        """Accounts in id order, cursor-paginated.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreateHold(self, request, context):
+        """Reserves funds: a pending transfer that moves nothing until posted. Idempotent by key.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetHold(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PostHold(self, request, context):
+        """Posts a pending hold, fully or partly. Of racing post/void/expiry calls exactly one wins;
+        the others get ABORTED (LEDGER_HOLD_ALREADY_RESOLVED) unless they asked for the same thing.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def VoidHold(self, request, context):
+        """Releases a pending hold without moving money.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReverseTransfer(self, request, context):
+        """Posts the mirror image of a posted transfer, linked to it. At most one reversal per transfer.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetTransfer(self, request, context):
+        """One transfer (posted, rejected, pending, voided, expired or a reversal).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_LedgerServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -92,6 +201,51 @@ def add_LedgerServiceServicer_to_server(servicer, server):
                     servicer.PostTransfers,
                     request_deserializer=payrecon_dot_ledger_dot_v1_dot_ledger__pb2.PostTransfersRequest.FromString,
                     response_serializer=payrecon_dot_ledger_dot_v1_dot_ledger__pb2.PostTransfersResponse.SerializeToString,
+            ),
+            'CreateAccount': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateAccount,
+                    request_deserializer=payrecon_dot_ledger_dot_v1_dot_ledger__pb2.CreateAccountRequest.FromString,
+                    response_serializer=payrecon_dot_ledger_dot_v1_dot_ledger__pb2.Account.SerializeToString,
+            ),
+            'GetAccount': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetAccount,
+                    request_deserializer=payrecon_dot_ledger_dot_v1_dot_ledger__pb2.GetAccountRequest.FromString,
+                    response_serializer=payrecon_dot_ledger_dot_v1_dot_ledger__pb2.Account.SerializeToString,
+            ),
+            'ListAccounts': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListAccounts,
+                    request_deserializer=payrecon_dot_ledger_dot_v1_dot_ledger__pb2.ListAccountsRequest.FromString,
+                    response_serializer=payrecon_dot_ledger_dot_v1_dot_ledger__pb2.ListAccountsResponse.SerializeToString,
+            ),
+            'CreateHold': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateHold,
+                    request_deserializer=payrecon_dot_ledger_dot_v1_dot_ledger__pb2.CreateHoldRequest.FromString,
+                    response_serializer=payrecon_dot_ledger_dot_v1_dot_ledger__pb2.Hold.SerializeToString,
+            ),
+            'GetHold': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetHold,
+                    request_deserializer=payrecon_dot_ledger_dot_v1_dot_ledger__pb2.GetHoldRequest.FromString,
+                    response_serializer=payrecon_dot_ledger_dot_v1_dot_ledger__pb2.Hold.SerializeToString,
+            ),
+            'PostHold': grpc.unary_unary_rpc_method_handler(
+                    servicer.PostHold,
+                    request_deserializer=payrecon_dot_ledger_dot_v1_dot_ledger__pb2.PostHoldRequest.FromString,
+                    response_serializer=payrecon_dot_ledger_dot_v1_dot_ledger__pb2.Hold.SerializeToString,
+            ),
+            'VoidHold': grpc.unary_unary_rpc_method_handler(
+                    servicer.VoidHold,
+                    request_deserializer=payrecon_dot_ledger_dot_v1_dot_ledger__pb2.VoidHoldRequest.FromString,
+                    response_serializer=payrecon_dot_ledger_dot_v1_dot_ledger__pb2.Hold.SerializeToString,
+            ),
+            'ReverseTransfer': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReverseTransfer,
+                    request_deserializer=payrecon_dot_ledger_dot_v1_dot_ledger__pb2.ReverseTransferRequest.FromString,
+                    response_serializer=payrecon_dot_ledger_dot_v1_dot_ledger__pb2.Transfer.SerializeToString,
+            ),
+            'GetTransfer': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetTransfer,
+                    request_deserializer=payrecon_dot_ledger_dot_v1_dot_ledger__pb2.GetTransferRequest.FromString,
+                    response_serializer=payrecon_dot_ledger_dot_v1_dot_ledger__pb2.Transfer.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -175,6 +329,249 @@ class LedgerService:
             '/payrecon.ledger.v1.LedgerService/PostTransfers',
             payrecon_dot_ledger_dot_v1_dot_ledger__pb2.PostTransfersRequest.SerializeToString,
             payrecon_dot_ledger_dot_v1_dot_ledger__pb2.PostTransfersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateAccount(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/payrecon.ledger.v1.LedgerService/CreateAccount',
+            payrecon_dot_ledger_dot_v1_dot_ledger__pb2.CreateAccountRequest.SerializeToString,
+            payrecon_dot_ledger_dot_v1_dot_ledger__pb2.Account.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetAccount(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/payrecon.ledger.v1.LedgerService/GetAccount',
+            payrecon_dot_ledger_dot_v1_dot_ledger__pb2.GetAccountRequest.SerializeToString,
+            payrecon_dot_ledger_dot_v1_dot_ledger__pb2.Account.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListAccounts(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/payrecon.ledger.v1.LedgerService/ListAccounts',
+            payrecon_dot_ledger_dot_v1_dot_ledger__pb2.ListAccountsRequest.SerializeToString,
+            payrecon_dot_ledger_dot_v1_dot_ledger__pb2.ListAccountsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateHold(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/payrecon.ledger.v1.LedgerService/CreateHold',
+            payrecon_dot_ledger_dot_v1_dot_ledger__pb2.CreateHoldRequest.SerializeToString,
+            payrecon_dot_ledger_dot_v1_dot_ledger__pb2.Hold.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetHold(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/payrecon.ledger.v1.LedgerService/GetHold',
+            payrecon_dot_ledger_dot_v1_dot_ledger__pb2.GetHoldRequest.SerializeToString,
+            payrecon_dot_ledger_dot_v1_dot_ledger__pb2.Hold.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PostHold(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/payrecon.ledger.v1.LedgerService/PostHold',
+            payrecon_dot_ledger_dot_v1_dot_ledger__pb2.PostHoldRequest.SerializeToString,
+            payrecon_dot_ledger_dot_v1_dot_ledger__pb2.Hold.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def VoidHold(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/payrecon.ledger.v1.LedgerService/VoidHold',
+            payrecon_dot_ledger_dot_v1_dot_ledger__pb2.VoidHoldRequest.SerializeToString,
+            payrecon_dot_ledger_dot_v1_dot_ledger__pb2.Hold.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReverseTransfer(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/payrecon.ledger.v1.LedgerService/ReverseTransfer',
+            payrecon_dot_ledger_dot_v1_dot_ledger__pb2.ReverseTransferRequest.SerializeToString,
+            payrecon_dot_ledger_dot_v1_dot_ledger__pb2.Transfer.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetTransfer(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/payrecon.ledger.v1.LedgerService/GetTransfer',
+            payrecon_dot_ledger_dot_v1_dot_ledger__pb2.GetTransferRequest.SerializeToString,
+            payrecon_dot_ledger_dot_v1_dot_ledger__pb2.Transfer.FromString,
             options,
             channel_credentials,
             insecure,
