@@ -1,5 +1,6 @@
-"""The shape every public identifier (account ids, idempotency keys, hold and transfer ids) shares:
-letters, digits and . _ : - only, so ids are safe in URLs, logs and SQS attributes."""
+"""Shapes of public input every context shares: identifiers (account ids, idempotency keys, hold and
+transfer ids: letters, digits and . _ : - only, safe in URLs, logs and SQS attributes) and metadata
+maps (bounded, no control characters — PostgreSQL's jsonb refuses NUL)."""
 
 from __future__ import annotations
 
@@ -18,3 +19,23 @@ def require_identifier(value: str, field: str, *, code: str, limit: int,
     if len(value) > limit or not _SHAPE.match(value):
         raise error(f"{field} must be 1-{limit} characters of letters, digits and . _ : -", field=field, code=code)
     return value
+
+
+MAX_METADATA_ENTRIES = 32
+MAX_METADATA_KEY = 64
+MAX_METADATA_VALUE = 512
+
+
+def require_metadata(metadata: dict[str, str], field: str, *,
+                     error: type[ValidationError] = ValidationError) -> dict[str, str]:
+    """`metadata` when it has at most 32 entries, keys of 1-64 and values of at most 512 characters,
+    and no control characters; else `error` with code INVALID_METADATA."""
+    if len(metadata) > MAX_METADATA_ENTRIES:
+        raise error(f"{field} has more than {MAX_METADATA_ENTRIES} entries", field=field, code="INVALID_METADATA")
+    for name, value in metadata.items():
+        if not 1 <= len(name) <= MAX_METADATA_KEY or len(value) > MAX_METADATA_VALUE:
+            raise error(f"{field} keys must be 1-{MAX_METADATA_KEY} characters and values at most"
+                        f" {MAX_METADATA_VALUE}", field=field, code="INVALID_METADATA")
+        if any(ord(c) < 32 or ord(c) == 127 for c in name + value):
+            raise error(f"{field} must not contain control characters", field=field, code="INVALID_METADATA")
+    return dict(metadata)

@@ -88,18 +88,10 @@ async def worker(settings: LedgerSettings, stop: asyncio.Event) -> AsyncIterator
                         log.exception("undecodable message; it will reach the dead-letter queue",
                                       extra={"fields": {"message_id": message_id}})
                         continue
-                    try:
-                        await ledger.apply_message(transfers, message_id)
-                    except Exception:
-                        log.exception("posting a message failed; posting its transfers one by one",
-                                      extra={"fields": {"message_id": message_id, "transfers": len(transfers)}})
-                        failed = await ledger.apply_one_by_one(transfers)
-                        if failed:
-                            last_delivery = int(attributes.get("ApproximateReceiveCount", 1)) >= settings.max_receives
-                            if last_delivery:
-                                await ledger.give_up(failed)
-                            continue  # left undeleted: redelivered, or moved to the dead-letter queue
-                    done.append(message)
+                    last_delivery = int(attributes.get("ApproximateReceiveCount", 1)) >= settings.max_receives
+                    if await ledger.handle_delivery(transfers, message_id, last_delivery=last_delivery):
+                        done.append(message)
+                    # else left undeleted: redelivered, or moved to the dead-letter queue
                 return done
 
             log.info("ledger worker consuming", extra={"fields": {"queue": common.transfers_queue}})

@@ -134,6 +134,8 @@ BAD_INPUT: list[tuple[str, Any, str]] = [
     ("account id with a slash", lambda k, a: transfer(k, f"{a}/s", f"{a}-d"), "INVALID_ACCOUNT_ID"),
     ("too much metadata", lambda k, a: transfer(k, f"{a}-s", f"{a}-d", metadata={f"m{i}": "v" for i in range(33)}),
      "INVALID_METADATA"),
+    ("NUL in metadata", lambda k, a: transfer(k, f"{a}-s", f"{a}-d", metadata={"note": "a\u0000b"}),
+     "INVALID_METADATA"),
 ]
 
 

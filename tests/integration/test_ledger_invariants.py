@@ -235,3 +235,38 @@ def test_verify_names_the_first_broken_record(ledger_database: str) -> None:
                             text=True, env={**os.environ, "PAYRECON_DATABASE_URL": ledger_database})
     assert result.returncode == 1, result.stdout + result.stderr
     assert "FAILED" in result.stderr and "hash does not match" in result.stderr, result.stderr
+
+
+def test_a_transfer_that_fails_every_delivery_is_given_up_as_failed_and_spares_its_batch(
+        ledger_database: str) -> None:
+    async def scenario() -> None:
+        engine = create_engine(ledger_database, "ledger", pool_size=2)
+        try:
+            ledger = LedgerService(LedgerStore(engine, auto_create_accounts=True))
+            run = uuid.uuid4().hex[:8]
+            good = TransferInstruction(f"{run}-good", f"{run}-a", f"{run}-b", Money(500, "USD"))
+            # PostgreSQL's jsonb refuses \u0000: this transfer can never be stored as sent.
+            poison = TransferInstruction(f"{run}-poison", f"{run}-a", f"{run}-b", Money(700, "USD"),
+                                         {"note": "nul\x00byte"})
+            batch = [good, poison]
+            assert await ledger.handle_delivery(batch, f"{run}-m", last_delivery=False) is False
+            assert await ledger.handle_delivery(batch, f"{run}-m", last_delivery=True) is False
+            good_record = await ledger.transfer(good.transfer_id)
+            poison_record = await ledger.transfer(poison.transfer_id)
+            assert good_record.status.value == "POSTED"  # posted once, despite the failing batch-mate
+            assert (poison_record.status.value, poison_record.reject_code) == ("REJECTED", "LEDGER_POSTING_FAILED")
+            assert (await ledger.balance(f"{run}-b")).balance_minor == 500
+            # A redrive from the dead-letter queue now finds both decided: nothing moves again.
+            assert await ledger.handle_delivery(batch, f"{run}-m2", last_delivery=False) is True
+            assert (await ledger.balance(f"{run}-b")).balance_minor == 500
+            async with engine.connect() as conn:
+                told = (await conn.execute(text(
+                    "SELECT count(*) FROM outbox WHERE position(CAST(:id AS bytea) in payload) > 0"
+                    " AND position('LEDGER_POSTING_FAILED'::bytea in payload) > 0"),
+                    {"id": poison.transfer_id.encode()})).scalar_one()
+            assert told >= 1  # ingest hears FAILED for it
+            assert (await audit_ledger(engine)).ok
+        finally:
+            await engine.dispose()
+
+    asyncio.run(scenario())

@@ -14,11 +14,8 @@ from decimal import Decimal
 from enum import StrEnum
 
 from services.ingest.domain.errors import InvalidSubmission
-from services.kernel.identifiers import require_identifier
+from services.kernel.identifiers import require_identifier, require_metadata
 from services.kernel.money import Money, MoneyError, minor_units_from_json
-
-MAX_METADATA_ENTRIES = 32
-MAX_METADATA_VALUE = 512
 
 
 class RequestStatus(StrEnum):
@@ -126,15 +123,8 @@ def validate_submission(command: SubmitTransaction, *, default_currency: str) ->
                                 field="transaction.destination_account_id", code="SAME_ACCOUNT")
     currency = (command.currency or default_currency).strip().upper()
     amount = _parse_amount(command.amount, currency)
-    if len(command.metadata) > MAX_METADATA_ENTRIES:
-        raise InvalidSubmission(f"transaction.metadata has more than {MAX_METADATA_ENTRIES} entries",
-                                field="transaction.metadata", code="INVALID_METADATA")
-    for name, value in command.metadata.items():
-        if not name or len(name) > 64 or len(value) > MAX_METADATA_VALUE:
-            raise InvalidSubmission(
-                f"transaction.metadata keys must be 1-64 characters and values at most {MAX_METADATA_VALUE}",
-                field="transaction.metadata", code="INVALID_METADATA")
-    return TransferSubmission(key, source, destination, amount, dict(command.metadata))
+    metadata = require_metadata(command.metadata, "transaction.metadata", error=InvalidSubmission)
+    return TransferSubmission(key, source, destination, amount, metadata)
 
 
 def message_group_for(account_id: str, groups: int) -> str:

@@ -233,7 +233,9 @@ class LedgerStore:
         recorded are left alone. Returns the ids rejected."""
         async with self._engine.begin() as conn:
             known = await _transfer_records(conn, [t.transfer_id for t in transfers])
-            fresh = list({t.transfer_id: t for t in transfers if t.transfer_id not in known}.values())
+            # Metadata is dropped: it may be the very thing the database refused.
+            fresh = list({t.transfer_id: replace(t, metadata={}) for t in transfers
+                          if t.transfer_id not in known}.values())
             if not fresh:
                 return []
             now = await _now(conn)

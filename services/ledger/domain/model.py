@@ -19,6 +19,8 @@ INVALID_AMOUNT = "LEDGER_INVALID_AMOUNT"
 ACCOUNT_NOT_FOUND = "LEDGER_ACCOUNT_NOT_FOUND"
 TRANSFER_EXISTS = "LEDGER_TRANSFER_EXISTS"
 POSTING_FAILED = "LEDGER_POSTING_FAILED"
+TOTALS_OVERFLOW = "LEDGER_TOTALS_OVERFLOW"
+INT64_MAX = 2**63 - 1
 
 
 class AccountType(StrEnum):
@@ -159,6 +161,9 @@ def check_transfer(transfer: TransferInstruction, accounts: dict[str, Account]) 
             return Rejected(transfer, CURRENCY_MISMATCH,
                             f"account {account.id!r} holds {account.currency}, transfer is in "
                             f"{transfer.amount.currency}")
+    if max(debit.debits_posted + debit.debits_pending, credit.credits_posted + credit.credits_pending) \
+            > INT64_MAX - amount:
+        return Rejected(transfer, TOTALS_OVERFLOW, "the account's running totals would exceed 64-bit minor units")
     for account, direction in ((debit, Direction.DEBIT), (credit, Direction.CREDIT)):
         after = account.balance_after(direction, amount)
         decrease = account.balance_minor - after

@@ -13,7 +13,7 @@ from payrecon.ledger.v1 import messages_pb2
 from sqlalchemy.exc import IntegrityError
 
 from services.kernel.errors import ValidationError
-from services.kernel.identifiers import require_identifier
+from services.kernel.identifiers import require_identifier, require_metadata
 from services.kernel.money import Money, MoneyError, exponent_of, minor_units_from_json
 from services.ledger.adapters.messages import event_transfer_id
 from services.ledger.adapters.store import (
@@ -183,6 +183,27 @@ class LedgerService:
         """Worker path: posts one queued batch; a redelivered message changes nothing."""
         await self.store.post_batch(transfers, message_id=message_id)
 
+    async def handle_delivery(self, transfers: Sequence[TransferInstruction], message_id: str, *,
+                              last_delivery: bool) -> bool:
+        """Worker path for one SQS delivery; True when the message is finished with (delete it).
+
+        The batch is posted in one transaction. If that fails, transfer by transfer; if some still
+        fail, the message is left for redelivery — and on its last delivery those transfers are
+        given up on (REJECTED, LEDGER_POSTING_FAILED) before SQS moves it to the dead-letter queue.
+        """
+        try:
+            await self.apply_message(transfers, message_id)
+            return True
+        except Exception:
+            log.exception("posting a message failed; posting its transfers one by one",
+                          extra={"fields": {"message_id": message_id, "transfers": len(transfers)}})
+        failed = await self.apply_one_by_one(transfers)
+        if not failed:
+            return True
+        if last_delivery:
+            await self.give_up(failed)
+        return False
+
     async def apply_one_by_one(self, transfers: Sequence[TransferInstruction]) -> list[TransferInstruction]:
         """Fallback when a whole batch fails: each transfer in its own transaction, so one poison
         transfer does not hold back the rest. Returns those that still failed."""
@@ -223,11 +244,12 @@ class LedgerService:
             if limit < 0:
                 raise ValidationError("overdraftLimit must not be negative", field="overdraftLimit",
                                       code="INVALID_AMOUNT")
-        definition = AccountDefinition(account_id, currency, kind, new.allow_overdraft, limit, dict(new.metadata))
+        metadata = require_metadata(new.metadata, "metadata")
+        definition = AccountDefinition(account_id, currency, kind, new.allow_overdraft, limit, metadata)
         account, created = await self.store.create_account(definition)
         if not created:
             same = (account.currency, account.type, account.allow_overdraft, account.overdraft_limit_minor,
-                    account.metadata) == (currency, kind, new.allow_overdraft, limit, dict(new.metadata))
+                    account.metadata) == (currency, kind, new.allow_overdraft, limit, metadata)
             if not same:
                 raise AccountExists(f"account {account_id!r} already exists with a different definition",
                                     field="id", code="LEDGER_ACCOUNT_EXISTS")
@@ -266,7 +288,8 @@ class LedgerService:
         amount = _amount(new.amount, currency, "amount")
         if new.expires_at is not None and new.expires_at <= datetime.now(UTC):
             raise ValidationError("expiresAt must be in the future", field="expiresAt", code="INVALID_DATE")
-        instruction = TransferInstruction(key, source, destination, Money(amount, currency), dict(new.metadata),
+        metadata = require_metadata(new.metadata, "metadata")
+        instruction = TransferInstruction(key, source, destination, Money(amount, currency), metadata,
                                           datetime.now(UTC), pending=True, expires_at=new.expires_at)
         (event,) = await self.post_transfers([instruction])
         if event.WhichOneof("event") == "transfer_rejected":
