@@ -52,8 +52,10 @@ async def running(settings: IngestSettings, stop: asyncio.Event, address: str | 
                 scopes=scopes_for(SERVICE_NAME, SCOPES),
                 errors=INGEST_ERRORS,
             )
+            # Up to 500 transfers per message (about 40 KB): under load the ledger worker then posts
+            # thousands per transaction (it takes up to 10 messages per receive).
             relay = OutboxRelay(engine, sqs, source="ingest", queues=[common.transfers_queue],
-                                pack=transfer_batch_bytes)
+                                pack=transfer_batch_bytes, rows_per_message=500)
 
             async def record(messages: Sequence[Message]) -> Sequence[Message]:
                 outcomes = [o for m in messages for o in outcomes_from_event_batch(decode_body(m))]

@@ -39,15 +39,29 @@ class OutboxRow:
 Packer = Callable[[Sequence[bytes]], bytes]
 
 
-def pack_rows(rows: Sequence[OutboxRow], per_message: int) -> list[list[OutboxRow]]:
-    """Groups rows by message group (first-seen order), each group cut into chunks of `per_message`."""
+# SQS takes 256 KiB per message; base64 makes bytes 4/3 larger, and attributes need room too.
+MAX_PAYLOAD_BYTES = 180_000
+
+
+def pack_rows(rows: Sequence[OutboxRow], per_message: int, max_bytes: int = MAX_PAYLOAD_BYTES
+              ) -> list[list[OutboxRow]]:
+    """Groups rows by message group (first-seen order), each group cut into chunks of at most
+    `per_message` rows and `max_bytes` of payload (a single larger row travels alone)."""
     groups: dict[str, list[OutboxRow]] = {}
     for row in rows:
         groups.setdefault(row.message_group, []).append(row)
     chunks: list[list[OutboxRow]] = []
     for group_rows in groups.values():
-        for start in range(0, len(group_rows), per_message):
-            chunks.append(group_rows[start:start + per_message])
+        chunk: list[OutboxRow] = []
+        size = 0
+        for row in group_rows:
+            if chunk and (len(chunk) == per_message or size + len(row.payload) > max_bytes):
+                chunks.append(chunk)
+                chunk, size = [], 0
+            chunk.append(row)
+            size += len(row.payload)
+        if chunk:
+            chunks.append(chunk)
     return chunks
 
 

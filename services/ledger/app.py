@@ -78,7 +78,7 @@ async def worker(settings: LedgerSettings, stop: asyncio.Event) -> AsyncIterator
                                    settings.default_currency)
 
             async def post(messages: Sequence[Message]) -> Sequence[Message]:
-                done = []
+                deliveries, received = [], []
                 for message in messages:
                     attributes = message.get("Attributes", {})
                     message_id = attributes.get("MessageDeduplicationId") or message["MessageId"]
@@ -89,10 +89,13 @@ async def worker(settings: LedgerSettings, stop: asyncio.Event) -> AsyncIterator
                                       extra={"fields": {"message_id": message_id}})
                         continue
                     last_delivery = int(attributes.get("ApproximateReceiveCount", 1)) >= settings.max_receives
-                    if await ledger.handle_delivery(transfers, message_id, last_delivery=last_delivery):
-                        done.append(message)
-                    # else left undeleted: redelivered, or moved to the dead-letter queue
-                return done
+                    deliveries.append((message_id, transfers, last_delivery))
+                    received.append(message)
+                if not deliveries:
+                    return []
+                finished = await ledger.handle_deliveries(deliveries)
+                # The others stay undeleted: redelivered, or moved to the dead-letter queue.
+                return [m for m, done in zip(received, finished, strict=True) if done]
 
             log.info("ledger worker consuming", extra={"fields": {"queue": common.transfers_queue}})
             async with background(consume(sqs, common.transfers_queue, post, stop,

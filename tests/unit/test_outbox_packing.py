@@ -12,6 +12,15 @@ def test_rows_are_packed_per_group_in_order_and_cut_at_the_limit() -> None:
     assert all(len({r.message_group for r in c}) == 1 for c in chunks)
 
 
+
+def test_a_message_never_outgrows_the_byte_budget() -> None:
+    rows = [OutboxRow(i, "a", b"x" * 400, "") for i in range(10)]
+    chunks = pack_rows(rows, per_message=100, max_bytes=1000)
+    assert [len(c) for c in chunks] == [2, 2, 2, 2, 2]
+    assert [r.id for c in chunks for r in c] == list(range(10))
+    assert [len(c) for c in pack_rows([OutboxRow(1, "a", b"x" * 5000, "")], 100, max_bytes=1000)] == [1]
+
+
 def test_deduplication_id_is_deterministic_and_within_sqs_limits() -> None:
     chunk = [row(7, "a"), row(9, "a")]
     assert deduplication_id("ingest", chunk) == deduplication_id("ingest", list(chunk))

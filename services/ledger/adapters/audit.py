@@ -51,6 +51,13 @@ async def audit_ledger(engine: AsyncEngine) -> AuditReport:
                 f"transfer {malformed.id!r}", f"{malformed.status} with {malformed.n} entries"
                                               f" ({malformed.off} of them for a different amount)"))
 
+        orphan = (await conn.execute(text(
+            "SELECT e.id, e.transfer_id FROM entries e WHERE NOT EXISTS"
+            " (SELECT 1 FROM transfers t WHERE t.id = e.transfer_id) ORDER BY e.id LIMIT 1"))).first()
+        if orphan is not None:
+            return AuditReport(0, 0, len(currency_rows), Breach(
+                f"entry {orphan.id}", f"names transfer {orphan.transfer_id!r}, which does not exist"))
+
         pending = (await conn.execute(text(
             "SELECT a.id, a.debits_pending, a.credits_pending,"
             " coalesce((SELECT sum(amount_minor) FROM transfers h WHERE h.status = 'PENDING'"

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
+from google.protobuf.timestamp_pb2 import Timestamp
 from payrecon.common.v1 import money_pb2
 from payrecon.ledger.v1 import messages_pb2
 
@@ -23,40 +25,39 @@ def instruction_from_proto(request: messages_pb2.TransferRequest) -> TransferIns
         debit_account_id=request.debit_account_id,
         credit_account_id=request.credit_account_id,
         amount=Money(request.amount.minor_units, request.amount.currency),
-        metadata=dict(request.metadata),
+        metadata=dict(request.metadata) if request.metadata else {},
         accepted_at=request.accepted_at.ToDatetime(tzinfo=UTC) if request.HasField("accepted_at") else None,
         pending=request.pending,
         expires_at=request.expires_at.ToDatetime(tzinfo=UTC) if request.HasField("expires_at") else None,
     )
 
 
-def instruction_to_proto(t: TransferInstruction) -> messages_pb2.TransferRequest:
-    request = messages_pb2.TransferRequest(transfer_id=t.transfer_id, debit_account_id=t.debit_account_id,
-                                           credit_account_id=t.credit_account_id, amount=_money(t.amount),
-                                           metadata=t.metadata, pending=t.pending)
-    if t.accepted_at:
-        request.accepted_at.CopyFrom(to_timestamp(t.accepted_at))
-    if t.expires_at:
-        request.expires_at.CopyFrom(to_timestamp(t.expires_at))
-    return request
-
-
 def instructions_from_batch(body: bytes) -> list[TransferInstruction]:
     return [instruction_from_proto(r) for r in messages_pb2.TransferBatch.FromString(body).transfers]
 
 
+@functools.lru_cache(maxsize=16)
+def _stamp(at: datetime) -> Timestamp:
+    # A batch stamps a thousand events with one instant; message constructors copy it.
+    return to_timestamp(at)
+
+
 def posted_event(outcome: Posted, at: datetime, debit_entry_id: int, credit_entry_id: int) -> messages_pb2.LedgerEvent:
+    # Field by field rather than nested keyword arguments: half the cost, and this runs per transfer.
     t = outcome.transfer
-    return messages_pb2.LedgerEvent(transfer_posted=messages_pb2.TransferPosted(
-        transfer_id=t.transfer_id,
-        debit_account_id=t.debit_account_id,
-        credit_account_id=t.credit_account_id,
-        amount=_money(t.amount),
-        posted_at=to_timestamp(at),
-        debit_entry_id=debit_entry_id,
-        credit_entry_id=credit_entry_id,
-        metadata=t.metadata,
-    ))
+    event = messages_pb2.LedgerEvent()
+    posted = event.transfer_posted
+    posted.transfer_id = t.transfer_id
+    posted.debit_account_id = t.debit_account_id
+    posted.credit_account_id = t.credit_account_id
+    posted.amount.minor_units = t.amount.minor_units
+    posted.amount.currency = t.amount.currency
+    posted.posted_at.CopyFrom(_stamp(at))
+    posted.debit_entry_id = debit_entry_id
+    posted.credit_entry_id = credit_entry_id
+    if t.metadata:
+        posted.metadata.update(t.metadata)
+    return event
 
 
 def rejected_event(outcome: Rejected, at: datetime) -> messages_pb2.LedgerEvent:
@@ -65,7 +66,7 @@ def rejected_event(outcome: Rejected, at: datetime) -> messages_pb2.LedgerEvent:
         transfer_id=t.transfer_id,
         code=outcome.code,
         message=outcome.message,
-        rejected_at=to_timestamp(at),
+        rejected_at=_stamp(at),
         debit_account_id=t.debit_account_id,
         credit_account_id=t.credit_account_id,
         amount=_money(t.amount),
@@ -114,8 +115,7 @@ def event_transfer_id(event: messages_pb2.LedgerEvent) -> str:
     return event.transfer_reversed.transfer_id
 
 
-def event_batch_bytes(events: Sequence[bytes]) -> bytes:
-    batch = messages_pb2.LedgerEventBatch()
-    for payload in events:
-        batch.events.add().MergeFromString(payload)
-    return batch.SerializeToString()
+def event_batch_bytes(rows: Sequence[bytes]) -> bytes:
+    """Outbox rows (each a serialized LedgerEventBatch) as one LedgerEventBatch: serialized protobuf
+    messages concatenate into their merge, and a merge of batches is the batch of all their events."""
+    return b"".join(rows)

@@ -24,9 +24,10 @@ def micros_since_epoch(at: datetime) -> int:
 
 
 def entry_hash(previous: bytes, entry_id: int, transfer_id: str, account_id: str, direction: str,
-               amount_minor: int, currency: str, at: datetime) -> bytes:
-    canonical = "|".join((str(entry_id), transfer_id, account_id, direction, str(amount_minor), currency,
-                          str(micros_since_epoch(at))))
+               amount_minor: int, currency: str, at: datetime | int) -> bytes:
+    """`at` may be given as micros_since_epoch(at) already (a batch shares one instant)."""
+    micros = at if isinstance(at, int) else micros_since_epoch(at)
+    canonical = f"{entry_id}|{transfer_id}|{account_id}|{direction}|{amount_minor}|{currency}|{micros}"
     return hashlib.sha256(previous + canonical.encode()).digest()
 
 

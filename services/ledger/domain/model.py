@@ -32,7 +32,7 @@ class AccountType(StrEnum):
 
     @property
     def debit_normal(self) -> bool:
-        return self in (AccountType.ASSET, AccountType.EXPENSE)
+        return self in _DEBIT_NORMAL
 
 
 class TransferKind(StrEnum):
@@ -47,6 +47,9 @@ class TransferStatus(StrEnum):
     PENDING = "PENDING"
     VOIDED = "VOIDED"
     EXPIRED = "EXPIRED"
+
+
+_DEBIT_NORMAL = frozenset({AccountType.ASSET, AccountType.EXPENSE})
 
 
 class Direction(StrEnum):
@@ -165,6 +168,8 @@ def check_transfer(transfer: TransferInstruction, accounts: dict[str, Account]) 
             > INT64_MAX - amount:
         return Rejected(transfer, TOTALS_OVERFLOW, "the account's running totals would exceed 64-bit minor units")
     for account, direction in ((debit, Direction.DEBIT), (credit, Direction.CREDIT)):
+        if account.allow_overdraft:
+            continue
         after = account.balance_after(direction, amount)
         decrease = account.balance_minor - after
         if decrease > 0 and not account.allows_balance(account.available_minor - decrease):

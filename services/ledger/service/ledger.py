@@ -185,24 +185,33 @@ class LedgerService:
 
     async def handle_delivery(self, transfers: Sequence[TransferInstruction], message_id: str, *,
                               last_delivery: bool) -> bool:
-        """Worker path for one SQS delivery; True when the message is finished with (delete it).
+        """Worker path for one SQS message; True when it is finished with (delete it). See handle_deliveries."""
+        return (await self.handle_deliveries([(message_id, transfers, last_delivery)]))[0]
 
-        The batch is posted in one transaction. If that fails, transfer by transfer; if some still
-        fail, the message is left for redelivery — and on its last delivery those transfers are
-        given up on (REJECTED, LEDGER_POSTING_FAILED) before SQS moves it to the dead-letter queue.
+    async def handle_deliveries(self, deliveries: Sequence[tuple[str, Sequence[TransferInstruction], bool]]
+                                ) -> list[bool]:
+        """Worker path for one SQS receive: (message id, transfers, last delivery?) per message; True
+        for each message finished with.
+
+        All messages are posted in ONE transaction. If that fails: message by message; a message
+        that fails alone is posted transfer by transfer, so one poison transfer does not hold back
+        the rest. A message with transfers still failing is left for redelivery — and on its last
+        delivery those transfers are given up on (REJECTED, LEDGER_POSTING_FAILED) before SQS moves
+        it to the dead-letter queue.
         """
         try:
-            await self.apply_message(transfers, message_id)
-            return True
+            await self.store.post_messages([(message_id, transfers) for message_id, transfers, _ in deliveries])
+            return [True] * len(deliveries)
         except Exception:
-            log.exception("posting a message failed; posting its transfers one by one",
-                          extra={"fields": {"message_id": message_id, "transfers": len(transfers)}})
+            log.exception("posting received messages failed",
+                          extra={"fields": {"messages": [message_id for message_id, _, _ in deliveries]}})
+        if len(deliveries) > 1:
+            return [(await self.handle_deliveries([delivery]))[0] for delivery in deliveries]
+        _, transfers, last_delivery = deliveries[0]
         failed = await self.apply_one_by_one(transfers)
-        if not failed:
-            return True
-        if last_delivery:
+        if failed and last_delivery:
             await self.give_up(failed)
-        return False
+        return [not failed]
 
     async def apply_one_by_one(self, transfers: Sequence[TransferInstruction]) -> list[TransferInstruction]:
         """Fallback when a whole batch fails: each transfer in its own transaction, so one poison
