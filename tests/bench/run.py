@@ -20,6 +20,7 @@ from tests.bench.post_latency import measure_post_latency
 RESULTS = Path(__file__).with_name("RESULTS.md")
 TARGET_PER_SECOND = 10_000
 TARGET_RATIO = 3.0
+RUNS = 3
 
 
 def machine() -> str:
@@ -57,30 +58,36 @@ def throughput_section(stack: Stack) -> str:
     # cores from the ledger, so they are stopped (their events wait in their queues).
     for name in ("ingest", "reconciliation"):
         stack.children[name].stop()
-    batch = asyncio.run(batch_api_throughput(env["PAYRECON_LEDGER_ADDRESS"], clients=4, calls_per_client=6,
-                                             batch=2000))
-    worker = asyncio.run(worker_throughput(env["PAYRECON_SQS_ENDPOINT_URL"], env["PAYRECON_TRANSFERS_QUEUE"],
-                                           env["PAYRECON_DATABASE_URL"], messages=100, per_message=500))
+    # Three runs each, reported as the median and the range: this machine is shared and noisy.
+    batches = [asyncio.run(batch_api_throughput(env["PAYRECON_LEDGER_ADDRESS"], clients=4, calls_per_client=6,
+                                                batch=2000)) for _ in range(RUNS)]
+    workers = [asyncio.run(worker_throughput(env["PAYRECON_SQS_ENDPOINT_URL"], env["PAYRECON_TRANSFERS_QUEUE"],
+                                             env["PAYRECON_DATABASE_URL"], messages=100, per_message=500))
+               for _ in range(RUNS)]
     verified = asyncio.run(audit(env["PAYRECON_DATABASE_URL"]))
     baseline = pgbench_baseline(env["PAYRECON_DATABASE_URL"], clients=8, seconds=15)
 
-    def row(name: str, how: str, t: Throughput) -> str:
-        ratio = t.per_second / baseline.per_second
-        meets = "yes" if t.per_second >= TARGET_PER_SECOND and ratio >= TARGET_RATIO else "no"
-        return (f"| {name} | {how} | {t.transfers:,} | {t.seconds:.1f} s | **{t.per_second:,.0f}** | {ratio:.1f}x"
+    def row(name: str, how: str, runs: list[Throughput]) -> str:
+        ordered = sorted(runs, key=lambda t: t.per_second)
+        median = ordered[len(ordered) // 2]
+        ratio = median.per_second / baseline.per_second
+        meets = "yes" if median.per_second >= TARGET_PER_SECOND and ratio >= TARGET_RATIO else "no"
+        spread = " / ".join(f"{t.per_second:,.0f}" for t in runs)
+        return (f"| {name} | {how} | {median.transfers:,} | **{median.per_second:,.0f}** ({spread}) | {ratio:.1f}x"
                 f" | {meets} |\n")
 
     return (
         "## Ledger posting throughput\n\n"
         "Same PostgreSQL, same run. The ledger service, its worker, its event relay and the SQS server run;"
         " ingest and reconciliation (the event consumers) are stopped so they do not share the two cores.\n\n"
-        "| path | how | transfers | time | transfers/s | vs baseline | ≥ 10k/s and ≥ 3x |\n"
-        "|---|---|---|---|---|---|---|\n"
-        + row("batch API", "gRPC PostTransfers, 4 clients x 2,000 transfers per call, one transaction per call", batch)
+        "| path | how | transfers per run | transfers/s: median (runs) | median vs baseline | ≥ 10k/s and ≥ 3x |\n"
+        "|---|---|---|---|---|---|\n"
+        + row("batch API", "gRPC PostTransfers, 4 clients x 2,000 transfers per call, one transaction per call",
+              batches)
         + row("SQS worker", "100 TransferBatch messages x 500 transfers on transfers.fifo (16 message groups),"
-                            " up to 10 messages per transaction", worker)
-        + f"| baseline | pgbench, 8 clients, the same SQL one transfer per transaction | {baseline.transfers:,} |"
-          f" {baseline.seconds:.0f} s | {baseline.per_second:,.0f} | 1.0x | |\n\n"
+                            " up to 10 messages per transaction", workers)
+        + f"| baseline | pgbench, 8 clients, {baseline.seconds:.0f} s, the same SQL one transfer per transaction |"
+          f" {baseline.transfers:,} | {baseline.per_second:,.0f} | 1.0x | |\n\n"
         + verified + "\n"
     )
 

@@ -55,3 +55,40 @@ async def test_grpc_errors_carry_the_machine_code(stack: Stack) -> None:
         with pytest.raises(grpc.aio.AioRpcError) as anonymous:
             await ledger.GetBalance(ledger_pb2.GetBalanceRequest(account_id="x"))
         assert anonymous.value.code() == grpc.StatusCode.UNAUTHENTICATED
+
+
+async def test_an_internal_client_holds_posts_and_batches_over_grpc(stack: Stack) -> None:
+    """A payments service talking to the ledger directly: open accounts, hold and post, post a batch."""
+    from payrecon.common.v1 import money_pb2
+    from payrecon.ledger.v1 import messages_pb2
+
+    run = uuid.uuid4().hex[:8]
+    async with grpc.aio.insecure_channel(stack.addresses["ledger"]) as channel:
+        ledger = ledger_pb2_grpc.LedgerServiceStub(channel)
+        for account_id, kind, overdraft in ((f"cash-{run}", "ASSET", True), (f"wallet-{run}", "LIABILITY", False)):
+            await ledger.CreateAccount(ledger_pb2.CreateAccountRequest(id=account_id, currency="GBP", type=kind,
+                                                                       allow_overdraft=overdraft), metadata=TOKEN)
+        batch = await ledger.PostTransfers(ledger_pb2.PostTransfersRequest(transfers=[
+            messages_pb2.TransferRequest(transfer_id=f"topup-{run}-{i}", debit_account_id=f"cash-{run}",
+                                         credit_account_id=f"wallet-{run}",
+                                         amount=money_pb2.Money(minor_units=1000, currency="GBP"))
+            for i in range(3)]), metadata=TOKEN)
+        assert [o.WhichOneof("event") for o in batch.outcomes] == ["transfer_posted"] * 3
+        overdraw = await ledger.PostTransfers(ledger_pb2.PostTransfersRequest(transfers=[
+            messages_pb2.TransferRequest(transfer_id=f"spend-{run}", debit_account_id=f"wallet-{run}",
+                                         credit_account_id=f"cash-{run}",
+                                         amount=money_pb2.Money(minor_units=5000, currency="GBP"))]), metadata=TOKEN)
+        assert overdraw.outcomes[0].transfer_rejected.code == "LEDGER_INSUFFICIENT_FUNDS"
+
+        hold = await ledger.CreateHold(ledger_pb2.CreateHoldRequest(
+            idempotency_key=f"h-{run}", source_account_id=f"wallet-{run}", destination_account_id=f"cash-{run}",
+            amount=struct_pb2.Value(number_value=25.5), currency="GBP"), metadata=TOKEN)
+        assert (hold.status, hold.amount_minor) == ("PENDING", 2550)
+        posted = await ledger.PostHold(ledger_pb2.PostHoldRequest(hold_id=f"h-{run}"), metadata=TOKEN)
+        assert (posted.status, posted.posted_amount_minor) == ("POSTED", 2550)
+        with pytest.raises(grpc.aio.AioRpcError) as late:
+            await ledger.VoidHold(ledger_pb2.VoidHoldRequest(hold_id=f"h-{run}"), metadata=TOKEN)
+        assert late.value.code() == grpc.StatusCode.ABORTED
+        assert machine_code_of(late.value) == "LEDGER_HOLD_ALREADY_RESOLVED"
+        wallet = await ledger.GetAccount(ledger_pb2.GetAccountRequest(account_id=f"wallet-{run}"), metadata=TOKEN)
+        assert (wallet.balance_minor, wallet.available_minor) == (3000 - 2550, 3000 - 2550)

@@ -270,3 +270,28 @@ def test_a_transfer_that_fails_every_delivery_is_given_up_as_failed_and_spares_i
             await engine.dispose()
 
     asyncio.run(scenario())
+
+
+def test_one_receive_is_posted_in_one_transaction_and_a_bad_message_does_not_sink_the_others(
+        ledger_database: str) -> None:
+    async def scenario() -> None:
+        engine = create_engine(ledger_database, "ledger", pool_size=2)
+        try:
+            ledger = LedgerService(LedgerStore(engine, auto_create_accounts=True))
+            run = uuid.uuid4().hex[:8]
+
+            def message(n: int, poison: bool = False) -> tuple[str, list[TransferInstruction], bool]:
+                meta = {"note": "nul\x00"} if poison else {}
+                return (f"{run}-m{n}", [TransferInstruction(f"{run}-m{n}-t{i}", f"{run}-a", f"{run}-b",
+                                                            Money(100, "USD"), meta) for i in range(3)], False)
+
+            assert await ledger.handle_deliveries([message(1), message(2)]) == [True, True]
+            # m2 again (redelivered), m3 fresh, m4 carries a transfer the database refuses.
+            assert await ledger.handle_deliveries([message(2), message(3), message(4, poison=True)]) == \
+                [True, True, False]
+            assert (await ledger.balance(f"{run}-b")).balance_minor == 9 * 100  # m1, m2, m3 once each
+            assert (await audit_ledger(engine)).ok
+        finally:
+            await engine.dispose()
+
+    asyncio.run(scenario())

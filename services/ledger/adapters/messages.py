@@ -20,15 +20,16 @@ def _money(money: Money) -> money_pb2.Money:
 
 
 def instruction_from_proto(request: messages_pb2.TransferRequest) -> TransferInstruction:
+    amount = request.amount
     return TransferInstruction(
-        transfer_id=request.transfer_id,
-        debit_account_id=request.debit_account_id,
-        credit_account_id=request.credit_account_id,
-        amount=Money(request.amount.minor_units, request.amount.currency),
-        metadata=dict(request.metadata) if request.metadata else {},
-        accepted_at=request.accepted_at.ToDatetime(tzinfo=UTC) if request.HasField("accepted_at") else None,
-        pending=request.pending,
-        expires_at=request.expires_at.ToDatetime(tzinfo=UTC) if request.HasField("expires_at") else None,
+        request.transfer_id,
+        request.debit_account_id,
+        request.credit_account_id,
+        Money(amount.minor_units, amount.currency),
+        dict(request.metadata) if request.metadata else {},
+        request.accepted_at.ToDatetime(tzinfo=UTC) if request.HasField("accepted_at") else None,
+        request.pending,
+        request.expires_at.ToDatetime(tzinfo=UTC) if request.HasField("expires_at") else None,
     )
 
 

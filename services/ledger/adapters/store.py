@@ -497,24 +497,20 @@ class _LockedAccounts:
         ids = (await conn.execute(
             text("SELECT array_agg(nextval('entries_id_seq')) FROM generate_series(1, :n)"), {"n": 2 * len(transfers)}
         )).scalar_one()
-        tids, accts, dirs, amts, curs, hashes = [], [], [], [], [], []
+        heads = self.heads
         micros = micros_since_epoch(now)
-        for i, t in enumerate(transfers):
-            for offset, account_id, direction in ((0, t.debit_account_id, "DEBIT"), (1, t.credit_account_id, "CREDIT")):
-                head = entry_hash(self.heads[account_id], ids[2 * i + offset], t.transfer_id, account_id, direction,
-                                  t.amount.minor_units, t.amount.currency, micros)
-                self.heads[account_id] = head
-                tids.append(t.transfer_id)
-                accts.append(account_id)
-                dirs.append(direction)
-                amts.append(t.amount.minor_units)
-                curs.append(t.amount.currency)
-                hashes.append(head)
+        rows: list[tuple[object, ...]] = []
+        entry_ids = iter(ids)
+        for t in transfers:
+            minor, currency = t.amount.minor_units, t.amount.currency
+            for account_id, direction in ((t.debit_account_id, "DEBIT"), (t.credit_account_id, "CREDIT")):
+                entry_id = next(entry_ids)
+                head = heads[account_id] = entry_hash(heads[account_id], entry_id, t.transfer_id, account_id,
+                                                      direction, minor, currency, micros)
+                rows.append((entry_id, t.transfer_id, account_id, direction, minor, currency, now, head))
         await _copy_rows(conn, "entries",
                          ("id", "transfer_id", "account_id", "direction", "amount_minor", "currency", "created_at",
-                          "hash"),
-                         [(i, t, a, d, m, c, now, h)
-                          for i, t, a, d, m, c, h in zip(ids, tids, accts, dirs, amts, curs, hashes, strict=True)])
+                          "hash"), rows)
         return [(ids[2 * i], ids[2 * i + 1]) for i in range(len(transfers))]
 
     async def save(self, conn: AsyncConnection, now: datetime) -> None:

@@ -171,6 +171,8 @@ class LedgerService:
             # A concurrent call inserted one of these ids first; now they are known, so this answers
             # with their recorded outcomes.
             result = await self.store.post_batch(transfers, message_id=message_id)
+        if result is not None and not result.duplicates:
+            return result.events  # every transfer was new: its event, in order
         fresh = {} if result is None else {
             **{event_transfer_id(e): e for e in result.events},
             **result.repeats,
