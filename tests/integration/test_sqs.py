@@ -26,3 +26,39 @@ async def test_fifo_round_trip_keeps_group_order_and_deduplicates(sqs_endpoint: 
         assert [decode_body(m) for m in received] == [f"m{i}".encode() for i in range(5)]
         dlq = await sqs.attributes(dead_letter_queue_name("it-roundtrip.fifo"))
         assert dlq.fifo and dlq.messages == 0
+
+
+async def test_a_long_batch_keeps_its_messages_invisible_until_it_is_done(sqs_endpoint: str) -> None:
+    """The consumer extends visibility while a handler runs past the queue's visibility timeout, so no
+    other receiver gets the messages meanwhile; they are deleted once handled."""
+    import asyncio
+
+    from services.kernel.consumer import consume
+
+    async with SqsClient.connect(endpoint_url=sqs_endpoint, region="us-east-1") as sqs:
+        queue = "it-heartbeat.fifo"
+        await sqs.ensure_fifo_queue(queue, visibility_timeout=2)
+        await sqs.send_batch(queue, [OutgoingMessage(b"slow", "g", "slow-1", {})])
+        stop = asyncio.Event()
+        handled: list[bytes] = []
+        stolen: list[int] = []
+
+        async def slow_handler(messages):  # type: ignore[no-untyped-def]
+            await asyncio.sleep(5)  # well past the 2 s visibility timeout
+            handled.extend(decode_body(m) for m in messages)
+            return messages
+
+        async def rival() -> None:
+            for _ in range(4):
+                await asyncio.sleep(1)
+                stolen.append(len(await sqs.receive(queue, wait_seconds=0)))
+
+        consumer = asyncio.create_task(consume(sqs, queue, slow_handler, stop, receivers=1, visibility_seconds=2))
+        await asyncio.sleep(0.5)
+        await rival()
+        await asyncio.sleep(2)
+        stop.set()
+        await asyncio.wait_for(consumer, 10)
+        assert handled == [b"slow"]
+        assert stolen == [0, 0, 0, 0]  # never visible to anyone else while being handled
+        assert (await sqs.attributes(queue)).messages == 0
