@@ -71,7 +71,9 @@ async def create_queues(environ: Mapping[str, str] | None = None) -> None:
     settings = CommonSettings.from_env(Env(environ))
     async with SqsClient.connect(endpoint_url=settings.sqs_endpoint_url, region=settings.aws_region) as sqs:
         for name in (settings.transfers_queue, settings.ingest_events_queue, settings.recon_events_queue):
-            logging.getLogger("payrecon.queues").info("queue ready: %s", await sqs.ensure_fifo_queue(name))
+            url = await sqs.ensure_fifo_queue(name, visibility_timeout=settings.sqs_visibility_seconds,
+                                              max_receives=settings.sqs_max_receives)
+            logging.getLogger("payrecon.queues").info("queue ready: %s", url)
 
 
 async def verify_ledger(environ: Mapping[str, str] | None = None) -> int:

@@ -72,7 +72,8 @@ async def running(settings: IngestSettings, stop: asyncio.Event, address: str | 
 
             await server.start()
             log.info("ingest listening", extra={"fields": {"port": port}})
-            async with background(relay.run(stop), consume(sqs, common.ingest_events_queue, record, stop),
+            async with background(relay.run(stop), consume(sqs, common.ingest_events_queue, record, stop,
+                                                          visibility_seconds=common.sqs_visibility_seconds),
                                   purge_expired_keys()):
                 try:
                     yield port

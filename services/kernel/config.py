@@ -124,6 +124,10 @@ class CommonSettings:
     ingest_address: str
     ledger_address: str
     reconciliation_address: str
+    # Queue settings create-queues applies and consumers rely on: how long a received message stays
+    # invisible (consumers extend it while they work) and deliveries before the dead-letter queue.
+    sqs_visibility_seconds: int = 60
+    sqs_max_receives: int = 5
 
     @property
     def development(self) -> bool:
@@ -158,6 +162,8 @@ class CommonSettings:
             ingest_address=env.str("PAYRECON_INGEST_ADDRESS", "127.0.0.1:50051"),
             ledger_address=env.str("PAYRECON_LEDGER_ADDRESS", "127.0.0.1:50052"),
             reconciliation_address=env.str("PAYRECON_RECONCILIATION_ADDRESS", "127.0.0.1:50053"),
+            sqs_visibility_seconds=env.int("PAYRECON_SQS_VISIBILITY_SECONDS", 60),
+            sqs_max_receives=env.int("PAYRECON_SQS_MAX_RECEIVES", 5),
         )
 
 

@@ -88,7 +88,7 @@ async def worker(settings: LedgerSettings, stop: asyncio.Event) -> AsyncIterator
                         log.exception("undecodable message; it will reach the dead-letter queue",
                                       extra={"fields": {"message_id": message_id}})
                         continue
-                    last_delivery = int(attributes.get("ApproximateReceiveCount", 1)) >= settings.max_receives
+                    last_delivery = int(attributes.get("ApproximateReceiveCount", 1)) >= common.sqs_max_receives
                     deliveries.append((message_id, transfers, last_delivery))
                     received.append(message)
                 if not deliveries:
@@ -99,7 +99,8 @@ async def worker(settings: LedgerSettings, stop: asyncio.Event) -> AsyncIterator
 
             log.info("ledger worker consuming", extra={"fields": {"queue": common.transfers_queue}})
             async with background(consume(sqs, common.transfers_queue, post, stop,
-                                          receivers=settings.worker_receivers)):
+                                          receivers=settings.worker_receivers,
+                                          visibility_seconds=common.sqs_visibility_seconds)):
                 yield
     finally:
         await engine.dispose()

@@ -13,7 +13,6 @@ class LedgerSettings:
     common: CommonSettings
     auto_create_accounts: bool
     worker_receivers: int
-    max_receives: int
     default_currency: str
     hold_expiry_interval_seconds: float
 
@@ -32,7 +31,6 @@ class LedgerSettings:
             common=CommonSettings.from_env(env),
             auto_create_accounts=env.bool("LEDGER_AUTO_CREATE_ACCOUNTS", True),
             worker_receivers=receivers,
-            max_receives=env.int("LEDGER_MAX_RECEIVES", 5),
             default_currency=currency,
             hold_expiry_interval_seconds=env.int("LEDGER_HOLD_EXPIRY_INTERVAL_SECONDS", 1),
         )

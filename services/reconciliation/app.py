@@ -52,7 +52,8 @@ async def running(settings: ReconciliationSettings, stop: asyncio.Event, address
 
             await server.start()
             log.info("reconciliation listening", extra={"fields": {"port": port}})
-            async with background(consume(sqs, common.recon_events_queue, project, stop)):
+            async with background(consume(sqs, common.recon_events_queue, project, stop,
+                                          visibility_seconds=common.sqs_visibility_seconds)):
                 try:
                     yield port
                 finally:

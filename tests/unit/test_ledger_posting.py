@@ -49,6 +49,15 @@ def test_overdraft_limit_is_honoured_exactly() -> None:
     assert book["bob"].balance_minor == -500
 
 
+def test_a_credit_lowers_a_debit_normal_account_and_is_checked_there() -> None:
+    book = {**accounts(), "vault": Account("vault", "USD", AccountType.ASSET, allow_overdraft=False)}
+    refused, funded, paid_out = post_in_order([transfer(1, "carol", "vault", 50), transfer(2, "vault", "carol", 80),
+                                               transfer(3, "carol", "vault", 80)], book)
+    assert isinstance(refused, Rejected) and refused.code == INSUFFICIENT_FUNDS  # the vault holds nothing yet
+    assert isinstance(funded, Posted) and isinstance(paid_out, Posted)
+    assert book["vault"].balance_minor == 0
+
+
 def test_currency_mismatch() -> None:
     (outcome,) = post_in_order([transfer(1, "carol", "euro", 5)], accounts())
     assert isinstance(outcome, Rejected) and outcome.code == CURRENCY_MISMATCH

@@ -94,10 +94,6 @@ class Account:
         outgoing = self.credits_pending if self.type.debit_normal else self.debits_pending
         return self.balance_minor - outgoing
 
-    def balance_after(self, direction: Direction, amount: int) -> int:
-        increases = (direction is Direction.DEBIT) == self.type.debit_normal
-        return self.balance_minor + amount if increases else self.balance_minor - amount
-
     def allows_balance(self, balance: int) -> bool:
         return self.allow_overdraft or balance >= -self.overdraft_limit_minor
 
@@ -148,35 +144,31 @@ Outcome = Posted | Held | Rejected
 
 def check_transfer(transfer: TransferInstruction, accounts: dict[str, Account]) -> Rejected | None:
     """The first rule `transfer` breaks against the current account states, or None."""
-    amount = transfer.amount.minor_units
+    amount, currency = transfer.amount.minor_units, transfer.amount.currency
+    debit_id, credit_id = transfer.debit_account_id, transfer.credit_account_id
     if amount <= 0:
         return Rejected(transfer, INVALID_AMOUNT, "amount must be greater than zero")
-    if transfer.debit_account_id == transfer.credit_account_id:
+    if debit_id == credit_id:
         return Rejected(transfer, SAME_ACCOUNT, "debit and credit accounts must differ")
-    debit = accounts.get(transfer.debit_account_id)
-    credit = accounts.get(transfer.credit_account_id)
-    for account_id, account in ((transfer.debit_account_id, debit), (transfer.credit_account_id, credit)):
-        if account is None:
-            return Rejected(transfer, ACCOUNT_NOT_FOUND, f"account {account_id!r} does not exist")
-    assert debit is not None and credit is not None
+    debit, credit = accounts.get(debit_id), accounts.get(credit_id)
+    if debit is None or credit is None:
+        missing = debit_id if debit is None else credit_id
+        return Rejected(transfer, ACCOUNT_NOT_FOUND, f"account {missing!r} does not exist")
     for account in (debit, credit):
-        if account.currency != transfer.amount.currency:
+        if account.currency != currency:
             return Rejected(transfer, CURRENCY_MISMATCH,
-                            f"account {account.id!r} holds {account.currency}, transfer is in "
-                            f"{transfer.amount.currency}")
+                            f"account {account.id!r} holds {account.currency}, transfer is in {currency}")
     if max(debit.debits_posted + debit.debits_pending, credit.credits_posted + credit.credits_pending) \
             > INT64_MAX - amount:
         return Rejected(transfer, TOTALS_OVERFLOW, "the account's running totals would exceed 64-bit minor units")
-    for account, direction in ((debit, Direction.DEBIT), (credit, Direction.CREDIT)):
-        if account.allow_overdraft:
-            continue
-        after = account.balance_after(direction, amount)
-        decrease = account.balance_minor - after
-        if decrease > 0 and not account.allows_balance(account.available_minor - decrease):
+    # A debit lowers a credit-normal account's balance, a credit lowers a debit-normal one: only the
+    # side that loses funds, and only if it may not overdraw, needs its available balance checked.
+    for account, loses in ((debit, not debit.type.debit_normal), (credit, credit.type.debit_normal)):
+        if loses and not account.allow_overdraft and not account.allows_balance(account.available_minor - amount):
             return Rejected(
                 transfer, INSUFFICIENT_FUNDS,
-                f"account {account.id!r} has {format_minor(account.available_minor, account.currency)} "
-                f"{account.currency} available, transfer needs {format_minor(amount, account.currency)}",
+                f"account {account.id!r} has {format_minor(account.available_minor, currency)} "
+                f"{currency} available, transfer needs {format_minor(amount, currency)}",
             )
     return None
 
