@@ -84,6 +84,7 @@ class Stack:
     database_name: str | None = None
     admin_database_url: str | None = None
     addresses: dict[str, str] = field(default_factory=dict)
+    log_dir: Path = field(default_factory=Path)
     timings: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -146,8 +147,8 @@ class Stack:
             for name in SERVICES:
                 self.children[name] = spawn(name, [sys.executable, "-m", "services.cli", "serve", name],
                                             log_dir=log_dir, env=self.env, cwd=REPO_ROOT)
-            self.children["ledger-worker"] = spawn("ledger-worker", [sys.executable, "-m", "services.cli", "worker"],
-                                                   log_dir=log_dir, env=self.env, cwd=REPO_ROOT)
+            self.log_dir = log_dir
+            self.start_worker()
             for name in SERVICES:
                 port = int(self.addresses[name].rsplit(":", 1)[1])
                 child = self.children[name]
@@ -163,6 +164,14 @@ class Stack:
             self.stop()
             raise
         return self
+
+    def start_worker(self) -> None:
+        """(Re)starts the ledger worker, e.g. after `stop_worker` to let a backlog build up."""
+        self.children["ledger-worker"] = spawn("ledger-worker", [sys.executable, "-m", "services.cli", "worker"],
+                                               log_dir=self.log_dir, env=self.env, cwd=REPO_ROOT)
+
+    def stop_worker(self) -> None:
+        self.children["ledger-worker"].stop()
 
     def stop_sqs(self) -> int:
         """Takes the SQS server away, for outage drills; returns its port for `restart_sqs`."""

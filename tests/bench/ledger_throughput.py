@@ -20,7 +20,9 @@ import subprocess
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import asyncpg
@@ -86,10 +88,13 @@ async def batch_api_throughput(ledger_address: str, *, clients: int = 4, calls_p
     return Throughput(clients * calls_per_client * batch, seconds)
 
 
-async def worker_throughput(sqs_endpoint: str, queue: str, database_url: str, *, messages: int = 100,
-                            per_message: int = 500, groups: int = 16, accounts_per_group: int = 100) -> Throughput:
-    """Sends `messages` TransferBatch messages (spread over `groups` message groups) and waits until
-    the worker has posted every transfer in them."""
+async def worker_drain_throughput(sqs_endpoint: str, queue: str, database_url: str, *,
+                                  stop_worker: Callable[[], None], start_worker: Callable[[], None],
+                                  messages: int = 100, per_message: int = 500, groups: int = 16,
+                                  accounts_per_group: int = 100) -> Throughput:
+    """How fast the worker drains a backlog: with the worker stopped, `messages` TransferBatch
+    messages (spread over `groups` message groups) are queued; the worker is started and timed from
+    its first posting transaction to the commit of its last."""
     run = f"bw{uuid.uuid4().hex[:6]}"
     bodies: list[OutgoingMessage] = []
     for m in range(messages):
@@ -98,30 +103,34 @@ async def worker_throughput(sqs_endpoint: str, queue: str, database_url: str, *,
                                                                 accounts_per_group))
         bodies.append(OutgoingMessage(batch.SerializeToString(), f"bench-{group:04d}", f"{run}-{m}", {}))
     total = messages * per_message
-    # The worker records each message it applied (by deduplication id) in the same transaction as its
-    # transfers: polling those 100 ids (an index probe each) keeps the wait off the database it measures.
+    # The worker records each message it applied (by deduplication id) in the transaction that posts
+    # it: polling those ids (an index probe each) keeps the wait off the database being measured.
     message_ids = [f"{run}-{m}" for m in range(messages)]
     conn = await asyncpg.connect(database_url)
     try:
+        stop_worker()
         async with SqsClient.connect(endpoint_url=sqs_endpoint, region="us-east-1") as sqs:
-            started = time.perf_counter()
-            await asyncio.gather(*(sqs.send_batch(queue, bodies[i:i + 10]) for i in range(0, len(bodies), 10)))
-            deadline = started + 300
-            while time.perf_counter() < deadline:
-                done = await conn.fetchval("SELECT count(*) FROM ledger.processed_messages WHERE id = ANY($1::text[])",
-                                           message_ids)
-                if done == messages:
-                    break
-                await asyncio.sleep(0.02)
-            else:
-                raise RuntimeError(f"the worker applied {done} of {messages} messages in 300 s")
-            seconds = time.perf_counter() - started
-            posted = await conn.fetchval("SELECT count(*) FROM ledger.transfers WHERE id LIKE $1", f"{run}-%")
-            if posted != total:
-                raise RuntimeError(f"the worker posted {posted} of {total} transfers")
+            for i in range(0, len(bodies), 10):
+                await sqs.send_batch(queue, bodies[i:i + 10])
+        start_worker()
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            done = await conn.fetchval("SELECT count(*) FROM ledger.processed_messages WHERE id = ANY($1::text[])",
+                                       message_ids)
+            if done == messages:
+                break
+            await asyncio.sleep(0.02)
+        else:
+            raise RuntimeError(f"the worker applied {done} of {messages} messages in 300 s")
+        finished = datetime.now(UTC)
+        first = await conn.fetchval(
+            "SELECT min(processed_at) FROM ledger.processed_messages WHERE id = ANY($1::text[])", message_ids)
+        posted = await conn.fetchval("SELECT count(*) FROM ledger.transfers WHERE id LIKE $1", f"{run}-%")
+        if posted != total:
+            raise RuntimeError(f"the worker posted {posted} of {total} transfers")
     finally:
         await conn.close()
-    return Throughput(total, seconds)
+    return Throughput(total, (finished - first).total_seconds())
 
 
 PGBENCH_SCRIPT = """
