@@ -11,29 +11,17 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from payrecon.ingest.v1 import ingest_pb2, ingest_pb2_grpc
 
 from services.ingest.adapters.store import StoredRequest
-from services.ingest.domain.model import RawAmount, RequestStatus, SubmitTransaction
+from services.ingest.domain.model import RequestStatus, SubmitTransaction
 from services.ingest.service.operations import OperationsService
 from services.ingest.service.transactions import TransactionService
 from services.kernel.grpc_server import set_http_status
+from services.kernel.json_values import json_scalar
 from services.kernel.money import format_minor
 from services.kernel.timestamps import to_timestamp
 
 
 def _now() -> Timestamp:
     return to_timestamp(datetime.now(UTC))
-
-
-def raw_amount(value: struct_pb2.Value, present: bool) -> RawAmount:
-    if not present:
-        return None
-    kind = value.WhichOneof("kind")
-    if kind == "number_value":
-        return value.number_value
-    if kind == "string_value":
-        return value.string_value
-    if kind == "null_value" or kind is None:
-        return None
-    return object()  # bool, list or object: not an amount
 
 
 def _result(stored: StoredRequest) -> ingest_pb2.TransactionResult:
@@ -63,7 +51,7 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
             idempotency_key=request.idempotency_key,
             source_account_id=tx.source_account_id,
             destination_account_id=tx.destination_account_id,
-            amount=raw_amount(tx.amount, tx.HasField("amount")),
+            amount=json_scalar(tx.amount, tx.HasField("amount")),
             currency=tx.currency,
             metadata=dict(tx.metadata),
             has_transaction=request.HasField("transaction"),

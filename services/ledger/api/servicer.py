@@ -5,32 +5,16 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import grpc
-from google.protobuf import struct_pb2
 from payrecon.ledger.v1 import ledger_pb2, ledger_pb2_grpc
 
 from services.kernel.grpc_server import set_http_status
+from services.kernel.json_values import json_scalar
 from services.kernel.money import format_minor
 from services.kernel.timestamps import to_timestamp
 from services.ledger.adapters.messages import instruction_from_proto
 from services.ledger.adapters.store import TransferRecord
 from services.ledger.domain.model import Account, Direction
 from services.ledger.service.ledger import LedgerService, NewAccount, NewHold
-
-
-def json_value(value: struct_pb2.Value, present: bool) -> object | None:
-    """A JSON number or string as the use cases take amounts; None when absent or null."""
-    if not present:
-        return None
-    kind = value.WhichOneof("kind")
-    if kind == "number_value":
-        return value.number_value
-    if kind == "string_value":
-        return value.string_value
-    if kind == "bool_value":
-        return value.bool_value
-    if kind in (None, "null_value"):
-        return None
-    return object()  # a list or an object: not an amount
 
 
 def account_message(account: Account) -> ledger_pb2.Account:
@@ -132,7 +116,7 @@ class LedgerServicer(ledger_pb2_grpc.LedgerServiceServicer):
                             context: grpc.aio.ServicerContext) -> ledger_pb2.Account:
         account, created = await self._ledger.create_account(NewAccount(
             request.id, request.currency, request.type, request.allow_overdraft,
-            json_value(request.overdraft_limit, request.HasField("overdraft_limit")), dict(request.metadata)))
+            json_scalar(request.overdraft_limit, request.HasField("overdraft_limit")), dict(request.metadata)))
         if created:
             await set_http_status(context, 201)
         return account_message(account)
@@ -152,7 +136,7 @@ class LedgerServicer(ledger_pb2_grpc.LedgerServiceServicer):
         expires_at = request.expires_at.ToDatetime(tzinfo=UTC) if request.HasField("expires_at") else None
         record = await self._ledger.create_hold(NewHold(
             request.idempotency_key, request.source_account_id, request.destination_account_id,
-            json_value(request.amount, request.HasField("amount")), request.currency, expires_at,
+            json_scalar(request.amount, request.HasField("amount")), request.currency, expires_at,
             dict(request.metadata)))
         return hold_message(record)
 
@@ -162,7 +146,7 @@ class LedgerServicer(ledger_pb2_grpc.LedgerServiceServicer):
 
     async def PostHold(self, request: ledger_pb2.PostHoldRequest,
                        context: grpc.aio.ServicerContext) -> ledger_pb2.Hold:
-        amount = json_value(request.amount, request.HasField("amount"))
+        amount = json_scalar(request.amount, request.HasField("amount"))
         return hold_message(await self._ledger.post_hold(request.hold_id, amount))
 
     async def VoidHold(self, request: ledger_pb2.VoidHoldRequest,
