@@ -56,6 +56,7 @@ def test_accounts_are_created_once_read_and_listed(client: httpx.Client) -> None
     account = created.json()
     assert (account["id"], account["currency"], account["type"]) == (f"acct-{run}", "EUR", "ASSET")
     assert (account["overdraftLimit"], account["balance"], account["available"]) == ("50.00", "0.00", "0.00")
+    assert account["status"] == "ACTIVE" and account["createdAt"].endswith("Z")
     again = client.post("/api/v1/accounts", json=body)
     assert again.status_code == 200 and again.json()["id"] == f"acct-{run}"
     different = client.post("/api/v1/accounts", json={**body, "type": "LIABILITY"})

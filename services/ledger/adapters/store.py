@@ -390,8 +390,9 @@ class LedgerStore:
 
     async def _accounts(self, where: str, params: dict[str, object]) -> list[Account]:
         async with self._engine.connect() as conn:
-            rows = await conn.execute(text(f"SELECT {_ACCOUNT_COLUMNS}, metadata FROM accounts {where}"), params)
-            return [_account(r, dict(r.metadata)) for r in rows]
+            rows = await conn.execute(text(f"SELECT {_ACCOUNT_COLUMNS}, metadata, created_at FROM accounts {where}"),
+                                      params)
+            return [_account(r, dict(r.metadata), r.created_at) for r in rows]
 
     # -- reads ---------------------------------------------------------------------------------
 
@@ -449,11 +450,11 @@ _ACCOUNT_COLUMNS = ("id, currency, type, allow_overdraft, overdraft_limit_minor,
                     " debits_pending, credits_pending")
 
 
-def _account(r: object, metadata: dict[str, str] | None = None) -> Account:
+def _account(r: object, metadata: dict[str, str] | None = None, created_at: datetime | None = None) -> Account:
     m = r._mapping  # type: ignore[attr-defined]
     return Account(m["id"], m["currency"], AccountType(m["type"]), m["allow_overdraft"], m["overdraft_limit_minor"],
                    m["debits_posted"], m["credits_posted"], m["debits_pending"], m["credits_pending"],
-                   metadata or {})
+                   metadata or {}, created_at)
 
 
 async def _now(conn: AsyncConnection) -> datetime:

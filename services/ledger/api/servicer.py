@@ -19,14 +19,17 @@ from services.ledger.service.ledger import LedgerService, NewAccount, NewHold
 
 def account_message(account: Account) -> ledger_pb2.Account:
     cur = account.currency
-    return ledger_pb2.Account(
+    message = ledger_pb2.Account(
         id=account.id, currency=cur, type=account.type.value, allow_overdraft=account.allow_overdraft,
         overdraft_limit=format_minor(account.overdraft_limit_minor, cur),
         overdraft_limit_minor=account.overdraft_limit_minor, metadata=account.metadata,
         balance=format_minor(account.balance_minor, cur), pending=format_minor(account.pending_minor, cur),
         available=format_minor(account.available_minor, cur), balance_minor=account.balance_minor,
-        pending_minor=account.pending_minor, available_minor=account.available_minor,
+        pending_minor=account.pending_minor, available_minor=account.available_minor, status="ACTIVE",
     )
+    if account.created_at:
+        message.created_at.CopyFrom(to_timestamp(account.created_at))
+    return message
 
 
 def hold_message(record: TransferRecord) -> ledger_pb2.Hold:

@@ -74,6 +74,7 @@ class Account:
     debits_pending: int = 0
     credits_pending: int = 0
     metadata: dict[str, str] = field(default_factory=dict)
+    created_at: datetime | None = None
 
     @property
     def balance_minor(self) -> int:

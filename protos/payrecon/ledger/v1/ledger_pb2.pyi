@@ -116,7 +116,7 @@ class PostTransfersResponse(_message.Message):
     def __init__(self, outcomes: _Optional[_Iterable[_Union[_messages_pb2.LedgerEvent, _Mapping]]] = ...) -> None: ...
 
 class Account(_message.Message):
-    __slots__ = ("id", "currency", "type", "allow_overdraft", "overdraft_limit", "overdraft_limit_minor", "metadata", "balance", "pending", "available", "balance_minor", "pending_minor", "available_minor", "created_at")
+    __slots__ = ("id", "currency", "type", "allow_overdraft", "overdraft_limit", "overdraft_limit_minor", "metadata", "balance", "pending", "available", "balance_minor", "pending_minor", "available_minor", "created_at", "status")
     class MetadataEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -138,6 +138,7 @@ class Account(_message.Message):
     PENDING_MINOR_FIELD_NUMBER: _ClassVar[int]
     AVAILABLE_MINOR_FIELD_NUMBER: _ClassVar[int]
     CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
     id: str
     currency: str
     type: str
@@ -152,7 +153,8 @@ class Account(_message.Message):
     pending_minor: int
     available_minor: int
     created_at: _timestamp_pb2.Timestamp
-    def __init__(self, id: _Optional[str] = ..., currency: _Optional[str] = ..., type: _Optional[str] = ..., allow_overdraft: _Optional[bool] = ..., overdraft_limit: _Optional[str] = ..., overdraft_limit_minor: _Optional[int] = ..., metadata: _Optional[_Mapping[str, str]] = ..., balance: _Optional[str] = ..., pending: _Optional[str] = ..., available: _Optional[str] = ..., balance_minor: _Optional[int] = ..., pending_minor: _Optional[int] = ..., available_minor: _Optional[int] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    status: str
+    def __init__(self, id: _Optional[str] = ..., currency: _Optional[str] = ..., type: _Optional[str] = ..., allow_overdraft: _Optional[bool] = ..., overdraft_limit: _Optional[str] = ..., overdraft_limit_minor: _Optional[int] = ..., metadata: _Optional[_Mapping[str, str]] = ..., balance: _Optional[str] = ..., pending: _Optional[str] = ..., available: _Optional[str] = ..., balance_minor: _Optional[int] = ..., pending_minor: _Optional[int] = ..., available_minor: _Optional[int] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., status: _Optional[str] = ...) -> None: ...
 
 class CreateAccountRequest(_message.Message):
     __slots__ = ("id", "currency", "type", "allow_overdraft", "overdraft_limit", "metadata")
