@@ -22,7 +22,7 @@ from services.kernel.consumer import Message, consume
 from services.kernel.db import create_engine
 from services.kernel.grpc_server import create_server, scopes_for
 from services.kernel.outbox import OutboxRelay
-from services.kernel.runtime import background, sleep_or_stop
+from services.kernel.runtime import background, run_periodically
 from services.kernel.sqs import SqsClient, decode_body
 
 log = logging.getLogger(__name__)
@@ -62,19 +62,12 @@ async def running(settings: IngestSettings, stop: asyncio.Event, address: str | 
                 await transactions.record_outcomes(outcomes)
                 return messages
 
-            async def purge_expired_keys() -> None:
-                while not stop.is_set():
-                    try:
-                        await transactions.purge_expired()
-                    except Exception:
-                        log.exception("purging expired idempotency keys failed; will retry")
-                    await sleep_or_stop(stop, settings.purge_interval_seconds)
-
             await server.start()
             log.info("ingest listening", extra={"fields": {"port": port}})
             async with background(relay.run(stop), consume(sqs, common.ingest_events_queue, record, stop,
                                                           visibility_seconds=common.sqs_visibility_seconds),
-                                  purge_expired_keys()):
+                                  run_periodically(transactions.purge_expired, stop, settings.purge_interval_seconds,
+                                                   what="purging expired idempotency keys")):
                 try:
                     yield port
                 finally:

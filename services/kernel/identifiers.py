@@ -1,12 +1,13 @@
 """Shapes of public input every context shares: identifiers (account ids, idempotency keys, hold and
-transfer ids: letters, digits and . _ : - only, safe in URLs, logs and SQS attributes) and metadata
-maps (bounded, no control characters — PostgreSQL's jsonb refuses NUL)."""
+transfer ids: letters, digits and . _ : - only, safe in URLs, logs and SQS attributes), metadata
+maps (bounded, no control characters — PostgreSQL's jsonb refuses NUL) and positive amounts."""
 
 from __future__ import annotations
 
 import re
 
 from services.kernel.errors import ValidationError
+from services.kernel.money import MoneyError, minor_units_from_json
 
 _SHAPE = re.compile(r"^[A-Za-z0-9._:\-]+$")
 
@@ -39,3 +40,23 @@ def require_metadata(metadata: dict[str, str], field: str, *,
         if any(ord(c) < 32 or ord(c) == 127 for c in name + value):
             raise error(f"{field} must not contain control characters", field=field, code="INVALID_METADATA")
     return dict(metadata)
+
+
+_CURRENCY_CODES = frozenset({"UNKNOWN_CURRENCY", "INVALID_CURRENCY"})
+
+
+def require_positive_amount(raw: object, currency: str, field: str, *, currency_field: str | None = None,
+                            error: type[ValidationError] = ValidationError) -> int:
+    """`raw` (a JSON number or decimal string) in exact minor units of `currency`, greater than zero;
+    else `error`: MISSING_FIELD, INVALID_AMOUNT, AMOUNT_PRECISION, AMOUNT_OUT_OF_RANGE, or a currency
+    code named after `currency_field` (when given)."""
+    if raw is None:
+        raise error(f"{field} is required", field=field, code="MISSING_FIELD")
+    try:
+        minor = minor_units_from_json(raw, currency)
+    except MoneyError as problem:
+        name = currency_field if currency_field and problem.code in _CURRENCY_CODES else field
+        raise error(f"{name}: {problem.message}", field=name, code=problem.code) from None
+    if minor <= 0:
+        raise error(f"{field} must be greater than zero", field=field, code="INVALID_AMOUNT")
+    return minor

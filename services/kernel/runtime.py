@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 
 log = logging.getLogger(__name__)
@@ -50,3 +50,14 @@ async def sleep_or_stop(stop: asyncio.Event, seconds: float) -> None:
         await asyncio.wait_for(stop.wait(), timeout=seconds)
     except TimeoutError:
         pass
+
+
+async def run_periodically(job: Callable[[], Awaitable[object]], stop: asyncio.Event, seconds: float, *,
+                           what: str) -> None:
+    """Runs `job` every `seconds` until `stop` is set; a failure is logged and retried next time."""
+    while not stop.is_set():
+        try:
+            await job()
+        except Exception:
+            log.exception("%s failed; will retry", what)
+        await sleep_or_stop(stop, seconds)

@@ -13,7 +13,7 @@ from services.kernel.consumer import Message, consume
 from services.kernel.db import create_engine
 from services.kernel.grpc_server import create_server, scopes_for
 from services.kernel.outbox import OutboxRelay
-from services.kernel.runtime import background, sleep_or_stop
+from services.kernel.runtime import background, run_periodically
 from services.kernel.sqs import SqsClient, decode_body
 from services.ledger.adapters.messages import event_batch_bytes, instructions_from_batch
 from services.ledger.adapters.store import LedgerStore
@@ -47,17 +47,11 @@ async def running(settings: LedgerSettings, stop: asyncio.Event, address: str | 
             relay = OutboxRelay(engine, sqs, source="ledger",
                                 queues=[common.ingest_events_queue, common.recon_events_queue],
                                 pack=event_batch_bytes)
-            async def expire_holds() -> None:
-                while not stop.is_set():
-                    try:
-                        await ledger.expire_due_holds()
-                    except Exception:
-                        log.exception("expiring holds failed; will retry")
-                    await sleep_or_stop(stop, settings.hold_expiry_interval_seconds)
-
             await server.start()
             log.info("ledger listening", extra={"fields": {"port": port}})
-            async with background(relay.run(stop), expire_holds()):
+            async with background(relay.run(stop),
+                                  run_periodically(ledger.expire_due_holds, stop, settings.hold_expiry_interval_seconds,
+                                                   what="expiring holds")):
                 try:
                     yield port
                 finally:

@@ -14,8 +14,8 @@ from decimal import Decimal
 from enum import StrEnum
 
 from services.ingest.domain.errors import InvalidSubmission
-from services.kernel.identifiers import require_identifier, require_metadata
-from services.kernel.money import Money, MoneyError, minor_units_from_json
+from services.kernel.identifiers import require_identifier, require_metadata, require_positive_amount
+from services.kernel.money import Money
 
 
 class RequestStatus(StrEnum):
@@ -88,21 +88,6 @@ class TransferOutcome:
     error_message: str = ""
 
 
-def _parse_amount(raw: RawAmount, currency: str) -> Money:
-    if raw is None:
-        raise InvalidSubmission("transaction.amount is required", field="transaction.amount", code="MISSING_FIELD")
-    try:
-        minor = minor_units_from_json(raw, currency)
-    except MoneyError as error:
-        field_name = "transaction.currency" if error.code in {"UNKNOWN_CURRENCY", "INVALID_CURRENCY"} \
-            else "transaction.amount"
-        raise InvalidSubmission(f"{field_name}: {error.message}", field=field_name, code=error.code) from None
-    if minor <= 0:
-        raise InvalidSubmission("transaction.amount must be greater than zero", field="transaction.amount",
-                                code="INVALID_AMOUNT")
-    return Money(minor, currency)
-
-
 def validate_idempotency_key(key: str) -> str:
     """Raises InvalidSubmission unless `key` is 1-255 characters of letters, digits and . _ : -"""
     return require_identifier(key, "idempotencyKey", code="INVALID_IDEMPOTENCY_KEY", limit=255,
@@ -122,7 +107,9 @@ def validate_submission(command: SubmitTransaction, *, default_currency: str) ->
         raise InvalidSubmission("transaction.destination_account_id must differ from source_account_id",
                                 field="transaction.destination_account_id", code="SAME_ACCOUNT")
     currency = (command.currency or default_currency).strip().upper()
-    amount = _parse_amount(command.amount, currency)
+    amount = Money(require_positive_amount(command.amount, currency, "transaction.amount",
+                                           currency_field="transaction.currency", error=InvalidSubmission),
+                   currency)
     metadata = require_metadata(command.metadata, "transaction.metadata", error=InvalidSubmission)
     return TransferSubmission(key, source, destination, amount, metadata)
 

@@ -146,6 +146,15 @@ class Reversal:
 
 
 @dataclass(frozen=True)
+class ReversalRefused:
+    """Why a reversal cannot be posted: the reversal id is taken by another transfer (`id_taken`), or
+    the original is not a posted, unreversed, ordinary transfer."""
+
+    message: str
+    id_taken: bool = False
+
+
+@dataclass(frozen=True)
 class AccountDefinition:
     id: str
     currency: str
@@ -321,10 +330,10 @@ class LedgerStore:
 
     # -- reversals -----------------------------------------------------------------------------
 
-    async def reverse(self, transfer_id: str, reversal_id: str, reason: str) -> Reversal | Rejected | str | None:
+    async def reverse(self, transfer_id: str, reversal_id: str, reason: str
+                      ) -> Reversal | Rejected | ReversalRefused | None:
         """Posts the reversal of a posted transfer, linked both ways. Returns None (no such transfer),
-        a Reversal (new or replayed), a Rejected (funds, nothing stored) or a problem string (not
-        reversible, or the reversal id names something else)."""
+        a Reversal (new or replayed), a Rejected (funds, nothing stored) or a ReversalRefused."""
         async with self._engine.begin() as conn:
             original = (await _transfer_records(conn, [transfer_id], lock=True)).get(transfer_id)
             if original is None:
@@ -333,13 +342,15 @@ class LedgerStore:
             if existing is not None:
                 if existing.reverses_transfer_id == transfer_id:
                     return Reversal(existing, replayed=True)
-                return f"transfer id {reversal_id!r} is already used by another transfer"
+                return ReversalRefused(f"transfer id {reversal_id!r} is already used by another transfer",
+                                       id_taken=True)
             if original.kind is TransferKind.REVERSAL:
-                return f"transfer {transfer_id!r} is itself a reversal"
+                return ReversalRefused(f"transfer {transfer_id!r} is itself a reversal")
             if original.status is not TransferStatus.POSTED:
-                return f"transfer {transfer_id!r} is {original.status.value}; only posted transfers can be reversed"
+                return ReversalRefused(f"transfer {transfer_id!r} is {original.status.value};"
+                                       " only posted transfers can be reversed")
             if original.reversed_by:
-                return f"transfer {transfer_id!r} was already reversed by {original.reversed_by!r}"
+                return ReversalRefused(f"transfer {transfer_id!r} was already reversed by {original.reversed_by!r}")
             instruction = reversal_of(replace(original.instruction, amount=original.posted_amount), reversal_id,
                                       reason)
             ledger = await _LockedAccounts.lock(conn, {instruction.debit_account_id, instruction.credit_account_id})

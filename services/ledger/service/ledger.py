@@ -13,7 +13,7 @@ from payrecon.ledger.v1 import messages_pb2
 from sqlalchemy.exc import IntegrityError
 
 from services.kernel.errors import ValidationError
-from services.kernel.identifiers import require_identifier, require_metadata
+from services.kernel.identifiers import require_identifier, require_metadata, require_positive_amount
 from services.kernel.money import Money, MoneyError, exponent_of, minor_units_from_json
 from services.ledger.adapters.messages import event_transfer_id
 from services.ledger.adapters.store import (
@@ -21,6 +21,7 @@ from services.ledger.adapters.store import (
     EntryRow,
     LedgerStore,
     Reversal,
+    ReversalRefused,
     TransferRecord,
 )
 from services.ledger.domain.errors import (
@@ -125,18 +126,6 @@ def _page_size(limit: int) -> int:
     return limit
 
 
-def _amount(raw: object, currency: str, field: str) -> int:
-    if raw is None:
-        raise ValidationError(f"{field} is required", field=field, code="MISSING_FIELD")
-    try:
-        minor = minor_units_from_json(raw, currency)
-    except MoneyError as error:
-        raise ValidationError(f"{field}: {error.message}", field=field, code=error.code) from None
-    if minor <= 0:
-        raise ValidationError(f"{field} must be greater than zero", field=field, code="INVALID_AMOUNT")
-    return minor
-
-
 def _currency(value: str, field: str = "currency") -> str:
     currency = value.strip().upper()
     try:
@@ -146,8 +135,9 @@ def _currency(value: str, field: str = "currency") -> str:
     return currency
 
 
-def _rejected(rejection: Rejected) -> TransferRejected:
-    return TransferRejected(rejection.message, code=rejection.code)
+def _transfer_not_found(transfer_id: str) -> TransferNotFound:
+    return TransferNotFound(f"transfer {transfer_id!r} does not exist", field="transfer_id",
+                            code="LEDGER_TRANSFER_NOT_FOUND")
 
 
 @dataclass
@@ -296,7 +286,7 @@ class LedgerService:
             raise ValidationError("destinationAccountId must differ from sourceAccountId",
                                   field="destinationAccountId", code="SAME_ACCOUNT")
         currency = _currency(new.currency or self.default_currency)
-        amount = _amount(new.amount, currency, "amount")
+        amount = require_positive_amount(new.amount, currency, "amount")
         if new.expires_at is not None and new.expires_at <= datetime.now(UTC):
             raise ValidationError("expiresAt must be in the future", field="expiresAt", code="INVALID_DATE")
         metadata = require_metadata(new.metadata, "metadata")
@@ -322,7 +312,7 @@ class LedgerService:
         held) and HoldAlreadyResolved (voided, expired, or posted with another amount)."""
         record = await self.hold(hold_id)
         held = record.instruction.amount
-        minor = None if amount is None else _amount(amount, held.currency, "amount")
+        minor = None if amount is None else require_positive_amount(amount, held.currency, "amount")
         if minor is not None and minor > held.minor_units:
             raise ValidationError(f"amount exceeds the {held} held", field="amount", code="LEDGER_AMOUNT_EXCEEDS_HOLD")
         settlement = await self.store.settle_hold(hold_id, post_minor=minor, void=False)
@@ -367,21 +357,20 @@ class LedgerService:
             raise ValidationError("reason must be at most 500 characters", field="reason", code="INVALID_REASON")
         outcome = await self.store.reverse(transfer_id, key, reason)
         if outcome is None:
-            raise TransferNotFound(f"transfer {transfer_id!r} does not exist", field="transfer_id",
-                                   code="LEDGER_TRANSFER_NOT_FOUND")
+            raise _transfer_not_found(transfer_id)
         if isinstance(outcome, Rejected):
-            raise _rejected(outcome)
-        if isinstance(outcome, str):
-            if "already used" in outcome:
-                raise TransferExists(outcome, field="idempotencyKey", code="LEDGER_TRANSFER_EXISTS")
-            raise NotReversible(outcome, field="transfer_id", code="LEDGER_NOT_REVERSIBLE")
+            raise TransferRejected(outcome.message, code=outcome.code)
+        if isinstance(outcome, ReversalRefused):
+            if outcome.id_taken:
+                raise TransferExists(outcome.message, field="idempotencyKey", code="LEDGER_TRANSFER_EXISTS")
+            raise NotReversible(outcome.message, field="transfer_id", code="LEDGER_NOT_REVERSIBLE")
         return outcome
 
     async def transfer(self, transfer_id: str) -> TransferRecord:
+        """Raises TransferNotFound."""
         record = await self.store.transfer(transfer_id)
         if record is None:
-            raise TransferNotFound(f"transfer {transfer_id!r} does not exist", field="transfer_id",
-                                   code="LEDGER_TRANSFER_NOT_FOUND")
+            raise _transfer_not_found(transfer_id)
         return record
 
     # -- reads ---------------------------------------------------------------------------------
