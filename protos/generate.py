@@ -53,6 +53,7 @@ def generate(code_out: Path, descriptor_out: Path) -> None:
             if package != Path("."):
                 (code_out / package / "__init__.py").touch()
 
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--out", type=Path, help="write here instead of in place")

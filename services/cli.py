@@ -71,8 +71,9 @@ async def create_queues(environ: Mapping[str, str] | None = None) -> None:
     settings = CommonSettings.from_env(Env(environ))
     async with SqsClient.connect(endpoint_url=settings.sqs_endpoint_url, region=settings.aws_region) as sqs:
         for name in (settings.transfers_queue, settings.ingest_events_queue, settings.recon_events_queue):
-            url = await sqs.ensure_fifo_queue(name, visibility_timeout=settings.sqs_visibility_seconds,
-                                              max_receives=settings.sqs_max_receives)
+            url = await sqs.ensure_fifo_queue(
+                name, visibility_timeout=settings.sqs_visibility_seconds, max_receives=settings.sqs_max_receives
+            )
             logging.getLogger("payrecon.queues").info("queue ready: %s", url)
 
 
@@ -89,8 +90,10 @@ async def verify_ledger(environ: Mapping[str, str] | None = None) -> int:
     finally:
         await engine.dispose()
     if report.ok:
-        print(f"ledger verified: {report.accounts} accounts, {report.entries} entries, hash chains intact,"
-              f" balances = Σ entries, {report.currencies} currencies balanced (Σ debits = Σ credits)")
+        print(
+            f"ledger verified: {report.accounts} accounts, {report.entries} entries, hash chains intact,"
+            f" balances = Σ entries, {report.currencies} currencies balanced (Σ debits = Σ credits)"
+        )
         return 0
     print(f"ledger verification FAILED at {report.breach}", file=sys.stderr)
     return 1
@@ -103,22 +106,30 @@ def _run_stack(port: int) -> None:
     from services.devstack.stack import Stack, StackOptions
 
     started = time.monotonic()
-    stack = Stack(StackOptions(http_port=port, database_url=os.environ.get("PAYRECON_DATABASE_URL"),
-                               redis_url=os.environ.get("PAYRECON_REDIS_URL")))
+    stack = Stack(
+        StackOptions(
+            http_port=port,
+            database_url=os.environ.get("PAYRECON_DATABASE_URL"),
+            redis_url=os.environ.get("PAYRECON_REDIS_URL"),
+        )
+    )
     print("payrecon: starting the local stack ...", flush=True)
     stack.start()
     elapsed = time.monotonic() - started
-    print(f"""
-payrecon is READY in {elapsed:.1f}s ({', '.join(f'{k} {v}s' for k, v in stack.timings.items())})
+    print(
+        f"""
+payrecon is READY in {elapsed:.1f}s ({", ".join(f"{k} {v}s" for k, v in stack.timings.items())})
   REST gateway (Envoy)  {stack.base_url}/api/v1   token: Bearer demo-token-for-testing
-  ingest gRPC           {stack.addresses['ingest']}
-  ledger gRPC           {stack.addresses['ledger']}
-  reconciliation gRPC   {stack.addresses['reconciliation']}
-  PostgreSQL            {stack.env['PAYRECON_DATABASE_URL']}
-  Redis                 {stack.env['PAYRECON_REDIS_URL']}
-  SQS ({stack.sqs.kind if stack.sqs else '?'})       {stack.env['PAYRECON_SQS_ENDPOINT_URL']}
+  ingest gRPC           {stack.addresses["ingest"]}
+  ledger gRPC           {stack.addresses["ledger"]}
+  reconciliation gRPC   {stack.addresses["reconciliation"]}
+  PostgreSQL            {stack.env["PAYRECON_DATABASE_URL"]}
+  Redis                 {stack.env["PAYRECON_REDIS_URL"]}
+  SQS ({stack.sqs.kind if stack.sqs else "?"})       {stack.env["PAYRECON_SQS_ENDPOINT_URL"]}
   logs                  {stack.options.state_dir}
-Ctrl-C stops everything.""", flush=True)
+Ctrl-C stops everything.""",
+        flush=True,
+    )
     stopping = False
 
     def stop(*_: object) -> None:
@@ -150,8 +161,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub.add_parser("create-queues", help="create the SQS FIFO queues and their dead-letter queues")
     ledger = sub.add_parser("ledger", help="ledger tools")
     ledger_sub = ledger.add_subparsers(dest="ledger_command", required=True)
-    ledger_sub.add_parser("verify", help="recompute hash chains and check every balance and currency; exit 1 on"
-                                         " the first broken record")
+    ledger_sub.add_parser(
+        "verify", help="recompute hash chains and check every balance and currency; exit 1 on the first broken record"
+    )
     run = sub.add_parser("run", help="run the whole local stack in the foreground")
     run.add_argument("--port", type=int, default=3000)
     args = parser.parse_args(argv)

@@ -74,17 +74,25 @@ def sqs_endpoint(state_dir: Path) -> Iterator[str]:
         server.stop()
 
 
-def start_stack(server_database_url: str, redis_url: str, state_dir: Path,
-                extra_env: dict[str, str] | None = None) -> Stack:
+def start_stack(
+    server_database_url: str, redis_url: str, state_dir: Path, extra_env: dict[str, str] | None = None
+) -> Stack:
     """The whole system: services, worker and Envoy, on free ports, with its own database and queues."""
     from services.devstack.processes import free_port
     from services.kernel.config import hash_token
 
     # Besides the development demo token: a read-only token, to check scopes (403).
     tokens = f"reader:{hash_token(READ_ONLY_TOKEN)}:transactions:read,accounts:read"
-    return Stack(StackOptions(http_port=free_port(), database_url=server_database_url, redis_url=redis_url,
-                              state_dir=state_dir, isolated=True,
-                              extra_env={"PAYRECON_API_TOKENS": tokens, **(extra_env or {})})).start()
+    return Stack(
+        StackOptions(
+            http_port=free_port(),
+            database_url=server_database_url,
+            redis_url=redis_url,
+            state_dir=state_dir,
+            isolated=True,
+            extra_env={"PAYRECON_API_TOKENS": tokens, **(extra_env or {})},
+        )
+    ).start()
 
 
 @pytest.fixture(scope="session")

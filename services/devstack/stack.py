@@ -131,9 +131,15 @@ class Stack:
                 "PAYRECON_LEDGER_ADDRESS": self.addresses["ledger"],
                 "PAYRECON_RECONCILIATION_ADDRESS": self.addresses["reconciliation"],
                 "INGEST_CACHE_PREFIX": f"idempotency:{suffix}:" if suffix else "idempotency:",
-                **({"PAYRECON_TRANSFERS_QUEUE": f"payrecon-transfers-{suffix}.fifo",
-                    "PAYRECON_INGEST_EVENTS_QUEUE": f"payrecon-ledger-events-ingest-{suffix}.fifo",
-                    "PAYRECON_RECON_EVENTS_QUEUE": f"payrecon-ledger-events-recon-{suffix}.fifo"} if suffix else {}),
+                **(
+                    {
+                        "PAYRECON_TRANSFERS_QUEUE": f"payrecon-transfers-{suffix}.fifo",
+                        "PAYRECON_INGEST_EVENTS_QUEUE": f"payrecon-ledger-events-ingest-{suffix}.fifo",
+                        "PAYRECON_RECON_EVENTS_QUEUE": f"payrecon-ledger-events-recon-{suffix}.fifo",
+                    }
+                    if suffix
+                    else {}
+                ),
                 **opts.extra_env,
             }
             t = time.monotonic()
@@ -145,19 +151,34 @@ class Stack:
 
             t = time.monotonic()
             for name in SERVICES:
-                self.children[name] = spawn(name, [sys.executable, "-m", "services.cli", "serve", name],
-                                            log_dir=log_dir, env=self.env, cwd=REPO_ROOT)
+                self.children[name] = spawn(
+                    name,
+                    [sys.executable, "-m", "services.cli", "serve", name],
+                    log_dir=log_dir,
+                    env=self.env,
+                    cwd=REPO_ROOT,
+                )
             self.log_dir = log_dir
             self.start_worker()
             for name in SERVICES:
                 port = int(self.addresses[name].rsplit(":", 1)[1])
                 child = self.children[name]
-                wait_until(lambda p=port: port_open(p), timeout=60, what=f"{name} service", process=child.process,
-                           log=child.log)
+                wait_until(
+                    lambda p=port: port_open(p),
+                    timeout=60,
+                    what=f"{name} service",
+                    process=child.process,
+                    log=child.log,
+                )
             self._mark("services", t)
             t = time.monotonic()
-            self.envoy = Envoy.start(opts.state_dir, http_port=opts.http_port, ingest=self.addresses["ingest"],
-                                     ledger=self.addresses["ledger"], reconciliation=self.addresses["reconciliation"])
+            self.envoy = Envoy.start(
+                opts.state_dir,
+                http_port=opts.http_port,
+                ingest=self.addresses["ingest"],
+                ledger=self.addresses["ledger"],
+                reconciliation=self.addresses["reconciliation"],
+            )
             wait_until(self.ready, timeout=60, what="/api/v1/ready", log=self.envoy.child.log)
             self._mark("envoy+ready", t)
         except BaseException:
@@ -167,8 +188,13 @@ class Stack:
 
     def start_worker(self) -> None:
         """(Re)starts the ledger worker, e.g. after `stop_worker` to let a backlog build up."""
-        self.children["ledger-worker"] = spawn("ledger-worker", [sys.executable, "-m", "services.cli", "worker"],
-                                               log_dir=self.log_dir, env=self.env, cwd=REPO_ROOT)
+        self.children["ledger-worker"] = spawn(
+            "ledger-worker",
+            [sys.executable, "-m", "services.cli", "worker"],
+            log_dir=self.log_dir,
+            env=self.env,
+            cwd=REPO_ROOT,
+        )
 
     def stop_worker(self) -> None:
         self.children["ledger-worker"].stop()

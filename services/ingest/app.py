@@ -38,10 +38,12 @@ async def running(settings: IngestSettings, stop: asyncio.Event, address: str | 
     try:
         async with SqsClient.connect(endpoint_url=common.sqs_endpoint_url, region=common.aws_region) as sqs:
             store = IngestStore(engine)
-            cache = IdempotencyCache(redis_client, prefix=settings.cache_prefix,
-                                     ttl_seconds=settings.idempotency_ttl_seconds)
-            transactions = TransactionService(store, cache, settings.idempotency_ttl_seconds,
-                                              settings.default_currency, common.message_groups)
+            cache = IdempotencyCache(
+                redis_client, prefix=settings.cache_prefix, ttl_seconds=settings.idempotency_ttl_seconds
+            )
+            transactions = TransactionService(
+                store, cache, settings.idempotency_ttl_seconds, settings.default_currency, common.message_groups
+            )
             operations = OperationsService(store, cache, sqs, common.transfers_queue)
             servicer = IngestServicer(transactions, operations, settings.public_base_path)
             server, port, _ = await create_server(
@@ -54,8 +56,14 @@ async def running(settings: IngestSettings, stop: asyncio.Event, address: str | 
             )
             # Up to 500 transfers per message (about 40 KB): under load the ledger worker then posts
             # thousands per transaction (it takes up to 10 messages per receive).
-            relay = OutboxRelay(engine, sqs, source="ingest", queues=[common.transfers_queue],
-                                pack=transfer_batch_bytes, rows_per_message=500)
+            relay = OutboxRelay(
+                engine,
+                sqs,
+                source="ingest",
+                queues=[common.transfers_queue],
+                pack=transfer_batch_bytes,
+                rows_per_message=500,
+            )
 
             async def record(messages: Sequence[Message]) -> Sequence[Message]:
                 outcomes = [o for m in messages for o in outcomes_from_event_batch(decode_body(m))]
@@ -64,10 +72,18 @@ async def running(settings: IngestSettings, stop: asyncio.Event, address: str | 
 
             await server.start()
             log.info("ingest listening", extra={"fields": {"port": port}})
-            async with background(relay.run(stop), consume(sqs, common.ingest_events_queue, record, stop,
-                                                          visibility_seconds=common.sqs_visibility_seconds),
-                                  run_periodically(transactions.purge_expired, stop, settings.purge_interval_seconds,
-                                                   what="purging expired idempotency keys")):
+            async with background(
+                relay.run(stop),
+                consume(
+                    sqs, common.ingest_events_queue, record, stop, visibility_seconds=common.sqs_visibility_seconds
+                ),
+                run_periodically(
+                    transactions.purge_expired,
+                    stop,
+                    settings.purge_interval_seconds,
+                    what="purging expired idempotency keys",
+                ),
+            ):
                 try:
                     yield port
                 finally:

@@ -60,10 +60,12 @@ class BearerAuthInterceptor(grpc.aio.ServerInterceptor):
         scheme, _, presented = header.partition(" ")
         token = find_token(self._tokens, presented.strip()) if scheme.lower() == "bearer" and presented else None
         if token is None:
-            return _denied(grpc.StatusCode.UNAUTHENTICATED, "AUTH_UNAUTHENTICATED",
-                           "missing or invalid bearer token")
+            return _denied(grpc.StatusCode.UNAUTHENTICATED, "AUTH_UNAUTHENTICATED", "missing or invalid bearer token")
         required = self._scopes.get(method)
         if required is None or required not in token.scopes:
-            return _denied(grpc.StatusCode.PERMISSION_DENIED, "AUTH_FORBIDDEN",
-                           f"token lacks the scope {required or 'for this method'}")
+            return _denied(
+                grpc.StatusCode.PERMISSION_DENIED,
+                "AUTH_FORBIDDEN",
+                f"token lacks the scope {required or 'for this method'}",
+            )
         return await continuation(handler_call_details)

@@ -12,8 +12,15 @@ from dataclasses import dataclass, field
 
 DEMO_TOKEN = "demo-token-for-testing"
 ALL_SCOPES = frozenset(
-    {"transactions:write", "transactions:read", "accounts:read", "accounts:write",
-     "reconciliation:read", "reconciliation:write", "ops:read"}
+    {
+        "transactions:write",
+        "transactions:read",
+        "accounts:read",
+        "accounts:write",
+        "reconciliation:read",
+        "reconciliation:write",
+        "ops:read",
+    }
 )
 
 
@@ -89,12 +96,13 @@ def parse_api_tokens(raw: str | None, *, development: bool) -> tuple[ApiToken, .
         parts = chunk.split(":", 2)
         if len(parts) != 3 or len(parts[1]) != 64:
             raise ConfigError(
-                "PAYRECON_API_TOKENS entries must look like name:<64 hex sha256>:scope,scope "
-                f"(got {parts[0]!r}...)"
+                f"PAYRECON_API_TOKENS entries must look like name:<64 hex sha256>:scope,scope (got {parts[0]!r}...)"
             )
         name, digest, scope_list = parts
-        scopes = ALL_SCOPES if scope_list.strip() == "*" else frozenset(
-            s.strip() for s in scope_list.split(",") if s.strip()
+        scopes = (
+            ALL_SCOPES
+            if scope_list.strip() == "*"
+            else frozenset(s.strip() for s in scope_list.split(",") if s.strip())
         )
         unknown = scopes - ALL_SCOPES
         if unknown:

@@ -35,8 +35,16 @@ async def _keep_invisible(sqs: SqsClient, queue: str, messages: Sequence[Message
             log.warning("extending visibility failed", extra={"fields": {"queue": queue, "error": repr(error)}})
 
 
-async def consume(sqs: SqsClient, queue: str, handle: BatchHandler, stop: asyncio.Event, *,
-                  receivers: int = 2, wait_seconds: int = 1, visibility_seconds: int = 60) -> None:
+async def consume(
+    sqs: SqsClient,
+    queue: str,
+    handle: BatchHandler,
+    stop: asyncio.Event,
+    *,
+    receivers: int = 2,
+    wait_seconds: int = 1,
+    visibility_seconds: int = 60,
+) -> None:
     async def receive_loop(index: int) -> None:
         backoff = 0.0
         while not stop.is_set():
@@ -53,10 +61,12 @@ async def consume(sqs: SqsClient, queue: str, handle: BatchHandler, stop: asynci
             if not messages:
                 continue
             context = extract_message_context(messages[0])
-            links = [trace.Link(trace.get_current_span(extract_message_context(m)).get_span_context())
-                     for m in messages[1:]]
-            with tracer.start_as_current_span(f"{queue} process", context=context, links=links,
-                                              kind=trace.SpanKind.CONSUMER) as span:
+            links = [
+                trace.Link(trace.get_current_span(extract_message_context(m)).get_span_context()) for m in messages[1:]
+            ]
+            with tracer.start_as_current_span(
+                f"{queue} process", context=context, links=links, kind=trace.SpanKind.CONSUMER
+            ) as span:
                 span.set_attribute("messaging.batch.message_count", len(messages))
                 heartbeat = asyncio.create_task(_keep_invisible(sqs, queue, messages, visibility_seconds))
                 try:
@@ -65,8 +75,10 @@ async def consume(sqs: SqsClient, queue: str, handle: BatchHandler, stop: asynci
                     raise
                 except Exception as error:
                     span.record_exception(error)
-                    log.exception("message batch failed; left for redelivery",
-                                  extra={"fields": {"queue": queue, "count": len(messages)}})
+                    log.exception(
+                        "message batch failed; left for redelivery",
+                        extra={"fields": {"queue": queue, "count": len(messages)}},
+                    )
                     continue
                 finally:
                     heartbeat.cancel()
@@ -75,7 +87,9 @@ async def consume(sqs: SqsClient, queue: str, handle: BatchHandler, stop: asynci
             try:
                 await sqs.delete_batch(queue, [m["ReceiptHandle"] for m in done])
             except Exception as error:
-                log.warning("delete failed; messages will be redelivered (handlers are idempotent)",
-                            extra={"fields": {"queue": queue, "error": repr(error)}})
+                log.warning(
+                    "delete failed; messages will be redelivered (handlers are idempotent)",
+                    extra={"fields": {"queue": queue, "error": repr(error)}},
+                )
 
     await asyncio.gather(*(receive_loop(i) for i in range(receivers)))

@@ -26,8 +26,14 @@ class DomainError(Exception):
     """Base of every business error. `field` names the offending input when there is one; `code`, when
     given, refines the table's machine code (VALIDATION_ERROR → AMOUNT_PRECISION)."""
 
-    def __init__(self, message: str, *, field: str | None = None, code: str | None = None,
-                 metadata: Mapping[str, str] | None = None):
+    def __init__(
+        self,
+        message: str,
+        *,
+        field: str | None = None,
+        code: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+    ):
         super().__init__(message)
         self.message = message
         self.field = field
@@ -62,8 +68,9 @@ class ErrorTable:
         return None
 
 
-def rich_status_metadata(status: grpc.StatusCode, code: str, message: str,
-                         metadata: Mapping[str, str] | None = None) -> tuple[tuple[str, bytes], ...]:
+def rich_status_metadata(
+    status: grpc.StatusCode, code: str, message: str, metadata: Mapping[str, str] | None = None
+) -> tuple[tuple[str, bytes], ...]:
     info = error_details_pb2.ErrorInfo(reason=code, domain=ERROR_DOMAIN, metadata=dict(metadata or {}))
     detail = any_pb2.Any()
     detail.Pack(info)
@@ -71,8 +78,13 @@ def rich_status_metadata(status: grpc.StatusCode, code: str, message: str,
     return (("grpc-status-details-bin", rpc_status.SerializeToString()),)
 
 
-async def abort_with(context: grpc.aio.ServicerContext, status: grpc.StatusCode, code: str, message: str,
-                     metadata: Mapping[str, str] | None = None) -> None:
+async def abort_with(
+    context: grpc.aio.ServicerContext,
+    status: grpc.StatusCode,
+    code: str,
+    message: str,
+    metadata: Mapping[str, str] | None = None,
+) -> None:
     """Ends the RPC with `status`, carrying the machine code as google.rpc.ErrorInfo."""
     await context.abort(status, message, trailing_metadata=rich_status_metadata(status, code, message, metadata))
 

@@ -43,8 +43,7 @@ Packer = Callable[[Sequence[bytes]], bytes]
 MAX_PAYLOAD_BYTES = 180_000
 
 
-def pack_rows(rows: Sequence[OutboxRow], per_message: int, max_bytes: int = MAX_PAYLOAD_BYTES
-              ) -> list[list[OutboxRow]]:
+def pack_rows(rows: Sequence[OutboxRow], per_message: int, max_bytes: int = MAX_PAYLOAD_BYTES) -> list[list[OutboxRow]]:
     """Groups rows by message group (first-seen order), each group cut into chunks of at most
     `per_message` rows and `max_bytes` of payload (a single larger row travels alone)."""
     groups: dict[str, list[OutboxRow]] = {}
@@ -71,9 +70,19 @@ def deduplication_id(source: str, chunk: Sequence[OutboxRow]) -> str:
 
 
 class OutboxRelay:
-    def __init__(self, engine: AsyncEngine, sqs: SqsClient, *, source: str, queues: Sequence[str], pack: Packer,
-                 rows_per_poll: int = 1000, rows_per_message: int = 100, idle_seconds: float = 0.05,
-                 max_idle_seconds: float = 0.5) -> None:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        sqs: SqsClient,
+        *,
+        source: str,
+        queues: Sequence[str],
+        pack: Packer,
+        rows_per_poll: int = 1000,
+        rows_per_message: int = 100,
+        idle_seconds: float = 0.05,
+        max_idle_seconds: float = 0.5,
+    ) -> None:
         self._engine = engine
         self._sqs = sqs
         self._source = source
@@ -98,21 +107,31 @@ class OutboxRelay:
             if not rows:
                 return 0
             chunks = pack_rows(rows, self._rows_per_message)
-            links = [trace.Link(trace.get_current_span(context_from_traceparent(r.traceparent)).get_span_context())
-                     for r in rows[:32] if r.traceparent]
-            with tracer.start_as_current_span(f"outbox publish {self._source}", links=links,
-                                              kind=trace.SpanKind.PRODUCER) as span:
+            links = [
+                trace.Link(trace.get_current_span(context_from_traceparent(r.traceparent)).get_span_context())
+                for r in rows[:32]
+                if r.traceparent
+            ]
+            with tracer.start_as_current_span(
+                f"outbox publish {self._source}", links=links, kind=trace.SpanKind.PRODUCER
+            ) as span:
                 span.set_attribute("messaging.batch.message_count", len(chunks))
                 span.set_attribute("payrecon.outbox.rows", len(rows))
                 attributes = inject_message_attributes()
                 messages = [
-                    OutgoingMessage(self._pack([r.payload for r in chunk]), chunk[0].message_group,
-                                    deduplication_id(self._source, chunk), attributes)
+                    OutgoingMessage(
+                        self._pack([r.payload for r in chunk]),
+                        chunk[0].message_group,
+                        deduplication_id(self._source, chunk),
+                        attributes,
+                    )
                     for chunk in chunks
                 ]
                 for queue in self._queues:
-                    sends = [self._sqs.send_batch(queue, messages[i:i + MAX_BATCH])
-                             for i in range(0, len(messages), MAX_BATCH)]
+                    sends = [
+                        self._sqs.send_batch(queue, messages[i : i + MAX_BATCH])
+                        for i in range(0, len(messages), MAX_BATCH)
+                    ]
                     await asyncio.gather(*sends)
             await conn.execute(
                 text("UPDATE outbox SET published_at = now() WHERE id = ANY(CAST(:ids AS bigint[]))"),
@@ -137,8 +156,10 @@ class OutboxRelay:
                 raise
             except Exception as error:
                 backoff = min(5.0, max(0.1, backoff * 2))
-                log.warning("outbox relay failed; retrying",
-                            extra={"fields": {"source": self._source, "error": repr(error), "backoff": backoff}})
+                log.warning(
+                    "outbox relay failed; retrying",
+                    extra={"fields": {"source": self._source, "error": repr(error), "backoff": backoff}},
+                )
                 await sleep_or_stop(stop, backoff)
                 continue
             if published >= self._rows_per_poll:

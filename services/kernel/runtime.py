@@ -52,8 +52,9 @@ async def sleep_or_stop(stop: asyncio.Event, seconds: float) -> None:
         pass
 
 
-async def run_periodically(job: Callable[[], Awaitable[object]], stop: asyncio.Event, seconds: float, *,
-                           what: str) -> None:
+async def run_periodically(
+    job: Callable[[], Awaitable[object]], stop: asyncio.Event, seconds: float, *, what: str
+) -> None:
     """Runs `job` every `seconds` until `stop` is set; a failure is logged and retried next time."""
     while not stop.is_set():
         try:

@@ -44,8 +44,9 @@ class SqsClient:
     @contextlib.asynccontextmanager
     async def connect(cls, *, endpoint_url: str | None, region: str) -> AsyncIterator[SqsClient]:
         session = get_session()
-        config = AioConfig(retries={"max_attempts": 3, "mode": "standard"}, connect_timeout=5, read_timeout=30,
-                           max_pool_connections=32)
+        config = AioConfig(
+            retries={"max_attempts": 3, "mode": "standard"}, connect_timeout=5, read_timeout=30, max_pool_connections=32
+        )
         kwargs: dict[str, Any] = {"region_name": region, "config": config}
         if endpoint_url:
             # Local SQS-compatible servers accept any credentials.
@@ -109,8 +110,14 @@ class SqsClient:
         by_id = {s["Id"]: s["MessageId"] for s in response.get("Successful", [])}
         return [by_id[str(i)] for i in range(len(entries))]
 
-    async def receive(self, queue_name: str, *, max_messages: int = MAX_BATCH, wait_seconds: int = 1,
-                      visibility_timeout: int | None = None) -> list[dict[str, Any]]:
+    async def receive(
+        self,
+        queue_name: str,
+        *,
+        max_messages: int = MAX_BATCH,
+        wait_seconds: int = 1,
+        visibility_timeout: int | None = None,
+    ) -> list[dict[str, Any]]:
         kwargs: dict[str, Any] = {
             "QueueUrl": await self.url(queue_name),
             "MaxNumberOfMessages": max_messages,
@@ -126,7 +133,7 @@ class SqsClient:
     async def delete_batch(self, queue_name: str, receipt_handles: Sequence[str]) -> None:
         url = await self.url(queue_name)
         for start in range(0, len(receipt_handles), MAX_BATCH):
-            chunk = receipt_handles[start:start + MAX_BATCH]
+            chunk = receipt_handles[start : start + MAX_BATCH]
             await self._client.delete_message_batch(
                 QueueUrl=url, Entries=[{"Id": str(i), "ReceiptHandle": h} for i, h in enumerate(chunk)]
             )
@@ -134,7 +141,7 @@ class SqsClient:
     async def change_visibility_batch(self, queue_name: str, receipt_handles: Sequence[str], seconds: int) -> None:
         url = await self.url(queue_name)
         for start in range(0, len(receipt_handles), MAX_BATCH):
-            chunk = receipt_handles[start:start + MAX_BATCH]
+            chunk = receipt_handles[start : start + MAX_BATCH]
             await self._client.change_message_visibility_batch(
                 QueueUrl=url,
                 Entries=[{"Id": str(i), "ReceiptHandle": h, "VisibilityTimeout": seconds} for i, h in enumerate(chunk)],

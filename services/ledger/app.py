@@ -33,8 +33,9 @@ async def running(settings: LedgerSettings, stop: asyncio.Event, address: str | 
     engine = create_engine(common.database_url, SCHEMA)
     try:
         async with SqsClient.connect(endpoint_url=common.sqs_endpoint_url, region=common.aws_region) as sqs:
-            ledger = LedgerService(LedgerStore(engine, auto_create_accounts=settings.auto_create_accounts),
-                                   settings.default_currency)
+            ledger = LedgerService(
+                LedgerStore(engine, auto_create_accounts=settings.auto_create_accounts), settings.default_currency
+            )
             servicer = LedgerServicer(ledger)
             server, port, _ = await create_server(
                 address or common.ledger_address,
@@ -44,14 +45,21 @@ async def running(settings: LedgerSettings, stop: asyncio.Event, address: str | 
                 scopes=scopes_for(SERVICE_NAME, SCOPES),
                 errors=LEDGER_ERRORS,
             )
-            relay = OutboxRelay(engine, sqs, source="ledger",
-                                queues=[common.ingest_events_queue, common.recon_events_queue],
-                                pack=event_batch_bytes)
+            relay = OutboxRelay(
+                engine,
+                sqs,
+                source="ledger",
+                queues=[common.ingest_events_queue, common.recon_events_queue],
+                pack=event_batch_bytes,
+            )
             await server.start()
             log.info("ledger listening", extra={"fields": {"port": port}})
-            async with background(relay.run(stop),
-                                  run_periodically(ledger.expire_due_holds, stop, settings.hold_expiry_interval_seconds,
-                                                   what="expiring holds")):
+            async with background(
+                relay.run(stop),
+                run_periodically(
+                    ledger.expire_due_holds, stop, settings.hold_expiry_interval_seconds, what="expiring holds"
+                ),
+            ):
                 try:
                     yield port
                 finally:
@@ -68,8 +76,9 @@ async def worker(settings: LedgerSettings, stop: asyncio.Event) -> AsyncIterator
     engine = create_engine(common.database_url, SCHEMA, pool_size=settings.worker_receivers + 2)
     try:
         async with SqsClient.connect(endpoint_url=common.sqs_endpoint_url, region=common.aws_region) as sqs:
-            ledger = LedgerService(LedgerStore(engine, auto_create_accounts=settings.auto_create_accounts),
-                                   settings.default_currency)
+            ledger = LedgerService(
+                LedgerStore(engine, auto_create_accounts=settings.auto_create_accounts), settings.default_currency
+            )
 
             async def post(messages: Sequence[Message]) -> Sequence[Message]:
                 deliveries, received = [], []
@@ -79,8 +88,10 @@ async def worker(settings: LedgerSettings, stop: asyncio.Event) -> AsyncIterator
                     try:
                         transfers = instructions_from_batch(decode_body(message))
                     except Exception:
-                        log.exception("undecodable message; it will reach the dead-letter queue",
-                                      extra={"fields": {"message_id": message_id}})
+                        log.exception(
+                            "undecodable message; it will reach the dead-letter queue",
+                            extra={"fields": {"message_id": message_id}},
+                        )
                         continue
                     last_delivery = int(attributes.get("ApproximateReceiveCount", 1)) >= common.sqs_max_receives
                     deliveries.append((message_id, transfers, last_delivery))
@@ -92,9 +103,16 @@ async def worker(settings: LedgerSettings, stop: asyncio.Event) -> AsyncIterator
                 return [m for m, done in zip(received, finished, strict=True) if done]
 
             log.info("ledger worker consuming", extra={"fields": {"queue": common.transfers_queue}})
-            async with background(consume(sqs, common.transfers_queue, post, stop,
-                                          receivers=settings.worker_receivers,
-                                          visibility_seconds=common.sqs_visibility_seconds)):
+            async with background(
+                consume(
+                    sqs,
+                    common.transfers_queue,
+                    post,
+                    stop,
+                    receivers=settings.worker_receivers,
+                    visibility_seconds=common.sqs_visibility_seconds,
+                )
+            ):
                 yield
     finally:
         await engine.dispose()

@@ -27,8 +27,9 @@ SCHEMA = "reconciliation"
 
 
 @contextlib.asynccontextmanager
-async def running(settings: ReconciliationSettings, stop: asyncio.Event, address: str | None = None
-                  ) -> AsyncIterator[int]:
+async def running(
+    settings: ReconciliationSettings, stop: asyncio.Event, address: str | None = None
+) -> AsyncIterator[int]:
     common = settings.common
     engine = create_engine(common.database_url, SCHEMA)
     ledger = LedgerClient(common.ledger_address, settings.ledger_token)
@@ -52,8 +53,9 @@ async def running(settings: ReconciliationSettings, stop: asyncio.Event, address
 
             await server.start()
             log.info("reconciliation listening", extra={"fields": {"port": port}})
-            async with background(consume(sqs, common.recon_events_queue, project, stop,
-                                          visibility_seconds=common.sqs_visibility_seconds)):
+            async with background(
+                consume(sqs, common.recon_events_queue, project, stop, visibility_seconds=common.sqs_visibility_seconds)
+            ):
                 try:
                     yield port
                 finally:

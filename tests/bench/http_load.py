@@ -21,8 +21,9 @@ class Answer:
 
 
 class Connection:
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, host: str,
-                 headers: dict[str, str]) -> None:
+    def __init__(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, host: str, headers: dict[str, str]
+    ) -> None:
         self._reader = reader
         self._writer = writer
         self._fixed = "".join(f"{k}: {v}\r\n" for k, v in {"Host": host, **headers}.items())
@@ -34,8 +35,10 @@ class Connection:
 
     async def request(self, method: str, path: str, body: Any = None) -> Answer:
         payload = b"" if body is None else json.dumps(body).encode()
-        head = (f"{method} {path} HTTP/1.1\r\n{self._fixed}Content-Type: application/json\r\n"
-                f"Content-Length: {len(payload)}\r\n\r\n")
+        head = (
+            f"{method} {path} HTTP/1.1\r\n{self._fixed}Content-Type: application/json\r\n"
+            f"Content-Length: {len(payload)}\r\n\r\n"
+        )
         self._writer.write(head.encode() + payload)
         await self._writer.drain()
         status_line, *header_lines = (await self._reader.readuntil(b"\r\n\r\n")).decode("latin-1").split("\r\n")

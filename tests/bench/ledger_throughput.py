@@ -54,15 +54,20 @@ def _transfers(run: str, client: int, start: int, count: int, accounts: int) -> 
         credit = (i * 7 + 3) % accounts
         if credit == debit:
             credit = (credit + 1) % accounts
-        requests.append(messages_pb2.TransferRequest(
-            transfer_id=f"{run}-{client}-{i}", debit_account_id=f"{run}-c{client}-a{debit}",
-            credit_account_id=f"{run}-c{client}-a{credit}",
-            amount=money_pb2.Money(minor_units=1 + i % 5000, currency="USD")))
+        requests.append(
+            messages_pb2.TransferRequest(
+                transfer_id=f"{run}-{client}-{i}",
+                debit_account_id=f"{run}-c{client}-a{debit}",
+                credit_account_id=f"{run}-c{client}-a{credit}",
+                amount=money_pb2.Money(minor_units=1 + i % 5000, currency="USD"),
+            )
+        )
     return requests
 
 
-async def batch_api_throughput(ledger_address: str, *, clients: int = 4, calls_per_client: int = 12,
-                               batch: int = 1000, accounts: int = 200) -> Throughput:
+async def batch_api_throughput(
+    ledger_address: str, *, clients: int = 4, calls_per_client: int = 12, batch: int = 1000, accounts: int = 200
+) -> Throughput:
     run = f"bb{uuid.uuid4().hex[:6]}"
     options = [("grpc.max_send_message_length", 64 << 20), ("grpc.max_receive_message_length", 64 << 20)]
     # A channel (one HTTP/2 connection) per client, as separate internal callers would have.
@@ -70,10 +75,21 @@ async def batch_api_throughput(ledger_address: str, *, clients: int = 4, calls_p
     stubs = [ledger_pb2_grpc.LedgerServiceStub(channel) for channel in channels]
     try:
         # Warm-up: opens every account (auto-created on first use) and the connection pools.
-        await asyncio.gather(*(stubs[c].PostTransfers(ledger_pb2.PostTransfersRequest(
-            transfers=_transfers(run, c, 0, accounts, accounts)), metadata=AUTH) for c in range(clients)))
-        payloads = [[ledger_pb2.PostTransfersRequest(transfers=_transfers(run, c, (k + 1) * batch, batch, accounts))
-                     for k in range(calls_per_client)] for c in range(clients)]
+        await asyncio.gather(
+            *(
+                stubs[c].PostTransfers(
+                    ledger_pb2.PostTransfersRequest(transfers=_transfers(run, c, 0, accounts, accounts)), metadata=AUTH
+                )
+                for c in range(clients)
+            )
+        )
+        payloads = [
+            [
+                ledger_pb2.PostTransfersRequest(transfers=_transfers(run, c, (k + 1) * batch, batch, accounts))
+                for k in range(calls_per_client)
+            ]
+            for c in range(clients)
+        ]
 
         async def client_loop(c: int) -> None:
             for request in payloads[c]:
@@ -88,10 +104,18 @@ async def batch_api_throughput(ledger_address: str, *, clients: int = 4, calls_p
     return Throughput(clients * calls_per_client * batch, seconds)
 
 
-async def worker_drain_throughput(sqs_endpoint: str, queue: str, database_url: str, *,
-                                  stop_worker: Callable[[], None], start_worker: Callable[[], None],
-                                  messages: int = 100, per_message: int = 500, groups: int = 16,
-                                  accounts_per_group: int = 100) -> Throughput:
+async def worker_drain_throughput(
+    sqs_endpoint: str,
+    queue: str,
+    database_url: str,
+    *,
+    stop_worker: Callable[[], None],
+    start_worker: Callable[[], None],
+    messages: int = 100,
+    per_message: int = 500,
+    groups: int = 16,
+    accounts_per_group: int = 100,
+) -> Throughput:
     """How fast the worker drains a backlog: with the worker stopped, `messages` TransferBatch
     messages (spread over `groups` message groups) are queued; the worker is started and timed from
     its first posting transaction to the commit of its last."""
@@ -99,8 +123,9 @@ async def worker_drain_throughput(sqs_endpoint: str, queue: str, database_url: s
     bodies: list[OutgoingMessage] = []
     for m in range(messages):
         group = m % groups
-        batch = messages_pb2.TransferBatch(transfers=_transfers(run, group, m * per_message, per_message,
-                                                                accounts_per_group))
+        batch = messages_pb2.TransferBatch(
+            transfers=_transfers(run, group, m * per_message, per_message, accounts_per_group)
+        )
         bodies.append(OutgoingMessage(batch.SerializeToString(), f"bench-{group:04d}", f"{run}-{m}", {}))
     total = messages * per_message
     # The worker records each message it applied (by deduplication id) in the transaction that posts
@@ -111,12 +136,13 @@ async def worker_drain_throughput(sqs_endpoint: str, queue: str, database_url: s
         stop_worker()
         async with SqsClient.connect(endpoint_url=sqs_endpoint, region="us-east-1") as sqs:
             for i in range(0, len(bodies), 10):
-                await sqs.send_batch(queue, bodies[i:i + 10])
+                await sqs.send_batch(queue, bodies[i : i + 10])
         start_worker()
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline:
-            done = await conn.fetchval("SELECT count(*) FROM ledger.processed_messages WHERE id = ANY($1::text[])",
-                                       message_ids)
+            done = await conn.fetchval(
+                "SELECT count(*) FROM ledger.processed_messages WHERE id = ANY($1::text[])", message_ids
+            )
             if done == messages:
                 break
             await asyncio.sleep(0.02)
@@ -124,7 +150,8 @@ async def worker_drain_throughput(sqs_endpoint: str, queue: str, database_url: s
             raise RuntimeError(f"the worker applied {done} of {messages} messages in 300 s")
         finished = datetime.now(UTC)
         first = await conn.fetchval(
-            "SELECT min(processed_at) FROM ledger.processed_messages WHERE id = ANY($1::text[])", message_ids)
+            "SELECT min(processed_at) FROM ledger.processed_messages WHERE id = ANY($1::text[])", message_ids
+        )
         posted = await conn.fetchval("SELECT count(*) FROM ledger.transfers WHERE id LIKE $1", f"{run}-%")
         if posted != total:
             raise RuntimeError(f"the worker posted {posted} of {total} transfers")
@@ -175,7 +202,8 @@ async def _prepare_pgbench_accounts(database_url: str, accounts: int) -> None:
         await conn.execute(
             "INSERT INTO ledger.accounts (id, currency, type, allow_overdraft)"
             " SELECT 'pgb-a' || g, 'USD', 'LIABILITY', true FROM generate_series(1, $1) g ON CONFLICT DO NOTHING",
-            accounts)
+            accounts,
+        )
     finally:
         await conn.close()
 
@@ -186,9 +214,28 @@ def pgbench_baseline(database_url: str, *, clients: int = 8, seconds: int = 15, 
         script.write(PGBENCH_SCRIPT)
     try:
         result = subprocess.run(
-            [pgbench_binary(), "-n", "-M", "prepared", "-c", str(clients), "-j", "2", "-T", str(seconds),
-             "-D", f"accounts={accounts}", "-f", script.name, database_url],
-            capture_output=True, text=True, env={**os.environ, "PGAPPNAME": "payrecon-pgbench"}, check=False)
+            [
+                pgbench_binary(),
+                "-n",
+                "-M",
+                "prepared",
+                "-c",
+                str(clients),
+                "-j",
+                "2",
+                "-T",
+                str(seconds),
+                "-D",
+                f"accounts={accounts}",
+                "-f",
+                script.name,
+                database_url,
+            ],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "PGAPPNAME": "payrecon-pgbench"},
+            check=False,
+        )
     finally:
         os.unlink(script.name)
     if result.returncode != 0:

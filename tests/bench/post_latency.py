@@ -35,16 +35,22 @@ def percentile(sorted_values: list[float], fraction: float) -> float:
     return sorted_values[index]
 
 
-async def measure_post_latency(base_url: str, *, clients: int = 32, per_client: int = 125,
-                               accounts: int = 500) -> LatencyFigures:
+async def measure_post_latency(
+    base_url: str, *, clients: int = 32, per_client: int = 125, accounts: int = 500
+) -> LatencyFigures:
     run = uuid.uuid4().hex[:8]
     url = urlsplit(base_url)
     connections = [await Connection.open(url.hostname or "127.0.0.1", url.port or 80, AUTH) for _ in range(clients)]
 
     async def post(connection: Connection, key: str, n: int) -> float:
-        body = {"transaction": {"source_account_id": f"bench-{run}-{n % accounts}",
-                                "destination_account_id": f"bench-{run}-{(n * 7 + 1) % accounts}-in",
-                                "amount": "1.00"}, "idempotencyKey": key}
+        body = {
+            "transaction": {
+                "source_account_id": f"bench-{run}-{n % accounts}",
+                "destination_account_id": f"bench-{run}-{(n * 7 + 1) % accounts}-in",
+                "amount": "1.00",
+            },
+            "idempotencyKey": key,
+        }
         started = time.perf_counter()
         answer = await connection.request("POST", "/api/v1/transactions", body)
         elapsed = time.perf_counter() - started
@@ -63,5 +69,6 @@ async def measure_post_latency(base_url: str, *, clients: int = 32, per_client: 
     finally:
         await asyncio.gather(*(c.close() for c in connections))
     latencies = sorted(x * 1000 for r in results for x in r)
-    return LatencyFigures(clients, len(latencies), seconds, statistics.median(latencies),
-                          percentile(latencies, 0.99), latencies[-1])
+    return LatencyFigures(
+        clients, len(latencies), seconds, statistics.median(latencies), percentile(latencies, 0.99), latencies[-1]
+    )

@@ -34,16 +34,18 @@ def machine() -> str:
 
 
 def latency_section(stack: Stack) -> str:
-    rows = [asyncio.run(measure_post_latency(stack.base_url, clients=c, per_client=n))
-            for c, n in ((1, 300), (32, 60))]
+    rows = [asyncio.run(measure_post_latency(stack.base_url, clients=c, per_client=n)) for c, n in ((1, 300), (32, 60))]
     return (
         "## POST /api/v1/transactions through Envoy\n\n"
         "Each client sends its next request when the 202 of the previous one arrives; the 202 covers validation,"
         " the Redis check and the PostgreSQL commit of request + outbox row. The relay, the ledger worker and"
         " the SQS server keep running on the same two cores meanwhile.\n\n"
         "| clients | requests | p50 | p99 | max | requests/s |\n|---|---|---|---|---|---|\n"
-        + "".join(f"| {f.clients} | {f.requests} | {f.p50_ms:.1f} ms | {f.p99_ms:.1f} ms | {f.max_ms:.1f} ms |"
-                  f" {f.per_second:,.0f} |\n" for f in rows)
+        + "".join(
+            f"| {f.clients} | {f.requests} | {f.p50_ms:.1f} ms | {f.p99_ms:.1f} ms | {f.max_ms:.1f} ms |"
+            f" {f.per_second:,.0f} |\n"
+            for f in rows
+        )
     )
 
 
@@ -65,12 +67,24 @@ def throughput_section(stack: Stack) -> str:
     for name in ("ingest", "reconciliation"):
         stack.children[name].stop()
     # Three runs each, reported as the median and the range: this machine is shared and noisy.
-    batches = [asyncio.run(batch_api_throughput(env["PAYRECON_LEDGER_ADDRESS"], clients=4, calls_per_client=6,
-                                                batch=2000)) for _ in range(RUNS)]
-    workers = [asyncio.run(worker_drain_throughput(
-        env["PAYRECON_SQS_ENDPOINT_URL"], env["PAYRECON_TRANSFERS_QUEUE"], env["PAYRECON_DATABASE_URL"],
-        stop_worker=stack.stop_worker, start_worker=stack.start_worker, messages=100, per_message=500))
-        for _ in range(RUNS)]
+    batches = [
+        asyncio.run(batch_api_throughput(env["PAYRECON_LEDGER_ADDRESS"], clients=4, calls_per_client=6, batch=2000))
+        for _ in range(RUNS)
+    ]
+    workers = [
+        asyncio.run(
+            worker_drain_throughput(
+                env["PAYRECON_SQS_ENDPOINT_URL"],
+                env["PAYRECON_TRANSFERS_QUEUE"],
+                env["PAYRECON_DATABASE_URL"],
+                stop_worker=stack.stop_worker,
+                start_worker=stack.start_worker,
+                messages=100,
+                per_message=500,
+            )
+        )
+        for _ in range(RUNS)
+    ]
     verified = asyncio.run(audit(env["PAYRECON_DATABASE_URL"]))
     baseline = pgbench_baseline(env["PAYRECON_DATABASE_URL"], clients=8, seconds=15)
 
@@ -80,8 +94,10 @@ def throughput_section(stack: Stack) -> str:
         ratio = median.per_second / baseline.per_second
         meets = "yes" if median.per_second >= TARGET_PER_SECOND and ratio >= TARGET_RATIO else "no"
         spread = " / ".join(f"{t.per_second:,.0f}" for t in runs)
-        return (f"| {name} | {how} | {median.transfers:,} | **{median.per_second:,.0f}** ({spread}) | {ratio:.1f}x"
-                f" | {meets} |\n")
+        return (
+            f"| {name} | {how} | {median.transfers:,} | **{median.per_second:,.0f}** ({spread}) | {ratio:.1f}x"
+            f" | {meets} |\n"
+        )
 
     return (
         "## Ledger posting throughput\n\n"
@@ -89,26 +105,36 @@ def throughput_section(stack: Stack) -> str:
         " ingest and reconciliation (the event consumers) are stopped so they do not share the two cores.\n\n"
         "| path | how | transfers per run | transfers/s: median (runs) | median vs baseline | ≥ 10k/s and ≥ 3x |\n"
         "|---|---|---|---|---|---|\n"
-        + row("batch API", "gRPC PostTransfers, 4 clients x 2,000 transfers per call, one transaction per call",
-              batches)
-        + row("SQS worker", "drains a backlog of 100 TransferBatch messages x 500 transfers on transfers.fifo"
-                            " (16 message groups), up to 10 messages per transaction; from its first transaction"
-                            " to its last commit", workers)
+        + row(
+            "batch API", "gRPC PostTransfers, 4 clients x 2,000 transfers per call, one transaction per call", batches
+        )
+        + row(
+            "SQS worker",
+            "drains a backlog of 100 TransferBatch messages x 500 transfers on transfers.fifo"
+            " (16 message groups), up to 10 messages per transaction; from its first transaction"
+            " to its last commit",
+            workers,
+        )
         + f"| baseline | pgbench, 8 clients, {baseline.seconds:.0f} s, the same SQL one transfer per transaction |"
-          f" {baseline.transfers:,} | {baseline.per_second:,.0f} | 1.0x | |\n\n"
-        + verified + "\n"
+        f" {baseline.transfers:,} | {baseline.per_second:,.0f} | 1.0x | |\n\n" + verified + "\n"
     )
 
 
 def main() -> int:
     # SIGTERM (a CI timeout, `kill`) unwinds like Ctrl-C, so the stack below is stopped, not orphaned.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
-    options = StackOptions(http_port=free_port(), database_url=os.environ.get("PAYRECON_DATABASE_URL"),
-                           redis_url=os.environ.get("PAYRECON_REDIS_URL"), state_dir=default_state_dir() / "bench",
-                           isolated=True)
+    options = StackOptions(
+        http_port=free_port(),
+        database_url=os.environ.get("PAYRECON_DATABASE_URL"),
+        redis_url=os.environ.get("PAYRECON_REDIS_URL"),
+        state_dir=default_state_dir() / "bench",
+        isolated=True,
+    )
     stack = Stack(options).start()
-    sections = [f"# Benchmark results\n\nRun {datetime.now(UTC):%Y-%m-%d %H:%M} UTC on {machine()} with `make bench`."
-                " One run on a shared machine: compare figures from the same run, not across runs.\n"]
+    sections = [
+        f"# Benchmark results\n\nRun {datetime.now(UTC):%Y-%m-%d %H:%M} UTC on {machine()} with `make bench`."
+        " One run on a shared machine: compare figures from the same run, not across runs.\n"
+    ]
     try:
         for measure in (latency_section, throughput_section):
             section = measure(stack)

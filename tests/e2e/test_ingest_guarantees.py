@@ -38,8 +38,12 @@ def fetch(stack: Stack, sql: str, *args: Any) -> list[asyncpg.Record]:
 
 def ledger_rows_for(stack: Stack, transfer_id: str) -> tuple[int, int]:
     """(transfers, entries) the ledger holds for `transfer_id`."""
-    row = fetch(stack, "SELECT (SELECT count(*) FROM ledger.transfers WHERE id = $1) AS transfers,"
-                       " (SELECT count(*) FROM ledger.entries WHERE transfer_id = $1) AS entries", transfer_id)[0]
+    row = fetch(
+        stack,
+        "SELECT (SELECT count(*) FROM ledger.transfers WHERE id = $1) AS transfers,"
+        " (SELECT count(*) FROM ledger.entries WHERE transfer_id = $1) AS entries",
+        transfer_id,
+    )[0]
     return row["transfers"], row["entries"]
 
 
@@ -66,8 +70,9 @@ def test_fifty_concurrent_requests_with_one_key_move_money_once(stack: Stack, cl
     assert fetch(stack, "SELECT count(*) AS n FROM ingest.outbox WHERE idempotency_key = $1", key)[0]["n"] == 1
 
 
-def test_a_redis_flush_between_two_identical_requests_still_moves_money_once(stack: Stack,
-                                                                             client: httpx.Client) -> None:
+def test_a_redis_flush_between_two_identical_requests_still_moves_money_once(
+    stack: Stack, client: httpx.Client
+) -> None:
     run = uuid.uuid4().hex[:8]
     key, source = f"flush-{run}", f"flush-src-{run}"
     body = seed_body(key, source, f"flush-dst-{run}", 7)
@@ -96,24 +101,54 @@ def test_a_redis_flush_between_two_identical_requests_still_moves_money_once(sta
 
 
 def transfer(key: str, source: str, destination: str, amount: Any = 1, **extra: Any) -> bytes:
-    return json.dumps({"transaction": {"source_account_id": source, "destination_account_id": destination,
-                                       "amount": amount, **extra}, "idempotencyKey": key}).encode()
+    return json.dumps(
+        {
+            "transaction": {
+                "source_account_id": source,
+                "destination_account_id": destination,
+                "amount": amount,
+                **extra,
+            },
+            "idempotencyKey": key,
+        }
+    ).encode()
 
 
 # (case, payload built from a unique key K and account prefix A, expected code). Every case is a 400.
 BAD_INPUT: list[tuple[str, Any, str]] = [
     ("malformed JSON", lambda k, a: b'{"transaction": ', "INVALID_REQUEST"),
-    ("wrongly typed field", lambda k, a: json.dumps({"transaction": {"source_account_id": 5,
-                                                     "destination_account_id": f"{a}-d", "amount": 1},
-                                                     "idempotencyKey": k}).encode(), "INVALID_REQUEST"),
+    (
+        "wrongly typed field",
+        lambda k, a: json.dumps(
+            {
+                "transaction": {"source_account_id": 5, "destination_account_id": f"{a}-d", "amount": 1},
+                "idempotencyKey": k,
+            }
+        ).encode(),
+        "INVALID_REQUEST",
+    ),
     ("no transaction", lambda k, a: json.dumps({"idempotencyKey": k}).encode(), "MISSING_FIELD"),
-    ("no key", lambda k, a: json.dumps({"transaction": {"source_account_id": f"{a}-s",
-                                        "destination_account_id": f"{a}-d", "amount": 1}}).encode(), "MISSING_FIELD"),
-    ("no amount", lambda k, a: json.dumps({"transaction": {"source_account_id": f"{a}-s",
-                                           "destination_account_id": f"{a}-d"}, "idempotencyKey": k}).encode(),
-     "MISSING_FIELD"),
-    ("no source", lambda k, a: json.dumps({"transaction": {"destination_account_id": f"{a}-d", "amount": 1},
-                                           "idempotencyKey": k}).encode(), "MISSING_FIELD"),
+    (
+        "no key",
+        lambda k, a: json.dumps(
+            {"transaction": {"source_account_id": f"{a}-s", "destination_account_id": f"{a}-d", "amount": 1}}
+        ).encode(),
+        "MISSING_FIELD",
+    ),
+    (
+        "no amount",
+        lambda k, a: json.dumps(
+            {"transaction": {"source_account_id": f"{a}-s", "destination_account_id": f"{a}-d"}, "idempotencyKey": k}
+        ).encode(),
+        "MISSING_FIELD",
+    ),
+    (
+        "no source",
+        lambda k, a: json.dumps(
+            {"transaction": {"destination_account_id": f"{a}-d", "amount": 1}, "idempotencyKey": k}
+        ).encode(),
+        "MISSING_FIELD",
+    ),
     ("zero amount", lambda k, a: transfer(k, f"{a}-s", f"{a}-d", 0), "INVALID_AMOUNT"),
     ("negative amount", lambda k, a: transfer(k, f"{a}-s", f"{a}-d", -5), "INVALID_AMOUNT"),
     ("negative string amount", lambda k, a: transfer(k, f"{a}-s", f"{a}-d", "-0.01"), "INVALID_AMOUNT"),
@@ -122,8 +157,11 @@ BAD_INPUT: list[tuple[str, Any, str]] = [
     ("three decimals", lambda k, a: transfer(k, f"{a}-s", f"{a}-d", 1.001), "AMOUNT_PRECISION"),
     ("three decimals as text", lambda k, a: transfer(k, f"{a}-s", f"{a}-d", "1.001"), "AMOUNT_PRECISION"),
     ("decimals on yen", lambda k, a: transfer(k, f"{a}-s", f"{a}-d", 1.5, currency="JPY"), "AMOUNT_PRECISION"),
-    ("beyond int64 minor units", lambda k, a: transfer(k, f"{a}-s", f"{a}-d", "92233720368547758.08"),
-     "AMOUNT_OUT_OF_RANGE"),
+    (
+        "beyond int64 minor units",
+        lambda k, a: transfer(k, f"{a}-s", f"{a}-d", "92233720368547758.08"),
+        "AMOUNT_OUT_OF_RANGE",
+    ),
     ("huge number", lambda k, a: transfer(k, f"{a}-s", f"{a}-d", 1e20), "AMOUNT_OUT_OF_RANGE"),
     ("unknown currency", lambda k, a: transfer(k, f"{a}-s", f"{a}-d", currency="XYZ"), "UNKNOWN_CURRENCY"),
     ("malformed currency", lambda k, a: transfer(k, f"{a}-s", f"{a}-d", currency="US$"), "INVALID_CURRENCY"),
@@ -132,21 +170,29 @@ BAD_INPUT: list[tuple[str, Any, str]] = [
     ("key with spaces", lambda k, a: transfer(k + " two", f"{a}-s", f"{a}-d"), "INVALID_IDEMPOTENCY_KEY"),
     ("account id too long", lambda k, a: transfer(k, f"{a}-s" + "x" * 128, f"{a}-d"), "INVALID_ACCOUNT_ID"),
     ("account id with a slash", lambda k, a: transfer(k, f"{a}/s", f"{a}-d"), "INVALID_ACCOUNT_ID"),
-    ("too much metadata", lambda k, a: transfer(k, f"{a}-s", f"{a}-d", metadata={f"m{i}": "v" for i in range(33)}),
-     "INVALID_METADATA"),
-    ("NUL in metadata", lambda k, a: transfer(k, f"{a}-s", f"{a}-d", metadata={"note": "a\u0000b"}),
-     "INVALID_METADATA"),
+    (
+        "too much metadata",
+        lambda k, a: transfer(k, f"{a}-s", f"{a}-d", metadata={f"m{i}": "v" for i in range(33)}),
+        "INVALID_METADATA",
+    ),
+    (
+        "NUL in metadata",
+        lambda k, a: transfer(k, f"{a}-s", f"{a}-d", metadata={"note": "a\u0000b"}),
+        "INVALID_METADATA",
+    ),
 ]
 
 
 @pytest.mark.parametrize(("case", "build", "code"), BAD_INPUT, ids=[c[0] for c in BAD_INPUT])
-def test_bad_input_is_a_400_with_a_stable_code_and_nothing_is_stored(stack: Stack, client: httpx.Client, case: str,
-                                                                       build: Any, code: str) -> None:
+def test_bad_input_is_a_400_with_a_stable_code_and_nothing_is_stored(
+    stack: Stack, client: httpx.Client, case: str, build: Any, code: str
+) -> None:
     run = uuid.uuid4().hex[:8]
     key, prefix = f"bad-{run}", f"bad-acct-{run}"
     requests_before = fetch(stack, "SELECT count(*) AS n FROM ingest.requests")[0]["n"]
-    response = client.post("/api/v1/transactions", content=build(key, prefix),
-                           headers={"Content-Type": "application/json"})
+    response = client.post(
+        "/api/v1/transactions", content=build(key, prefix), headers={"Content-Type": "application/json"}
+    )
     assert response.status_code == 400, response.text
     body = response.json()
     assert body["code"] == code, body
@@ -156,12 +202,16 @@ def test_bad_input_is_a_400_with_a_stable_code_and_nothing_is_stored(stack: Stac
         assert field.split(".")[-1] in body["message"], body  # the message names the field
 
     assert fetch(stack, "SELECT count(*) AS n FROM ingest.requests")[0]["n"] == requests_before
-    stored = fetch(stack, "SELECT (SELECT count(*) FROM ingest.requests WHERE idempotency_key LIKE $1)"
-                          " + (SELECT count(*) FROM ingest.outbox WHERE idempotency_key LIKE $1)"
-                          " + (SELECT count(*) FROM ledger.transfers WHERE id LIKE $1)"
-                          " + (SELECT count(*) FROM ledger.accounts WHERE id LIKE $2)"
-                          " + (SELECT count(*) FROM reconciliation.ledger_entries WHERE account_id LIKE $2) AS n",
-                   f"{key}%", f"{prefix}%")
+    stored = fetch(
+        stack,
+        "SELECT (SELECT count(*) FROM ingest.requests WHERE idempotency_key LIKE $1)"
+        " + (SELECT count(*) FROM ingest.outbox WHERE idempotency_key LIKE $1)"
+        " + (SELECT count(*) FROM ledger.transfers WHERE id LIKE $1)"
+        " + (SELECT count(*) FROM ledger.accounts WHERE id LIKE $2)"
+        " + (SELECT count(*) FROM reconciliation.ledger_entries WHERE account_id LIKE $2) AS n",
+        f"{key}%",
+        f"{prefix}%",
+    )
     assert stored[0]["n"] == 0
     assert client.get(f"/api/v1/transactions/status/{key}").status_code == 404
 

@@ -49,8 +49,14 @@ def funded_customer(client: httpx.Client, run: str, name: str, amount: str = "10
 
 def test_accounts_are_created_once_read_and_listed(client: httpx.Client) -> None:
     run = uuid.uuid4().hex[:8]
-    body = {"id": f"acct-{run}", "currency": "eur", "type": "ASSET", "allowOverdraft": False,
-            "overdraftLimit": "50.00", "metadata": {"owner": "treasury"}}
+    body = {
+        "id": f"acct-{run}",
+        "currency": "eur",
+        "type": "ASSET",
+        "allowOverdraft": False,
+        "overdraftLimit": "50.00",
+        "metadata": {"owner": "treasury"},
+    }
     created = client.post("/api/v1/accounts", json=body)
     assert created.status_code == 201, created.text
     account = created.json()
@@ -85,19 +91,40 @@ def test_a_hold_reserves_funds_then_posts_partly_and_cannot_be_settled_twice(cli
     merchant = f"merchant-{run}"
     open_account(client, merchant)
 
-    hold = client.post("/api/v1/holds", json={"idempotencyKey": f"hold-{run}", "sourceAccountId": alice,
-                                             "destinationAccountId": merchant, "amount": "30.00"})
+    hold = client.post(
+        "/api/v1/holds",
+        json={
+            "idempotencyKey": f"hold-{run}",
+            "sourceAccountId": alice,
+            "destinationAccountId": merchant,
+            "amount": "30.00",
+        },
+    )
     assert hold.status_code == 200, hold.text
     assert (hold.json()["status"], hold.json()["amount"]) == ("PENDING", "30.00")
     balance = client.get(f"/api/v1/accounts/{alice}/balance").json()
     assert (balance["balance"], balance["pending"], balance["available"]) == ("100.00", "-30.00", "70.00")
 
-    too_much = client.post("/api/v1/holds", json={"idempotencyKey": f"hold2-{run}", "sourceAccountId": alice,
-                                                 "destinationAccountId": merchant, "amount": 70.01})
+    too_much = client.post(
+        "/api/v1/holds",
+        json={
+            "idempotencyKey": f"hold2-{run}",
+            "sourceAccountId": alice,
+            "destinationAccountId": merchant,
+            "amount": 70.01,
+        },
+    )
     assert too_much.status_code == 400
     assert too_much.json()["code"] == "LEDGER_INSUFFICIENT_FUNDS"
-    same_key_other_amount = client.post("/api/v1/holds", json={
-        "idempotencyKey": f"hold-{run}", "sourceAccountId": alice, "destinationAccountId": merchant, "amount": "31"})
+    same_key_other_amount = client.post(
+        "/api/v1/holds",
+        json={
+            "idempotencyKey": f"hold-{run}",
+            "sourceAccountId": alice,
+            "destinationAccountId": merchant,
+            "amount": "31",
+        },
+    )
     assert same_key_other_amount.status_code == 409
 
     posted = client.post(f"/api/v1/holds/hold-{run}/post", json={"amount": "10.00"})
@@ -109,8 +136,15 @@ def test_a_hold_reserves_funds_then_posts_partly_and_cannot_be_settled_twice(cli
     assert (balance["balance"], balance["pending"], balance["available"]) == ("90.00", "0.00", "90.00")
     assert client.get(f"/api/v1/accounts/{merchant}/balance").json()["balance"] == "10.00"
 
-    voided = client.post("/api/v1/holds", json={"idempotencyKey": f"hold3-{run}", "sourceAccountId": alice,
-                                               "destinationAccountId": merchant, "amount": 5})
+    voided = client.post(
+        "/api/v1/holds",
+        json={
+            "idempotencyKey": f"hold3-{run}",
+            "sourceAccountId": alice,
+            "destinationAccountId": merchant,
+            "amount": 5,
+        },
+    )
     assert client.post(f"/api/v1/holds/{voided.json()['id']}/void", json={}).json()["status"] == "VOIDED"
     late_post = client.post(f"/api/v1/holds/hold3-{run}/post", json={})
     assert (late_post.status_code, late_post.json()["code"]) == (409, "LEDGER_HOLD_ALREADY_RESOLVED")
@@ -121,9 +155,16 @@ def test_a_hold_past_its_expiry_is_released_and_cannot_be_posted(client: httpx.C
     run = uuid.uuid4().hex[:8]
     alice = funded_customer(client, run, "expiring", "20.00")
     expires = (datetime.now(UTC) + timedelta(seconds=1)).isoformat().replace("+00:00", "Z")
-    client.post("/api/v1/holds", json={"idempotencyKey": f"exp-{run}", "sourceAccountId": alice,
-                                       "destinationAccountId": f"equity-{run}", "amount": "20.00",
-                                       "expiresAt": expires}).raise_for_status()
+    client.post(
+        "/api/v1/holds",
+        json={
+            "idempotencyKey": f"exp-{run}",
+            "sourceAccountId": alice,
+            "destinationAccountId": f"equity-{run}",
+            "amount": "20.00",
+            "expiresAt": expires,
+        },
+    ).raise_for_status()
     deadline = time.monotonic() + 15
     while client.get(f"/api/v1/holds/exp-{run}").json()["status"] == "PENDING" and time.monotonic() < deadline:
         time.sleep(0.3)
@@ -134,24 +175,29 @@ def test_a_hold_past_its_expiry_is_released_and_cannot_be_posted(client: httpx.C
 
 
 def test_two_hundred_racing_post_and_void_calls_leave_each_of_twenty_holds_in_one_final_state(
-        stack: Stack, client: httpx.Client) -> None:
+    stack: Stack, client: httpx.Client
+) -> None:
     run = uuid.uuid4().hex[:8]
     payer = funded_customer(client, run, "racer", "1000.00")
     payee = f"payee-{run}"
     open_account(client, payee)
     holds = [f"race-{run}-{i}" for i in range(20)]
     for hold in holds:
-        client.post("/api/v1/holds", json={"idempotencyKey": hold, "sourceAccountId": payer,
-                                           "destinationAccountId": payee, "amount": "10.00"}).raise_for_status()
+        client.post(
+            "/api/v1/holds",
+            json={"idempotencyKey": hold, "sourceAccountId": payer, "destinationAccountId": payee, "amount": "10.00"},
+        ).raise_for_status()
     calls = [(hold, random.choice(["post", "void"])) for hold in holds for _ in range(10)]
     random.shuffle(calls)
 
     async def race() -> list[tuple[str, str, int, dict[str, Any]]]:
         limits = httpx.Limits(max_connections=100)
         async with httpx.AsyncClient(base_url=stack.base_url, headers=AUTH, timeout=60, limits=limits) as c:
+
             async def call(hold: str, action: str) -> tuple[str, str, int, dict[str, Any]]:
                 response = await c.post(f"/api/v1/holds/{hold}/{action}", json={})
                 return hold, action, response.status_code, response.json()
+
             return await asyncio.gather(*(call(h, a) for h, a in calls))
 
     results = asyncio.run(race())
@@ -178,14 +224,16 @@ def test_a_posted_transfer_is_reversed_once_and_linked_both_ways(client: httpx.C
     key = f"rev-src-{run}"
     assert client.post("/api/v1/transactions", json=seed_body(key, f"p-{run}", f"q-{run}", "12.00")).status_code == 202
     assert wait_for_outcome(client, key)["status"] == "COMPLETED"
-    reversed_ = client.post(f"/api/v1/transfers/{key}/reverse", json={"idempotencyKey": f"undo-{run}",
-                                                                       "reason": "duplicate charge"})
+    reversed_ = client.post(
+        f"/api/v1/transfers/{key}/reverse", json={"idempotencyKey": f"undo-{run}", "reason": "duplicate charge"}
+    )
     assert reversed_.status_code == 201, reversed_.text
     body = reversed_.json()
     assert (body["kind"], body["reversesTransferId"], body["amount"]) == ("REVERSAL", key, "12.00")
     assert (body["sourceAccountId"], body["destinationAccountId"]) == (f"q-{run}", f"p-{run}")
-    replay = client.post(f"/api/v1/transfers/{key}/reverse", json={"idempotencyKey": f"undo-{run}",
-                                                                    "reason": "duplicate charge"})
+    replay = client.post(
+        f"/api/v1/transfers/{key}/reverse", json={"idempotencyKey": f"undo-{run}", "reason": "duplicate charge"}
+    )
     assert replay.status_code == 200 and replay.json()["id"] == f"undo-{run}"
     twice = client.post(f"/api/v1/transfers/{key}/reverse", json={"idempotencyKey": f"undo2-{run}"})
     assert (twice.status_code, twice.json()["code"]) == (409, "LEDGER_NOT_REVERSIBLE")
@@ -212,8 +260,9 @@ def test_history_can_be_windowed_by_date(client: httpx.Client) -> None:
 def test_a_read_only_token_cannot_open_accounts_or_hold_funds(stack: Stack) -> None:
     from tests.conftest import READ_ONLY_TOKEN
 
-    with httpx.Client(base_url=stack.base_url, timeout=10,
-                      headers={"Authorization": f"Bearer {READ_ONLY_TOKEN}"}) as reader:
+    with httpx.Client(
+        base_url=stack.base_url, timeout=10, headers={"Authorization": f"Bearer {READ_ONLY_TOKEN}"}
+    ) as reader:
         assert reader.post("/api/v1/accounts", json={"id": "nope", "currency": "USD"}).status_code == 403
         assert reader.post("/api/v1/holds", json={"idempotencyKey": "nope"}).status_code == 403
         assert reader.get("/api/v1/accounts").status_code == 200
@@ -221,7 +270,11 @@ def test_a_read_only_token_cannot_open_accounts_or_hold_funds(stack: Stack) -> N
 
 def test_the_whole_ledger_verifies(stack: Stack) -> None:
     """Runs last in this module: everything posted above, audited by the operator's command."""
-    result = subprocess.run([sys.executable, "-m", "services.cli", "ledger", "verify"], capture_output=True,
-                            text=True, env={**os.environ, "PAYRECON_DATABASE_URL": stack.env["PAYRECON_DATABASE_URL"]})
+    result = subprocess.run(
+        [sys.executable, "-m", "services.cli", "ledger", "verify"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PAYRECON_DATABASE_URL": stack.env["PAYRECON_DATABASE_URL"]},
+    )
     assert result.returncode == 0, result.stderr
     assert "ledger verified" in result.stdout

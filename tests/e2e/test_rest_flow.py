@@ -22,10 +22,13 @@ def client(stack: Stack) -> httpx.Client:
         yield c
 
 
-def seed_body(key: str, source: str = "account-123", destination: str = "account-456",
-              amount: Any = 100.00) -> dict[str, Any]:
-    return {"transaction": {"source_account_id": source, "destination_account_id": destination, "amount": amount},
-            "idempotencyKey": key}
+def seed_body(
+    key: str, source: str = "account-123", destination: str = "account-456", amount: Any = 100.00
+) -> dict[str, Any]:
+    return {
+        "transaction": {"source_account_id": source, "destination_account_id": destination, "amount": amount},
+        "idempotencyKey": key,
+    }
 
 
 def wait_for_outcome(client: httpx.Client, key: str, timeout: float = 30) -> dict[str, Any]:
@@ -73,8 +76,9 @@ def test_submit_poll_balance_ledger_reconcile(client: httpx.Client) -> None:
 
     report = None
     for _ in range(50):  # the reconciliation projection is fed asynchronously by ledger events
-        report = client.post(f"/api/v1/accounts/{source}/reconcile",
-                             json={"startDate": "2026-01-01", "endDate": "2030-12-31"}).json()
+        report = client.post(
+            f"/api/v1/accounts/{source}/reconcile", json={"startDate": "2026-01-01", "endDate": "2030-12-31"}
+        ).json()
         if report["transaction_count"] == 1 and report["balanced"]:
             break
         time.sleep(0.2)
@@ -112,9 +116,13 @@ def test_unknown_key_is_404(client: httpx.Client) -> None:
 
 def test_every_route_but_the_probes_needs_a_valid_token(stack: Stack) -> None:
     with httpx.Client(base_url=stack.base_url, timeout=10) as anonymous:
-        for method, path in [("GET", "/api/v1/queue/stats"), ("GET", "/api/v1/cache/stats"),
-                             ("GET", "/api/v1/accounts/x/balance"), ("GET", "/api/v1/transactions/status/x"),
-                             ("POST", "/api/v1/transactions")]:
+        for method, path in [
+            ("GET", "/api/v1/queue/stats"),
+            ("GET", "/api/v1/cache/stats"),
+            ("GET", "/api/v1/accounts/x/balance"),
+            ("GET", "/api/v1/transactions/status/x"),
+            ("POST", "/api/v1/transactions"),
+        ]:
             for headers in ({}, {"Authorization": "Bearer wrong-token"}):
                 response = anonymous.request(method, path, headers=headers, json={} if method == "POST" else None)
                 assert response.status_code == 401, (method, path, response.text)
@@ -122,14 +130,25 @@ def test_every_route_but_the_probes_needs_a_valid_token(stack: Stack) -> None:
         assert anonymous.get("/api/v1/health").json()["status"] == "OK"
         ready = anonymous.get("/api/v1/ready")
         assert ready.status_code == 200
-        assert ready.json() == {**ready.json(), "status": "READY",
-                                "components": {"database": "ready", "cache": "ready", "queue": "ready"}}
+        assert ready.json() == {
+            **ready.json(),
+            "status": "READY",
+            "components": {"database": "ready", "cache": "ready", "queue": "ready"},
+        }
 
 
 def test_ops_endpoints_in_the_seed_shapes(client: httpx.Client) -> None:
     queue = client.get("/api/v1/queue/stats").json()
-    for field in ("queueUrl", "messageCount", "inFlightCount", "visibilityTimeout", "isFifo", "contentDeduplication",
-                  "timestamp", "dlqMessageCount"):
+    for field in (
+        "queueUrl",
+        "messageCount",
+        "inFlightCount",
+        "visibilityTimeout",
+        "isFifo",
+        "contentDeduplication",
+        "timestamp",
+        "dlqMessageCount",
+    ):
         assert field in queue, field
     assert queue["isFifo"] is True
     assert isinstance(queue["messageCount"], int) and isinstance(queue["inFlightCount"], int)
@@ -151,8 +170,12 @@ def test_ledger_pagination_walks_every_entry_once(client: httpx.Client) -> None:
     run = uuid.uuid4().hex[:8]
     keys = [f"page-{run}-{i}" for i in range(7)]
     for i, key in enumerate(keys):
-        assert client.post("/api/v1/transactions",
-                           json=seed_body(key, f"payer-{run}", f"payee-{run}", f"{i + 1}.00")).status_code == 202
+        assert (
+            client.post(
+                "/api/v1/transactions", json=seed_body(key, f"payer-{run}", f"payee-{run}", f"{i + 1}.00")
+            ).status_code
+            == 202
+        )
     for key in keys:
         assert wait_for_outcome(client, key)["status"] == "COMPLETED"
     seen, cursor = [], ""
@@ -176,13 +199,25 @@ def test_reconcile_rejects_a_bad_window(client: httpx.Client) -> None:
 
 
 def test_oversized_body_is_413_and_a_wrongly_typed_field_is_400(client: httpx.Client) -> None:
-    huge = {"transaction": {"source_account_id": "a", "destination_account_id": "b", "amount": 1,
-                            "metadata": {"x": "y" * 2_000_000}}, "idempotencyKey": "too-big"}
+    huge = {
+        "transaction": {
+            "source_account_id": "a",
+            "destination_account_id": "b",
+            "amount": 1,
+            "metadata": {"x": "y" * 2_000_000},
+        },
+        "idempotencyKey": "too-big",
+    }
     response = client.post("/api/v1/transactions", json=huge)
     assert response.status_code == 413
     assert response.json()["code"] == "PAYLOAD_TOO_LARGE"
-    typed = client.post("/api/v1/transactions", json={
-        "transaction": {"source_account_id": 5, "destination_account_id": "b", "amount": 1}, "idempotencyKey": "typed"})
+    typed = client.post(
+        "/api/v1/transactions",
+        json={
+            "transaction": {"source_account_id": 5, "destination_account_id": "b", "amount": 1},
+            "idempotencyKey": "typed",
+        },
+    )
     assert typed.status_code == 400
     assert typed.json()["code"] == "INVALID_REQUEST"
     assert "source_account_id" in typed.json()["message"]
@@ -193,8 +228,9 @@ def test_oversized_body_is_413_and_a_wrongly_typed_field_is_400(client: httpx.Cl
 def test_a_token_without_the_scope_is_403(stack: Stack) -> None:
     from tests.conftest import READ_ONLY_TOKEN
 
-    with httpx.Client(base_url=stack.base_url, timeout=10,
-                      headers={"Authorization": f"Bearer {READ_ONLY_TOKEN}"}) as reader:
+    with httpx.Client(
+        base_url=stack.base_url, timeout=10, headers={"Authorization": f"Bearer {READ_ONLY_TOKEN}"}
+    ) as reader:
         write = reader.post("/api/v1/transactions", json=seed_body("scoped-write"))
         assert write.status_code == 403
         assert write.json()["code"] == "AUTH_FORBIDDEN"

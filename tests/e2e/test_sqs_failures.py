@@ -39,11 +39,15 @@ def test_requests_accepted_while_sqs_is_down_are_all_posted_once_it_is_back(outa
 
     port = stack.stop_sqs()
     try:
+
         async def submit_all() -> list[httpx.Response]:
             async with httpx.AsyncClient(base_url=stack.base_url, headers=AUTH, timeout=30) as c:
-                return await asyncio.gather(*(
-                    c.post("/api/v1/transactions", json=seed_body(key, payer, f"outage-payee-{run}", "1.00"))
-                    for key, payer in zip(keys, payers, strict=True)))
+                return await asyncio.gather(
+                    *(
+                        c.post("/api/v1/transactions", json=seed_body(key, payer, f"outage-payee-{run}", "1.00"))
+                        for key, payer in zip(keys, payers, strict=True)
+                    )
+                )
 
         responses = asyncio.run(submit_all())
         assert [r.status_code for r in responses] == [202] * 100, [r.text for r in responses if r.status_code != 202]
@@ -53,8 +57,11 @@ def test_requests_accepted_while_sqs_is_down_are_all_posted_once_it_is_back(outa
             assert ready.json()["status"] == "NOT_READY"
             assert ready.json()["components"]["queue"].startswith("unavailable")
             assert {c.get(f"/api/v1/transactions/status/{k}").json()["status"] for k in keys[:5]} == {"PROCESSING"}
-        pending = fetch(stack, "SELECT count(*) AS n FROM ingest.outbox WHERE published_at IS NULL"
-                               " AND idempotency_key LIKE $1", f"outage-{run}-%")[0]["n"]
+        pending = fetch(
+            stack,
+            "SELECT count(*) AS n FROM ingest.outbox WHERE published_at IS NULL AND idempotency_key LIKE $1",
+            f"outage-{run}-%",
+        )[0]["n"]
         assert pending == 100  # durable in PostgreSQL, waiting for SQS
     finally:
         stack.restart_sqs(port)
@@ -62,21 +69,29 @@ def test_requests_accepted_while_sqs_is_down_are_all_posted_once_it_is_back(outa
     deadline = time.monotonic() + 90
     with httpx.Client(base_url=stack.base_url, headers=AUTH, timeout=10) as c:
         while time.monotonic() < deadline:
-            statuses = fetch(stack, "SELECT status, count(*) AS n FROM ingest.requests WHERE idempotency_key LIKE $1"
-                                    " GROUP BY status", f"outage-{run}-%")
+            statuses = fetch(
+                stack,
+                "SELECT status, count(*) AS n FROM ingest.requests WHERE idempotency_key LIKE $1 GROUP BY status",
+                f"outage-{run}-%",
+            )
             if {r["status"]: r["n"] for r in statuses} == {"COMPLETED": 100}:
                 break
             time.sleep(0.5)
         assert {r["status"]: r["n"] for r in statuses} == {"COMPLETED": 100}
         assert c.get(f"/api/v1/accounts/outage-payee-{run}/balance").json()["balance"] == "100.00"
-    counts = fetch(stack, "SELECT count(*) AS transfers, count(DISTINCT id) AS distinct_ids,"
-                          " (SELECT count(*) FROM ledger.entries WHERE transfer_id LIKE $1) AS entries"
-                          " FROM ledger.transfers WHERE id LIKE $1", f"outage-{run}-%")[0]
+    counts = fetch(
+        stack,
+        "SELECT count(*) AS transfers, count(DISTINCT id) AS distinct_ids,"
+        " (SELECT count(*) FROM ledger.entries WHERE transfer_id LIKE $1) AS entries"
+        " FROM ledger.transfers WHERE id LIKE $1",
+        f"outage-{run}-%",
+    )[0]
     assert (counts["transfers"], counts["distinct_ids"], counts["entries"]) == (100, 100, 200)
 
 
 def test_a_message_that_keeps_failing_reaches_the_dead_letter_queue_and_its_request_is_failed(
-        outage_stack: Stack) -> None:
+    outage_stack: Stack,
+) -> None:
     from payrecon.common.v1 import money_pb2
     from payrecon.ledger.v1 import messages_pb2
 
@@ -88,20 +103,34 @@ def test_a_message_that_keeps_failing_reaches_the_dead_letter_queue_and_its_requ
     # Both as ingest accepted them. Ingest itself now refuses NUL in metadata, so the poison is put on
     # the queue directly, as a message from an older or foreign producer would arrive.
     for key in (good, poison):
-        fetch(stack, "INSERT INTO ingest.requests (idempotency_key, fingerprint, message_id, source_account_id,"
-                     " destination_account_id, amount_minor, currency, expires_at)"
-                     " VALUES ($1, 'test', gen_random_uuid(), $2, $3, 100, 'USD', now() + interval '1 day')",
-              key, f"dlq-a-{run}", f"dlq-b-{run}")
-    batch = messages_pb2.TransferBatch(transfers=[
-        messages_pb2.TransferRequest(transfer_id=key, debit_account_id=f"dlq-a-{run}", credit_account_id=f"dlq-b-{run}",
-                                     amount=money_pb2.Money(minor_units=100, currency="USD"),
-                                     metadata={"note": "nul\x00byte"} if key == poison else {})
-        for key in (good, poison)])
+        fetch(
+            stack,
+            "INSERT INTO ingest.requests (idempotency_key, fingerprint, message_id, source_account_id,"
+            " destination_account_id, amount_minor, currency, expires_at)"
+            " VALUES ($1, 'test', gen_random_uuid(), $2, $3, 100, 'USD', now() + interval '1 day')",
+            key,
+            f"dlq-a-{run}",
+            f"dlq-b-{run}",
+        )
+    batch = messages_pb2.TransferBatch(
+        transfers=[
+            messages_pb2.TransferRequest(
+                transfer_id=key,
+                debit_account_id=f"dlq-a-{run}",
+                credit_account_id=f"dlq-b-{run}",
+                amount=money_pb2.Money(minor_units=100, currency="USD"),
+                metadata={"note": "nul\x00byte"} if key == poison else {},
+            )
+            for key in (good, poison)
+        ]
+    )
 
     async def send() -> None:
         async with SqsClient.connect(endpoint_url=stack.env["PAYRECON_SQS_ENDPOINT_URL"], region="us-east-1") as sqs:
-            await sqs.send_batch(stack.env["PAYRECON_TRANSFERS_QUEUE"],
-                                 [OutgoingMessage(batch.SerializeToString(), f"dlq-{run}", f"dlq-{run}", {})])
+            await sqs.send_batch(
+                stack.env["PAYRECON_TRANSFERS_QUEUE"],
+                [OutgoingMessage(batch.SerializeToString(), f"dlq-{run}", f"dlq-{run}", {})],
+            )
 
     asyncio.run(send())
     with httpx.Client(base_url=stack.base_url, headers=AUTH, timeout=10) as c:

@@ -62,13 +62,21 @@ async def check_invariants(engine) -> None:  # type: ignore[no-untyped-def]
     report = await audit_ledger(engine)
     assert report.ok, str(report.breach)
     async with engine.connect() as conn:
-        overdrawn = (await conn.execute(text(
-            "SELECT id FROM accounts WHERE NOT allow_overdraft AND"
-            " (CASE WHEN type IN ('ASSET', 'EXPENSE') THEN debits_posted - credits_posted - credits_pending"
-            "       ELSE credits_posted - debits_posted - debits_pending END) < -overdraft_limit_minor"))).all()
+        overdrawn = (
+            await conn.execute(
+                text(
+                    "SELECT id FROM accounts WHERE NOT allow_overdraft AND"
+                    " (CASE WHEN type IN ('ASSET', 'EXPENSE') THEN debits_posted - credits_posted - credits_pending"
+                    "       ELSE credits_posted - debits_posted - debits_pending END) < -overdraft_limit_minor"
+                )
+            )
+        ).all()
         assert overdrawn == [], overdrawn
-        twice = (await conn.execute(text(
-            "SELECT transfer_id FROM entries GROUP BY transfer_id, direction HAVING count(*) > 1"))).all()
+        twice = (
+            await conn.execute(
+                text("SELECT transfer_id FROM entries GROUP BY transfer_id, direction HAVING count(*) > 1")
+            )
+        ).all()
         assert twice == []
 
 
@@ -103,19 +111,37 @@ def test_invariants_hold_under_random_operations(ledger_database: str) -> None:
         @initialize()
         def open_accounts(self) -> None:
             for name, (kind, overdraft, limit, currency) in ACCOUNTS.items():
-                self.run(self.ledger.create_account(NewAccount(self.account(name), currency, kind, overdraft,
-                                                               f"{limit / 100:.2f}", {})))
+                self.run(
+                    self.ledger.create_account(
+                        NewAccount(self.account(name), currency, kind, overdraft, f"{limit / 100:.2f}", {})
+                    )
+                )
             # Fund the customers from equity so there is something to move.
-            self.run(self.ledger.post_transfers([
-                TransferInstruction(self.next_id("fund"), self.account("equity"), self.account(name),
-                                    Money(10_000, "USD")) for name in ("alice", "bob", "carol")]))
+            self.run(
+                self.ledger.post_transfers(
+                    [
+                        TransferInstruction(
+                            self.next_id("fund"), self.account("equity"), self.account(name), Money(10_000, "USD")
+                        )
+                        for name in ("alice", "bob", "carol")
+                    ]
+                )
+            )
 
-        @rule(target=messages,
-              moves=st.lists(st.tuples(st.sampled_from(sorted(ACCOUNTS)), st.sampled_from(sorted(ACCOUNTS)),
-                                       st.integers(1, 6_000)), min_size=1, max_size=6))
+        @rule(
+            target=messages,
+            moves=st.lists(
+                st.tuples(st.sampled_from(sorted(ACCOUNTS)), st.sampled_from(sorted(ACCOUNTS)), st.integers(1, 6_000)),
+                min_size=1,
+                max_size=6,
+            ),
+        )
         def post_a_message(self, moves: list[tuple[str, str, int]]) -> tuple[str, list[TransferInstruction]]:
-            batch = [TransferInstruction(self.next_id("t"), self.account(a), self.account(b), Money(amount, "USD"))
-                     for a, b, amount in moves if a != b]
+            batch = [
+                TransferInstruction(self.next_id("t"), self.account(a), self.account(b), Money(amount, "USD"))
+                for a, b, amount in moves
+                if a != b
+            ]
             message_id = self.next_id("msg")
             self.run(self.ledger.apply_message(batch, message_id))
             return message_id, batch
@@ -126,31 +152,58 @@ def test_invariants_hold_under_random_operations(ledger_database: str) -> None:
             self.run(self.ledger.apply_message(batch, message_id))  # same message again: no effect
 
         @rule(message=messages, data=st.data())
-        def resend_transfers_in_a_new_message_out_of_order(self, message: tuple[str, list[TransferInstruction]],
-                                                           data: st.DataObject) -> None:
+        def resend_transfers_in_a_new_message_out_of_order(
+            self, message: tuple[str, list[TransferInstruction]], data: st.DataObject
+        ) -> None:
             _, batch = message
             shuffled = data.draw(st.permutations(batch))
             events = self.run(self.ledger.post_transfers(shuffled, message_id=self.next_id("msg")))
             assert [e.WhichOneof("event") for e in events].count("hold_created") == 0
 
-        @rule(target=transfers, source=st.sampled_from(["alice", "bob", "carol", "bank"]),
-              destination=st.sampled_from(["alice", "bob", "carol", "euro"]), amount=st.integers(1, 8_000))
+        @rule(
+            target=transfers,
+            source=st.sampled_from(["alice", "bob", "carol", "bank"]),
+            destination=st.sampled_from(["alice", "bob", "carol", "euro"]),
+            amount=st.integers(1, 8_000),
+        )
         def post_one_transfer(self, source: str, destination: str, amount: int) -> str:
             transfer_id = self.next_id("t")
             if source != destination:
-                self.run(self.ledger.post_transfers([TransferInstruction(
-                    transfer_id, self.account(source), self.account(destination), Money(amount, "USD"))]))
+                self.run(
+                    self.ledger.post_transfers(
+                        [
+                            TransferInstruction(
+                                transfer_id, self.account(source), self.account(destination), Money(amount, "USD")
+                            )
+                        ]
+                    )
+                )
             return transfer_id
 
-        @rule(target=holds, source=st.sampled_from(["alice", "bob", "carol"]),
-              destination=st.sampled_from(["bank", "equity"]), amount=st.integers(1, 9_000),
-              expires=st.booleans())
+        @rule(
+            target=holds,
+            source=st.sampled_from(["alice", "bob", "carol"]),
+            destination=st.sampled_from(["bank", "equity"]),
+            amount=st.integers(1, 9_000),
+            expires=st.booleans(),
+        )
         def place_a_hold(self, source: str, destination: str, amount: int, expires: bool) -> str:
             key = self.next_id("h")
             expires_at = datetime.now(UTC) + timedelta(milliseconds=300) if expires else None
             try:
-                self.run(self.ledger.create_hold(NewHold(key, self.account(source), self.account(destination),
-                                                         f"{amount / 100:.2f}", "USD", expires_at, {})))
+                self.run(
+                    self.ledger.create_hold(
+                        NewHold(
+                            key,
+                            self.account(source),
+                            self.account(destination),
+                            f"{amount / 100:.2f}",
+                            "USD",
+                            expires_at,
+                            {},
+                        )
+                    )
+                )
             except Exception as error:  # insufficient funds is a legitimate outcome
                 assert getattr(error, "code", "") == "LEDGER_INSUFFICIENT_FUNDS", error
             return key
@@ -163,16 +216,22 @@ def test_invariants_hold_under_random_operations(ledger_database: str) -> None:
                 amount = None if fraction is None else f"{max(1, held // fraction) / 100:.2f}"
                 self.run(self.ledger.post_hold(hold, amount))
             except Exception as error:
-                assert getattr(error, "code", "") in {"LEDGER_HOLD_NOT_FOUND", "LEDGER_HOLD_ALREADY_RESOLVED",
-                                                      "LEDGER_HOLD_EXPIRED"}, error
+                assert getattr(error, "code", "") in {
+                    "LEDGER_HOLD_NOT_FOUND",
+                    "LEDGER_HOLD_ALREADY_RESOLVED",
+                    "LEDGER_HOLD_EXPIRED",
+                }, error
 
         @rule(hold=holds)
         def void_a_hold(self, hold: str) -> None:
             try:
                 self.run(self.ledger.void_hold(hold))
             except Exception as error:
-                assert getattr(error, "code", "") in {"LEDGER_HOLD_NOT_FOUND", "LEDGER_HOLD_ALREADY_RESOLVED",
-                                                      "LEDGER_HOLD_EXPIRED"}, error
+                assert getattr(error, "code", "") in {
+                    "LEDGER_HOLD_NOT_FOUND",
+                    "LEDGER_HOLD_ALREADY_RESOLVED",
+                    "LEDGER_HOLD_EXPIRED",
+                }, error
 
         @rule()
         def expire_due_holds(self) -> None:
@@ -184,8 +243,11 @@ def test_invariants_hold_under_random_operations(ledger_database: str) -> None:
                 reversal = self.run(self.ledger.reverse(transfer, self.next_id("rev"), "customer refund"))
                 assert reversal.record.reverses_transfer_id == transfer
             except Exception as error:
-                assert getattr(error, "code", "") in {"LEDGER_TRANSFER_NOT_FOUND", "LEDGER_NOT_REVERSIBLE",
-                                                      "LEDGER_INSUFFICIENT_FUNDS"}, error
+                assert getattr(error, "code", "") in {
+                    "LEDGER_TRANSFER_NOT_FOUND",
+                    "LEDGER_NOT_REVERSIBLE",
+                    "LEDGER_INSUFFICIENT_FUNDS",
+                }, error
 
         @rule(transfer=transfers)
         def reverse_twice(self, transfer: str) -> None:
@@ -193,52 +255,67 @@ def test_invariants_hold_under_random_operations(ledger_database: str) -> None:
                 try:
                     self.run(self.ledger.reverse(transfer, self.next_id("rev"), ""))
                 except Exception as error:
-                    assert getattr(error, "code", "") in {"LEDGER_TRANSFER_NOT_FOUND", "LEDGER_NOT_REVERSIBLE",
-                                                          "LEDGER_INSUFFICIENT_FUNDS"}, error
+                    assert getattr(error, "code", "") in {
+                        "LEDGER_TRANSFER_NOT_FOUND",
+                        "LEDGER_NOT_REVERSIBLE",
+                        "LEDGER_INSUFFICIENT_FUNDS",
+                    }, error
 
         @invariant()
         def the_books_balance(self) -> None:
             self.run(check_invariants(self.engine))
 
-    LedgerMachine.TestCase.settings = settings(max_examples=25, stateful_step_count=25, deadline=None,
-                                               suppress_health_check=list(HealthCheck))
+    LedgerMachine.TestCase.settings = settings(
+        max_examples=25, stateful_step_count=25, deadline=None, suppress_health_check=list(HealthCheck)
+    )
     LedgerMachine.TestCase().runTest()
 
 
 def test_verify_names_the_first_broken_record(ledger_database: str) -> None:
     """Tampering with an entry (even with the append-only trigger switched off) is caught."""
+
     async def scenario() -> None:
         engine = create_engine(ledger_database, "ledger", pool_size=2)
         try:
             ledger = LedgerService(LedgerStore(engine, auto_create_accounts=True))
             run = uuid.uuid4().hex[:8]
-            await ledger.post_transfers([TransferInstruction(f"{run}-t{i}", f"{run}-a", f"{run}-b",
-                                                             Money(100 + i, "USD")) for i in range(3)])
+            await ledger.post_transfers(
+                [TransferInstruction(f"{run}-t{i}", f"{run}-a", f"{run}-b", Money(100 + i, "USD")) for i in range(3)]
+            )
             async with engine.begin() as conn:
                 with pytest.raises(Exception, match="append-only"):
                     async with conn.begin_nested():
-                        await conn.execute(text("UPDATE entries SET amount_minor = 1 WHERE transfer_id = :t"),
-                                           {"t": f"{run}-t1"})
+                        await conn.execute(
+                            text("UPDATE entries SET amount_minor = 1 WHERE transfer_id = :t"), {"t": f"{run}-t1"}
+                        )
             assert (await audit_ledger(engine)).ok
             async with engine.begin() as conn:
                 # Back-date one entry: totals, amounts and Σ debits = Σ credits all still agree; only
                 # the hash chain can tell.
                 await conn.execute(text("ALTER TABLE entries DISABLE TRIGGER entries_append_only"))
-                await conn.execute(text("UPDATE entries SET created_at = created_at - interval '1 day'"
-                                        " WHERE transfer_id = :t AND direction = 'CREDIT'"), {"t": f"{run}-t1"})
+                await conn.execute(
+                    text(
+                        "UPDATE entries SET created_at = created_at - interval '1 day'"
+                        " WHERE transfer_id = :t AND direction = 'CREDIT'"
+                    ),
+                    {"t": f"{run}-t1"},
+                )
                 await conn.execute(text("ALTER TABLE entries ENABLE TRIGGER entries_append_only"))
         finally:
             await engine.dispose()
 
     asyncio.run(scenario())
-    result = subprocess.run([sys.executable, "-m", "services.cli", "ledger", "verify"], capture_output=True,
-                            text=True, env={**os.environ, "PAYRECON_DATABASE_URL": ledger_database})
+    result = subprocess.run(
+        [sys.executable, "-m", "services.cli", "ledger", "verify"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PAYRECON_DATABASE_URL": ledger_database},
+    )
     assert result.returncode == 1, result.stdout + result.stderr
     assert "FAILED" in result.stderr and "hash does not match" in result.stderr, result.stderr
 
 
-def test_a_transfer_that_fails_every_delivery_is_given_up_as_failed_and_spares_its_batch(
-        ledger_database: str) -> None:
+def test_a_transfer_that_fails_every_delivery_is_given_up_as_failed_and_spares_its_batch(ledger_database: str) -> None:
     async def scenario() -> None:
         engine = create_engine(ledger_database, "ledger", pool_size=2)
         try:
@@ -246,8 +323,9 @@ def test_a_transfer_that_fails_every_delivery_is_given_up_as_failed_and_spares_i
             run = uuid.uuid4().hex[:8]
             good = TransferInstruction(f"{run}-good", f"{run}-a", f"{run}-b", Money(500, "USD"))
             # PostgreSQL's jsonb refuses \u0000: this transfer can never be stored as sent.
-            poison = TransferInstruction(f"{run}-poison", f"{run}-a", f"{run}-b", Money(700, "USD"),
-                                         {"note": "nul\x00byte"})
+            poison = TransferInstruction(
+                f"{run}-poison", f"{run}-a", f"{run}-b", Money(700, "USD"), {"note": "nul\x00byte"}
+            )
             batch = [good, poison]
             assert await ledger.handle_delivery(batch, f"{run}-m", last_delivery=False) is False
             assert await ledger.handle_delivery(batch, f"{run}-m", last_delivery=True) is False
@@ -260,10 +338,15 @@ def test_a_transfer_that_fails_every_delivery_is_given_up_as_failed_and_spares_i
             assert await ledger.handle_delivery(batch, f"{run}-m2", last_delivery=False) is True
             assert (await ledger.balance(f"{run}-b")).balance_minor == 500
             async with engine.connect() as conn:
-                told = (await conn.execute(text(
-                    "SELECT count(*) FROM outbox WHERE position(CAST(:id AS bytea) in payload) > 0"
-                    " AND position('LEDGER_POSTING_FAILED'::bytea in payload) > 0"),
-                    {"id": poison.transfer_id.encode()})).scalar_one()
+                told = (
+                    await conn.execute(
+                        text(
+                            "SELECT count(*) FROM outbox WHERE position(CAST(:id AS bytea) in payload) > 0"
+                            " AND position('LEDGER_POSTING_FAILED'::bytea in payload) > 0"
+                        ),
+                        {"id": poison.transfer_id.encode()},
+                    )
+                ).scalar_one()
             assert told >= 1  # ingest hears FAILED for it
             assert (await audit_ledger(engine)).ok
         finally:
@@ -273,7 +356,8 @@ def test_a_transfer_that_fails_every_delivery_is_given_up_as_failed_and_spares_i
 
 
 def test_one_receive_is_posted_in_one_transaction_and_a_bad_message_does_not_sink_the_others(
-        ledger_database: str) -> None:
+    ledger_database: str,
+) -> None:
     async def scenario() -> None:
         engine = create_engine(ledger_database, "ledger", pool_size=2)
         try:
@@ -282,13 +366,22 @@ def test_one_receive_is_posted_in_one_transaction_and_a_bad_message_does_not_sin
 
             def message(n: int, poison: bool = False) -> tuple[str, list[TransferInstruction], bool]:
                 meta = {"note": "nul\x00"} if poison else {}
-                return (f"{run}-m{n}", [TransferInstruction(f"{run}-m{n}-t{i}", f"{run}-a", f"{run}-b",
-                                                            Money(100, "USD"), meta) for i in range(3)], False)
+                return (
+                    f"{run}-m{n}",
+                    [
+                        TransferInstruction(f"{run}-m{n}-t{i}", f"{run}-a", f"{run}-b", Money(100, "USD"), meta)
+                        for i in range(3)
+                    ],
+                    False,
+                )
 
             assert await ledger.handle_deliveries([message(1), message(2)]) == [True, True]
             # m2 again (redelivered), m3 fresh, m4 carries a transfer the database refuses.
-            assert await ledger.handle_deliveries([message(2), message(3), message(4, poison=True)]) == \
-                [True, True, False]
+            assert await ledger.handle_deliveries([message(2), message(3), message(4, poison=True)]) == [
+                True,
+                True,
+                False,
+            ]
             assert (await ledger.balance(f"{run}-b")).balance_minor == 9 * 100  # m1, m2, m3 once each
             assert (await audit_ledger(engine)).ok
         finally:

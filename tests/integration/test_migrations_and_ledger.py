@@ -44,8 +44,12 @@ async def test_every_schema_migrates_from_empty(database_url: str) -> None:
         try:
             await migrate(engine, schema, f"services.{schema}.migrations")
             async with engine.connect() as conn:
-                tables = {r[0] for r in await conn.execute(text(
-                    "SELECT table_name FROM information_schema.tables WHERE table_schema = :s"), {"s": schema})}
+                tables = {
+                    r[0]
+                    for r in await conn.execute(
+                        text("SELECT table_name FROM information_schema.tables WHERE table_schema = :s"), {"s": schema}
+                    )
+                }
             assert "schema_migrations" in tables
         finally:
             await engine.dispose()
@@ -57,25 +61,42 @@ def t(i: str, debit: str, credit: str, minor: int) -> TransferInstruction:
 
 async def invariants(engine: AsyncEngine) -> None:
     async with engine.connect() as conn:
-        debits, credits = (await conn.execute(text(
-            "SELECT coalesce(sum(amount_minor) FILTER (WHERE direction='DEBIT'),0),"
-            " coalesce(sum(amount_minor) FILTER (WHERE direction='CREDIT'),0) FROM entries"))).one()
+        debits, credits = (
+            await conn.execute(
+                text(
+                    "SELECT coalesce(sum(amount_minor) FILTER (WHERE direction='DEBIT'),0),"
+                    " coalesce(sum(amount_minor) FILTER (WHERE direction='CREDIT'),0) FROM entries"
+                )
+            )
+        ).one()
         assert debits == credits
-        drift = (await conn.execute(text(
-            "SELECT count(*) FROM accounts a WHERE a.debits_posted <> coalesce((SELECT sum(amount_minor) FROM entries"
-            " e WHERE e.account_id = a.id AND direction='DEBIT'),0) OR a.credits_posted <> coalesce((SELECT"
-            " sum(amount_minor) FROM entries e WHERE e.account_id = a.id AND direction='CREDIT'),0)"))).scalar_one()
+        drift = (
+            await conn.execute(
+                text(
+                    "SELECT count(*) FROM accounts a WHERE a.debits_posted <> coalesce((SELECT sum(amount_minor) FROM entries"
+                    " e WHERE e.account_id = a.id AND direction='DEBIT'),0) OR a.credits_posted <> coalesce((SELECT"
+                    " sum(amount_minor) FROM entries e WHERE e.account_id = a.id AND direction='CREDIT'),0)"
+                )
+            )
+        ).scalar_one()
         assert drift == 0
-        per_transfer = (await conn.execute(text(
-            "SELECT count(*) FROM (SELECT transfer_id FROM entries GROUP BY transfer_id HAVING count(*) <> 2) x"
-        ))).scalar_one()
+        per_transfer = (
+            await conn.execute(
+                text(
+                    "SELECT count(*) FROM (SELECT transfer_id FROM entries GROUP BY transfer_id HAVING count(*) <> 2) x"
+                )
+            )
+        ).scalar_one()
         assert per_transfer == 0
 
 
 async def test_a_batch_posts_each_transfer_once_and_redelivery_changes_nothing(ledger_engine: AsyncEngine) -> None:
     store = LedgerStore(ledger_engine, auto_create_accounts=True)
-    batch = [t("it-a1", "it-src", "it-dst", 10000), t("it-a2", "it-src", "it-dst", 250),
-             t("it-a1", "it-src", "it-dst", 10000)]
+    batch = [
+        t("it-a1", "it-src", "it-dst", 10000),
+        t("it-a2", "it-src", "it-dst", 250),
+        t("it-a1", "it-src", "it-dst", 10000),
+    ]
     first = await store.post_batch(batch, message_id="msg-1")
     assert first is not None
     assert [o.transfer.transfer_id for o in first.outcomes] == ["it-a1", "it-a2"]
@@ -93,8 +114,11 @@ async def test_concurrent_batches_on_shared_accounts_do_not_deadlock(ledger_engi
     accounts = [f"it-c{i}" for i in range(6)]
 
     async def batch(n: int) -> None:
-        moves = [t(f"it-cc-{n}-{k}", accounts[(n + k) % 6], accounts[(n + 2 * k + 1) % 6], 1 + k)
-                 for k in range(20) if (n + k) % 6 != (n + 2 * k + 1) % 6]
+        moves = [
+            t(f"it-cc-{n}-{k}", accounts[(n + k) % 6], accounts[(n + 2 * k + 1) % 6], 1 + k)
+            for k in range(20)
+            if (n + k) % 6 != (n + 2 * k + 1) % 6
+        ]
         await store.post_batch(moves, message_id=f"cc-{n}")
 
     await asyncio.wait_for(asyncio.gather(*(batch(n) for n in range(12))), timeout=60)
@@ -109,21 +133,28 @@ async def test_fifty_concurrent_inserts_of_one_key_store_one_request(ingest_engi
     submission = validate_submission(SubmitTransaction("it-same-key", "a1", "a2", 5.0, "USD"), default_currency="USD")
 
     async def attempt(i: int) -> bool:
-        stored = await store.record_accepted(submission, message_id=f"00000000-0000-0000-0000-{i:012d}",
-                                             expires_at=datetime.now(UTC) + timedelta(days=1),
-                                             message_group="g", payload=b"x", traceparent="")
+        stored = await store.record_accepted(
+            submission,
+            message_id=f"00000000-0000-0000-0000-{i:012d}",
+            expires_at=datetime.now(UTC) + timedelta(days=1),
+            message_group="g",
+            payload=b"x",
+            traceparent="",
+        )
         return stored is not None
 
     results = await asyncio.gather(*(attempt(i) for i in range(50)))
     assert sum(results) == 1
     async with ingest_engine.connect() as conn:
-        outbox = (await conn.execute(text("SELECT count(*) FROM outbox WHERE idempotency_key = 'it-same-key'"))
-                  ).scalar_one()
+        outbox = (
+            await conn.execute(text("SELECT count(*) FROM outbox WHERE idempotency_key = 'it-same-key'"))
+        ).scalar_one()
     assert outbox == 1
 
 
 async def test_a_transfer_id_sent_again_in_a_new_message_gets_its_outcome_told_again(
-        ledger_engine: AsyncEngine) -> None:
+    ledger_engine: AsyncEngine,
+) -> None:
     store = LedgerStore(ledger_engine, auto_create_accounts=True)
     await store.post_batch([t("it-r1", "it-r-src", "it-r-dst", 700)], message_id="r-msg-1")
     same = await store.post_batch([t("it-r1", "it-r-src", "it-r-dst", 700)], message_id="r-msg-2")
@@ -136,10 +167,14 @@ async def test_a_transfer_id_sent_again_in_a_new_message_gets_its_outcome_told_a
     source = await store.account("it-r-src")
     assert source is not None and source.balance_minor == -700  # posted once, whatever came again
     async with ledger_engine.connect() as conn:
-        queued = (await conn.execute(text(
-            "SELECT count(*) FROM outbox"
-            " WHERE published_at IS NULL AND position('it-r1' in encode(payload, 'escape')) > 0"
-        ))).scalar_one()
+        queued = (
+            await conn.execute(
+                text(
+                    "SELECT count(*) FROM outbox"
+                    " WHERE published_at IS NULL AND position('it-r1' in encode(payload, 'escape')) > 0"
+                )
+            )
+        ).scalar_one()
     assert queued == 3  # the outcome, told again twice: the senders are waiting for an answer
     await invariants(ledger_engine)
 
@@ -154,12 +189,19 @@ async def test_expired_keys_are_purged_once_their_outcome_is_known(ingest_engine
     for i, key in enumerate(("it-old-done", "it-old-processing", "it-fresh-done")):
         submission = validate_submission(SubmitTransaction(key, "p1", "p2", 1.0, "USD"), default_currency="USD")
         expires = past if key.startswith("it-old") else datetime.now(UTC) + timedelta(days=1)
-        await store.record_accepted(submission, message_id=f"10000000-0000-0000-0000-{i:012d}", expires_at=expires,
-                                    message_group="g", payload=b"x", traceparent="")
+        await store.record_accepted(
+            submission,
+            message_id=f"10000000-0000-0000-0000-{i:012d}",
+            expires_at=expires,
+            message_group="g",
+            payload=b"x",
+            traceparent="",
+        )
     async with ingest_engine.begin() as conn:
         await conn.execute(text("UPDATE outbox SET published_at = now()"))
-    await store.record_outcomes([TransferOutcome(k, RequestStatus.COMPLETED, datetime.now(UTC))
-                                 for k in ("it-old-done", "it-fresh-done")])
+    await store.record_outcomes(
+        [TransferOutcome(k, RequestStatus.COMPLETED, datetime.now(UTC)) for k in ("it-old-done", "it-fresh-done")]
+    )
 
     class NoCache(IdempotencyCache):
         def __init__(self) -> None:
@@ -171,6 +213,7 @@ async def test_expired_keys_are_purged_once_their_outcome_is_known(ingest_engine
     assert await store.get("it-old-processing") is not None  # no outcome yet: its key still guards retries
     assert await store.get("it-fresh-done") is not None
     async with ingest_engine.connect() as conn:
-        orphans = (await conn.execute(text("SELECT count(*) FROM outbox WHERE idempotency_key = 'it-old-done'"))
-                   ).scalar_one()
+        orphans = (
+            await conn.execute(text("SELECT count(*) FROM outbox WHERE idempotency_key = 'it-old-done'"))
+        ).scalar_one()
     assert orphans == 0

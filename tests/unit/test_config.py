@@ -14,16 +14,22 @@ def test_production_needs_tokens_and_ignores_the_demo_token() -> None:
     with pytest.raises(ConfigError, match="PAYRECON_API_TOKENS"):
         CommonSettings.from_env(Env({"PAYRECON_DATABASE_URL": "postgresql://x/y"}))
     digest = hash_token("s3cret")
-    settings = CommonSettings.from_env(Env({
-        "PAYRECON_DATABASE_URL": "postgresql://x/y",
-        "PAYRECON_API_TOKENS": f"ops:{digest}:ops:read",
-    }))
+    settings = CommonSettings.from_env(
+        Env(
+            {
+                "PAYRECON_DATABASE_URL": "postgresql://x/y",
+                "PAYRECON_API_TOKENS": f"ops:{digest}:ops:read",
+            }
+        )
+    )
     assert find_token(settings.api_tokens, "s3cret") is not None
     assert find_token(settings.api_tokens, DEMO_TOKEN) is None
 
 
 def test_development_accepts_the_demo_token() -> None:
-    settings = CommonSettings.from_env(Env({"PAYRECON_ENV": "development", "PAYRECON_DATABASE_URL": "postgresql://x/y"}))
+    settings = CommonSettings.from_env(
+        Env({"PAYRECON_ENV": "development", "PAYRECON_DATABASE_URL": "postgresql://x/y"})
+    )
     token = find_token(settings.api_tokens, DEMO_TOKEN)
     assert token is not None and "transactions:write" in token.scopes
 
@@ -32,8 +38,9 @@ def test_malformed_token_entries_and_unknown_scopes_are_refused() -> None:
     with pytest.raises(ConfigError):
         CommonSettings.from_env(Env({"PAYRECON_DATABASE_URL": "postgresql://x/y", "PAYRECON_API_TOKENS": "x:abc:*"}))
     with pytest.raises(ConfigError, match="unknown scopes"):
-        CommonSettings.from_env(Env({"PAYRECON_DATABASE_URL": "postgresql://x/y",
-                                     "PAYRECON_API_TOKENS": f"x:{'a' * 64}:money:print"}))
+        CommonSettings.from_env(
+            Env({"PAYRECON_DATABASE_URL": "postgresql://x/y", "PAYRECON_API_TOKENS": f"x:{'a' * 64}:money:print"})
+        )
 
 
 def test_ingest_requires_redis_and_a_known_default_currency() -> None:

@@ -11,8 +11,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 def test_generated_code_and_descriptor_are_fresh(tmp_path: Path) -> None:
     subprocess.run([sys.executable, str(REPO / "protos" / "generate.py"), "--out", str(tmp_path)], check=True)
-    generated = sorted(p.relative_to(tmp_path / "protos") for p in (tmp_path / "protos").rglob("*")
-                       if p.is_file())
+    generated = sorted(p.relative_to(tmp_path / "protos") for p in (tmp_path / "protos").rglob("*") if p.is_file())
     assert generated, "nothing was generated"
     stale = [str(p) for p in generated if (REPO / "protos" / p).read_bytes() != (tmp_path / "protos" / p).read_bytes()]
     assert not stale, f"run `make protos`: stale {stale}"

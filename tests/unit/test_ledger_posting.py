@@ -51,8 +51,9 @@ def test_overdraft_limit_is_honoured_exactly() -> None:
 
 def test_a_credit_lowers_a_debit_normal_account_and_is_checked_there() -> None:
     book = {**accounts(), "vault": Account("vault", "USD", AccountType.ASSET, allow_overdraft=False)}
-    refused, funded, paid_out = post_in_order([transfer(1, "carol", "vault", 50), transfer(2, "vault", "carol", 80),
-                                               transfer(3, "carol", "vault", 80)], book)
+    refused, funded, paid_out = post_in_order(
+        [transfer(1, "carol", "vault", 50), transfer(2, "vault", "carol", 80), transfer(3, "carol", "vault", 80)], book
+    )
     assert isinstance(refused, Rejected) and refused.code == INSUFFICIENT_FUNDS  # the vault holds nothing yet
     assert isinstance(funded, Posted) and isinstance(paid_out, Posted)
     assert book["vault"].balance_minor == 0
@@ -79,8 +80,7 @@ def test_invariants_hold_for_any_sequence(moves: list[tuple[str, str, int]]) -> 
     # Each account's totals equal the transfers that touched it.
     for account in book.values():
         assert account.debits_posted == sum(t.amount.minor_units for t in posted if t.debit_account_id == account.id)
-        assert account.credits_posted == sum(
-            t.amount.minor_units for t in posted if t.credit_account_id == account.id)
+        assert account.credits_posted == sum(t.amount.minor_units for t in posted if t.credit_account_id == account.id)
         if not account.allow_overdraft:
             assert account.balance_minor >= -account.overdraft_limit_minor
     # Same-account moves are never posted.

@@ -12,7 +12,6 @@ def test_rows_are_packed_per_group_in_order_and_cut_at_the_limit() -> None:
     assert all(len({r.message_group for r in c}) == 1 for c in chunks)
 
 
-
 def test_a_message_never_outgrows_the_byte_budget() -> None:
     rows = [OutboxRow(i, "a", b"x" * 400, "") for i in range(10)]
     chunks = pack_rows(rows, per_message=100, max_bytes=1000)

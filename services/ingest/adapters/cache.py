@@ -65,7 +65,6 @@ class IdempotencyCache:
             async for _ in self._client.scan_iter(match=self.prefix + "*", count=1000):
                 total += 1
             memory = await self._client.info("memory")
-            return CacheStatistics(True, total, self.prefix, self.ttl_seconds,
-                                   str(memory.get("used_memory_human", "")))
+            return CacheStatistics(True, total, self.prefix, self.ttl_seconds, str(memory.get("used_memory_human", "")))
         except RedisError:
             return CacheStatistics(False, 0, self.prefix, self.ttl_seconds, "")

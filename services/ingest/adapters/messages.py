@@ -37,11 +37,18 @@ def outcomes_from_event_batch(body: bytes) -> list[TransferOutcome]:
         kind = event.WhichOneof("event")
         if kind == "transfer_posted":
             posted = event.transfer_posted
-            outcomes.append(TransferOutcome(posted.transfer_id, RequestStatus.COMPLETED,
-                                            posted.posted_at.ToDatetime(tzinfo=UTC)))
+            outcomes.append(
+                TransferOutcome(posted.transfer_id, RequestStatus.COMPLETED, posted.posted_at.ToDatetime(tzinfo=UTC))
+            )
         elif kind == "transfer_rejected":
             rejected = event.transfer_rejected
-            outcomes.append(TransferOutcome(rejected.transfer_id, RequestStatus.FAILED,
-                                            rejected.rejected_at.ToDatetime(tzinfo=UTC),
-                                            rejected.code, rejected.message))
+            outcomes.append(
+                TransferOutcome(
+                    rejected.transfer_id,
+                    RequestStatus.FAILED,
+                    rejected.rejected_at.ToDatetime(tzinfo=UTC),
+                    rejected.code,
+                    rejected.message,
+                )
+            )
     return outcomes

@@ -12,13 +12,15 @@ from services.ingest.domain.errors import (
 )
 from services.kernel.errors import BASE_TABLE, ErrorMapping, ErrorTable
 
-INGEST_ERRORS = ErrorTable({
-    **BASE_TABLE,
-    InvalidSubmission: ErrorMapping(grpc.StatusCode.INVALID_ARGUMENT, "VALIDATION_ERROR"),
-    IdempotencyKeyReused: ErrorMapping(grpc.StatusCode.ALREADY_EXISTS, "IDEMPOTENCY_KEY_REUSED"),
-    UnknownTransaction: ErrorMapping(grpc.StatusCode.NOT_FOUND, "TRANSACTION_NOT_FOUND"),
-    Unavailable: ErrorMapping(grpc.StatusCode.UNAVAILABLE, "SERVICE_UNAVAILABLE"),
-})
+INGEST_ERRORS = ErrorTable(
+    {
+        **BASE_TABLE,
+        InvalidSubmission: ErrorMapping(grpc.StatusCode.INVALID_ARGUMENT, "VALIDATION_ERROR"),
+        IdempotencyKeyReused: ErrorMapping(grpc.StatusCode.ALREADY_EXISTS, "IDEMPOTENCY_KEY_REUSED"),
+        UnknownTransaction: ErrorMapping(grpc.StatusCode.NOT_FOUND, "TRANSACTION_NOT_FOUND"),
+        Unavailable: ErrorMapping(grpc.StatusCode.UNAVAILABLE, "SERVICE_UNAVAILABLE"),
+    }
+)
 
 SERVICE_NAME = "payrecon.ingest.v1.IngestService"
 SCOPES = {

@@ -44,8 +44,9 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
         self._operations = operations
         self._base_path = base_path.rstrip("/")
 
-    async def SubmitTransaction(self, request: ingest_pb2.SubmitTransactionRequest,
-                                context: grpc.aio.ServicerContext) -> ingest_pb2.SubmitTransactionResponse:
+    async def SubmitTransaction(
+        self, request: ingest_pb2.SubmitTransactionRequest, context: grpc.aio.ServicerContext
+    ) -> ingest_pb2.SubmitTransactionResponse:
         tx = request.transaction
         command = SubmitTransaction(
             idempotency_key=request.idempotency_key,
@@ -69,19 +70,22 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
             replayed=acceptance.replayed,
         )
 
-    async def GetTransactionStatus(self, request: ingest_pb2.GetTransactionStatusRequest,
-                                   context: grpc.aio.ServicerContext) -> ingest_pb2.TransactionStatus:
+    async def GetTransactionStatus(
+        self, request: ingest_pb2.GetTransactionStatusRequest, context: grpc.aio.ServicerContext
+    ) -> ingest_pb2.TransactionStatus:
         stored = await self._transactions.status(request.idempotency_key)
         response = ingest_pb2.TransactionStatus(status=stored.status.value, idempotency_key=stored.idempotency_key)
         if stored.status is RequestStatus.COMPLETED:
             response.result.CopyFrom(_result(stored))
         elif stored.status is RequestStatus.FAILED:
-            response.error.CopyFrom(ingest_pb2.TransactionError(code=stored.error_code or "FAILED",
-                                                                message=stored.error_message or ""))
+            response.error.CopyFrom(
+                ingest_pb2.TransactionError(code=stored.error_code or "FAILED", message=stored.error_message or "")
+            )
         return response
 
-    async def GetQueueStats(self, request: ingest_pb2.GetQueueStatsRequest,
-                            context: grpc.aio.ServicerContext) -> ingest_pb2.QueueStats:
+    async def GetQueueStats(
+        self, request: ingest_pb2.GetQueueStatsRequest, context: grpc.aio.ServicerContext
+    ) -> ingest_pb2.QueueStats:
         stats = await self._operations.queue_statistics()
         return ingest_pb2.QueueStats(
             queue_url=stats.queue.url,
@@ -96,8 +100,9 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
             timestamp=_now(),
         )
 
-    async def GetCacheStats(self, request: ingest_pb2.GetCacheStatsRequest,
-                            context: grpc.aio.ServicerContext) -> ingest_pb2.CacheStats:
+    async def GetCacheStats(
+        self, request: ingest_pb2.GetCacheStatsRequest, context: grpc.aio.ServicerContext
+    ) -> ingest_pb2.CacheStats:
         stats = await self._operations.cache_statistics()
         return ingest_pb2.CacheStats(
             connected=stats.connected,
@@ -108,18 +113,19 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
             timestamp=_now(),
         )
 
-    async def GetHealth(self, request: ingest_pb2.GetHealthRequest,
-                        context: grpc.aio.ServicerContext) -> ingest_pb2.Health:
+    async def GetHealth(
+        self, request: ingest_pb2.GetHealthRequest, context: grpc.aio.ServicerContext
+    ) -> ingest_pb2.Health:
         return ingest_pb2.Health(status="OK", timestamp=_now())
 
-    async def GetReadiness(self, request: ingest_pb2.GetReadinessRequest,
-                           context: grpc.aio.ServicerContext) -> ingest_pb2.Readiness:
+    async def GetReadiness(
+        self, request: ingest_pb2.GetReadinessRequest, context: grpc.aio.ServicerContext
+    ) -> ingest_pb2.Readiness:
         report = await self._operations.readiness()
         if not report.ready:
             await set_http_status(context, 503)
         return ingest_pb2.Readiness(
             status="READY" if report.ready else "NOT_READY",
-            components=ingest_pb2.ReadinessComponents(database=report.database, cache=report.cache,
-                                                      queue=report.queue),
+            components=ingest_pb2.ReadinessComponents(database=report.database, cache=report.cache, queue=report.queue),
             timestamp=_now(),
         )

@@ -90,8 +90,7 @@ class TransferOutcome:
 
 def validate_idempotency_key(key: str) -> str:
     """Raises InvalidSubmission unless `key` is 1-255 characters of letters, digits and . _ : -"""
-    return require_identifier(key, "idempotencyKey", code="INVALID_IDEMPOTENCY_KEY", limit=255,
-                              error=InvalidSubmission)
+    return require_identifier(key, "idempotencyKey", code="INVALID_IDEMPOTENCY_KEY", limit=255, error=InvalidSubmission)
 
 
 def validate_submission(command: SubmitTransaction, *, default_currency: str) -> TransferSubmission:
@@ -99,17 +98,37 @@ def validate_submission(command: SubmitTransaction, *, default_currency: str) ->
     key = validate_idempotency_key(command.idempotency_key)
     if not command.has_transaction:
         raise InvalidSubmission("transaction is required", field="transaction", code="MISSING_FIELD")
-    source = require_identifier(command.source_account_id, "transaction.source_account_id",
-                                code="INVALID_ACCOUNT_ID", limit=128, error=InvalidSubmission)
-    destination = require_identifier(command.destination_account_id, "transaction.destination_account_id",
-                                     code="INVALID_ACCOUNT_ID", limit=128, error=InvalidSubmission)
+    source = require_identifier(
+        command.source_account_id,
+        "transaction.source_account_id",
+        code="INVALID_ACCOUNT_ID",
+        limit=128,
+        error=InvalidSubmission,
+    )
+    destination = require_identifier(
+        command.destination_account_id,
+        "transaction.destination_account_id",
+        code="INVALID_ACCOUNT_ID",
+        limit=128,
+        error=InvalidSubmission,
+    )
     if source == destination:
-        raise InvalidSubmission("transaction.destination_account_id must differ from source_account_id",
-                                field="transaction.destination_account_id", code="SAME_ACCOUNT")
+        raise InvalidSubmission(
+            "transaction.destination_account_id must differ from source_account_id",
+            field="transaction.destination_account_id",
+            code="SAME_ACCOUNT",
+        )
     currency = (command.currency or default_currency).strip().upper()
-    amount = Money(require_positive_amount(command.amount, currency, "transaction.amount",
-                                           currency_field="transaction.currency", error=InvalidSubmission),
-                   currency)
+    amount = Money(
+        require_positive_amount(
+            command.amount,
+            currency,
+            "transaction.amount",
+            currency_field="transaction.currency",
+            error=InvalidSubmission,
+        ),
+        currency,
+    )
     metadata = require_metadata(command.metadata, "transaction.metadata", error=InvalidSubmission)
     return TransferSubmission(key, source, destination, amount, metadata)
 

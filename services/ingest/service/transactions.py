@@ -67,8 +67,9 @@ class TransactionService:
         return Acceptance(key, stored.message_id, stored.expires_at, replayed=False)
 
     @staticmethod
-    def _replay(key: str, stored_fingerprint: str, message_id: str, expires_at: datetime,
-                fingerprint: str) -> Acceptance:
+    def _replay(
+        key: str, stored_fingerprint: str, message_id: str, expires_at: datetime, fingerprint: str
+    ) -> Acceptance:
         if stored_fingerprint != fingerprint:
             raise IdempotencyKeyReused(
                 f"idempotencyKey {key!r} was already used with a different request",
@@ -81,8 +82,7 @@ class TransactionService:
         validate_idempotency_key(idempotency_key)
         stored = await self.store.get(idempotency_key)
         if stored is None:
-            raise UnknownTransaction(f"no transaction with idempotencyKey {idempotency_key!r}",
-                                     field="idempotencyKey")
+            raise UnknownTransaction(f"no transaction with idempotencyKey {idempotency_key!r}", field="idempotencyKey")
         return stored
 
     async def record_outcomes(self, outcomes: Sequence[TransferOutcome]) -> int:

@@ -63,41 +63,55 @@ def posted_event(outcome: Posted, at: datetime, debit_entry_id: int, credit_entr
 
 def rejected_event(outcome: Rejected, at: datetime) -> messages_pb2.LedgerEvent:
     t = outcome.transfer
-    return messages_pb2.LedgerEvent(transfer_rejected=messages_pb2.TransferRejected(
-        transfer_id=t.transfer_id,
-        code=outcome.code,
-        message=outcome.message,
-        rejected_at=_stamp(at),
-        debit_account_id=t.debit_account_id,
-        credit_account_id=t.credit_account_id,
-        amount=_money(t.amount),
-    ))
+    return messages_pb2.LedgerEvent(
+        transfer_rejected=messages_pb2.TransferRejected(
+            transfer_id=t.transfer_id,
+            code=outcome.code,
+            message=outcome.message,
+            rejected_at=_stamp(at),
+            debit_account_id=t.debit_account_id,
+            credit_account_id=t.credit_account_id,
+            amount=_money(t.amount),
+        )
+    )
 
 
 def hold_created_event(outcome: Held, at: datetime) -> messages_pb2.LedgerEvent:
     t = outcome.transfer
-    event = messages_pb2.HoldCreated(hold_id=t.transfer_id, debit_account_id=t.debit_account_id,
-                                     credit_account_id=t.credit_account_id, amount=_money(t.amount),
-                                     created_at=to_timestamp(at))
+    event = messages_pb2.HoldCreated(
+        hold_id=t.transfer_id,
+        debit_account_id=t.debit_account_id,
+        credit_account_id=t.credit_account_id,
+        amount=_money(t.amount),
+        created_at=to_timestamp(at),
+    )
     if t.expires_at:
         event.expires_at.CopyFrom(to_timestamp(t.expires_at))
     return messages_pb2.LedgerEvent(hold_created=event)
 
 
 def hold_posted_event(hold_id: str, held: Money, posted: Money, at: datetime) -> messages_pb2.LedgerEvent:
-    return messages_pb2.LedgerEvent(hold_posted=messages_pb2.HoldPosted(
-        hold_id=hold_id, held=_money(held), posted=_money(posted), posted_at=to_timestamp(at)))
+    return messages_pb2.LedgerEvent(
+        hold_posted=messages_pb2.HoldPosted(
+            hold_id=hold_id, held=_money(held), posted=_money(posted), posted_at=to_timestamp(at)
+        )
+    )
 
 
 def hold_voided_event(hold_id: str, held: Money, expired: bool, at: datetime) -> messages_pb2.LedgerEvent:
-    return messages_pb2.LedgerEvent(hold_voided=messages_pb2.HoldVoided(
-        hold_id=hold_id, held=_money(held), expired=expired, voided_at=to_timestamp(at)))
+    return messages_pb2.LedgerEvent(
+        hold_voided=messages_pb2.HoldVoided(
+            hold_id=hold_id, held=_money(held), expired=expired, voided_at=to_timestamp(at)
+        )
+    )
 
 
-def transfer_reversed_event(transfer_id: str, reversal_id: str, reason: str, at: datetime
-                            ) -> messages_pb2.LedgerEvent:
-    return messages_pb2.LedgerEvent(transfer_reversed=messages_pb2.TransferReversed(
-        transfer_id=transfer_id, reversal_id=reversal_id, reason=reason, reversed_at=to_timestamp(at)))
+def transfer_reversed_event(transfer_id: str, reversal_id: str, reason: str, at: datetime) -> messages_pb2.LedgerEvent:
+    return messages_pb2.LedgerEvent(
+        transfer_reversed=messages_pb2.TransferReversed(
+            transfer_id=transfer_id, reversal_id=reversal_id, reason=reason, reversed_at=to_timestamp(at)
+        )
+    )
 
 
 def event_transfer_id(event: messages_pb2.LedgerEvent) -> str:

@@ -98,26 +98,34 @@ class TransferRecord:
     def event(self) -> messages_pb2.LedgerEvent:
         """The event that announced this record's current state."""
         if self.status is TransferStatus.REJECTED:
-            return rejected_event(Rejected(self.instruction, self.reject_code or "", self.reject_message or ""),
-                                  self.created_at)
+            return rejected_event(
+                Rejected(self.instruction, self.reject_code or "", self.reject_message or ""), self.created_at
+            )
         if self.status is TransferStatus.POSTED:
             assert self.debit_entry_id is not None and self.credit_entry_id is not None
             posted = replace(self.instruction, amount=self.posted_amount)
-            return posted_event(Posted(posted), self.resolved_at or self.created_at, self.debit_entry_id,
-                                self.credit_entry_id)
+            return posted_event(
+                Posted(posted), self.resolved_at or self.created_at, self.debit_entry_id, self.credit_entry_id
+            )
         if self.status is TransferStatus.PENDING:
             return hold_created_event(Held(self.instruction), self.created_at)
-        return hold_voided_event(self.id, self.instruction.amount, self.status is TransferStatus.EXPIRED,
-                                 self.resolved_at or self.created_at)
+        return hold_voided_event(
+            self.id, self.instruction.amount, self.status is TransferStatus.EXPIRED, self.resolved_at or self.created_at
+        )
 
     def repeat_event(self, again: TransferInstruction) -> messages_pb2.LedgerEvent:
         """The original outcome when `again` is the same movement; a TRANSFER_EXISTS rejection otherwise."""
         if self.instruction.same_movement(again):
             return self.event()
-        return rejected_event(Rejected(again, TRANSFER_EXISTS,
-                                       f"transfer id {again.transfer_id!r} was already used on "
-                                       f"{self.created_at.date().isoformat()} for a different transfer"),
-                              datetime.now(UTC))
+        return rejected_event(
+            Rejected(
+                again,
+                TRANSFER_EXISTS,
+                f"transfer id {again.transfer_id!r} was already used on "
+                f"{self.created_at.date().isoformat()} for a different transfer",
+            ),
+            datetime.now(UTC),
+        )
 
 
 @dataclass(frozen=True)
@@ -175,8 +183,9 @@ class LedgerStore:
 
     # -- posting -------------------------------------------------------------------------------
 
-    async def post_batch(self, transfers: Sequence[TransferInstruction], *, message_id: str | None = None
-                         ) -> PostingResult | None:
+    async def post_batch(
+        self, transfers: Sequence[TransferInstruction], *, message_id: str | None = None
+    ) -> PostingResult | None:
         """Posts (or, for holds, reserves) `transfers` in ONE transaction, each id at most once ever.
 
         Returns None when `message_id` was already applied.
@@ -186,16 +195,23 @@ class LedgerStore:
                 return await self._post(conn, list(transfers))
         return await self.post_messages([(message_id, transfers)])
 
-    async def post_messages(self, messages: Sequence[tuple[str, Sequence[TransferInstruction]]]
-                            ) -> PostingResult | None:
+    async def post_messages(
+        self, messages: Sequence[tuple[str, Sequence[TransferInstruction]]]
+    ) -> PostingResult | None:
         """Posts the transfers of several queued messages in ONE transaction, in message order.
         Messages applied before are skipped (SQS redelivers); None when all of them were."""
         async with self._engine.begin() as conn:
-            fresh = set((await conn.execute(
-                text("INSERT INTO processed_messages (id) SELECT unnest(CAST(:ids AS text[]))"
-                     " ON CONFLICT DO NOTHING RETURNING id"),
-                {"ids": [message_id for message_id, _ in messages]},
-            )).scalars())
+            fresh = set(
+                (
+                    await conn.execute(
+                        text(
+                            "INSERT INTO processed_messages (id) SELECT unnest(CAST(:ids AS text[]))"
+                            " ON CONFLICT DO NOTHING RETURNING id"
+                        ),
+                        {"ids": [message_id for message_id, _ in messages]},
+                    )
+                ).scalars()
+            )
             if not fresh:
                 return None
             transfers = [t for message_id, batch in messages if message_id in fresh for t in batch]
@@ -246,8 +262,9 @@ class LedgerStore:
                 events.append(hold_created_event(outcome, now))
             else:
                 events.append(rejected_event(outcome, now))
-        await _write_outbox(conn, [*zip((o.transfer.debit_account_id for o in outcomes), events, strict=True),
-                                   *repeats])
+        await _write_outbox(
+            conn, [*zip((o.transfer.debit_account_id for o in outcomes), events, strict=True), *repeats]
+        )
         return PostingResult(outcomes, events, duplicates, repeated)
 
     async def reject_unpostable(self, transfers: Sequence[TransferInstruction], reason: str) -> list[str]:
@@ -257,22 +274,29 @@ class LedgerStore:
         async with self._engine.begin() as conn:
             known = await _transfer_records(conn, [t.transfer_id for t in transfers])
             # Metadata is dropped: it may be the very thing the database refused.
-            fresh = list({t.transfer_id: replace(t, metadata={}) for t in transfers
-                          if t.transfer_id not in known}.values())
+            fresh = list(
+                {t.transfer_id: replace(t, metadata={}) for t in transfers if t.transfer_id not in known}.values()
+            )
             if not fresh:
                 return []
             now = await _now(conn)
             outcomes: list[Outcome] = [Rejected(t, POSTING_FAILED, reason) for t in fresh]
             await _insert_transfers(conn, outcomes, now)
-            await _write_outbox(conn, [(t.debit_account_id, rejected_event(o, now))
-                                       for t, o in zip(fresh, outcomes, strict=True)
-                                       if isinstance(o, Rejected)])
+            await _write_outbox(
+                conn,
+                [
+                    (t.debit_account_id, rejected_event(o, now))
+                    for t, o in zip(fresh, outcomes, strict=True)
+                    if isinstance(o, Rejected)
+                ],
+            )
             return [t.transfer_id for t in fresh]
 
     # -- holds ---------------------------------------------------------------------------------
 
-    async def settle_hold(self, hold_id: str, *, post_minor: int | None, void: bool,
-                          expire_only: bool = False) -> HoldSettlement | None:
+    async def settle_hold(
+        self, hold_id: str, *, post_minor: int | None, void: bool, expire_only: bool = False
+    ) -> HoldSettlement | None:
         """Posts (`post_minor`, or the whole hold when None), voids, or — past its expiry — expires a
         pending hold. The hold row is locked first, so of racing calls exactly one changes it; the
         others find it final. None when there is no such hold. With `expire_only`, nothing happens
@@ -297,22 +321,36 @@ class LedgerStore:
                 status, posted_minor = TransferStatus.POSTED, held.minor_units if post_minor is None else post_minor
             t = record.instruction
             ledger = await _LockedAccounts.lock(conn, {t.debit_account_id, t.credit_account_id})
-            settle_hold(ledger.accounts[t.debit_account_id], ledger.accounts[t.credit_account_id],
-                        held.minor_units, posted_minor)
+            settle_hold(
+                ledger.accounts[t.debit_account_id],
+                ledger.accounts[t.credit_account_id],
+                held.minor_units,
+                posted_minor,
+            )
             posted = Money(posted_minor, held.currency)
             entry_ids = await ledger.append_entries(conn, [replace(t, amount=posted)] if posted_minor else [], now)
             await conn.execute(
-                text("UPDATE transfers SET status = :status, posted_amount_minor = :posted, resolved_at = :now"
-                     " WHERE id = :id"),
+                text(
+                    "UPDATE transfers SET status = :status, posted_amount_minor = :posted, resolved_at = :now"
+                    " WHERE id = :id"
+                ),
                 {"status": status.value, "posted": posted_minor or None, "now": now, "id": hold_id},
             )
             await ledger.save(conn, now)
             if posted_minor:
                 debit_entry, credit_entry = entry_ids[0]
-                events = [hold_posted_event(hold_id, held, posted, now),
-                          posted_event(Posted(replace(t, amount=posted)), now, debit_entry, credit_entry)]
-                updated = replace(record, status=status, posted_amount_minor=posted_minor, resolved_at=now,
-                                  debit_entry_id=debit_entry, credit_entry_id=credit_entry)
+                events = [
+                    hold_posted_event(hold_id, held, posted, now),
+                    posted_event(Posted(replace(t, amount=posted)), now, debit_entry, credit_entry),
+                ]
+                updated = replace(
+                    record,
+                    status=status,
+                    posted_amount_minor=posted_minor,
+                    resolved_at=now,
+                    debit_entry_id=debit_entry,
+                    credit_entry_id=credit_entry,
+                )
             else:
                 events = [hold_voided_event(hold_id, held, status is TransferStatus.EXPIRED, now)]
                 updated = replace(record, status=status, resolved_at=now)
@@ -322,16 +360,19 @@ class LedgerStore:
     async def due_holds(self, limit: int) -> list[str]:
         async with self._engine.connect() as conn:
             rows = await conn.execute(
-                text("SELECT id FROM transfers WHERE status = 'PENDING' AND expires_at <= now()"
-                     " ORDER BY expires_at LIMIT :limit"),
+                text(
+                    "SELECT id FROM transfers WHERE status = 'PENDING' AND expires_at <= now()"
+                    " ORDER BY expires_at LIMIT :limit"
+                ),
                 {"limit": limit},
             )
             return [r.id for r in rows]
 
     # -- reversals -----------------------------------------------------------------------------
 
-    async def reverse(self, transfer_id: str, reversal_id: str, reason: str
-                      ) -> Reversal | Rejected | ReversalRefused | None:
+    async def reverse(
+        self, transfer_id: str, reversal_id: str, reason: str
+    ) -> Reversal | Rejected | ReversalRefused | None:
         """Posts the reversal of a posted transfer, linked both ways. Returns None (no such transfer),
         a Reversal (new or replayed), a Rejected (funds, nothing stored) or a ReversalRefused."""
         async with self._engine.begin() as conn:
@@ -342,36 +383,51 @@ class LedgerStore:
             if existing is not None:
                 if existing.reverses_transfer_id == transfer_id:
                     return Reversal(existing, replayed=True)
-                return ReversalRefused(f"transfer id {reversal_id!r} is already used by another transfer",
-                                       id_taken=True)
+                return ReversalRefused(
+                    f"transfer id {reversal_id!r} is already used by another transfer", id_taken=True
+                )
             if original.kind is TransferKind.REVERSAL:
                 return ReversalRefused(f"transfer {transfer_id!r} is itself a reversal")
             if original.status is not TransferStatus.POSTED:
-                return ReversalRefused(f"transfer {transfer_id!r} is {original.status.value};"
-                                       " only posted transfers can be reversed")
+                return ReversalRefused(
+                    f"transfer {transfer_id!r} is {original.status.value}; only posted transfers can be reversed"
+                )
             if original.reversed_by:
                 return ReversalRefused(f"transfer {transfer_id!r} was already reversed by {original.reversed_by!r}")
-            instruction = reversal_of(replace(original.instruction, amount=original.posted_amount), reversal_id,
-                                      reason)
+            instruction = reversal_of(replace(original.instruction, amount=original.posted_amount), reversal_id, reason)
             ledger = await _LockedAccounts.lock(conn, {instruction.debit_account_id, instruction.credit_account_id})
             rejection = check_transfer(instruction, ledger.accounts)
             if rejection is not None:
                 return rejection
             post_in_order([instruction], ledger.accounts)
             now = await _now(conn)
-            await _insert_transfers(conn, [Posted(instruction)], now, kind=TransferKind.REVERSAL,
-                                    reverses=transfer_id, reason=reason)
+            await _insert_transfers(
+                conn, [Posted(instruction)], now, kind=TransferKind.REVERSAL, reverses=transfer_id, reason=reason
+            )
             ((debit_entry, credit_entry),) = await ledger.append_entries(conn, [instruction], now)
-            await conn.execute(text("UPDATE transfers SET reversed_by = :rid WHERE id = :id"),
-                               {"rid": reversal_id, "id": transfer_id})
+            await conn.execute(
+                text("UPDATE transfers SET reversed_by = :rid WHERE id = :id"), {"rid": reversal_id, "id": transfer_id}
+            )
             await ledger.save(conn, now)
-            await _write_outbox(conn, [
-                (instruction.debit_account_id, posted_event(Posted(instruction), now, debit_entry, credit_entry)),
-                (instruction.debit_account_id, transfer_reversed_event(transfer_id, reversal_id, reason, now)),
-            ])
-            record = TransferRecord(instruction, TransferKind.REVERSAL, TransferStatus.POSTED, None, None, now,
-                                    reverses_transfer_id=transfer_id, reason=reason, debit_entry_id=debit_entry,
-                                    credit_entry_id=credit_entry)
+            await _write_outbox(
+                conn,
+                [
+                    (instruction.debit_account_id, posted_event(Posted(instruction), now, debit_entry, credit_entry)),
+                    (instruction.debit_account_id, transfer_reversed_event(transfer_id, reversal_id, reason, now)),
+                ],
+            )
+            record = TransferRecord(
+                instruction,
+                TransferKind.REVERSAL,
+                TransferStatus.POSTED,
+                None,
+                None,
+                now,
+                reverses_transfer_id=transfer_id,
+                reason=reason,
+                debit_entry_id=debit_entry,
+                credit_entry_id=credit_entry,
+            )
             return Reversal(record, replayed=False)
 
     # -- accounts ------------------------------------------------------------------------------
@@ -379,14 +435,23 @@ class LedgerStore:
     async def create_account(self, definition: AccountDefinition) -> tuple[Account, bool]:
         """(the account, created?) — an existing id is returned as it is, for the caller to compare."""
         async with self._engine.begin() as conn:
-            inserted = (await conn.execute(
-                text("INSERT INTO accounts (id, currency, type, allow_overdraft, overdraft_limit_minor, metadata)"
-                     " VALUES (:id, :cur, :type, :od, :limit, CAST(:meta AS jsonb)) ON CONFLICT (id) DO NOTHING"
-                     " RETURNING id"),
-                {"id": definition.id, "cur": definition.currency, "type": definition.type.value,
-                 "od": definition.allow_overdraft, "limit": definition.overdraft_limit_minor,
-                 "meta": json.dumps(definition.metadata)},
-            )).first()
+            inserted = (
+                await conn.execute(
+                    text(
+                        "INSERT INTO accounts (id, currency, type, allow_overdraft, overdraft_limit_minor, metadata)"
+                        " VALUES (:id, :cur, :type, :od, :limit, CAST(:meta AS jsonb)) ON CONFLICT (id) DO NOTHING"
+                        " RETURNING id"
+                    ),
+                    {
+                        "id": definition.id,
+                        "cur": definition.currency,
+                        "type": definition.type.value,
+                        "od": definition.allow_overdraft,
+                        "limit": definition.overdraft_limit_minor,
+                        "meta": json.dumps(definition.metadata),
+                    },
+                )
+            ).first()
         account = await self.account(definition.id)
         assert account is not None
         return account, inserted is not None
@@ -396,13 +461,16 @@ class LedgerStore:
         return accounts[0] if accounts else None
 
     async def accounts_after(self, after_id: str | None, limit: int) -> list[Account]:
-        return await self._accounts("WHERE CAST(:after AS text) IS NULL OR id > :after ORDER BY id LIMIT :limit",
-                                    {"after": after_id, "limit": limit})
+        return await self._accounts(
+            "WHERE CAST(:after AS text) IS NULL OR id > :after ORDER BY id LIMIT :limit",
+            {"after": after_id, "limit": limit},
+        )
 
     async def _accounts(self, where: str, params: dict[str, object]) -> list[Account]:
         async with self._engine.connect() as conn:
-            rows = await conn.execute(text(f"SELECT {_ACCOUNT_COLUMNS}, metadata, created_at FROM accounts {where}"),
-                                      params)
+            rows = await conn.execute(
+                text(f"SELECT {_ACCOUNT_COLUMNS}, metadata, created_at FROM accounts {where}"), params
+            )
             return [_account(r, dict(r.metadata), r.created_at) for r in rows]
 
     # -- reads ---------------------------------------------------------------------------------
@@ -419,18 +487,27 @@ class LedgerStore:
     async def totals_as_of(self, account_id: str, as_of: datetime) -> tuple[int, int]:
         """(Σ debits, Σ credits) of the account's entries posted at or before `as_of`."""
         async with self._engine.connect() as conn:
-            r = (await conn.execute(
-                text(
-                    "SELECT coalesce(sum(amount_minor) FILTER (WHERE direction = 'DEBIT'), 0) AS d,"
-                    " coalesce(sum(amount_minor) FILTER (WHERE direction = 'CREDIT'), 0) AS c"
-                    " FROM entries WHERE account_id = :id AND created_at <= :as_of"
-                ),
-                {"id": account_id, "as_of": as_of},
-            )).one()
+            r = (
+                await conn.execute(
+                    text(
+                        "SELECT coalesce(sum(amount_minor) FILTER (WHERE direction = 'DEBIT'), 0) AS d,"
+                        " coalesce(sum(amount_minor) FILTER (WHERE direction = 'CREDIT'), 0) AS c"
+                        " FROM entries WHERE account_id = :id AND created_at <= :as_of"
+                    ),
+                    {"id": account_id, "as_of": as_of},
+                )
+            ).one()
             return int(r.d), int(r.c)
 
-    async def entries(self, account_id: str, *, limit: int, before_id: int | None,
-                      since: datetime | None = None, until: datetime | None = None) -> list[EntryRow]:
+    async def entries(
+        self,
+        account_id: str,
+        *,
+        limit: int,
+        before_id: int | None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> list[EntryRow]:
         """The account's entries, newest first, strictly older than `before_id` when given, posted in
         [since, until) when given."""
         async with self._engine.connect() as conn:
@@ -446,9 +523,22 @@ class LedgerStore:
                 ),
                 {"id": account_id, "before": before_id, "limit": limit, "since": since, "until": until},
             )
-            return [EntryRow(r.id, r.transfer_id, r.account_id, r.direction, r.amount_minor, r.currency,
-                             r.debit_account_id, r.credit_account_id, r.status, dict(r.metadata), r.created_at)
-                    for r in rows]
+            return [
+                EntryRow(
+                    r.id,
+                    r.transfer_id,
+                    r.account_id,
+                    r.direction,
+                    r.amount_minor,
+                    r.currency,
+                    r.debit_account_id,
+                    r.credit_account_id,
+                    r.status,
+                    dict(r.metadata),
+                    r.created_at,
+                )
+                for r in rows
+            ]
 
     async def ping(self) -> None:
         async with self._engine.connect() as conn:
@@ -457,15 +547,27 @@ class LedgerStore:
 
 # -- helpers shared by the write paths ---------------------------------------------------------
 
-_ACCOUNT_COLUMNS = ("id, currency, type, allow_overdraft, overdraft_limit_minor, debits_posted, credits_posted,"
-                    " debits_pending, credits_pending")
+_ACCOUNT_COLUMNS = (
+    "id, currency, type, allow_overdraft, overdraft_limit_minor, debits_posted, credits_posted,"
+    " debits_pending, credits_pending"
+)
 
 
 def _account(r: object, metadata: dict[str, str] | None = None, created_at: datetime | None = None) -> Account:
     m = r._mapping  # type: ignore[attr-defined]
-    return Account(m["id"], m["currency"], AccountType(m["type"]), m["allow_overdraft"], m["overdraft_limit_minor"],
-                   m["debits_posted"], m["credits_posted"], m["debits_pending"], m["credits_pending"],
-                   metadata or {}, created_at)
+    return Account(
+        m["id"],
+        m["currency"],
+        AccountType(m["type"]),
+        m["allow_overdraft"],
+        m["overdraft_limit_minor"],
+        m["debits_posted"],
+        m["credits_posted"],
+        m["debits_pending"],
+        m["credits_pending"],
+        metadata or {},
+        created_at,
+    )
 
 
 async def _now(conn: AsyncConnection) -> datetime:
@@ -483,8 +585,10 @@ class _LockedAccounts:
     @classmethod
     async def lock(cls, conn: AsyncConnection, account_ids: Iterable[str]) -> _LockedAccounts:
         rows = await conn.execute(
-            text(f"SELECT {_ACCOUNT_COLUMNS}, chain_head FROM unnest(CAST(:ids AS text[])) AS k(id)"
-                 " JOIN accounts USING (id) ORDER BY id FOR UPDATE OF accounts"),
+            text(
+                f"SELECT {_ACCOUNT_COLUMNS}, chain_head FROM unnest(CAST(:ids AS text[])) AS k(id)"
+                " JOIN accounts USING (id) ORDER BY id FOR UPDATE OF accounts"
+            ),
             {"ids": sorted(set(account_ids))},
         )
         accounts: dict[str, Account] = {}
@@ -500,15 +604,19 @@ class _LockedAccounts:
         self.heads.update(other.heads)
         self.before.update(other.before)
 
-    async def append_entries(self, conn: AsyncConnection, transfers: Sequence[TransferInstruction], now: datetime
-                             ) -> list[tuple[int, int]]:
+    async def append_entries(
+        self, conn: AsyncConnection, transfers: Sequence[TransferInstruction], now: datetime
+    ) -> list[tuple[int, int]]:
         """Appends a debit and a credit entry per transfer, chained per account; their ids, in order."""
         if not transfers:
             return []
         # One row holding an array: decoding thousands of one-column rows costs more than the query.
-        ids = (await conn.execute(
-            text("SELECT array_agg(nextval('entries_id_seq')) FROM generate_series(1, :n)"), {"n": 2 * len(transfers)}
-        )).scalar_one()
+        ids = (
+            await conn.execute(
+                text("SELECT array_agg(nextval('entries_id_seq')) FROM generate_series(1, :n)"),
+                {"n": 2 * len(transfers)},
+            )
+        ).scalar_one()
         heads = self.heads
         micros = micros_since_epoch(now)
         rows: list[tuple[object, ...]] = []
@@ -517,12 +625,16 @@ class _LockedAccounts:
             minor, currency = t.amount.minor_units, t.amount.currency
             for account_id, direction in ((t.debit_account_id, "DEBIT"), (t.credit_account_id, "CREDIT")):
                 entry_id = next(entry_ids)
-                head = heads[account_id] = entry_hash(heads[account_id], entry_id, t.transfer_id, account_id,
-                                                      direction, minor, currency, micros)
+                head = heads[account_id] = entry_hash(
+                    heads[account_id], entry_id, t.transfer_id, account_id, direction, minor, currency, micros
+                )
                 rows.append((entry_id, t.transfer_id, account_id, direction, minor, currency, now, head))
-        await _copy_rows(conn, "entries",
-                         ("id", "transfer_id", "account_id", "direction", "amount_minor", "currency", "created_at",
-                          "hash"), rows)
+        await _copy_rows(
+            conn,
+            "entries",
+            ("id", "transfer_id", "account_id", "direction", "amount_minor", "currency", "created_at", "hash"),
+            rows,
+        )
         return [(ids[2 * i], ids[2 * i + 1]) for i in range(len(transfers))]
 
     async def save(self, conn: AsyncConnection, now: datetime) -> None:
@@ -539,9 +651,15 @@ class _LockedAccounts:
                 "      AS u(id, dp, cp, dq, cq, head)"
                 " WHERE a.id = u.id"
             ),
-            {"now": now, "ids": [a.id for a in changed], "dp": [a.debits_posted for a in changed],
-             "cp": [a.credits_posted for a in changed], "dq": [a.debits_pending for a in changed],
-             "cq": [a.credits_pending for a in changed], "heads": [self.heads[a.id] for a in changed]},
+            {
+                "now": now,
+                "ids": [a.id for a in changed],
+                "dp": [a.debits_posted for a in changed],
+                "cp": [a.credits_posted for a in changed],
+                "dq": [a.debits_pending for a in changed],
+                "cq": [a.credits_pending for a in changed],
+                "heads": [self.heads[a.id] for a in changed],
+            },
         )
 
 
@@ -549,8 +667,9 @@ def _totals(account: Account) -> tuple[int, int, int, int]:
     return (account.debits_posted, account.credits_posted, account.debits_pending, account.credits_pending)
 
 
-async def _create_missing_accounts(conn: AsyncConnection, transfers: Sequence[TransferInstruction],
-                                   missing: set[str]) -> None:
+async def _create_missing_accounts(
+    conn: AsyncConnection, transfers: Sequence[TransferInstruction], missing: set[str]
+) -> None:
     """Opens the `missing` accounts the transfers name, in the currency of the first that names each."""
     pairs: dict[str, str] = {}
     for t in transfers:
@@ -568,9 +687,15 @@ async def _create_missing_accounts(conn: AsyncConnection, transfers: Sequence[Tr
     )
 
 
-async def _insert_transfers(conn: AsyncConnection, outcomes: Sequence[Outcome], now: datetime, *,
-                            kind: TransferKind | None = None, reverses: str | None = None,
-                            reason: str | None = None) -> None:
+async def _insert_transfers(
+    conn: AsyncConnection,
+    outcomes: Sequence[Outcome],
+    now: datetime,
+    *,
+    kind: TransferKind | None = None,
+    reverses: str | None = None,
+    reason: str | None = None,
+) -> None:
     def status(o: Outcome) -> str:
         if isinstance(o, Posted):
             return TransferStatus.POSTED.value
@@ -579,21 +704,51 @@ async def _insert_transfers(conn: AsyncConnection, outcomes: Sequence[Outcome], 
         return TransferStatus.REJECTED.value
 
     await _copy_rows(
-        conn, "transfers",
-        ("id", "debit_account_id", "credit_account_id", "amount_minor", "currency", "status", "reject_code",
-         "reject_message", "metadata", "accepted_at", "created_at", "kind", "expires_at", "reverses_transfer_id",
-         "reason"),
-        [(o.transfer.transfer_id, o.transfer.debit_account_id, o.transfer.credit_account_id,
-          o.transfer.amount.minor_units, o.transfer.amount.currency, status(o),
-          o.code if isinstance(o, Rejected) else None, o.message if isinstance(o, Rejected) else None,
-          json.dumps(o.transfer.metadata) if o.transfer.metadata else "{}", o.transfer.accepted_at, now,
-          (kind or o.transfer.kind).value, o.transfer.expires_at, reverses, reason)
-         for o in outcomes],
+        conn,
+        "transfers",
+        (
+            "id",
+            "debit_account_id",
+            "credit_account_id",
+            "amount_minor",
+            "currency",
+            "status",
+            "reject_code",
+            "reject_message",
+            "metadata",
+            "accepted_at",
+            "created_at",
+            "kind",
+            "expires_at",
+            "reverses_transfer_id",
+            "reason",
+        ),
+        [
+            (
+                o.transfer.transfer_id,
+                o.transfer.debit_account_id,
+                o.transfer.credit_account_id,
+                o.transfer.amount.minor_units,
+                o.transfer.amount.currency,
+                status(o),
+                o.code if isinstance(o, Rejected) else None,
+                o.message if isinstance(o, Rejected) else None,
+                json.dumps(o.transfer.metadata) if o.transfer.metadata else "{}",
+                o.transfer.accepted_at,
+                now,
+                (kind or o.transfer.kind).value,
+                o.transfer.expires_at,
+                reverses,
+                reason,
+            )
+            for o in outcomes
+        ],
     )
 
 
-async def _copy_rows(conn: AsyncConnection, table: str, columns: Sequence[str], records: list[tuple[object, ...]]
-                     ) -> None:
+async def _copy_rows(
+    conn: AsyncConnection, table: str, columns: Sequence[str], records: list[tuple[object, ...]]
+) -> None:
     """Bulk insert with binary COPY on this transaction's own connection: for thousands of rows it
     costs the database about half of INSERT … SELECT FROM unnest(…)."""
     raw = await conn.get_raw_connection()
@@ -604,8 +759,9 @@ def _by_transfer_id(events: Iterable[messages_pb2.LedgerEvent]) -> dict[str, mes
     return {event_transfer_id(e): e for e in events}
 
 
-async def _transfer_records(conn: AsyncConnection, transfer_ids: Sequence[str], *, lock: bool = False
-                            ) -> dict[str, TransferRecord]:
+async def _transfer_records(
+    conn: AsyncConnection, transfer_ids: Sequence[str], *, lock: bool = False
+) -> dict[str, TransferRecord]:
     rows = await conn.execute(
         text(
             "SELECT t.id, t.debit_account_id, t.credit_account_id, t.amount_minor, t.currency, t.status, t.kind,"
@@ -621,12 +777,30 @@ async def _transfer_records(conn: AsyncConnection, transfer_ids: Sequence[str], 
     )
     return {
         r.id: TransferRecord(
-            TransferInstruction(r.id, r.debit_account_id, r.credit_account_id, Money(r.amount_minor, r.currency),
-                                dict(r.metadata), r.accepted_at, pending=r.kind == TransferKind.HOLD.value,
-                                expires_at=r.expires_at),
-            TransferKind(r.kind), TransferStatus(r.status), r.reject_code, r.reject_message, r.created_at,
-            r.posted_amount_minor, r.expires_at, r.resolved_at, r.reverses_transfer_id, r.reversed_by, r.reason,
-            r.debit_entry, r.credit_entry)
+            TransferInstruction(
+                r.id,
+                r.debit_account_id,
+                r.credit_account_id,
+                Money(r.amount_minor, r.currency),
+                dict(r.metadata),
+                r.accepted_at,
+                pending=r.kind == TransferKind.HOLD.value,
+                expires_at=r.expires_at,
+            ),
+            TransferKind(r.kind),
+            TransferStatus(r.status),
+            r.reject_code,
+            r.reject_message,
+            r.created_at,
+            r.posted_amount_minor,
+            r.expires_at,
+            r.resolved_at,
+            r.reverses_transfer_id,
+            r.reversed_by,
+            r.reason,
+            r.debit_entry,
+            r.credit_entry,
+        )
         for r in rows
     }
 
@@ -648,8 +822,9 @@ async def _write_outbox(conn: AsyncConnection, events: Sequence[tuple[str, messa
     for group, group_events in by_group.items():
         for start in range(0, len(group_events), EVENTS_PER_ROW):
             groups.append(group)
-            payloads.append(messages_pb2.LedgerEventBatch(events=group_events[start:start + EVENTS_PER_ROW])
-                            .SerializeToString())
+            payloads.append(
+                messages_pb2.LedgerEventBatch(events=group_events[start : start + EVENTS_PER_ROW]).SerializeToString()
+            )
     await conn.execute(
         text(
             "INSERT INTO outbox (message_group, payload, traceparent)"

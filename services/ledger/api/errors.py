@@ -18,18 +18,20 @@ from services.ledger.domain.errors import (
 
 # Through Envoy: INVALID_ARGUMENT and FAILED_PRECONDITION → 400, NOT_FOUND → 404,
 # ALREADY_EXISTS and ABORTED → 409.
-LEDGER_ERRORS = ErrorTable({
-    **BASE_TABLE,
-    InvalidTransfer: ErrorMapping(grpc.StatusCode.INVALID_ARGUMENT, "LEDGER_INVALID_TRANSFER"),
-    AccountNotFound: ErrorMapping(grpc.StatusCode.NOT_FOUND, "LEDGER_ACCOUNT_NOT_FOUND"),
-    TransferNotFound: ErrorMapping(grpc.StatusCode.NOT_FOUND, "LEDGER_TRANSFER_NOT_FOUND"),
-    # Refused by a rule (funds, currency): the request is fine, the ledger's state does not allow it.
-    TransferRejected: ErrorMapping(grpc.StatusCode.FAILED_PRECONDITION, "LEDGER_TRANSFER_REJECTED"),
-    AccountExists: ErrorMapping(grpc.StatusCode.ALREADY_EXISTS, "LEDGER_ACCOUNT_EXISTS"),
-    TransferExists: ErrorMapping(grpc.StatusCode.ALREADY_EXISTS, "LEDGER_TRANSFER_EXISTS"),
-    HoldAlreadyResolved: ErrorMapping(grpc.StatusCode.ABORTED, "LEDGER_HOLD_ALREADY_RESOLVED"),
-    NotReversible: ErrorMapping(grpc.StatusCode.ABORTED, "LEDGER_NOT_REVERSIBLE"),
-})
+LEDGER_ERRORS = ErrorTable(
+    {
+        **BASE_TABLE,
+        InvalidTransfer: ErrorMapping(grpc.StatusCode.INVALID_ARGUMENT, "LEDGER_INVALID_TRANSFER"),
+        AccountNotFound: ErrorMapping(grpc.StatusCode.NOT_FOUND, "LEDGER_ACCOUNT_NOT_FOUND"),
+        TransferNotFound: ErrorMapping(grpc.StatusCode.NOT_FOUND, "LEDGER_TRANSFER_NOT_FOUND"),
+        # Refused by a rule (funds, currency): the request is fine, the ledger's state does not allow it.
+        TransferRejected: ErrorMapping(grpc.StatusCode.FAILED_PRECONDITION, "LEDGER_TRANSFER_REJECTED"),
+        AccountExists: ErrorMapping(grpc.StatusCode.ALREADY_EXISTS, "LEDGER_ACCOUNT_EXISTS"),
+        TransferExists: ErrorMapping(grpc.StatusCode.ALREADY_EXISTS, "LEDGER_TRANSFER_EXISTS"),
+        HoldAlreadyResolved: ErrorMapping(grpc.StatusCode.ABORTED, "LEDGER_HOLD_ALREADY_RESOLVED"),
+        NotReversible: ErrorMapping(grpc.StatusCode.ABORTED, "LEDGER_NOT_REVERSIBLE"),
+    }
+)
 
 SERVICE_NAME = "payrecon.ledger.v1.LedgerService"
 SCOPES = {

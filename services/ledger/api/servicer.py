@@ -20,12 +20,20 @@ from services.ledger.service.ledger import LedgerService, NewAccount, NewHold
 def account_message(account: Account) -> ledger_pb2.Account:
     cur = account.currency
     message = ledger_pb2.Account(
-        id=account.id, currency=cur, type=account.type.value, allow_overdraft=account.allow_overdraft,
+        id=account.id,
+        currency=cur,
+        type=account.type.value,
+        allow_overdraft=account.allow_overdraft,
         overdraft_limit=format_minor(account.overdraft_limit_minor, cur),
-        overdraft_limit_minor=account.overdraft_limit_minor, metadata=account.metadata,
-        balance=format_minor(account.balance_minor, cur), pending=format_minor(account.pending_minor, cur),
-        available=format_minor(account.available_minor, cur), balance_minor=account.balance_minor,
-        pending_minor=account.pending_minor, available_minor=account.available_minor, status="ACTIVE",
+        overdraft_limit_minor=account.overdraft_limit_minor,
+        metadata=account.metadata,
+        balance=format_minor(account.balance_minor, cur),
+        pending=format_minor(account.pending_minor, cur),
+        available=format_minor(account.available_minor, cur),
+        balance_minor=account.balance_minor,
+        pending_minor=account.pending_minor,
+        available_minor=account.available_minor,
+        status="ACTIVE",
     )
     if account.created_at:
         message.created_at.CopyFrom(to_timestamp(account.created_at))
@@ -37,10 +45,17 @@ def hold_message(record: TransferRecord) -> ledger_pb2.Hold:
     cur = t.amount.currency
     posted = record.posted_amount_minor or 0
     hold = ledger_pb2.Hold(
-        id=t.transfer_id, status=record.status.value, source_account_id=t.debit_account_id,
-        destination_account_id=t.credit_account_id, amount=format_minor(t.amount.minor_units, cur),
-        amount_minor=t.amount.minor_units, currency=cur, posted_amount=format_minor(posted, cur),
-        posted_amount_minor=posted, created_at=to_timestamp(record.created_at), metadata=t.metadata,
+        id=t.transfer_id,
+        status=record.status.value,
+        source_account_id=t.debit_account_id,
+        destination_account_id=t.credit_account_id,
+        amount=format_minor(t.amount.minor_units, cur),
+        amount_minor=t.amount.minor_units,
+        currency=cur,
+        posted_amount=format_minor(posted, cur),
+        posted_amount_minor=posted,
+        created_at=to_timestamp(record.created_at),
+        metadata=t.metadata,
     )
     if record.expires_at:
         hold.expires_at.CopyFrom(to_timestamp(record.expires_at))
@@ -53,12 +68,21 @@ def transfer_message(record: TransferRecord) -> ledger_pb2.Transfer:
     t = record.instruction
     amount = record.posted_amount
     return ledger_pb2.Transfer(
-        id=t.transfer_id, kind=record.kind.value, status=record.status.value, source_account_id=t.debit_account_id,
-        destination_account_id=t.credit_account_id, amount=format_minor(amount.minor_units, amount.currency),
-        amount_minor=amount.minor_units, currency=amount.currency,
-        reverses_transfer_id=record.reverses_transfer_id or "", reversed_by_transfer_id=record.reversed_by or "",
-        reason=record.reason or "", code=record.reject_code or "", message=record.reject_message or "",
-        metadata=t.metadata, created_at=to_timestamp(record.created_at),
+        id=t.transfer_id,
+        kind=record.kind.value,
+        status=record.status.value,
+        source_account_id=t.debit_account_id,
+        destination_account_id=t.credit_account_id,
+        amount=format_minor(amount.minor_units, amount.currency),
+        amount_minor=amount.minor_units,
+        currency=amount.currency,
+        reverses_transfer_id=record.reverses_transfer_id or "",
+        reversed_by_transfer_id=record.reversed_by or "",
+        reason=record.reason or "",
+        code=record.reject_code or "",
+        message=record.reject_message or "",
+        metadata=t.metadata,
+        created_at=to_timestamp(record.created_at),
     )
 
 
@@ -66,8 +90,9 @@ class LedgerServicer(ledger_pb2_grpc.LedgerServiceServicer):
     def __init__(self, ledger: LedgerService) -> None:
         self._ledger = ledger
 
-    async def GetBalance(self, request: ledger_pb2.GetBalanceRequest,
-                         context: grpc.aio.ServicerContext) -> ledger_pb2.Balance:
+    async def GetBalance(
+        self, request: ledger_pb2.GetBalanceRequest, context: grpc.aio.ServicerContext
+    ) -> ledger_pb2.Balance:
         as_of = request.as_of.ToDatetime(tzinfo=UTC) if request.HasField("as_of") else None
         view = await self._ledger.balance(request.account_id, as_of)
         currency = view.account.currency
@@ -84,85 +109,105 @@ class LedgerServicer(ledger_pb2_grpc.LedgerServiceServicer):
             account_type=view.account.type.value,
         )
 
-    async def ListLedgerEntries(self, request: ledger_pb2.ListLedgerEntriesRequest,
-                                context: grpc.aio.ServicerContext) -> ledger_pb2.ListLedgerEntriesResponse:
-        account, rows, next_cursor = await self._ledger.history(request.account_id, limit=request.limit,
-                                                                cursor=request.cursor, since=request.since,
-                                                                until=request.until)
+    async def ListLedgerEntries(
+        self, request: ledger_pb2.ListLedgerEntriesRequest, context: grpc.aio.ServicerContext
+    ) -> ledger_pb2.ListLedgerEntriesResponse:
+        account, rows, next_cursor = await self._ledger.history(
+            request.account_id, limit=request.limit, cursor=request.cursor, since=request.since, until=request.until
+        )
         entries = []
         for row in rows:
             # Signed effect on this account's balance (its normal side).
             increases = (row.direction == Direction.DEBIT) == account.type.debit_normal
             signed = row.amount_minor if increases else -row.amount_minor
-            entries.append(ledger_pb2.LedgerEntry(
-                id=row.id,
-                transfer_id=row.transfer_id,
-                account_id=row.account_id,
-                entry_type=row.direction,
-                amount=format_minor(signed, row.currency),
-                amount_minor=signed,
-                currency=row.currency,
-                source_account_id=row.debit_account_id,
-                destination_account_id=row.credit_account_id,
-                status=row.status,
-                metadata=row.metadata,
-                created_at=to_timestamp(row.created_at),
-            ))
+            entries.append(
+                ledger_pb2.LedgerEntry(
+                    id=row.id,
+                    transfer_id=row.transfer_id,
+                    account_id=row.account_id,
+                    entry_type=row.direction,
+                    amount=format_minor(signed, row.currency),
+                    amount_minor=signed,
+                    currency=row.currency,
+                    source_account_id=row.debit_account_id,
+                    destination_account_id=row.credit_account_id,
+                    status=row.status,
+                    metadata=row.metadata,
+                    created_at=to_timestamp(row.created_at),
+                )
+            )
         return ledger_pb2.ListLedgerEntriesResponse(account_id=account.id, entries=entries, next_cursor=next_cursor)
 
-    async def PostTransfers(self, request: ledger_pb2.PostTransfersRequest,
-                            context: grpc.aio.ServicerContext) -> ledger_pb2.PostTransfersResponse:
+    async def PostTransfers(
+        self, request: ledger_pb2.PostTransfersRequest, context: grpc.aio.ServicerContext
+    ) -> ledger_pb2.PostTransfersResponse:
         outcomes = await self._ledger.post_transfers([instruction_from_proto(t) for t in request.transfers])
         return ledger_pb2.PostTransfersResponse(outcomes=outcomes)
 
-    async def CreateAccount(self, request: ledger_pb2.CreateAccountRequest,
-                            context: grpc.aio.ServicerContext) -> ledger_pb2.Account:
-        account, created = await self._ledger.create_account(NewAccount(
-            request.id, request.currency, request.type, request.allow_overdraft,
-            json_scalar(request.overdraft_limit, request.HasField("overdraft_limit")), dict(request.metadata)))
+    async def CreateAccount(
+        self, request: ledger_pb2.CreateAccountRequest, context: grpc.aio.ServicerContext
+    ) -> ledger_pb2.Account:
+        account, created = await self._ledger.create_account(
+            NewAccount(
+                request.id,
+                request.currency,
+                request.type,
+                request.allow_overdraft,
+                json_scalar(request.overdraft_limit, request.HasField("overdraft_limit")),
+                dict(request.metadata),
+            )
+        )
         if created:
             await set_http_status(context, 201)
         return account_message(account)
 
-    async def GetAccount(self, request: ledger_pb2.GetAccountRequest,
-                         context: grpc.aio.ServicerContext) -> ledger_pb2.Account:
+    async def GetAccount(
+        self, request: ledger_pb2.GetAccountRequest, context: grpc.aio.ServicerContext
+    ) -> ledger_pb2.Account:
         return account_message(await self._ledger.account(request.account_id))
 
-    async def ListAccounts(self, request: ledger_pb2.ListAccountsRequest,
-                           context: grpc.aio.ServicerContext) -> ledger_pb2.ListAccountsResponse:
+    async def ListAccounts(
+        self, request: ledger_pb2.ListAccountsRequest, context: grpc.aio.ServicerContext
+    ) -> ledger_pb2.ListAccountsResponse:
         accounts, next_cursor = await self._ledger.accounts(limit=request.limit, cursor=request.cursor)
-        return ledger_pb2.ListAccountsResponse(accounts=[account_message(a) for a in accounts],
-                                               next_cursor=next_cursor)
+        return ledger_pb2.ListAccountsResponse(accounts=[account_message(a) for a in accounts], next_cursor=next_cursor)
 
-    async def CreateHold(self, request: ledger_pb2.CreateHoldRequest,
-                         context: grpc.aio.ServicerContext) -> ledger_pb2.Hold:
+    async def CreateHold(
+        self, request: ledger_pb2.CreateHoldRequest, context: grpc.aio.ServicerContext
+    ) -> ledger_pb2.Hold:
         expires_at = request.expires_at.ToDatetime(tzinfo=UTC) if request.HasField("expires_at") else None
-        record = await self._ledger.create_hold(NewHold(
-            request.idempotency_key, request.source_account_id, request.destination_account_id,
-            json_scalar(request.amount, request.HasField("amount")), request.currency, expires_at,
-            dict(request.metadata)))
+        record = await self._ledger.create_hold(
+            NewHold(
+                request.idempotency_key,
+                request.source_account_id,
+                request.destination_account_id,
+                json_scalar(request.amount, request.HasField("amount")),
+                request.currency,
+                expires_at,
+                dict(request.metadata),
+            )
+        )
         return hold_message(record)
 
-    async def GetHold(self, request: ledger_pb2.GetHoldRequest,
-                      context: grpc.aio.ServicerContext) -> ledger_pb2.Hold:
+    async def GetHold(self, request: ledger_pb2.GetHoldRequest, context: grpc.aio.ServicerContext) -> ledger_pb2.Hold:
         return hold_message(await self._ledger.hold(request.hold_id))
 
-    async def PostHold(self, request: ledger_pb2.PostHoldRequest,
-                       context: grpc.aio.ServicerContext) -> ledger_pb2.Hold:
+    async def PostHold(self, request: ledger_pb2.PostHoldRequest, context: grpc.aio.ServicerContext) -> ledger_pb2.Hold:
         amount = json_scalar(request.amount, request.HasField("amount"))
         return hold_message(await self._ledger.post_hold(request.hold_id, amount))
 
-    async def VoidHold(self, request: ledger_pb2.VoidHoldRequest,
-                       context: grpc.aio.ServicerContext) -> ledger_pb2.Hold:
+    async def VoidHold(self, request: ledger_pb2.VoidHoldRequest, context: grpc.aio.ServicerContext) -> ledger_pb2.Hold:
         return hold_message(await self._ledger.void_hold(request.hold_id))
 
-    async def ReverseTransfer(self, request: ledger_pb2.ReverseTransferRequest,
-                              context: grpc.aio.ServicerContext) -> ledger_pb2.Transfer:
+    async def ReverseTransfer(
+        self, request: ledger_pb2.ReverseTransferRequest, context: grpc.aio.ServicerContext
+    ) -> ledger_pb2.Transfer:
         reversal = await self._ledger.reverse(request.transfer_id, request.idempotency_key, request.reason)
         if not reversal.replayed:
             await set_http_status(context, 201)
         return transfer_message(reversal.record)
 
-    async def GetTransfer(self, request: ledger_pb2.GetTransferRequest,
-                          context: grpc.aio.ServicerContext) -> ledger_pb2.Transfer:
+    async def GetTransfer(
+        self, request: ledger_pb2.GetTransferRequest, context: grpc.aio.ServicerContext
+    ) -> ledger_pb2.Transfer:
         return transfer_message(await self._ledger.transfer(request.transfer_id))

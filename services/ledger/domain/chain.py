@@ -23,8 +23,16 @@ def micros_since_epoch(at: datetime) -> int:
     return (at - _EPOCH) // timedelta(microseconds=1)
 
 
-def entry_hash(previous: bytes, entry_id: int, transfer_id: str, account_id: str, direction: str,
-               amount_minor: int, currency: str, at: datetime | int) -> bytes:
+def entry_hash(
+    previous: bytes,
+    entry_id: int,
+    transfer_id: str,
+    account_id: str,
+    direction: str,
+    amount_minor: int,
+    currency: str,
+    at: datetime | int,
+) -> bytes:
     """`at` may be given as micros_since_epoch(at) already (a batch shares one instant)."""
     micros = at if isinstance(at, int) else micros_since_epoch(at)
     canonical = f"{entry_id}|{transfer_id}|{account_id}|{direction}|{amount_minor}|{currency}|{micros}"
@@ -76,11 +84,21 @@ class AccountAudit:
         self.entries = 0
 
     def add(self, entry: ChainedEntry) -> Breach | None:
-        expected = entry_hash(self.head, entry.id, entry.transfer_id, entry.account_id, entry.direction,
-                              entry.amount_minor, entry.currency, entry.created_at)
+        expected = entry_hash(
+            self.head,
+            entry.id,
+            entry.transfer_id,
+            entry.account_id,
+            entry.direction,
+            entry.amount_minor,
+            entry.currency,
+            entry.created_at,
+        )
         if expected != entry.hash:
-            return Breach(f"entry {entry.id} (transfer {entry.transfer_id!r}, account {entry.account_id!r})",
-                          "hash does not match its content and the previous entry's hash")
+            return Breach(
+                f"entry {entry.id} (transfer {entry.transfer_id!r}, account {entry.account_id!r})",
+                "hash does not match its content and the previous entry's hash",
+            )
         if entry.currency != self.account.currency:
             return Breach(f"entry {entry.id}", f"currency {entry.currency} on a {self.account.currency} account")
         self.head = expected
@@ -94,16 +112,25 @@ class AccountAudit:
     def finish(self) -> Breach | None:
         record = f"account {self.account.id!r}"
         if self.head != self.account.chain_head:
-            return Breach(record, f"chain head does not match its last entry ({self.entries} entries walked):"
-                                  " entries were removed or the head was altered")
+            return Breach(
+                record,
+                f"chain head does not match its last entry ({self.entries} entries walked):"
+                " entries were removed or the head was altered",
+            )
         if (self.debits, self.credits) != (self.account.debits_posted, self.account.credits_posted):
-            return Breach(record, f"posted totals debits={self.account.debits_posted}"
-                                  f" credits={self.account.credits_posted} but its entries sum to"
-                                  f" debits={self.debits} credits={self.credits}")
+            return Breach(
+                record,
+                f"posted totals debits={self.account.debits_posted}"
+                f" credits={self.account.credits_posted} but its entries sum to"
+                f" debits={self.debits} credits={self.credits}",
+            )
         return None
 
 
 def unbalanced_currencies(totals: Iterable[tuple[str, int, int]]) -> list[Breach]:
     """(currency, Σ debits, Σ credits) rows whose sides differ."""
-    return [Breach(f"currency {currency}", f"Σ debits {debits} ≠ Σ credits {credits}")
-            for currency, debits, credits in totals if debits != credits]
+    return [
+        Breach(f"currency {currency}", f"Σ debits {debits} ≠ Σ credits {credits}")
+        for currency, debits, credits in totals
+        if debits != credits
+    ]

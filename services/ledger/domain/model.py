@@ -118,7 +118,11 @@ class TransferInstruction:
     def same_movement(self, other: TransferInstruction) -> bool:
         """Whether `other` asks for the same thing (a replay) rather than reusing the id."""
         return (self.debit_account_id, self.credit_account_id, self.amount, self.pending) == (
-            other.debit_account_id, other.credit_account_id, other.amount, other.pending)
+            other.debit_account_id,
+            other.credit_account_id,
+            other.amount,
+            other.pending,
+        )
 
 
 @dataclass(frozen=True)
@@ -157,17 +161,23 @@ def check_transfer(transfer: TransferInstruction, accounts: dict[str, Account]) 
         return Rejected(transfer, ACCOUNT_NOT_FOUND, f"account {missing!r} does not exist")
     for account in (debit, credit):
         if account.currency != currency:
-            return Rejected(transfer, CURRENCY_MISMATCH,
-                            f"account {account.id!r} holds {account.currency}, transfer is in {currency}")
-    if max(debit.debits_posted + debit.debits_pending, credit.credits_posted + credit.credits_pending) \
-            > INT64_MAX - amount:
+            return Rejected(
+                transfer,
+                CURRENCY_MISMATCH,
+                f"account {account.id!r} holds {account.currency}, transfer is in {currency}",
+            )
+    if (
+        max(debit.debits_posted + debit.debits_pending, credit.credits_posted + credit.credits_pending)
+        > INT64_MAX - amount
+    ):
         return Rejected(transfer, TOTALS_OVERFLOW, "the account's running totals would exceed 64-bit minor units")
     # A debit lowers a credit-normal account's balance, a credit lowers a debit-normal one: only the
     # side that loses funds, and only if it may not overdraw, needs its available balance checked.
     for account, loses in ((debit, not debit.type.debit_normal), (credit, credit.type.debit_normal)):
         if loses and not account.allow_overdraft and not account.allows_balance(account.available_minor - amount):
             return Rejected(
-                transfer, INSUFFICIENT_FUNDS,
+                transfer,
+                INSUFFICIENT_FUNDS,
                 f"account {account.id!r} has {format_minor(account.available_minor, currency)} "
                 f"{currency} available, transfer needs {format_minor(amount, currency)}",
             )
@@ -207,5 +217,10 @@ def settle_hold(debit: Account, credit: Account, held_minor: int, posted_minor: 
 
 def reversal_of(original: TransferInstruction, reversal_id: str, reason: str) -> TransferInstruction:
     """The mirror image of a posted transfer: same amount, accounts swapped."""
-    return TransferInstruction(reversal_id, original.credit_account_id, original.debit_account_id, original.amount,
-                               {"reverses": original.transfer_id, **({"reason": reason} if reason else {})})
+    return TransferInstruction(
+        reversal_id,
+        original.credit_account_id,
+        original.debit_account_id,
+        original.amount,
+        {"reverses": original.transfer_id, **({"reason": reason} if reason else {})},
+    )

@@ -111,8 +111,9 @@ def parse_instant(value: str, field: str) -> datetime | None:
             return datetime.combine(date.fromisoformat(value), time(), UTC)
         parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
-        raise ValidationError(f"{field} must be an RFC 3339 instant or a YYYY-MM-DD date, got {value!r}",
-                              field=field, code="INVALID_DATE") from None
+        raise ValidationError(
+            f"{field} must be an RFC 3339 instant or a YYYY-MM-DD date, got {value!r}", field=field, code="INVALID_DATE"
+        ) from None
     if parsed.tzinfo is None:
         raise ValidationError(f"{field} needs a time zone offset (or Z)", field=field, code="INVALID_DATE")
     return parsed
@@ -136,8 +137,9 @@ def _currency(value: str, field: str = "currency") -> str:
 
 
 def _transfer_not_found(transfer_id: str) -> TransferNotFound:
-    return TransferNotFound(f"transfer {transfer_id!r} does not exist", field="transfer_id",
-                            code="LEDGER_TRANSFER_NOT_FOUND")
+    return TransferNotFound(
+        f"transfer {transfer_id!r} does not exist", field="transfer_id", code="LEDGER_TRANSFER_NOT_FOUND"
+    )
 
 
 @dataclass
@@ -147,8 +149,9 @@ class LedgerService:
 
     # -- posting -------------------------------------------------------------------------------
 
-    async def post_transfers(self, transfers: Sequence[TransferInstruction], *, message_id: str | None = None
-                             ) -> list[messages_pb2.LedgerEvent]:
+    async def post_transfers(
+        self, transfers: Sequence[TransferInstruction], *, message_id: str | None = None
+    ) -> list[messages_pb2.LedgerEvent]:
         """Posts each transfer at most once; returns one outcome event per transfer, in order.
 
         A transfer id seen before answers with its original outcome, or LEDGER_TRANSFER_EXISTS when
@@ -163,10 +166,14 @@ class LedgerService:
             result = await self.store.post_batch(transfers, message_id=message_id)
         if result is not None and not result.duplicates:
             return result.events  # every transfer was new: its event, in order
-        fresh = {} if result is None else {
-            **{event_transfer_id(e): e for e in result.events},
-            **result.repeats,
-        }
+        fresh = (
+            {}
+            if result is None
+            else {
+                **{event_transfer_id(e): e for e in result.events},
+                **result.repeats,
+            }
+        )
         missing = [t.transfer_id for t in transfers if t.transfer_id not in fresh]
         earlier = await self.store.transfer_events(missing) if missing else {}
         return [fresh.get(t.transfer_id) or earlier[t.transfer_id] for t in transfers]
@@ -175,13 +182,15 @@ class LedgerService:
         """Worker path: posts one queued batch; a redelivered message changes nothing."""
         await self.store.post_batch(transfers, message_id=message_id)
 
-    async def handle_delivery(self, transfers: Sequence[TransferInstruction], message_id: str, *,
-                              last_delivery: bool) -> bool:
+    async def handle_delivery(
+        self, transfers: Sequence[TransferInstruction], message_id: str, *, last_delivery: bool
+    ) -> bool:
         """Worker path for one SQS message; True when it is finished with (delete it). See handle_deliveries."""
         return (await self.handle_deliveries([(message_id, transfers, last_delivery)]))[0]
 
-    async def handle_deliveries(self, deliveries: Sequence[tuple[str, Sequence[TransferInstruction], bool]]
-                                ) -> list[bool]:
+    async def handle_deliveries(
+        self, deliveries: Sequence[tuple[str, Sequence[TransferInstruction], bool]]
+    ) -> list[bool]:
         """Worker path for one SQS receive: (message id, transfers, last delivery?) per message; True
         for each message finished with.
 
@@ -195,8 +204,10 @@ class LedgerService:
             await self.store.post_messages([(message_id, transfers) for message_id, transfers, _ in deliveries])
             return [True] * len(deliveries)
         except Exception:
-            log.exception("posting received messages failed",
-                          extra={"fields": {"messages": [message_id for message_id, _, _ in deliveries]}})
+            log.exception(
+                "posting received messages failed",
+                extra={"fields": {"messages": [message_id for message_id, _, _ in deliveries]}},
+            )
         if len(deliveries) > 1:
             return [(await self.handle_deliveries([delivery]))[0] for delivery in deliveries]
         _, transfers, last_delivery = deliveries[0]
@@ -221,8 +232,9 @@ class LedgerService:
         """Records transfers that failed on every delivery as REJECTED (LEDGER_POSTING_FAILED): their
         senders get a final FAILED, and a redrive from the dead-letter queue cannot post them later."""
         return await self.store.reject_unpostable(
-            transfers, "the ledger could not post this transfer after every retry; the message is in the"
-                       " dead-letter queue")
+            transfers,
+            "the ledger could not post this transfer after every retry; the message is in the dead-letter queue",
+        )
 
     # -- accounts ------------------------------------------------------------------------------
 
@@ -233,35 +245,49 @@ class LedgerService:
         try:
             kind = AccountType((new.type or AccountType.LIABILITY.value).upper())
         except ValueError:
-            raise ValidationError(f"type must be one of {', '.join(t.value for t in AccountType)}", field="type",
-                                  code="INVALID_ACCOUNT_TYPE") from None
+            raise ValidationError(
+                f"type must be one of {', '.join(t.value for t in AccountType)}",
+                field="type",
+                code="INVALID_ACCOUNT_TYPE",
+            ) from None
         limit = 0
         if new.overdraft_limit is not None:
             try:
                 limit = minor_units_from_json(new.overdraft_limit, currency)
             except MoneyError as error:
-                raise ValidationError(f"overdraftLimit: {error.message}", field="overdraftLimit",
-                                      code=error.code) from None
+                raise ValidationError(
+                    f"overdraftLimit: {error.message}", field="overdraftLimit", code=error.code
+                ) from None
             if limit < 0:
-                raise ValidationError("overdraftLimit must not be negative", field="overdraftLimit",
-                                      code="INVALID_AMOUNT")
+                raise ValidationError(
+                    "overdraftLimit must not be negative", field="overdraftLimit", code="INVALID_AMOUNT"
+                )
         metadata = require_metadata(new.metadata, "metadata")
         definition = AccountDefinition(account_id, currency, kind, new.allow_overdraft, limit, metadata)
         account, created = await self.store.create_account(definition)
         if not created:
-            same = (account.currency, account.type, account.allow_overdraft, account.overdraft_limit_minor,
-                    account.metadata) == (currency, kind, new.allow_overdraft, limit, metadata)
+            same = (
+                account.currency,
+                account.type,
+                account.allow_overdraft,
+                account.overdraft_limit_minor,
+                account.metadata,
+            ) == (currency, kind, new.allow_overdraft, limit, metadata)
             if not same:
-                raise AccountExists(f"account {account_id!r} already exists with a different definition",
-                                    field="id", code="LEDGER_ACCOUNT_EXISTS")
+                raise AccountExists(
+                    f"account {account_id!r} already exists with a different definition",
+                    field="id",
+                    code="LEDGER_ACCOUNT_EXISTS",
+                )
         return account, created
 
     async def account(self, account_id: str) -> Account:
         """Raises AccountNotFound."""
         account = await self.store.account(account_id)
         if account is None:
-            raise AccountNotFound(f"account {account_id!r} does not exist", field="account_id",
-                                  code="LEDGER_ACCOUNT_NOT_FOUND")
+            raise AccountNotFound(
+                f"account {account_id!r} does not exist", field="account_id", code="LEDGER_ACCOUNT_NOT_FOUND"
+            )
         return account
 
     async def accounts(self, *, limit: int, cursor: str) -> tuple[list[Account], str]:
@@ -276,22 +302,32 @@ class LedgerService:
     async def create_hold(self, new: NewHold) -> TransferRecord:
         """Reserves funds. Raises ValidationError, TransferRejected (funds, currency) and
         TransferExists (the key names a different transfer)."""
-        key = require_identifier(new.idempotency_key, "idempotencyKey", code="INVALID_IDEMPOTENCY_KEY",
-                                 limit=KEY_LIMIT)
-        source = require_identifier(new.source_account_id, "sourceAccountId", code="INVALID_ACCOUNT_ID",
-                                    limit=ID_LIMIT)
-        destination = require_identifier(new.destination_account_id, "destinationAccountId",
-                                         code="INVALID_ACCOUNT_ID", limit=ID_LIMIT)
+        key = require_identifier(new.idempotency_key, "idempotencyKey", code="INVALID_IDEMPOTENCY_KEY", limit=KEY_LIMIT)
+        source = require_identifier(new.source_account_id, "sourceAccountId", code="INVALID_ACCOUNT_ID", limit=ID_LIMIT)
+        destination = require_identifier(
+            new.destination_account_id, "destinationAccountId", code="INVALID_ACCOUNT_ID", limit=ID_LIMIT
+        )
         if source == destination:
-            raise ValidationError("destinationAccountId must differ from sourceAccountId",
-                                  field="destinationAccountId", code="SAME_ACCOUNT")
+            raise ValidationError(
+                "destinationAccountId must differ from sourceAccountId",
+                field="destinationAccountId",
+                code="SAME_ACCOUNT",
+            )
         currency = _currency(new.currency or self.default_currency)
         amount = require_positive_amount(new.amount, currency, "amount")
         if new.expires_at is not None and new.expires_at <= datetime.now(UTC):
             raise ValidationError("expiresAt must be in the future", field="expiresAt", code="INVALID_DATE")
         metadata = require_metadata(new.metadata, "metadata")
-        instruction = TransferInstruction(key, source, destination, Money(amount, currency), metadata,
-                                          datetime.now(UTC), pending=True, expires_at=new.expires_at)
+        instruction = TransferInstruction(
+            key,
+            source,
+            destination,
+            Money(amount, currency),
+            metadata,
+            datetime.now(UTC),
+            pending=True,
+            expires_at=new.expires_at,
+        )
         (event,) = await self.post_transfers([instruction])
         if event.WhichOneof("event") == "transfer_rejected":
             rejected = event.transfer_rejected
@@ -335,8 +371,12 @@ class LedgerService:
     @staticmethod
     def _already_resolved(record: TransferRecord) -> HoldAlreadyResolved:
         code = "LEDGER_HOLD_EXPIRED" if record.status is TransferStatus.EXPIRED else "LEDGER_HOLD_ALREADY_RESOLVED"
-        return HoldAlreadyResolved(f"hold {record.id!r} is already {record.status.value}", field="hold_id",
-                                   code=code, metadata={"status": record.status.value})
+        return HoldAlreadyResolved(
+            f"hold {record.id!r} is already {record.status.value}",
+            field="hold_id",
+            code=code,
+            metadata={"status": record.status.value},
+        )
 
     async def expire_due_holds(self, batch: int = 100) -> int:
         """Releases holds past their expiry; returns how many it expired."""
@@ -384,8 +424,9 @@ class LedgerService:
         balance = debits - credits if account.type.debit_normal else credits - debits
         return BalanceView(account, balance, 0, balance, as_of)
 
-    async def history(self, account_id: str, *, limit: int, cursor: str, since: str = "", until: str = ""
-                      ) -> tuple[Account, list[EntryRow], str]:
+    async def history(
+        self, account_id: str, *, limit: int, cursor: str, since: str = "", until: str = ""
+    ) -> tuple[Account, list[EntryRow], str]:
         """One page of entries, newest first, and the cursor of the next page ('' at the end).
 
         Raises AccountNotFound and ValidationError (limit out of range, foreign cursor, bad dates).

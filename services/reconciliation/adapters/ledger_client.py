@@ -30,7 +30,8 @@ class LedgerClient:
         try:
             reply = await self._stub.GetBalance(
                 ledger_pb2.GetBalanceRequest(account_id=account_id, as_of=to_timestamp(as_of)),
-                metadata=self._metadata, timeout=10,
+                metadata=self._metadata,
+                timeout=10,
             )
         except grpc.aio.AioRpcError as error:
             if error.code() == grpc.StatusCode.NOT_FOUND:

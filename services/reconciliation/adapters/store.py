@@ -26,10 +26,28 @@ class ReconciliationStore:
                 continue
             p = event.transfer_posted
             at = p.posted_at.ToDatetime()
-            rows.append((p.transfer_id, p.debit_account_id, "DEBIT", p.amount.minor_units, p.amount.currency,
-                         p.debit_entry_id, at))
-            rows.append((p.transfer_id, p.credit_account_id, "CREDIT", p.amount.minor_units, p.amount.currency,
-                         p.credit_entry_id, at))
+            rows.append(
+                (
+                    p.transfer_id,
+                    p.debit_account_id,
+                    "DEBIT",
+                    p.amount.minor_units,
+                    p.amount.currency,
+                    p.debit_entry_id,
+                    at,
+                )
+            )
+            rows.append(
+                (
+                    p.transfer_id,
+                    p.credit_account_id,
+                    "CREDIT",
+                    p.amount.minor_units,
+                    p.amount.currency,
+                    p.credit_entry_id,
+                    at,
+                )
+            )
         if not rows:
             return 0
         columns = list(zip(*rows, strict=True))
@@ -44,22 +62,31 @@ class ReconciliationStore:
                     "      AS r(t, a, d, m, c, e, p)"
                     " ON CONFLICT (transfer_id, direction) DO NOTHING"
                 ),
-                {"t": list(columns[0]), "a": list(columns[1]), "d": list(columns[2]), "m": list(columns[3]),
-                 "c": list(columns[4]), "e": list(columns[5]), "p": list(columns[6])},
+                {
+                    "t": list(columns[0]),
+                    "a": list(columns[1]),
+                    "d": list(columns[2]),
+                    "m": list(columns[3]),
+                    "c": list(columns[4]),
+                    "e": list(columns[5]),
+                    "p": list(columns[6]),
+                },
             )
             return int(result.rowcount or 0)
 
     async def totals_until(self, account_id: str, until: datetime) -> tuple[int, int, str | None]:
         """(Σ debits, Σ credits, currency) of the account's projected entries posted until `until`."""
         async with self._engine.connect() as conn:
-            r = (await conn.execute(
-                text(
-                    "SELECT coalesce(sum(amount_minor) FILTER (WHERE direction = 'DEBIT'), 0) AS d,"
-                    " coalesce(sum(amount_minor) FILTER (WHERE direction = 'CREDIT'), 0) AS c, min(currency) AS cur"
-                    " FROM ledger_entries WHERE account_id = :a AND posted_at <= :until"
-                ),
-                {"a": account_id, "until": until},
-            )).one()
+            r = (
+                await conn.execute(
+                    text(
+                        "SELECT coalesce(sum(amount_minor) FILTER (WHERE direction = 'DEBIT'), 0) AS d,"
+                        " coalesce(sum(amount_minor) FILTER (WHERE direction = 'CREDIT'), 0) AS c, min(currency) AS cur"
+                        " FROM ledger_entries WHERE account_id = :a AND posted_at <= :until"
+                    ),
+                    {"a": account_id, "until": until},
+                )
+            ).one()
             return int(r.d), int(r.c), r.cur
 
     async def transfers_in(self, account_id: str, window: Window) -> list[TransferSides]:
@@ -82,14 +109,23 @@ class ReconciliationStore:
     async def save_run(self, report: Report, rendered: dict[str, object]) -> tuple[str, datetime]:
         run_id = str(uuid.uuid4())
         async with self._engine.begin() as conn:
-            created = (await conn.execute(
-                text(
-                    "INSERT INTO runs (id, account_id, period_start, period_end, transaction_count,"
-                    " discrepancy_count, balanced, report) VALUES (CAST(:id AS uuid), :a, :s, :e, :tc, :dc, :b,"
-                    " CAST(:r AS jsonb)) RETURNING created_at"
-                ),
-                {"id": run_id, "a": report.account_id, "s": report.window.start, "e": report.window.end,
-                 "tc": report.transaction_count, "dc": len(report.discrepancies), "b": report.balanced,
-                 "r": json.dumps(rendered, default=str)},
-            )).scalar_one()
+            created = (
+                await conn.execute(
+                    text(
+                        "INSERT INTO runs (id, account_id, period_start, period_end, transaction_count,"
+                        " discrepancy_count, balanced, report) VALUES (CAST(:id AS uuid), :a, :s, :e, :tc, :dc, :b,"
+                        " CAST(:r AS jsonb)) RETURNING created_at"
+                    ),
+                    {
+                        "id": run_id,
+                        "a": report.account_id,
+                        "s": report.window.start,
+                        "e": report.window.end,
+                        "tc": report.transaction_count,
+                        "dc": len(report.discrepancies),
+                        "b": report.balanced,
+                        "r": json.dumps(rendered, default=str),
+                    },
+                )
+            ).scalar_one()
             return run_id, created

@@ -14,8 +14,9 @@ class ReconciliationServicer(reconciliation_pb2_grpc.ReconciliationServiceServic
     def __init__(self, service: ReconciliationService) -> None:
         self._service = service
 
-    async def ReconcileAccount(self, request: reconciliation_pb2.ReconcileAccountRequest,
-                               context: grpc.aio.ServicerContext) -> reconciliation_pb2.ReconciliationReport:
+    async def ReconcileAccount(
+        self, request: reconciliation_pb2.ReconcileAccountRequest, context: grpc.aio.ServicerContext
+    ) -> reconciliation_pb2.ReconciliationReport:
         stored = await self._service.reconcile_account(request.account_id, request.start_date, request.end_date)
         report = stored.report
 
@@ -25,17 +26,23 @@ class ReconciliationServicer(reconciliation_pb2_grpc.ReconciliationServiceServic
         return reconciliation_pb2.ReconciliationReport(
             report_id=stored.run_id,
             account_id=report.account_id,
-            period=reconciliation_pb2.Period(start=to_timestamp(report.window.start),
-                                             end=to_timestamp(report.window.end)),
+            period=reconciliation_pb2.Period(
+                start=to_timestamp(report.window.start), end=to_timestamp(report.window.end)
+            ),
             transaction_count=report.transaction_count,
             discrepancy_count=len(report.discrepancies),
             balanced=report.balanced,
             expected_balance=amount(report.expected_balance_minor),
             actual_balance=amount(report.actual_balance_minor),
             discrepancies=[
-                reconciliation_pb2.Discrepancy(type=d.kind, transaction_id=d.transaction_id, severity=d.severity,
-                                               expected=amount(d.expected_minor), actual=amount(d.actual_minor),
-                                               message=d.message)
+                reconciliation_pb2.Discrepancy(
+                    type=d.kind,
+                    transaction_id=d.transaction_id,
+                    severity=d.severity,
+                    expected=amount(d.expected_minor),
+                    actual=amount(d.actual_minor),
+                    message=d.message,
+                )
                 for d in report.discrepancies
             ],
             currency=report.currency,

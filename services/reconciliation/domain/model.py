@@ -31,8 +31,11 @@ def parse_instant(text: str, field_name: str, *, end_of_day: bool) -> datetime:
             if moment.tzinfo is None:
                 moment = moment.replace(tzinfo=UTC)
     except ValueError:
-        raise ValidationError(f"{field_name} must be an ISO date (2026-01-31) or an RFC 3339 instant",
-                              field=field_name, code="INVALID_DATE") from None
+        raise ValidationError(
+            f"{field_name} must be an ISO date (2026-01-31) or an RFC 3339 instant",
+            field=field_name,
+            code="INVALID_DATE",
+        ) from None
     return moment
 
 
@@ -78,17 +81,37 @@ class Report:
         return not self.discrepancies
 
 
-def check_account(account_id: str, currency: str, window: Window, *, projected_balance: int, ledger_balance: int,
-                  transfers: list[TransferSides]) -> Report:
+def check_account(
+    account_id: str,
+    currency: str,
+    window: Window,
+    *,
+    projected_balance: int,
+    ledger_balance: int,
+    transfers: list[TransferSides],
+) -> Report:
     """Compares the projection's balance with the ledger's and checks every transfer is balanced."""
     report = Report(account_id, currency, window, len(transfers), projected_balance, ledger_balance)
     for sides in transfers:
         if sides.debit_minor != sides.credit_minor:
-            report.discrepancies.append(Discrepancy(
-                UNBALANCED_TRANSFER, "CRITICAL", "debits and credits of the transfer differ",
-                sides.transfer_id, sides.debit_minor, sides.credit_minor))
+            report.discrepancies.append(
+                Discrepancy(
+                    UNBALANCED_TRANSFER,
+                    "CRITICAL",
+                    "debits and credits of the transfer differ",
+                    sides.transfer_id,
+                    sides.debit_minor,
+                    sides.credit_minor,
+                )
+            )
     if projected_balance != ledger_balance:
-        report.discrepancies.append(Discrepancy(
-            BALANCE_DRIFT, "HIGH", "the ledger's balance differs from the sum of the entries it announced",
-            expected_minor=projected_balance, actual_minor=ledger_balance))
+        report.discrepancies.append(
+            Discrepancy(
+                BALANCE_DRIFT,
+                "HIGH",
+                "the ledger's balance differs from the sum of the entries it announced",
+                expected_minor=projected_balance,
+                actual_minor=ledger_balance,
+            )
+        )
     return report

@@ -41,12 +41,25 @@ class ReconciliationService:
         projected = debits - credits if debit_normal else credits - debits
         currency = (ledger.currency if ledger else None) or projected_currency or ""
         transfers = await self.store.transfers_in(account_id, window)
-        report = check_account(account_id, currency, window, projected_balance=projected,
-                               ledger_balance=ledger.balance_minor if ledger else 0, transfers=transfers)
-        run_id, created_at = await self.store.save_run(report, {
-            "account_id": account_id, "start": window.start.isoformat(), "end": window.end.isoformat(),
-            "transaction_count": report.transaction_count, "expected_balance_minor": report.expected_balance_minor,
-            "actual_balance_minor": report.actual_balance_minor, "currency": currency,
-            "discrepancies": [d.__dict__ for d in report.discrepancies],
-        })
+        report = check_account(
+            account_id,
+            currency,
+            window,
+            projected_balance=projected,
+            ledger_balance=ledger.balance_minor if ledger else 0,
+            transfers=transfers,
+        )
+        run_id, created_at = await self.store.save_run(
+            report,
+            {
+                "account_id": account_id,
+                "start": window.start.isoformat(),
+                "end": window.end.isoformat(),
+                "transaction_count": report.transaction_count,
+                "expected_balance_minor": report.expected_balance_minor,
+                "actual_balance_minor": report.actual_balance_minor,
+                "currency": currency,
+                "discrepancies": [d.__dict__ for d in report.discrepancies],
+            },
+        )
         return StoredReport(run_id, created_at, report)
