@@ -10,6 +10,7 @@ import time
 from collections.abc import Mapping, Sequence
 
 from services.kernel.config import ConfigError
+from services.provisioning import create_queues, migrate_all
 
 
 def _serve(context: str) -> None:
@@ -44,37 +45,6 @@ def _serve(context: str) -> None:
     configure_logging(context, settings_common.log_level)
     configure_tracing(context, settings_common.otlp_endpoint)
     asyncio.run(serve_until_signalled(run))
-
-
-async def migrate_all(environ: Mapping[str, str] | None = None) -> None:
-    """Applies the migrations of every context's schema."""
-    from services.kernel.config import CommonSettings, Env
-    from services.kernel.db import create_engine
-    from services.kernel.migrations import migrate
-
-    settings = CommonSettings.from_env(Env(environ))
-    for schema in ("ingest", "ledger", "reconciliation"):
-        engine = create_engine(settings.database_url, schema, pool_size=1)
-        try:
-            applied = await migrate(engine, schema, f"services.{schema}.migrations")
-            status = f"applied {applied}" if applied else "up to date"
-            logging.getLogger("payrecon.migrate").info("%s: %s", schema, status)
-        finally:
-            await engine.dispose()
-
-
-async def create_queues(environ: Mapping[str, str] | None = None) -> None:
-    """Creates the FIFO queues (and their dead-letter queues) named by the configuration."""
-    from services.kernel.config import CommonSettings, Env
-    from services.kernel.sqs import SqsClient
-
-    settings = CommonSettings.from_env(Env(environ))
-    async with SqsClient.connect(endpoint_url=settings.sqs_endpoint_url, region=settings.aws_region) as sqs:
-        for name in (settings.transfers_queue, settings.ingest_events_queue, settings.recon_events_queue):
-            url = await sqs.ensure_fifo_queue(
-                name, visibility_timeout=settings.sqs_visibility_seconds, max_receives=settings.sqs_max_receives
-            )
-            logging.getLogger("payrecon.queues").info("queue ready: %s", url)
 
 
 async def verify_ledger(environ: Mapping[str, str] | None = None) -> int:

@@ -7,6 +7,7 @@ slows down as a backlog builds up, so it is for functional use only.
 
 from __future__ import annotations
 
+import fcntl
 import glob
 import logging
 import os
@@ -60,6 +61,16 @@ def _pip_install(venv: Path, python: str, requirements: list[str], constraints: 
     marker = venv / ".payrecon-ready"
     if marker.exists():
         return
+    venv.parent.mkdir(parents=True, exist_ok=True)
+    # Several test runs or stacks may start at once on one machine: one builds, the others wait for it.
+    with open(venv.parent / f".{venv.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not marker.exists():
+            _build_venv(venv, python, requirements, constraints)
+
+
+def _build_venv(venv: Path, python: str, requirements: list[str], constraints: str | None) -> None:
+    marker = venv / ".payrecon-ready"
     if venv.exists():
         shutil.rmtree(venv)
     venv.parent.mkdir(parents=True, exist_ok=True)

@@ -18,6 +18,7 @@ from services.devstack.postgres import EmbeddedPostgres
 from services.devstack.processes import Child, free_port, port_open, spawn, wait_until
 from services.devstack.redis_server import EmbeddedRedis
 from services.devstack.sqs_server import SqsServer
+from services.provisioning import create_queues, migrate_all
 
 SERVICES = ("ingest", "ledger", "reconciliation")
 
@@ -143,8 +144,6 @@ class Stack:
                 **opts.extra_env,
             }
             t = time.monotonic()
-            from services.cli import create_queues, migrate_all
-
             asyncio.run(migrate_all(self.env))
             asyncio.run(create_queues(self.env))
             self._mark("migrations+queues", t)
@@ -208,8 +207,6 @@ class Stack:
     def restart_sqs(self, port: int) -> None:
         """Brings SQS back on the same port. The local server keeps nothing across a restart, so the
         queues are created again, as an operator restoring it would."""
-        from services.cli import create_queues
-
         self.sqs = SqsServer.start(self.options.state_dir, port=port)
         asyncio.run(create_queues(self.env))
 

@@ -13,7 +13,7 @@ from payrecon.ingest.v1 import ingest_pb2_grpc
 from services.ingest.adapters.cache import IdempotencyCache
 from services.ingest.adapters.messages import outcomes_from_event_batch, transfer_batch_bytes
 from services.ingest.adapters.store import IngestStore
-from services.ingest.api.errors import INGEST_ERRORS, SCOPES, SERVICE_NAME
+from services.ingest.api.errors import INGEST_ERRORS, PUBLIC_METHODS, SCOPES, SERVICE_NAME
 from services.ingest.api.servicer import IngestServicer
 from services.ingest.config import IngestSettings
 from services.ingest.service.operations import OperationsService
@@ -44,15 +44,16 @@ async def running(settings: IngestSettings, stop: asyncio.Event, address: str | 
             transactions = TransactionService(
                 store, cache, settings.idempotency_ttl_seconds, settings.default_currency, common.message_groups
             )
-            operations = OperationsService(store, cache, sqs, common.transfers_queue)
+            operations = OperationsService(store, cache, sqs, settings.transfers_queue)
             servicer = IngestServicer(transactions, operations, settings.public_base_path)
             server, port, _ = await create_server(
-                address or common.ingest_address,
+                address or settings.address,
                 service_names=[SERVICE_NAME],
                 register=[lambda s: ingest_pb2_grpc.add_IngestServiceServicer_to_server(servicer, s)],
                 tokens=common.api_tokens,
                 scopes=scopes_for(SERVICE_NAME, SCOPES),
                 errors=INGEST_ERRORS,
+                public_methods=[f"/{SERVICE_NAME}/{method}" for method in PUBLIC_METHODS],
             )
             # Up to 500 transfers per message (about 40 KB): under load the ledger worker then posts
             # thousands per transaction (it takes up to 10 messages per receive).
@@ -60,7 +61,7 @@ async def running(settings: IngestSettings, stop: asyncio.Event, address: str | 
                 engine,
                 sqs,
                 source="ingest",
-                queues=[common.transfers_queue],
+                queues=[settings.transfers_queue],
                 pack=transfer_batch_bytes,
                 rows_per_message=500,
             )
@@ -74,9 +75,7 @@ async def running(settings: IngestSettings, stop: asyncio.Event, address: str | 
             log.info("ingest listening", extra={"fields": {"port": port}})
             async with background(
                 relay.run(stop),
-                consume(
-                    sqs, common.ingest_events_queue, record, stop, visibility_seconds=common.sqs_visibility_seconds
-                ),
+                consume(sqs, settings.events_queue, record, stop, visibility_seconds=common.sqs_visibility_seconds),
                 run_periodically(
                     transactions.purge_expired,
                     stop,

@@ -17,6 +17,9 @@ class IngestSettings:
     default_currency: str
     public_base_path: str
     purge_interval_seconds: int
+    address: str
+    transfers_queue: str  # where accepted transfers are published
+    events_queue: str  # the ledger's outcome events, ingest's copy
 
     @classmethod
     def from_env(cls, env: Env | None = None) -> IngestSettings:
@@ -40,4 +43,7 @@ class IngestSettings:
             default_currency=currency,
             public_base_path=env.str("INGEST_PUBLIC_BASE_PATH", "/api/v1"),
             purge_interval_seconds=env.int("INGEST_PURGE_INTERVAL_SECONDS", 60),
+            address=env.str("PAYRECON_INGEST_ADDRESS", "127.0.0.1:50051"),
+            transfers_queue=env.str("PAYRECON_TRANSFERS_QUEUE", "payrecon-transfers.fifo"),
+            events_queue=env.str("PAYRECON_INGEST_EVENTS_QUEUE", "payrecon-ledger-events-ingest.fifo"),
         )

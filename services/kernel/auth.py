@@ -14,15 +14,13 @@ from typing import Any
 import grpc
 
 from services.kernel.config import ApiToken, hash_token
-from services.kernel.errors import rich_status_metadata
+from services.kernel.grpc_errors import rich_status_metadata
 
-# Probes and infrastructure that need no token.
-PUBLIC_METHOD_PREFIXES = (
+# Infrastructure that needs no token; a context adds its own probes (`public_methods`).
+INFRASTRUCTURE_PREFIXES = (
     "/grpc.health.v1.Health/",
     "/grpc.reflection.v1alpha.ServerReflection/",
     "/grpc.reflection.v1.ServerReflection/",
-    "/payrecon.ingest.v1.IngestService/GetHealth",
-    "/payrecon.ingest.v1.IngestService/GetReadiness",
 )
 
 
@@ -43,15 +41,19 @@ def _denied(status: grpc.StatusCode, code: str, message: str) -> grpc.RpcMethodH
 
 
 class BearerAuthInterceptor(grpc.aio.ServerInterceptor):
-    """Checks `authorization: Bearer <token>` metadata; `scopes` maps full method name → required scope."""
+    """Checks `authorization: Bearer <token>` metadata; `scopes` maps full method name → required scope.
+    `public_methods` (full names) need no token, like the infrastructure services."""
 
-    def __init__(self, tokens: Iterable[ApiToken], scopes: Mapping[str, str]) -> None:
+    def __init__(
+        self, tokens: Iterable[ApiToken], scopes: Mapping[str, str], public_methods: Iterable[str] = ()
+    ) -> None:
         self._tokens = tuple(tokens)
         self._scopes = dict(scopes)
+        self._public = INFRASTRUCTURE_PREFIXES + tuple(public_methods)
 
     async def intercept_service(self, continuation: Any, handler_call_details: grpc.HandlerCallDetails) -> Any:
         method = handler_call_details.method
-        if method.startswith(PUBLIC_METHOD_PREFIXES):
+        if method.startswith(self._public):
             return await continuation(handler_call_details)
         header = ""
         for key, value in handler_call_details.invocation_metadata or ():
@@ -62,7 +64,7 @@ class BearerAuthInterceptor(grpc.aio.ServerInterceptor):
         if token is None:
             return _denied(grpc.StatusCode.UNAUTHENTICATED, "AUTH_UNAUTHENTICATED", "missing or invalid bearer token")
         required = self._scopes.get(method)
-        if required is None or required not in token.scopes:
+        if required is None or not token.grants(required):
             return _denied(
                 grpc.StatusCode.PERMISSION_DENIED,
                 "AUTH_FORBIDDEN",

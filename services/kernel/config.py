@@ -7,21 +7,15 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 DEMO_TOKEN = "demo-token-for-testing"
-ALL_SCOPES = frozenset(
-    {
-        "transactions:write",
-        "transactions:read",
-        "accounts:read",
-        "accounts:write",
-        "reconciliation:read",
-        "reconciliation:write",
-        "ops:read",
-    }
-)
+# A token's scope list may be `*`: every scope any context declares. Scope names themselves belong to
+# the contexts (each `api/errors.py` maps its methods to scopes); here only their shape is checked.
+EVERY_SCOPE = "*"
+_SCOPE_SHAPE = re.compile(r"^[a-z][a-z0-9_-]*:[a-z][a-z0-9_-]*$")
 
 
 class ConfigError(RuntimeError):
@@ -78,6 +72,9 @@ class ApiToken:
     sha256_hex: str
     scopes: frozenset[str]
 
+    def grants(self, scope: str) -> bool:
+        return EVERY_SCOPE in self.scopes or scope in self.scopes
+
 
 def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
@@ -99,39 +96,32 @@ def parse_api_tokens(raw: str | None, *, development: bool) -> tuple[ApiToken, .
                 f"PAYRECON_API_TOKENS entries must look like name:<64 hex sha256>:scope,scope (got {parts[0]!r}...)"
             )
         name, digest, scope_list = parts
-        scopes = (
-            ALL_SCOPES
-            if scope_list.strip() == "*"
-            else frozenset(s.strip() for s in scope_list.split(",") if s.strip())
-        )
-        unknown = scopes - ALL_SCOPES
-        if unknown:
-            raise ConfigError(f"PAYRECON_API_TOKENS: unknown scopes {sorted(unknown)} for {name!r}")
+        scopes = frozenset(s.strip() for s in scope_list.split(",") if s.strip())
+        malformed = sorted(s for s in scopes if s != EVERY_SCOPE and not _SCOPE_SHAPE.match(s))
+        if malformed or not scopes:
+            raise ConfigError(
+                f"PAYRECON_API_TOKENS: scopes of {name!r} must be `*` or context:action names, got {malformed or '[]'}"
+            )
         tokens.append(ApiToken(name, digest.lower(), scopes))
     if development:
-        tokens.append(ApiToken("demo", hash_token(DEMO_TOKEN), ALL_SCOPES))
+        tokens.append(ApiToken("demo", hash_token(DEMO_TOKEN), frozenset({EVERY_SCOPE})))
     return tuple(tokens)
 
 
 @dataclass(frozen=True)
 class CommonSettings:
-    """Settings every service shares (PAYRECON_ prefix)."""
+    """Settings every service shares (PAYRECON_ prefix). Queue names and addresses belong to the
+    contexts' own settings: each reads the ones it uses."""
 
     environment: str
     database_url: str
     redis_url: str | None
     sqs_endpoint_url: str | None
     aws_region: str
-    transfers_queue: str
-    ingest_events_queue: str
-    recon_events_queue: str
     message_groups: int
     api_tokens: tuple[ApiToken, ...] = field(repr=False)
     otlp_endpoint: str | None
     log_level: str
-    ingest_address: str
-    ledger_address: str
-    reconciliation_address: str
     # Queue settings create-queues applies and consumers rely on: how long a received message stays
     # invisible (consumers extend it while they work) and deliveries before the dead-letter queue.
     sqs_visibility_seconds: int = 60
@@ -160,16 +150,10 @@ class CommonSettings:
             redis_url=env.optional("PAYRECON_REDIS_URL"),
             sqs_endpoint_url=env.optional("PAYRECON_SQS_ENDPOINT_URL"),
             aws_region=env.str("PAYRECON_AWS_REGION", "us-east-1"),
-            transfers_queue=env.str("PAYRECON_TRANSFERS_QUEUE", "payrecon-transfers.fifo"),
-            ingest_events_queue=env.str("PAYRECON_INGEST_EVENTS_QUEUE", "payrecon-ledger-events-ingest.fifo"),
-            recon_events_queue=env.str("PAYRECON_RECON_EVENTS_QUEUE", "payrecon-ledger-events-recon.fifo"),
             message_groups=groups,
             api_tokens=tokens,
             otlp_endpoint=env.optional("PAYRECON_OTLP_ENDPOINT"),
             log_level=env.str("PAYRECON_LOG_LEVEL", "INFO").upper(),
-            ingest_address=env.str("PAYRECON_INGEST_ADDRESS", "127.0.0.1:50051"),
-            ledger_address=env.str("PAYRECON_LEDGER_ADDRESS", "127.0.0.1:50052"),
-            reconciliation_address=env.str("PAYRECON_RECONCILIATION_ADDRESS", "127.0.0.1:50053"),
             sqs_visibility_seconds=env.int("PAYRECON_SQS_VISIBILITY_SECONDS", 60),
             sqs_max_receives=env.int("PAYRECON_SQS_MAX_RECEIVES", 5),
         )

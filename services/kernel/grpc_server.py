@@ -11,7 +11,7 @@ from grpc_reflection.v1alpha import reflection
 
 from services.kernel.auth import BearerAuthInterceptor
 from services.kernel.config import ApiToken
-from services.kernel.errors import ErrorMappingInterceptor, ErrorTable
+from services.kernel.grpc_errors import ErrorMappingInterceptor, ErrorTable
 from services.kernel.telemetry import grpc_server_interceptor
 
 Registration = Callable[[grpc.aio.Server], None]
@@ -25,6 +25,7 @@ async def create_server(
     tokens: Iterable[ApiToken],
     scopes: Mapping[str, str],
     errors: ErrorTable,
+    public_methods: Iterable[str] = (),
 ) -> tuple[grpc.aio.Server, int, health.aio.HealthServicer]:
     """Binds `address` (port 0 picks a free one) and returns (server, bound port, health servicer).
 
@@ -32,7 +33,7 @@ async def create_server(
     """
     interceptors: list[Any] = [
         grpc_server_interceptor(),
-        BearerAuthInterceptor(tokens, scopes),
+        BearerAuthInterceptor(tokens, scopes, public_methods),
         ErrorMappingInterceptor(errors),
     ]
     server = grpc.aio.server(interceptors=interceptors, options=[("grpc.so_reuseport", 0)])

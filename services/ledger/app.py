@@ -15,10 +15,10 @@ from services.kernel.grpc_server import create_server, scopes_for
 from services.kernel.outbox import OutboxRelay
 from services.kernel.runtime import background, run_periodically
 from services.kernel.sqs import SqsClient, decode_body
-from services.ledger.adapters.messages import event_batch_bytes, instructions_from_batch
-from services.ledger.adapters.store import LedgerStore
+from services.ledger.adapters.repository import SqlLedgerUnitOfWork
 from services.ledger.api.errors import LEDGER_ERRORS, SCOPES, SERVICE_NAME
 from services.ledger.api.servicer import LedgerServicer
+from services.ledger.codecs import event_batch_bytes, instructions_from_batch
 from services.ledger.config import LedgerSettings
 from services.ledger.service.ledger import LedgerService
 
@@ -34,11 +34,11 @@ async def running(settings: LedgerSettings, stop: asyncio.Event, address: str | 
     try:
         async with SqsClient.connect(endpoint_url=common.sqs_endpoint_url, region=common.aws_region) as sqs:
             ledger = LedgerService(
-                LedgerStore(engine, auto_create_accounts=settings.auto_create_accounts), settings.default_currency
+                SqlLedgerUnitOfWork(engine), settings.default_currency, settings.auto_create_accounts
             )
             servicer = LedgerServicer(ledger)
             server, port, _ = await create_server(
-                address or common.ledger_address,
+                address or settings.address,
                 service_names=[SERVICE_NAME],
                 register=[lambda s: ledger_pb2_grpc.add_LedgerServiceServicer_to_server(servicer, s)],
                 tokens=common.api_tokens,
@@ -49,7 +49,7 @@ async def running(settings: LedgerSettings, stop: asyncio.Event, address: str | 
                 engine,
                 sqs,
                 source="ledger",
-                queues=[common.ingest_events_queue, common.recon_events_queue],
+                queues=list(settings.event_queues),
                 pack=event_batch_bytes,
             )
             await server.start()
@@ -77,7 +77,7 @@ async def worker(settings: LedgerSettings, stop: asyncio.Event) -> AsyncIterator
     try:
         async with SqsClient.connect(endpoint_url=common.sqs_endpoint_url, region=common.aws_region) as sqs:
             ledger = LedgerService(
-                LedgerStore(engine, auto_create_accounts=settings.auto_create_accounts), settings.default_currency
+                SqlLedgerUnitOfWork(engine), settings.default_currency, settings.auto_create_accounts
             )
 
             async def post(messages: Sequence[Message]) -> Sequence[Message]:
@@ -102,11 +102,11 @@ async def worker(settings: LedgerSettings, stop: asyncio.Event) -> AsyncIterator
                 # The others stay undeleted: redelivered, or moved to the dead-letter queue.
                 return [m for m, done in zip(received, finished, strict=True) if done]
 
-            log.info("ledger worker consuming", extra={"fields": {"queue": common.transfers_queue}})
+            log.info("ledger worker consuming", extra={"fields": {"queue": settings.transfers_queue}})
             async with background(
                 consume(
                     sqs,
-                    common.transfers_queue,
+                    settings.transfers_queue,
                     post,
                     stop,
                     receivers=settings.worker_receivers,

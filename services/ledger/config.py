@@ -15,6 +15,9 @@ class LedgerSettings:
     worker_receivers: int
     default_currency: str
     hold_expiry_interval_seconds: float
+    address: str
+    transfers_queue: str  # consumed by the worker
+    event_queues: tuple[str, ...]  # the ledger's events go to each subscriber's queue (ingest, reconciliation)
 
     @classmethod
     def from_env(cls, env: Env | None = None) -> LedgerSettings:
@@ -33,4 +36,10 @@ class LedgerSettings:
             worker_receivers=receivers,
             default_currency=currency,
             hold_expiry_interval_seconds=env.int("LEDGER_HOLD_EXPIRY_INTERVAL_SECONDS", 1),
+            address=env.str("PAYRECON_LEDGER_ADDRESS", "127.0.0.1:50052"),
+            transfers_queue=env.str("PAYRECON_TRANSFERS_QUEUE", "payrecon-transfers.fifo"),
+            event_queues=(
+                env.str("PAYRECON_INGEST_EVENTS_QUEUE", "payrecon-ledger-events-ingest.fifo"),
+                env.str("PAYRECON_RECON_EVENTS_QUEUE", "payrecon-ledger-events-recon.fifo"),
+            ),
         )

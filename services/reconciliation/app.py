@@ -32,13 +32,13 @@ async def running(
 ) -> AsyncIterator[int]:
     common = settings.common
     engine = create_engine(common.database_url, SCHEMA)
-    ledger = LedgerClient(common.ledger_address, settings.ledger_token)
+    ledger = LedgerClient(settings.ledger_address, settings.ledger_token)
     try:
         async with SqsClient.connect(endpoint_url=common.sqs_endpoint_url, region=common.aws_region) as sqs:
             service = ReconciliationService(ReconciliationStore(engine), ledger)
             servicer = ReconciliationServicer(service)
             server, port, _ = await create_server(
-                address or common.reconciliation_address,
+                address or settings.address,
                 service_names=[SERVICE_NAME],
                 register=[lambda s: reconciliation_pb2_grpc.add_ReconciliationServiceServicer_to_server(servicer, s)],
                 tokens=common.api_tokens,
@@ -54,7 +54,7 @@ async def running(
             await server.start()
             log.info("reconciliation listening", extra={"fields": {"port": port}})
             async with background(
-                consume(sqs, common.recon_events_queue, project, stop, visibility_seconds=common.sqs_visibility_seconds)
+                consume(sqs, settings.events_queue, project, stop, visibility_seconds=common.sqs_visibility_seconds)
             ):
                 try:
                     yield port

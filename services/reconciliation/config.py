@@ -11,6 +11,9 @@ from services.kernel.config import DEMO_TOKEN, CommonSettings, ConfigError, Env
 class ReconciliationSettings:
     common: CommonSettings
     ledger_token: str
+    address: str
+    ledger_address: str
+    events_queue: str  # the ledger's events, reconciliation's copy
 
     @classmethod
     def from_env(cls, env: Env | None = None) -> ReconciliationSettings:
@@ -19,4 +22,10 @@ class ReconciliationSettings:
         token = env.optional("RECON_LEDGER_TOKEN") or (DEMO_TOKEN if common.development else None)
         if token is None:
             raise ConfigError("RECON_LEDGER_TOKEN (a token with accounts:read) is required outside development")
-        return cls(common=common, ledger_token=token)
+        return cls(
+            common=common,
+            ledger_token=token,
+            address=env.str("PAYRECON_RECONCILIATION_ADDRESS", "127.0.0.1:50053"),
+            ledger_address=env.str("PAYRECON_LEDGER_ADDRESS", "127.0.0.1:50052"),
+            events_queue=env.str("PAYRECON_RECON_EVENTS_QUEUE", "payrecon-ledger-events-recon.fifo"),
+        )

@@ -13,7 +13,7 @@ from payrecon.ingest.v1 import ingest_pb2, ingest_pb2_grpc
 from payrecon.ledger.v1 import ledger_pb2, ledger_pb2_grpc
 
 from services.devstack.stack import Stack
-from services.kernel.errors import machine_code_of
+from services.kernel.grpc_errors import machine_code_of
 
 pytestmark = pytest.mark.e2e
 TOKEN = (("authorization", "Bearer demo-token-for-testing"),)

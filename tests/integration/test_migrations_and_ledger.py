@@ -15,8 +15,10 @@ from services.ingest.domain.model import SubmitTransaction, validate_submission
 from services.kernel.db import create_engine
 from services.kernel.migrations import migrate
 from services.kernel.money import Money
-from services.ledger.adapters.store import LedgerStore
+from services.ledger.adapters.repository import SqlLedgerUnitOfWork
+from services.ledger.domain.events import TransferPosted, TransferRejected
 from services.ledger.domain.model import TransferInstruction
+from services.ledger.service.ledger import LedgerService
 
 pytestmark = pytest.mark.integration
 
@@ -91,26 +93,33 @@ async def invariants(engine: AsyncEngine) -> None:
 
 
 async def test_a_batch_posts_each_transfer_once_and_redelivery_changes_nothing(ledger_engine: AsyncEngine) -> None:
-    store = LedgerStore(ledger_engine, auto_create_accounts=True)
+    ledger = LedgerService(SqlLedgerUnitOfWork(ledger_engine))
     batch = [
         t("it-a1", "it-src", "it-dst", 10000),
         t("it-a2", "it-src", "it-dst", 250),
         t("it-a1", "it-src", "it-dst", 10000),
     ]
-    first = await store.post_batch(batch, message_id="msg-1")
-    assert first is not None
-    assert [o.transfer.transfer_id for o in first.outcomes] == ["it-a1", "it-a2"]
-    assert first.duplicates == ["it-a1"]
-    assert await store.post_batch(batch, message_id="msg-1") is None  # same message redelivered
-    again = await store.post_batch(batch, message_id="msg-2")  # same transfers in a new message
-    assert again is not None and again.outcomes == []
-    source = await store.account("it-src")
-    assert source is not None and source.balance_minor == -10250
+    first = await ledger.post_transfers(batch, message_id="msg-1")
+    assert [(type(e), e.transfer_id) for e in first] == [
+        (TransferPosted, "it-a1"),
+        (TransferPosted, "it-a2"),
+        (TransferPosted, "it-a1"),  # repeated within the batch: the first one's outcome
+    ]
+    assert first[0] is first[2]
+    entries = {e.transfer_id: (e.debit_entry_id, e.credit_entry_id) for e in first if isinstance(e, TransferPosted)}
+    for message_id in ("msg-1", "msg-2"):  # the same message redelivered; the same transfers in a new one
+        again = await ledger.post_transfers(batch, message_id=message_id)
+        assert [type(e) for e in again] == [TransferPosted] * 3
+        assert {
+            e.transfer_id: (e.debit_entry_id, e.credit_entry_id) for e in again if isinstance(e, TransferPosted)
+        } == entries
+    source = await ledger.account("it-src")
+    assert source.balance_minor == -10250
     await invariants(ledger_engine)
 
 
 async def test_concurrent_batches_on_shared_accounts_do_not_deadlock(ledger_engine: AsyncEngine) -> None:
-    store = LedgerStore(ledger_engine, auto_create_accounts=True)
+    ledger = LedgerService(SqlLedgerUnitOfWork(ledger_engine))
     accounts = [f"it-c{i}" for i in range(6)]
 
     async def batch(n: int) -> None:
@@ -119,7 +128,7 @@ async def test_concurrent_batches_on_shared_accounts_do_not_deadlock(ledger_engi
             for k in range(20)
             if (n + k) % 6 != (n + 2 * k + 1) % 6
         ]
-        await store.post_batch(moves, message_id=f"cc-{n}")
+        await ledger.apply_message(moves, f"cc-{n}")
 
     await asyncio.wait_for(asyncio.gather(*(batch(n) for n in range(12))), timeout=60)
     await invariants(ledger_engine)
@@ -155,17 +164,14 @@ async def test_fifty_concurrent_inserts_of_one_key_store_one_request(ingest_engi
 async def test_a_transfer_id_sent_again_in_a_new_message_gets_its_outcome_told_again(
     ledger_engine: AsyncEngine,
 ) -> None:
-    store = LedgerStore(ledger_engine, auto_create_accounts=True)
-    await store.post_batch([t("it-r1", "it-r-src", "it-r-dst", 700)], message_id="r-msg-1")
-    same = await store.post_batch([t("it-r1", "it-r-src", "it-r-dst", 700)], message_id="r-msg-2")
-    other = await store.post_batch([t("it-r1", "it-r-src", "it-r-dst", 999)], message_id="r-msg-3")
-    assert same is not None and other is not None
-    assert same.outcomes == other.outcomes == []
-    assert same.repeats["it-r1"].WhichOneof("event") == "transfer_posted"
-    assert same.repeats["it-r1"].transfer_posted.amount.minor_units == 700
-    assert other.repeats["it-r1"].transfer_rejected.code == "LEDGER_TRANSFER_EXISTS"
-    source = await store.account("it-r-src")
-    assert source is not None and source.balance_minor == -700  # posted once, whatever came again
+    ledger = LedgerService(SqlLedgerUnitOfWork(ledger_engine))
+    await ledger.post_transfers([t("it-r1", "it-r-src", "it-r-dst", 700)], message_id="r-msg-1")
+    (same,) = await ledger.post_transfers([t("it-r1", "it-r-src", "it-r-dst", 700)], message_id="r-msg-2")
+    (other,) = await ledger.post_transfers([t("it-r1", "it-r-src", "it-r-dst", 999)], message_id="r-msg-3")
+    assert isinstance(same, TransferPosted) and same.transfer.amount.minor_units == 700
+    assert isinstance(other, TransferRejected) and other.code == "LEDGER_TRANSFER_EXISTS"
+    source = await ledger.account("it-r-src")
+    assert source.balance_minor == -700  # posted once, whatever came again
     async with ledger_engine.connect() as conn:
         queued = (
             await conn.execute(

@@ -7,10 +7,9 @@ import grpc
 from services.ingest.domain.errors import (
     IdempotencyKeyReused,
     InvalidSubmission,
-    Unavailable,
     UnknownTransaction,
 )
-from services.kernel.errors import BASE_TABLE, ErrorMapping, ErrorTable
+from services.kernel.grpc_errors import BASE_TABLE, ErrorMapping, ErrorTable
 
 INGEST_ERRORS = ErrorTable(
     {
@@ -18,7 +17,6 @@ INGEST_ERRORS = ErrorTable(
         InvalidSubmission: ErrorMapping(grpc.StatusCode.INVALID_ARGUMENT, "VALIDATION_ERROR"),
         IdempotencyKeyReused: ErrorMapping(grpc.StatusCode.ALREADY_EXISTS, "IDEMPOTENCY_KEY_REUSED"),
         UnknownTransaction: ErrorMapping(grpc.StatusCode.NOT_FOUND, "TRANSACTION_NOT_FOUND"),
-        Unavailable: ErrorMapping(grpc.StatusCode.UNAVAILABLE, "SERVICE_UNAVAILABLE"),
     }
 )
 
@@ -29,3 +27,5 @@ SCOPES = {
     "GetQueueStats": "ops:read",
     "GetCacheStats": "ops:read",
 }
+# Probes: answered without a token, like grpc.health.v1.
+PUBLIC_METHODS = ("GetHealth", "GetReadiness")

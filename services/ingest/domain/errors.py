@@ -15,7 +15,3 @@ class IdempotencyKeyReused(DomainError):
 
 class UnknownTransaction(NotFound):
     """No request was ever accepted under this key."""
-
-
-class Unavailable(DomainError):
-    """A dependency the request needs (the database) cannot be reached; safe to retry."""

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import zlib
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -14,8 +15,20 @@ from decimal import Decimal
 from enum import StrEnum
 
 from services.ingest.domain.errors import InvalidSubmission
-from services.kernel.identifiers import require_identifier, require_metadata, require_positive_amount
+from services.kernel.input_rules import (
+    IdentifierShape,
+    MapLimits,
+    require_identifier,
+    require_positive_amount,
+    require_string_map,
+)
 from services.kernel.money import Money
+
+# Keys and account ids: letters, digits and . _ : - only, safe in URLs, logs and SQS attributes.
+ID_SHAPE = IdentifierShape(re.compile(r"^[A-Za-z0-9._:\-]+$"), "letters, digits and . _ : -")
+KEY_LIMIT = 255
+ACCOUNT_ID_LIMIT = 128
+METADATA_LIMITS = MapLimits(entries=32, key_length=64, value_length=512)
 
 
 class RequestStatus(StrEnum):
@@ -90,7 +103,9 @@ class TransferOutcome:
 
 def validate_idempotency_key(key: str) -> str:
     """Raises InvalidSubmission unless `key` is 1-255 characters of letters, digits and . _ : -"""
-    return require_identifier(key, "idempotencyKey", code="INVALID_IDEMPOTENCY_KEY", limit=255, error=InvalidSubmission)
+    return require_identifier(
+        key, "idempotencyKey", shape=ID_SHAPE, code="INVALID_IDEMPOTENCY_KEY", limit=KEY_LIMIT, error=InvalidSubmission
+    )
 
 
 def validate_submission(command: SubmitTransaction, *, default_currency: str) -> TransferSubmission:
@@ -101,15 +116,17 @@ def validate_submission(command: SubmitTransaction, *, default_currency: str) ->
     source = require_identifier(
         command.source_account_id,
         "transaction.source_account_id",
+        shape=ID_SHAPE,
         code="INVALID_ACCOUNT_ID",
-        limit=128,
+        limit=ACCOUNT_ID_LIMIT,
         error=InvalidSubmission,
     )
     destination = require_identifier(
         command.destination_account_id,
         "transaction.destination_account_id",
+        shape=ID_SHAPE,
         code="INVALID_ACCOUNT_ID",
-        limit=128,
+        limit=ACCOUNT_ID_LIMIT,
         error=InvalidSubmission,
     )
     if source == destination:
@@ -129,7 +146,9 @@ def validate_submission(command: SubmitTransaction, *, default_currency: str) ->
         ),
         currency,
     )
-    metadata = require_metadata(command.metadata, "transaction.metadata", error=InvalidSubmission)
+    metadata = require_string_map(
+        command.metadata, "transaction.metadata", limits=METADATA_LIMITS, error=InvalidSubmission
+    )
     return TransferSubmission(key, source, destination, amount, metadata)
 
 

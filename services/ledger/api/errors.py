@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import grpc
 
-from services.kernel.errors import BASE_TABLE, ErrorMapping, ErrorTable
+from services.kernel.grpc_errors import BASE_TABLE, ErrorMapping, ErrorTable
 from services.ledger.domain.errors import (
     AccountExists,
     AccountNotFound,

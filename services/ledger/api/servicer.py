@@ -11,9 +11,9 @@ from services.kernel.grpc_server import set_http_status
 from services.kernel.json_values import json_scalar
 from services.kernel.money import format_minor
 from services.kernel.timestamps import to_timestamp
-from services.ledger.adapters.messages import instruction_from_proto
-from services.ledger.adapters.store import TransferRecord
-from services.ledger.domain.model import Account, Direction
+from services.ledger.codecs import event_message, instruction_from_proto
+from services.ledger.domain.model import Account
+from services.ledger.domain.transfers import TransferRecord
 from services.ledger.service.ledger import LedgerService, NewAccount, NewHold
 
 
@@ -117,9 +117,7 @@ class LedgerServicer(ledger_pb2_grpc.LedgerServiceServicer):
         )
         entries = []
         for row in rows:
-            # Signed effect on this account's balance (its normal side).
-            increases = (row.direction == Direction.DEBIT) == account.type.debit_normal
-            signed = row.amount_minor if increases else -row.amount_minor
+            signed = row.signed_minor(account)
             entries.append(
                 ledger_pb2.LedgerEntry(
                     id=row.id,
@@ -141,8 +139,8 @@ class LedgerServicer(ledger_pb2_grpc.LedgerServiceServicer):
     async def PostTransfers(
         self, request: ledger_pb2.PostTransfersRequest, context: grpc.aio.ServicerContext
     ) -> ledger_pb2.PostTransfersResponse:
-        outcomes = await self._ledger.post_transfers([instruction_from_proto(t) for t in request.transfers])
-        return ledger_pb2.PostTransfersResponse(outcomes=outcomes)
+        events = await self._ledger.post_transfers([instruction_from_proto(t) for t in request.transfers])
+        return ledger_pb2.PostTransfersResponse(outcomes=[event_message(e) for e in events])
 
     async def CreateAccount(
         self, request: ledger_pb2.CreateAccountRequest, context: grpc.aio.ServicerContext

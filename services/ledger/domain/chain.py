@@ -11,9 +11,11 @@ the same form in SQL.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+
+from services.ledger.domain.model import TransferInstruction
 
 GENESIS = bytes(32)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -39,7 +41,7 @@ def entry_hash(
     return hashlib.sha256(previous + canonical.encode()).digest()
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ChainedEntry:
     id: int
     transfer_id: str
@@ -49,6 +51,25 @@ class ChainedEntry:
     currency: str
     created_at: datetime
     hash: bytes
+
+
+def chain_entries(
+    heads: dict[str, bytes], transfers: Sequence[TransferInstruction], entry_ids: Sequence[int], at: datetime
+) -> list[ChainedEntry]:
+    """A debit and a credit entry per transfer (ids taken in order from `entry_ids`), each chained to
+    its account's previous entry; `heads` is advanced to each account's new head."""
+    micros = micros_since_epoch(at)
+    entries: list[ChainedEntry] = []
+    ids = iter(entry_ids)
+    for t in transfers:
+        minor, currency = t.amount.minor_units, t.amount.currency
+        for account_id, direction in ((t.debit_account_id, "DEBIT"), (t.credit_account_id, "CREDIT")):
+            entry_id = next(ids)
+            head = heads[account_id] = entry_hash(
+                heads[account_id], entry_id, t.transfer_id, account_id, direction, minor, currency, micros
+            )
+            entries.append(ChainedEntry(entry_id, t.transfer_id, account_id, direction, minor, currency, at, head))
+    return entries
 
 
 @dataclass(frozen=True)

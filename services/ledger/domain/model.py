@@ -224,3 +224,64 @@ def reversal_of(original: TransferInstruction, reversal_id: str, reason: str) ->
         original.amount,
         {"reverses": original.transfer_id, **({"reason": reason} if reason else {})},
     )
+
+
+@dataclass(frozen=True)
+class AccountDefinition:
+    """An account as a caller asks for it to be opened."""
+
+    id: str
+    currency: str
+    type: AccountType
+    allow_overdraft: bool
+    overdraft_limit_minor: int
+    metadata: dict[str, str]
+
+    def matches(self, account: Account) -> bool:
+        """Whether `account` is this definition (opening it again is then a replay, not a conflict)."""
+        return (
+            account.currency,
+            account.type,
+            account.allow_overdraft,
+            account.overdraft_limit_minor,
+            account.metadata,
+        ) == (
+            self.currency,
+            self.type,
+            self.allow_overdraft,
+            self.overdraft_limit_minor,
+            self.metadata,
+        )
+
+
+@dataclass(frozen=True)
+class LedgerEntry:
+    """One entry of an account's history, with the transfer it belongs to."""
+
+    id: int
+    transfer_id: str
+    account_id: str
+    direction: str
+    amount_minor: int
+    currency: str
+    debit_account_id: str
+    credit_account_id: str
+    status: str
+    metadata: dict[str, str]
+    created_at: datetime
+
+    def signed_minor(self, account: Account) -> int:
+        """The entry's effect on `account`'s balance, on the account's normal side."""
+        increases = (self.direction == Direction.DEBIT) == account.type.debit_normal
+        return self.amount_minor if increases else -self.amount_minor
+
+
+def accounts_to_open(transfers: list[TransferInstruction], missing: set[str]) -> dict[str, str]:
+    """id → currency of the `missing` accounts the transfers name, each in the currency of the first
+    transfer that names it (a transfer opens its accounts on first use)."""
+    opened: dict[str, str] = {}
+    for t in transfers:
+        for account_id in (t.debit_account_id, t.credit_account_id):
+            if account_id in missing:
+                opened.setdefault(account_id, t.amount.currency)
+    return opened

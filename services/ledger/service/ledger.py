@@ -6,48 +6,53 @@ import base64
 import binascii
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, time
 
-from payrecon.ledger.v1 import messages_pb2
-from sqlalchemy.exc import IntegrityError
-
 from services.kernel.errors import ValidationError
-from services.kernel.identifiers import require_identifier, require_metadata, require_positive_amount
-from services.kernel.money import Money, MoneyError, exponent_of, minor_units_from_json
-from services.ledger.adapters.messages import event_transfer_id
-from services.ledger.adapters.store import (
-    AccountDefinition,
-    EntryRow,
-    LedgerStore,
-    Reversal,
-    ReversalRefused,
-    TransferRecord,
-)
+from services.kernel.money import Money, MoneyError, minor_units_from_json
+from services.ledger.domain import events, rules
 from services.ledger.domain.errors import (
     AccountExists,
     AccountNotFound,
-    HoldAlreadyResolved,
-    NotReversible,
     TransferExists,
     TransferNotFound,
     TransferRejected,
 )
+from services.ledger.domain.events import LedgerEvent, outcome_event
 from services.ledger.domain.model import (
+    POSTING_FAILED,
     Account,
+    AccountDefinition,
     AccountType,
+    LedgerEntry,
+    Outcome,
+    Posted,
     Rejected,
     TransferInstruction,
     TransferKind,
     TransferStatus,
+    accounts_to_open,
+    check_transfer,
+    post_in_order,
+    settle_hold,
 )
+from services.ledger.domain.transfers import (
+    HoldAction,
+    TransferRecord,
+    decide_hold,
+    plan_posting,
+    plan_reversal,
+    require_settled_as,
+    settled,
+    unknown_transfers,
+)
+from services.ledger.service.unit_of_work import ConcurrentWrite, LedgerRepository, LedgerUnitOfWork
 
 log = logging.getLogger(__name__)
 
 DEFAULT_PAGE = 100
 MAX_PAGE = 500
-ID_LIMIT = 128
-KEY_LIMIT = 255
 
 
 @dataclass(frozen=True)
@@ -67,6 +72,12 @@ class NewAccount:
     allow_overdraft: bool
     overdraft_limit: object
     metadata: dict[str, str]
+
+
+@dataclass(frozen=True)
+class Reversal:
+    record: TransferRecord
+    replayed: bool
 
 
 @dataclass(frozen=True)
@@ -127,15 +138,6 @@ def _page_size(limit: int) -> int:
     return limit
 
 
-def _currency(value: str, field: str = "currency") -> str:
-    currency = value.strip().upper()
-    try:
-        exponent_of(currency)
-    except MoneyError as error:
-        raise ValidationError(f"{field}: {error.message}", field=field, code=error.code) from None
-    return currency
-
-
 def _transfer_not_found(transfer_id: str) -> TransferNotFound:
     return TransferNotFound(
         f"transfer {transfer_id!r} does not exist", field="transfer_id", code="LEDGER_TRANSFER_NOT_FOUND"
@@ -144,43 +146,80 @@ def _transfer_not_found(transfer_id: str) -> TransferNotFound:
 
 @dataclass
 class LedgerService:
-    store: LedgerStore
+    """The ledger's use cases. Each write is one unit of work (one transaction) that locks what it
+    changes in the documented order, applies the domain's decisions and queues their events."""
+
+    uow: LedgerUnitOfWork
     default_currency: str = "USD"
+    auto_create_accounts: bool = True
 
     # -- posting -------------------------------------------------------------------------------
 
     async def post_transfers(
         self, transfers: Sequence[TransferInstruction], *, message_id: str | None = None
-    ) -> list[messages_pb2.LedgerEvent]:
-        """Posts each transfer at most once; returns one outcome event per transfer, in order.
+    ) -> list[LedgerEvent]:
+        """Posts each transfer at most once; returns one outcome event per transfer, in order. With
+        `message_id`, a message applied before changes nothing (its outcomes are told again).
 
         A transfer id seen before answers with its original outcome, or LEDGER_TRANSFER_EXISTS when
         it now names a different transfer. Rejections (insufficient funds, currency mismatch) are
         outcomes, not errors.
         """
         try:
-            result = await self.store.post_batch(transfers, message_id=message_id)
-        except IntegrityError:
-            # A concurrent call inserted one of these ids first; now they are known, so this answers
+            told = await self._post_once(transfers, message_id)
+        except ConcurrentWrite:
+            # A concurrent call recorded one of these ids first; now they are known, so this answers
             # with their recorded outcomes.
-            result = await self.store.post_batch(transfers, message_id=message_id)
-        if result is not None and not result.duplicates:
-            return result.events  # every transfer was new: its event, in order
-        fresh = (
-            {}
-            if result is None
-            else {
-                **{event_transfer_id(e): e for e in result.events},
-                **result.repeats,
-            }
-        )
-        missing = [t.transfer_id for t in transfers if t.transfer_id not in fresh]
-        earlier = await self.store.transfer_events(missing) if missing else {}
-        return [fresh.get(t.transfer_id) or earlier[t.transfer_id] for t in transfers]
+            told = await self._post_once(transfers, message_id)
+        missing = [t.transfer_id for t in transfers if t.transfer_id not in told]
+        if missing:  # in a message applied before: the outcomes recorded then
+            async with self.uow.reading() as repo:
+                told.update({tid: r.event() for tid, r in (await repo.transfer_records(missing)).items()})
+        return [told[t.transfer_id] for t in transfers]
+
+    async def _post_once(
+        self, transfers: Sequence[TransferInstruction], message_id: str | None
+    ) -> dict[str, LedgerEvent]:
+        async with self.uow.transaction() as repo:
+            if message_id is not None and not await repo.claim_messages([message_id]):
+                return {}
+            return {e.transfer_id: e for e in await self._post(repo, list(transfers))}
 
     async def apply_message(self, transfers: Sequence[TransferInstruction], message_id: str) -> None:
         """Worker path: posts one queued batch; a redelivered message changes nothing."""
-        await self.store.post_batch(transfers, message_id=message_id)
+        await self.apply_messages([(message_id, transfers)])
+
+    async def apply_messages(self, messages: Sequence[tuple[str, Sequence[TransferInstruction]]]) -> bool:
+        """Worker path: posts the transfers of several queued messages in ONE transaction, in message
+        order. Messages applied before are skipped (SQS redelivers); False when all of them were."""
+        async with self.uow.transaction() as repo:
+            fresh = await repo.claim_messages([message_id for message_id, _ in messages])
+            if not fresh:
+                return False
+            await self._post(repo, [t for message_id, batch in messages if message_id in fresh for t in batch])
+            return True
+
+    async def _post(self, repo: LedgerRepository, transfers: list[TransferInstruction]) -> list[LedgerEvent]:
+        """Posts (or, for holds, reserves) `transfers` in the caller's transaction; the events told."""
+        known = await repo.transfer_records([t.transfer_id for t in transfers])
+        now = await repo.now()
+        plan = plan_posting(transfers, known, now)
+        if not plan.fresh:
+            await repo.queue_events(plan.repeats)
+            return plan.repeats
+        named = {a for t in plan.fresh for a in (t.debit_account_id, t.credit_account_id)}
+        accounts = await repo.lock_accounts(named)
+        missing = named - accounts.keys()
+        if missing and self.auto_create_accounts:
+            await repo.open_accounts(accounts_to_open(plan.fresh, missing))
+            accounts = await repo.lock_accounts(missing)
+        outcomes = post_in_order(plan.fresh, accounts)
+        await repo.insert_transfers(outcomes, now)
+        entry_ids = iter(await repo.append_entries([o.transfer for o in outcomes if isinstance(o, Posted)], now))
+        await repo.save_accounts(now)
+        told = [outcome_event(o, now, next(entry_ids) if isinstance(o, Posted) else None) for o in outcomes]
+        await repo.queue_events([*told, *plan.repeats])
+        return [*told, *plan.repeats]
 
     async def handle_delivery(
         self, transfers: Sequence[TransferInstruction], message_id: str, *, last_delivery: bool
@@ -201,7 +240,7 @@ class LedgerService:
         it to the dead-letter queue.
         """
         try:
-            await self.store.post_messages([(message_id, transfers) for message_id, transfers, _ in deliveries])
+            await self.apply_messages([(message_id, transfers) for message_id, transfers, _ in deliveries])
             return [True] * len(deliveries)
         except Exception:
             log.exception(
@@ -222,7 +261,8 @@ class LedgerService:
         failed: list[TransferInstruction] = []
         for transfer in transfers:
             try:
-                await self.store.post_batch([transfer])
+                async with self.uow.transaction() as repo:
+                    await self._post(repo, [transfer])
             except Exception:
                 log.exception("posting one transfer failed", extra={"fields": {"transfer_id": transfer.transfer_id}})
                 failed.append(transfer)
@@ -230,18 +270,25 @@ class LedgerService:
 
     async def give_up(self, transfers: Sequence[TransferInstruction]) -> list[str]:
         """Records transfers that failed on every delivery as REJECTED (LEDGER_POSTING_FAILED): their
-        senders get a final FAILED, and a redrive from the dead-letter queue cannot post them later."""
-        return await self.store.reject_unpostable(
-            transfers,
-            "the ledger could not post this transfer after every retry; the message is in the dead-letter queue",
-        )
+        senders get a final FAILED, and a redrive from the dead-letter queue cannot post them later.
+        Ids already recorded are left alone. Returns the ids rejected."""
+        reason = "the ledger could not post this transfer after every retry; the message is in the dead-letter queue"
+        async with self.uow.transaction() as repo:
+            fresh = unknown_transfers(transfers, await repo.transfer_records([t.transfer_id for t in transfers]))
+            if not fresh:
+                return []
+            now = await repo.now()
+            outcomes: list[Outcome] = [Rejected(t, POSTING_FAILED, reason) for t in fresh]
+            await repo.insert_transfers(outcomes, now)
+            await repo.queue_events([outcome_event(o, now) for o in outcomes])
+            return [t.transfer_id for t in fresh]
 
     # -- accounts ------------------------------------------------------------------------------
 
     async def create_account(self, new: NewAccount) -> tuple[Account, bool]:
         """(account, created?). Raises ValidationError and AccountExists (same id, other definition)."""
-        account_id = require_identifier(new.id, "id", code="INVALID_ACCOUNT_ID", limit=ID_LIMIT)
-        currency = _currency(new.currency or self.default_currency)
+        account_id = rules.account_id(new.id, "id")
+        currency = rules.currency(new.currency or self.default_currency)
         try:
             kind = AccountType((new.type or AccountType.LIABILITY.value).upper())
         except ValueError:
@@ -262,28 +309,23 @@ class LedgerService:
                 raise ValidationError(
                     "overdraftLimit must not be negative", field="overdraftLimit", code="INVALID_AMOUNT"
                 )
-        metadata = require_metadata(new.metadata, "metadata")
-        definition = AccountDefinition(account_id, currency, kind, new.allow_overdraft, limit, metadata)
-        account, created = await self.store.create_account(definition)
-        if not created:
-            same = (
-                account.currency,
-                account.type,
-                account.allow_overdraft,
-                account.overdraft_limit_minor,
-                account.metadata,
-            ) == (currency, kind, new.allow_overdraft, limit, metadata)
-            if not same:
-                raise AccountExists(
-                    f"account {account_id!r} already exists with a different definition",
-                    field="id",
-                    code="LEDGER_ACCOUNT_EXISTS",
-                )
+        definition = AccountDefinition(
+            account_id, currency, kind, new.allow_overdraft, limit, rules.metadata(new.metadata)
+        )
+        async with self.uow.transaction() as repo:
+            account, created = await repo.create_account(definition)
+        if not created and not definition.matches(account):
+            raise AccountExists(
+                f"account {account_id!r} already exists with a different definition",
+                field="id",
+                code="LEDGER_ACCOUNT_EXISTS",
+            )
         return account, created
 
     async def account(self, account_id: str) -> Account:
         """Raises AccountNotFound."""
-        account = await self.store.account(account_id)
+        async with self.uow.reading() as repo:
+            account = await repo.account(account_id)
         if account is None:
             raise AccountNotFound(
                 f"account {account_id!r} does not exist", field="account_id", code="LEDGER_ACCOUNT_NOT_FOUND"
@@ -291,9 +333,11 @@ class LedgerService:
         return account
 
     async def accounts(self, *, limit: int, cursor: str) -> tuple[list[Account], str]:
+        """Raises ValidationError (limit out of range, foreign cursor)."""
         size = _page_size(limit)
         after = decode_cursor(cursor, "a") if cursor else None
-        rows = await self.store.accounts_after(after, size + 1)
+        async with self.uow.reading() as repo:
+            rows = await repo.accounts_after(after, size + 1)
         next_cursor = encode_cursor("a", rows[size - 1].id) if len(rows) > size else ""
         return rows[:size], next_cursor
 
@@ -302,43 +346,40 @@ class LedgerService:
     async def create_hold(self, new: NewHold) -> TransferRecord:
         """Reserves funds. Raises ValidationError, TransferRejected (funds, currency) and
         TransferExists (the key names a different transfer)."""
-        key = require_identifier(new.idempotency_key, "idempotencyKey", code="INVALID_IDEMPOTENCY_KEY", limit=KEY_LIMIT)
-        source = require_identifier(new.source_account_id, "sourceAccountId", code="INVALID_ACCOUNT_ID", limit=ID_LIMIT)
-        destination = require_identifier(
-            new.destination_account_id, "destinationAccountId", code="INVALID_ACCOUNT_ID", limit=ID_LIMIT
-        )
+        key = rules.transfer_id(new.idempotency_key, "idempotencyKey")
+        source = rules.account_id(new.source_account_id, "sourceAccountId")
+        destination = rules.account_id(new.destination_account_id, "destinationAccountId")
         if source == destination:
             raise ValidationError(
                 "destinationAccountId must differ from sourceAccountId",
                 field="destinationAccountId",
                 code="SAME_ACCOUNT",
             )
-        currency = _currency(new.currency or self.default_currency)
-        amount = require_positive_amount(new.amount, currency, "amount")
+        currency = rules.currency(new.currency or self.default_currency)
+        amount = rules.positive_amount(new.amount, currency)
         if new.expires_at is not None and new.expires_at <= datetime.now(UTC):
             raise ValidationError("expiresAt must be in the future", field="expiresAt", code="INVALID_DATE")
-        metadata = require_metadata(new.metadata, "metadata")
         instruction = TransferInstruction(
             key,
             source,
             destination,
             Money(amount, currency),
-            metadata,
+            rules.metadata(new.metadata),
             datetime.now(UTC),
             pending=True,
             expires_at=new.expires_at,
         )
         (event,) = await self.post_transfers([instruction])
-        if event.WhichOneof("event") == "transfer_rejected":
-            rejected = event.transfer_rejected
-            if rejected.code == "LEDGER_TRANSFER_EXISTS":
-                raise TransferExists(rejected.message, field="idempotencyKey", code=rejected.code)
-            raise TransferRejected(rejected.message, code=rejected.code)
+        if isinstance(event, events.TransferRejected):
+            if event.code == "LEDGER_TRANSFER_EXISTS":
+                raise TransferExists(event.message, field="idempotencyKey", code=event.code)
+            raise TransferRejected(event.message, code=event.code)
         return await self.hold(key)
 
     async def hold(self, hold_id: str) -> TransferRecord:
         """Raises TransferNotFound."""
-        record = await self.store.transfer(hold_id)
+        async with self.uow.reading() as repo:
+            record = (await repo.transfer_records([hold_id])).get(hold_id)
         if record is None or record.kind is not TransferKind.HOLD:
             raise TransferNotFound(f"hold {hold_id!r} does not exist", field="hold_id", code="LEDGER_HOLD_NOT_FOUND")
         return record
@@ -346,69 +387,111 @@ class LedgerService:
     async def post_hold(self, hold_id: str, amount: object | None) -> TransferRecord:
         """Posts the whole hold, or `amount` of it. Raises TransferNotFound, ValidationError (more than
         held) and HoldAlreadyResolved (voided, expired, or posted with another amount)."""
-        record = await self.hold(hold_id)
-        held = record.instruction.amount
-        minor = None if amount is None else require_positive_amount(amount, held.currency, "amount")
+        held = (await self.hold(hold_id)).instruction.amount
+        minor = None if amount is None else rules.positive_amount(amount, held.currency)
         if minor is not None and minor > held.minor_units:
             raise ValidationError(f"amount exceeds the {held} held", field="amount", code="LEDGER_AMOUNT_EXCEEDS_HOLD")
-        settlement = await self.store.settle_hold(hold_id, post_minor=minor, void=False)
-        assert settlement is not None
-        final = settlement.record
-        asked = held.minor_units if minor is None else minor
-        if final.status is TransferStatus.POSTED and final.posted_amount.minor_units == asked:
-            return final  # this call's effect, or the same request repeated
-        raise self._already_resolved(final)
+        final, _ = await self._settle_hold(hold_id, HoldAction.POST, minor)
+        return require_settled_as(final, HoldAction.POST, minor)
 
     async def void_hold(self, hold_id: str) -> TransferRecord:
         """Releases the hold. Raises TransferNotFound and HoldAlreadyResolved (already posted or expired)."""
         await self.hold(hold_id)
-        settlement = await self.store.settle_hold(hold_id, post_minor=None, void=True)
-        assert settlement is not None
-        if settlement.record.status is TransferStatus.VOIDED:
-            return settlement.record
-        raise self._already_resolved(settlement.record)
-
-    @staticmethod
-    def _already_resolved(record: TransferRecord) -> HoldAlreadyResolved:
-        code = "LEDGER_HOLD_EXPIRED" if record.status is TransferStatus.EXPIRED else "LEDGER_HOLD_ALREADY_RESOLVED"
-        return HoldAlreadyResolved(
-            f"hold {record.id!r} is already {record.status.value}",
-            field="hold_id",
-            code=code,
-            metadata={"status": record.status.value},
-        )
+        final, _ = await self._settle_hold(hold_id, HoldAction.VOID)
+        return require_settled_as(final, HoldAction.VOID)
 
     async def expire_due_holds(self, batch: int = 100) -> int:
         """Releases holds past their expiry; returns how many it expired."""
+        async with self.uow.reading() as repo:
+            due = await repo.due_holds(batch)
         expired = 0
-        for hold_id in await self.store.due_holds(batch):
-            settlement = await self.store.settle_hold(hold_id, post_minor=None, void=False, expire_only=True)
-            if settlement is not None and settlement.changed:
-                expired += 1
+        for hold_id in due:
+            _, changed = await self._settle_hold(hold_id, HoldAction.EXPIRE)
+            expired += changed
         return expired
+
+    async def _settle_hold(
+        self, hold_id: str, action: HoldAction, post_minor: int | None = None
+    ) -> tuple[TransferRecord, bool]:
+        """Applies `action` to a hold in one transaction that locks the hold row first, so of racing
+        calls exactly one changes it; the others find it final. Returns (the hold afterwards, changed?)."""
+        async with self.uow.transaction() as repo:
+            record = (await repo.transfer_records([hold_id], lock=True))[hold_id]
+            now = await repo.now()
+            decision = decide_hold(record, action, now, post_minor)
+            if decision is None:
+                return record, False
+            t = record.instruction
+            accounts = await repo.lock_accounts({t.debit_account_id, t.credit_account_id})
+            settle_hold(
+                accounts[t.debit_account_id],
+                accounts[t.credit_account_id],
+                t.amount.minor_units,
+                decision.posted_minor,
+            )
+            posted = Money(decision.posted_minor, t.amount.currency)
+            entry_ids = None
+            if decision.posted_minor:
+                (entry_ids,) = await repo.append_entries([replace(t, amount=posted)], now)
+            await repo.settle_hold(hold_id, decision, now)
+            await repo.save_accounts(now)
+            final = settled(record, decision, now, entry_ids)
+            if entry_ids is not None:
+                await repo.queue_events([events.HoldPosted(t, posted, now), final.event()])
+            else:
+                await repo.queue_events([events.HoldVoided(t, decision.expired, now)])
+            return final, True
 
     # -- reversals -----------------------------------------------------------------------------
 
     async def reverse(self, transfer_id: str, idempotency_key: str, reason: str) -> Reversal:
-        """Raises ValidationError, TransferNotFound, NotReversible, TransferExists and TransferRejected
-        (the reversal would overdraw an account that does not allow it)."""
-        key = require_identifier(idempotency_key, "idempotencyKey", code="INVALID_IDEMPOTENCY_KEY", limit=KEY_LIMIT)
-        if len(reason) > 500:
-            raise ValidationError("reason must be at most 500 characters", field="reason", code="INVALID_REASON")
-        outcome = await self.store.reverse(transfer_id, key, reason)
-        if outcome is None:
-            raise _transfer_not_found(transfer_id)
-        if isinstance(outcome, Rejected):
-            raise TransferRejected(outcome.message, code=outcome.code)
-        if isinstance(outcome, ReversalRefused):
-            if outcome.id_taken:
-                raise TransferExists(outcome.message, field="idempotencyKey", code="LEDGER_TRANSFER_EXISTS")
-            raise NotReversible(outcome.message, field="transfer_id", code="LEDGER_NOT_REVERSIBLE")
-        return outcome
+        """Posts the mirror transfer of a posted one, linked both ways. Raises ValidationError,
+        TransferNotFound, NotReversible, TransferExists and TransferRejected (the reversal would
+        overdraw an account that does not allow it)."""
+        key = rules.transfer_id(idempotency_key, "idempotencyKey")
+        reason = rules.reason(reason)
+        async with self.uow.transaction() as repo:
+            original = (await repo.transfer_records([transfer_id], lock=True)).get(transfer_id)
+            if original is None:
+                raise _transfer_not_found(transfer_id)
+            existing = (await repo.transfer_records([key])).get(key)
+            planned = plan_reversal(original, existing, key, reason)
+            if isinstance(planned, TransferRecord):
+                return Reversal(planned, replayed=True)
+            accounts = await repo.lock_accounts({planned.debit_account_id, planned.credit_account_id})
+            rejection = check_transfer(planned, accounts)
+            if rejection is not None:
+                raise TransferRejected(rejection.message, code=rejection.code)
+            post_in_order([planned], accounts)
+            now = await repo.now()
+            await repo.insert_transfers([Posted(planned)], now, reverses=transfer_id, reason=reason)
+            ((debit_entry, credit_entry),) = await repo.append_entries([planned], now)
+            await repo.mark_reversed(transfer_id, key)
+            await repo.save_accounts(now)
+            await repo.queue_events(
+                [
+                    events.TransferPosted(planned, now, debit_entry, credit_entry),
+                    events.TransferReversed(transfer_id, planned, reason, now),
+                ]
+            )
+        record = TransferRecord(
+            planned,
+            TransferKind.REVERSAL,
+            TransferStatus.POSTED,
+            None,
+            None,
+            now,
+            reverses_transfer_id=transfer_id,
+            reason=reason,
+            debit_entry_id=debit_entry,
+            credit_entry_id=credit_entry,
+        )
+        return Reversal(record, replayed=False)
 
     async def transfer(self, transfer_id: str) -> TransferRecord:
         """Raises TransferNotFound."""
-        record = await self.store.transfer(transfer_id)
+        async with self.uow.reading() as repo:
+            record = (await repo.transfer_records([transfer_id])).get(transfer_id)
         if record is None:
             raise _transfer_not_found(transfer_id)
         return record
@@ -420,13 +503,14 @@ class LedgerService:
         account = await self.account(account_id)
         if as_of is None:
             return BalanceView(account, account.balance_minor, account.pending_minor, account.available_minor, None)
-        debits, credits = await self.store.totals_as_of(account_id, as_of)
+        async with self.uow.reading() as repo:
+            debits, credits = await repo.totals_as_of(account_id, as_of)
         balance = debits - credits if account.type.debit_normal else credits - debits
         return BalanceView(account, balance, 0, balance, as_of)
 
     async def history(
         self, account_id: str, *, limit: int, cursor: str, since: str = "", until: str = ""
-    ) -> tuple[Account, list[EntryRow], str]:
+    ) -> tuple[Account, list[LedgerEntry], str]:
         """One page of entries, newest first, and the cursor of the next page ('' at the end).
 
         Raises AccountNotFound and ValidationError (limit out of range, foreign cursor, bad dates).
@@ -437,6 +521,10 @@ class LedgerService:
         if start and end and start >= end:
             raise ValidationError("since must be before until", field="since", code="INVALID_DATE_RANGE")
         account = await self.account(account_id)
-        rows = await self.store.entries(account_id, limit=size + 1, before_id=before, since=start, until=end)
+        async with self.uow.reading() as repo:
+            rows = await repo.entries(account_id, limit=size + 1, before_id=before, since=start, until=end)
         next_cursor = encode_cursor("e", rows[size - 1].id) if len(rows) > size else ""
         return account, rows[:size], next_cursor
+
+    async def ping(self) -> None:
+        await self.uow.ping()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from services.kernel.errors import BASE_TABLE, ErrorTable
+from services.kernel.grpc_errors import BASE_TABLE, ErrorTable
 
 RECONCILIATION_ERRORS = ErrorTable(dict(BASE_TABLE))
 

@@ -1,44 +1,59 @@
-"""Shapes of public input every context shares: identifiers (account ids, idempotency keys, hold and
-transfer ids: letters, digits and . _ : - only, safe in URLs, logs and SQS attributes), metadata
-maps (bounded, no control characters — PostgreSQL's jsonb refuses NUL) and positive amounts."""
+"""Mechanisms for checking public input: a bounded identifier of a given shape, a bounded string map
+without control characters (PostgreSQL's jsonb refuses NUL), a positive exact amount. Policy-free:
+each context's domain says which shapes and limits its identifiers and metadata have."""
 
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 
 from services.kernel.errors import ValidationError
 from services.kernel.money import MoneyError, minor_units_from_json
 
-_SHAPE = re.compile(r"^[A-Za-z0-9._:\-]+$")
+
+@dataclass(frozen=True)
+class IdentifierShape:
+    """Which characters an identifier may hold (`pattern`, described for people by `described`)."""
+
+    pattern: re.Pattern[str]
+    described: str
 
 
 def require_identifier(
-    value: str, field: str, *, code: str, limit: int, error: type[ValidationError] = ValidationError
+    value: str,
+    field: str,
+    *,
+    shape: IdentifierShape,
+    code: str,
+    limit: int,
+    error: type[ValidationError] = ValidationError,
 ) -> str:
-    """`value` when it is 1-`limit` characters of the allowed set; else `error` (MISSING_FIELD when empty)."""
+    """`value` when it is 1-`limit` characters of `shape`; else `error` (MISSING_FIELD when empty)."""
     if not value:
         raise error(f"{field} is required", field=field, code="MISSING_FIELD")
-    if len(value) > limit or not _SHAPE.match(value):
-        raise error(f"{field} must be 1-{limit} characters of letters, digits and . _ : -", field=field, code=code)
+    if len(value) > limit or not shape.pattern.match(value):
+        raise error(f"{field} must be 1-{limit} characters of {shape.described}", field=field, code=code)
     return value
 
 
-MAX_METADATA_ENTRIES = 32
-MAX_METADATA_KEY = 64
-MAX_METADATA_VALUE = 512
+@dataclass(frozen=True)
+class MapLimits:
+    entries: int
+    key_length: int
+    value_length: int
 
 
-def require_metadata(
-    metadata: dict[str, str], field: str, *, error: type[ValidationError] = ValidationError
+def require_string_map(
+    metadata: dict[str, str], field: str, *, limits: MapLimits, error: type[ValidationError] = ValidationError
 ) -> dict[str, str]:
-    """`metadata` when it has at most 32 entries, keys of 1-64 and values of at most 512 characters,
-    and no control characters; else `error` with code INVALID_METADATA."""
-    if len(metadata) > MAX_METADATA_ENTRIES:
-        raise error(f"{field} has more than {MAX_METADATA_ENTRIES} entries", field=field, code="INVALID_METADATA")
+    """`metadata` when it is within `limits` and has no control characters; else `error` with code
+    INVALID_METADATA."""
+    if len(metadata) > limits.entries:
+        raise error(f"{field} has more than {limits.entries} entries", field=field, code="INVALID_METADATA")
     for name, value in metadata.items():
-        if not 1 <= len(name) <= MAX_METADATA_KEY or len(value) > MAX_METADATA_VALUE:
+        if not 1 <= len(name) <= limits.key_length or len(value) > limits.value_length:
             raise error(
-                f"{field} keys must be 1-{MAX_METADATA_KEY} characters and values at most {MAX_METADATA_VALUE}",
+                f"{field} keys must be 1-{limits.key_length} characters and values at most {limits.value_length}",
                 field=field,
                 code="INVALID_METADATA",
             )

@@ -1,0 +1,127 @@
+"""The mechanism that turns a context's typed domain errors into gRPC statuses.
+
+Each context declares one ErrorTable in its `api/errors.py`: error class → gRPC code and stable
+machine code. The error interceptor applies it; anything unmapped becomes INTERNAL with a sanitized
+message and a log line carrying the trace id. The machine code travels as google.rpc.ErrorInfo.reason
+in grpc-status-details-bin, which Envoy turns into the REST body.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+from google.protobuf import any_pb2
+from google.rpc import error_details_pb2, status_pb2
+
+from services.kernel.errors import DomainError, NotFound, Unavailable, ValidationError
+
+log = logging.getLogger(__name__)
+
+ERROR_DOMAIN = "payrecon"
+
+
+@dataclass(frozen=True)
+class ErrorMapping:
+    status: grpc.StatusCode
+    code: str
+
+
+@dataclass
+class ErrorTable:
+    """error class → (gRPC status, stable machine code). Looked up along the class's MRO."""
+
+    entries: dict[type[DomainError], ErrorMapping] = field(default_factory=dict)
+
+    def lookup(self, error: DomainError) -> ErrorMapping | None:
+        for cls in type(error).__mro__:
+            if cls in self.entries:
+                return self.entries[cls]
+        return None
+
+
+def rich_status_metadata(
+    status: grpc.StatusCode, code: str, message: str, metadata: Mapping[str, str] | None = None
+) -> tuple[tuple[str, bytes], ...]:
+    info = error_details_pb2.ErrorInfo(reason=code, domain=ERROR_DOMAIN, metadata=dict(metadata or {}))
+    detail = any_pb2.Any()
+    detail.Pack(info)
+    rpc_status = status_pb2.Status(code=status.value[0], message=message, details=[detail])
+    return (("grpc-status-details-bin", rpc_status.SerializeToString()),)
+
+
+async def abort_with(
+    context: grpc.aio.ServicerContext,
+    status: grpc.StatusCode,
+    code: str,
+    message: str,
+    metadata: Mapping[str, str] | None = None,
+) -> None:
+    """Ends the RPC with `status`, carrying the machine code as google.rpc.ErrorInfo."""
+    await context.abort(status, message, trailing_metadata=rich_status_metadata(status, code, message, metadata))
+
+
+def machine_code_of(error: grpc.aio.AioRpcError) -> str | None:
+    """The machine code a payrecon service put in an error's details, if any (client side)."""
+    for key, value in error.trailing_metadata() or ():
+        if key == "grpc-status-details-bin" and isinstance(value, bytes):
+            rpc_status = status_pb2.Status.FromString(value)
+            for detail in rpc_status.details:
+                info = error_details_pb2.ErrorInfo()
+                if detail.Unpack(info):
+                    return info.reason
+    return None
+
+
+Handler = Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]
+
+
+class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):
+    """Applies a service's ErrorTable to every unary RPC."""
+
+    def __init__(self, table: ErrorTable) -> None:
+        self._table = table
+
+    async def intercept_service(self, continuation: Any, handler_call_details: grpc.HandlerCallDetails) -> Any:
+        handler = await continuation(handler_call_details)
+        if handler is None or handler.unary_unary is None:
+            return handler
+        behavior: Handler = handler.unary_unary
+        table = self._table
+        method = handler_call_details.method
+
+        async def mapped(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            try:
+                return await behavior(request, context)
+            except DomainError as error:
+                mapping = table.lookup(error)
+                if mapping is None:
+                    log.exception("unmapped domain error", extra={"fields": {"method": method}})
+                    await abort_with(context, grpc.StatusCode.INTERNAL, "INTERNAL", "internal error")
+                    raise  # unreachable: abort raises
+                metadata = dict(error.metadata)
+                if error.field:
+                    metadata["field"] = error.field
+                await abort_with(context, mapping.status, error.code or mapping.code, error.message, metadata)
+            except (grpc.aio.AbortError, grpc.RpcError, StopAsyncIteration):
+                raise
+            except Exception:
+                log.exception("unhandled error", extra={"fields": {"method": method}})
+                await abort_with(context, grpc.StatusCode.INTERNAL, "INTERNAL", "internal error")
+
+        return grpc.unary_unary_rpc_method_handler(
+            mapped,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+
+
+BASE_TABLE: dict[type[DomainError], ErrorMapping] = {
+    ValidationError: ErrorMapping(grpc.StatusCode.INVALID_ARGUMENT, "VALIDATION_ERROR"),
+    NotFound: ErrorMapping(grpc.StatusCode.NOT_FOUND, "NOT_FOUND"),
+    # Through Envoy: 503, which callers may retry with the same idempotency key.
+    Unavailable: ErrorMapping(grpc.StatusCode.UNAVAILABLE, "SERVICE_UNAVAILABLE"),
+}

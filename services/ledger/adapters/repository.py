@@ -1,0 +1,453 @@
+"""PostgreSQL implementation of the ledger's unit of work and repository (SQLAlchemy async + asyncpg).
+
+Only reads and writes: every decision is the domain's. Bulk writes use binary COPY or one statement
+over unnest(…) arrays, so a batch of thousands of transfers costs a handful of round trips.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import zlib
+from collections.abc import AsyncIterator, Sequence
+from datetime import datetime
+from typing import Any
+
+from payrecon.ledger.v1 import messages_pb2
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from services.kernel.money import Money
+from services.kernel.telemetry import current_traceparent
+from services.ledger.codecs import event_message
+from services.ledger.domain.chain import chain_entries
+from services.ledger.domain.events import LedgerEvent
+from services.ledger.domain.model import (
+    AUTO_CREATED_TYPE,
+    Account,
+    AccountDefinition,
+    AccountType,
+    Held,
+    LedgerEntry,
+    Outcome,
+    Posted,
+    Rejected,
+    TransferInstruction,
+    TransferKind,
+    TransferStatus,
+)
+from services.ledger.domain.transfers import HoldDecision, TransferRecord
+from services.ledger.service.unit_of_work import ConcurrentWrite
+
+EVENT_GROUPS = 16
+# Events per outbox row: a row's payload is a serialized LedgerEventBatch, and serialized batches
+# concatenate into one (protobuf merges repeated fields), so the relay packs rows by joining bytes.
+EVENTS_PER_ROW = 500
+
+_ACCOUNT_COLUMNS = (
+    "id, currency, type, allow_overdraft, overdraft_limit_minor, debits_posted, credits_posted,"
+    " debits_pending, credits_pending"
+)
+
+
+class SqlLedgerUnitOfWork:
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+
+    @contextlib.asynccontextmanager
+    async def transaction(self) -> AsyncIterator[SqlLedgerRepository]:
+        try:
+            async with self._engine.begin() as conn:
+                yield SqlLedgerRepository(conn)
+        except Exception as error:
+            if _is_unique_violation(error):
+                raise ConcurrentWrite(str(error)) from error
+            raise
+
+    @contextlib.asynccontextmanager
+    async def reading(self) -> AsyncIterator[SqlLedgerRepository]:
+        async with self._engine.connect() as conn:
+            yield SqlLedgerRepository(conn)
+
+    async def ping(self) -> None:
+        async with self._engine.connect() as conn:
+            await conn.execute(text("SELECT 1"))
+
+
+def _is_unique_violation(error: BaseException | None) -> bool:
+    """SQLSTATE 23505, from asyncpg directly (COPY on the raw connection) or wrapped by SQLAlchemy."""
+    seen = 0
+    while error is not None and seen < 5:
+        if getattr(error, "sqlstate", None) == "23505":
+            return True
+        error = getattr(error, "orig", None) or error.__cause__
+        seen += 1
+    return False
+
+
+def _event_group(account_id: str) -> str:
+    return f"accounts-{zlib.crc32(account_id.encode()) % EVENT_GROUPS:04d}"
+
+
+def _account(r: Any, metadata: dict[str, str] | None = None, created_at: datetime | None = None) -> Account:
+    m = r._mapping
+    return Account(
+        m["id"],
+        m["currency"],
+        AccountType(m["type"]),
+        m["allow_overdraft"],
+        m["overdraft_limit_minor"],
+        m["debits_posted"],
+        m["credits_posted"],
+        m["debits_pending"],
+        m["credits_pending"],
+        metadata or {},
+        created_at,
+    )
+
+
+def _totals(account: Account) -> tuple[int, int, int, int]:
+    return (account.debits_posted, account.credits_posted, account.debits_pending, account.credits_pending)
+
+
+def _status_of(outcome: Outcome) -> str:
+    if isinstance(outcome, Posted):
+        return TransferStatus.POSTED.value
+    if isinstance(outcome, Held):
+        return TransferStatus.PENDING.value
+    return TransferStatus.REJECTED.value
+
+
+class SqlLedgerRepository:
+    def __init__(self, conn: AsyncConnection) -> None:
+        self._conn = conn
+        self._accounts: dict[str, Account] = {}
+        self._heads: dict[str, bytes] = {}
+        self._before: dict[str, tuple[int, int, int, int]] = {}
+
+    async def now(self) -> datetime:
+        now: datetime = (await self._conn.execute(text("SELECT now()"))).scalar_one()
+        return now
+
+    async def claim_messages(self, message_ids: Sequence[str]) -> set[str]:
+        rows = await self._conn.execute(
+            text(
+                "INSERT INTO processed_messages (id) SELECT unnest(CAST(:ids AS text[]))"
+                " ON CONFLICT DO NOTHING RETURNING id"
+            ),
+            {"ids": list(message_ids)},
+        )
+        return set(rows.scalars())
+
+    async def transfer_records(self, transfer_ids: Sequence[str], *, lock: bool = False) -> dict[str, TransferRecord]:
+        rows = await self._conn.execute(
+            text(
+                "SELECT t.id, t.debit_account_id, t.credit_account_id, t.amount_minor, t.currency, t.status, t.kind,"
+                " t.reject_code, t.reject_message, t.metadata, t.created_at, t.accepted_at, t.posted_amount_minor,"
+                " t.expires_at, t.resolved_at, t.reverses_transfer_id, t.reversed_by, t.reason,"
+                " (SELECT id FROM entries WHERE transfer_id = t.id AND direction = 'DEBIT') AS debit_entry,"
+                " (SELECT id FROM entries WHERE transfer_id = t.id AND direction = 'CREDIT') AS credit_entry"
+                # A join on unnest (not `= ANY`) keeps this an index probe per id however large the table.
+                " FROM unnest(CAST(:ids AS text[])) AS k(id) JOIN transfers t ON t.id = k.id"
+                + (" ORDER BY t.id FOR UPDATE OF t" if lock else "")
+            ),
+            {"ids": list(transfer_ids)},
+        )
+        return {
+            r.id: TransferRecord(
+                TransferInstruction(
+                    r.id,
+                    r.debit_account_id,
+                    r.credit_account_id,
+                    Money(r.amount_minor, r.currency),
+                    dict(r.metadata),
+                    r.accepted_at,
+                    pending=r.kind == TransferKind.HOLD.value,
+                    expires_at=r.expires_at,
+                ),
+                TransferKind(r.kind),
+                TransferStatus(r.status),
+                r.reject_code,
+                r.reject_message,
+                r.created_at,
+                r.posted_amount_minor,
+                r.expires_at,
+                r.resolved_at,
+                r.reverses_transfer_id,
+                r.reversed_by,
+                r.reason,
+                r.debit_entry,
+                r.credit_entry,
+            )
+            for r in rows
+        }
+
+    async def lock_accounts(self, account_ids: set[str]) -> dict[str, Account]:
+        wanted = sorted(set(account_ids) - self._accounts.keys())
+        if wanted:
+            rows = await self._conn.execute(
+                text(
+                    f"SELECT {_ACCOUNT_COLUMNS}, chain_head FROM unnest(CAST(:ids AS text[])) AS k(id)"
+                    " JOIN accounts USING (id) ORDER BY id FOR UPDATE OF accounts"
+                ),
+                {"ids": wanted},
+            )
+            for r in rows:
+                account = self._accounts[r.id] = _account(r)
+                self._heads[r.id] = bytes(r.chain_head)
+                self._before[r.id] = _totals(account)
+        return self._accounts
+
+    async def open_accounts(self, currencies: dict[str, str]) -> None:
+        # Inserted in id order and only then locked: still one global lock order, no deadlocks.
+        await self._conn.execute(
+            text(
+                "INSERT INTO accounts (id, currency, type, allow_overdraft)"
+                " SELECT id, cur, :type, true"
+                " FROM unnest(CAST(:ids AS text[]), CAST(:curs AS text[])) AS a(id, cur)"
+                " ORDER BY id ON CONFLICT (id) DO NOTHING"
+            ),
+            {"ids": list(currencies), "curs": list(currencies.values()), "type": AUTO_CREATED_TYPE.value},
+        )
+
+    async def insert_transfers(
+        self,
+        outcomes: Sequence[Outcome],
+        at: datetime,
+        *,
+        reverses: str | None = None,
+        reason: str | None = None,
+    ) -> None:
+        kind = TransferKind.REVERSAL if reverses else None
+        await self._copy_rows(
+            "transfers",
+            (
+                "id",
+                "debit_account_id",
+                "credit_account_id",
+                "amount_minor",
+                "currency",
+                "status",
+                "reject_code",
+                "reject_message",
+                "metadata",
+                "accepted_at",
+                "created_at",
+                "kind",
+                "expires_at",
+                "reverses_transfer_id",
+                "reason",
+            ),
+            [
+                (
+                    o.transfer.transfer_id,
+                    o.transfer.debit_account_id,
+                    o.transfer.credit_account_id,
+                    o.transfer.amount.minor_units,
+                    o.transfer.amount.currency,
+                    _status_of(o),
+                    o.code if isinstance(o, Rejected) else None,
+                    o.message if isinstance(o, Rejected) else None,
+                    json.dumps(o.transfer.metadata) if o.transfer.metadata else "{}",
+                    o.transfer.accepted_at,
+                    at,
+                    (kind or o.transfer.kind).value,
+                    o.transfer.expires_at,
+                    reverses,
+                    reason,
+                )
+                for o in outcomes
+            ],
+        )
+
+    async def append_entries(self, transfers: Sequence[TransferInstruction], at: datetime) -> list[tuple[int, int]]:
+        if not transfers:
+            return []
+        # One row holding an array: decoding thousands of one-column rows costs more than the query.
+        ids = (
+            await self._conn.execute(
+                text("SELECT array_agg(nextval('entries_id_seq')) FROM generate_series(1, :n)"),
+                {"n": 2 * len(transfers)},
+            )
+        ).scalar_one()
+        entries = chain_entries(self._heads, transfers, ids, at)
+        await self._copy_rows(
+            "entries",
+            ("id", "transfer_id", "account_id", "direction", "amount_minor", "currency", "created_at", "hash"),
+            [
+                (e.id, e.transfer_id, e.account_id, e.direction, e.amount_minor, e.currency, e.created_at, e.hash)
+                for e in entries
+            ],
+        )
+        return [(ids[2 * i], ids[2 * i + 1]) for i in range(len(transfers))]
+
+    async def save_accounts(self, at: datetime) -> None:
+        changed = [a for a in self._accounts.values() if self._before[a.id] != _totals(a)]
+        if not changed:
+            return
+        await self._conn.execute(
+            text(
+                "UPDATE accounts AS a SET debits_posted = u.dp, credits_posted = u.cp, debits_pending = u.dq,"
+                " credits_pending = u.cq, chain_head = u.head, updated_at = :now"
+                " FROM unnest(CAST(:ids AS text[]), CAST(:dp AS bigint[]), CAST(:cp AS bigint[]),"
+                "             CAST(:dq AS bigint[]), CAST(:cq AS bigint[]), CAST(:heads AS bytea[]))"
+                "      AS u(id, dp, cp, dq, cq, head)"
+                " WHERE a.id = u.id"
+            ),
+            {
+                "now": at,
+                "ids": [a.id for a in changed],
+                "dp": [a.debits_posted for a in changed],
+                "cp": [a.credits_posted for a in changed],
+                "dq": [a.debits_pending for a in changed],
+                "cq": [a.credits_pending for a in changed],
+                "heads": [self._heads[a.id] for a in changed],
+            },
+        )
+        for account in changed:
+            self._before[account.id] = _totals(account)
+
+    async def settle_hold(self, hold_id: str, decision: HoldDecision, at: datetime) -> None:
+        await self._conn.execute(
+            text(
+                "UPDATE transfers SET status = :status, posted_amount_minor = :posted, resolved_at = :now WHERE id = :id"
+            ),
+            {"status": decision.status.value, "posted": decision.posted_minor or None, "now": at, "id": hold_id},
+        )
+
+    async def mark_reversed(self, transfer_id: str, reversal_id: str) -> None:
+        await self._conn.execute(
+            text("UPDATE transfers SET reversed_by = :rid WHERE id = :id"), {"rid": reversal_id, "id": transfer_id}
+        )
+
+    async def queue_events(self, events: Sequence[LedgerEvent]) -> None:
+        """One outbox row per message group (and per EVENTS_PER_ROW events) for the whole transaction."""
+        if not events:
+            return
+        by_group: dict[str, list[messages_pb2.LedgerEvent]] = {}
+        for event in events:
+            by_group.setdefault(_event_group(event.account_id), []).append(event_message(event))
+        groups, payloads = [], []
+        for group, messages in by_group.items():
+            for start in range(0, len(messages), EVENTS_PER_ROW):
+                groups.append(group)
+                payloads.append(
+                    messages_pb2.LedgerEventBatch(events=messages[start : start + EVENTS_PER_ROW]).SerializeToString()
+                )
+        await self._conn.execute(
+            text(
+                "INSERT INTO outbox (message_group, payload, traceparent)"
+                " SELECT grp, payload, :tp FROM unnest(CAST(:grps AS text[]), CAST(:payloads AS bytea[]))"
+                "      AS o(grp, payload)"
+            ),
+            {"tp": current_traceparent(), "grps": groups, "payloads": payloads},
+        )
+
+    async def due_holds(self, limit: int) -> list[str]:
+        rows = await self._conn.execute(
+            text(
+                "SELECT id FROM transfers WHERE status = 'PENDING' AND expires_at <= now()"
+                " ORDER BY expires_at LIMIT :limit"
+            ),
+            {"limit": limit},
+        )
+        return [r.id for r in rows]
+
+    async def create_account(self, definition: AccountDefinition) -> tuple[Account, bool]:
+        inserted = (
+            await self._conn.execute(
+                text(
+                    "INSERT INTO accounts (id, currency, type, allow_overdraft, overdraft_limit_minor, metadata)"
+                    " VALUES (:id, :cur, :type, :od, :limit, CAST(:meta AS jsonb)) ON CONFLICT (id) DO NOTHING"
+                    " RETURNING id"
+                ),
+                {
+                    "id": definition.id,
+                    "cur": definition.currency,
+                    "type": definition.type.value,
+                    "od": definition.allow_overdraft,
+                    "limit": definition.overdraft_limit_minor,
+                    "meta": json.dumps(definition.metadata),
+                },
+            )
+        ).first()
+        account = await self.account(definition.id)
+        if account is None:
+            raise LookupError(f"account {definition.id!r} vanished while it was being opened")
+        return account, inserted is not None
+
+    async def account(self, account_id: str) -> Account | None:
+        accounts = await self._select_accounts("WHERE id = :id", {"id": account_id})
+        return accounts[0] if accounts else None
+
+    async def accounts_after(self, after_id: str | None, limit: int) -> list[Account]:
+        return await self._select_accounts(
+            "WHERE CAST(:after AS text) IS NULL OR id > :after ORDER BY id LIMIT :limit",
+            {"after": after_id, "limit": limit},
+        )
+
+    async def _select_accounts(self, where: str, params: dict[str, object]) -> list[Account]:
+        rows = await self._conn.execute(
+            text(f"SELECT {_ACCOUNT_COLUMNS}, metadata, created_at FROM accounts {where}"), params
+        )
+        return [_account(r, dict(r.metadata), r.created_at) for r in rows]
+
+    async def totals_as_of(self, account_id: str, as_of: datetime) -> tuple[int, int]:
+        r = (
+            await self._conn.execute(
+                text(
+                    "SELECT coalesce(sum(amount_minor) FILTER (WHERE direction = 'DEBIT'), 0) AS d,"
+                    " coalesce(sum(amount_minor) FILTER (WHERE direction = 'CREDIT'), 0) AS c"
+                    " FROM entries WHERE account_id = :id AND created_at <= :as_of"
+                ),
+                {"id": account_id, "as_of": as_of},
+            )
+        ).one()
+        return int(r.d), int(r.c)
+
+    async def entries(
+        self,
+        account_id: str,
+        *,
+        limit: int,
+        before_id: int | None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> list[LedgerEntry]:
+        rows = await self._conn.execute(
+            text(
+                "SELECT e.id, e.transfer_id, e.account_id, e.direction, e.amount_minor, e.currency,"
+                " t.debit_account_id, t.credit_account_id, t.status, t.metadata, e.created_at"
+                " FROM entries e JOIN transfers t ON t.id = e.transfer_id"
+                " WHERE e.account_id = :id AND (CAST(:before AS bigint) IS NULL OR e.id < :before)"
+                " AND (CAST(:since AS timestamptz) IS NULL OR e.created_at >= :since)"
+                " AND (CAST(:until AS timestamptz) IS NULL OR e.created_at < :until)"
+                " ORDER BY e.id DESC LIMIT :limit"
+            ),
+            {"id": account_id, "before": before_id, "limit": limit, "since": since, "until": until},
+        )
+        return [
+            LedgerEntry(
+                r.id,
+                r.transfer_id,
+                r.account_id,
+                r.direction,
+                r.amount_minor,
+                r.currency,
+                r.debit_account_id,
+                r.credit_account_id,
+                r.status,
+                dict(r.metadata),
+                r.created_at,
+            )
+            for r in rows
+        ]
+
+    async def _copy_rows(self, table: str, columns: Sequence[str], records: list[tuple[object, ...]]) -> None:
+        """Bulk insert with binary COPY on this transaction's own connection: for thousands of rows it
+        costs the database about half of INSERT … SELECT FROM unnest(…)."""
+        raw = await self._conn.get_raw_connection()
+        driver = raw.driver_connection
+        if driver is None:
+            raise RuntimeError("the database connection is closed")
+        await driver.copy_records_to_table(table, records=records, columns=list(columns))

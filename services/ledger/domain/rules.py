@@ -1,0 +1,63 @@
+"""The ledger's input rules: what its identifiers and metadata may look like, and its amounts.
+
+Ids (accounts, transfers, holds — a transfer's id is the caller's idempotency key) are letters,
+digits and . _ : - only, so they are safe in URLs, logs and SQS attributes.
+"""
+
+from __future__ import annotations
+
+import re
+
+from services.kernel.errors import ValidationError
+from services.kernel.input_rules import (
+    IdentifierShape,
+    MapLimits,
+    require_identifier,
+    require_positive_amount,
+    require_string_map,
+)
+from services.kernel.money import MoneyError, exponent_of
+
+ID_SHAPE = IdentifierShape(re.compile(r"^[A-Za-z0-9._:\-]+$"), "letters, digits and . _ : -")
+ACCOUNT_ID_LIMIT = 128
+TRANSFER_ID_LIMIT = 255
+METADATA_LIMITS = MapLimits(entries=32, key_length=64, value_length=512)
+REASON_LIMIT = 500
+
+
+def account_id(value: str, field: str) -> str:
+    """Raises ValidationError (MISSING_FIELD, INVALID_ACCOUNT_ID)."""
+    return require_identifier(value, field, shape=ID_SHAPE, code="INVALID_ACCOUNT_ID", limit=ACCOUNT_ID_LIMIT)
+
+
+def transfer_id(value: str, field: str) -> str:
+    """Raises ValidationError (MISSING_FIELD, INVALID_IDEMPOTENCY_KEY)."""
+    return require_identifier(value, field, shape=ID_SHAPE, code="INVALID_IDEMPOTENCY_KEY", limit=TRANSFER_ID_LIMIT)
+
+
+def metadata(value: dict[str, str], field: str = "metadata") -> dict[str, str]:
+    """Raises ValidationError (INVALID_METADATA)."""
+    return require_string_map(value, field, limits=METADATA_LIMITS)
+
+
+def currency(value: str, field: str = "currency") -> str:
+    """An ISO 4217 code the ledger knows, upper-cased. Raises ValidationError (INVALID_CURRENCY, UNKNOWN_CURRENCY)."""
+    code = value.strip().upper()
+    try:
+        exponent_of(code)
+    except MoneyError as error:
+        raise ValidationError(f"{field}: {error.message}", field=field, code=error.code) from None
+    return code
+
+
+def positive_amount(raw: object, currency_code: str, field: str = "amount") -> int:
+    """Exact minor units > 0. Raises ValidationError (MISSING_FIELD, INVALID_AMOUNT, AMOUNT_PRECISION, ...)."""
+    return require_positive_amount(raw, currency_code, field)
+
+
+def reason(value: str) -> str:
+    if len(value) > REASON_LIMIT:
+        raise ValidationError(
+            f"reason must be at most {REASON_LIMIT} characters", field="reason", code="INVALID_REASON"
+        )
+    return value

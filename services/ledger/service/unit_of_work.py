@@ -1,0 +1,111 @@
+"""The ports the ledger's use cases depend on: a repository over one transaction, and the unit of
+work that opens it. PostgreSQL implements them in services.ledger.adapters.repository; the unit
+tests use an in-memory fake.
+
+Lock order inside a transaction, the same for every use case so none can deadlock: the transfer
+row (a hold or a reversal's original) first, then accounts in id order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from contextlib import AbstractAsyncContextManager
+from datetime import datetime
+from typing import Protocol
+
+from services.ledger.domain.events import LedgerEvent
+from services.ledger.domain.model import Account, AccountDefinition, LedgerEntry, Outcome, TransferInstruction
+from services.ledger.domain.transfers import HoldDecision, TransferRecord
+
+
+class ConcurrentWrite(Exception):
+    """Another transaction recorded the same id first (a unique key refused the row); the whole unit
+    of work was rolled back, and running it again finds that id known."""
+
+
+class LedgerRepository(Protocol):
+    """Reads and writes of the ledger's data inside one transaction. Accounts locked by
+    `lock_accounts` are tracked: `append_entries` advances their hash chains and `save_accounts`
+    writes back those whose totals changed."""
+
+    async def now(self) -> datetime:
+        """The transaction's clock (one instant for everything it writes)."""
+        ...
+
+    async def claim_messages(self, message_ids: Sequence[str]) -> set[str]:
+        """Records the queued messages as applied; returns those not applied before."""
+        ...
+
+    async def transfer_records(
+        self, transfer_ids: Sequence[str], *, lock: bool = False
+    ) -> dict[str, TransferRecord]: ...
+
+    async def lock_accounts(self, account_ids: set[str]) -> dict[str, Account]:
+        """Locks the existing accounts among `account_ids` in id order; returns every account locked
+        in this transaction so far, by id."""
+        ...
+
+    async def open_accounts(self, currencies: dict[str, str]) -> None:
+        """Opens auto-created accounts (id → currency) that do not exist yet."""
+        ...
+
+    async def insert_transfers(
+        self,
+        outcomes: Sequence[Outcome],
+        at: datetime,
+        *,
+        reverses: str | None = None,
+        reason: str | None = None,
+    ) -> None: ...
+
+    async def append_entries(self, transfers: Sequence[TransferInstruction], at: datetime) -> list[tuple[int, int]]:
+        """A debit and a credit entry per transfer on locked accounts; their (debit, credit) ids."""
+        ...
+
+    async def save_accounts(self, at: datetime) -> None: ...
+
+    async def settle_hold(self, hold_id: str, decision: HoldDecision, at: datetime) -> None: ...
+
+    async def mark_reversed(self, transfer_id: str, reversal_id: str) -> None: ...
+
+    async def queue_events(self, events: Sequence[LedgerEvent]) -> None:
+        """Queues events in the outbox, ordered per account."""
+        ...
+
+    async def due_holds(self, limit: int) -> list[str]: ...
+
+    async def create_account(self, definition: AccountDefinition) -> tuple[Account, bool]:
+        """(the account, created?) — an existing id is returned as it is."""
+        ...
+
+    async def account(self, account_id: str) -> Account | None: ...
+
+    async def accounts_after(self, after_id: str | None, limit: int) -> list[Account]: ...
+
+    async def totals_as_of(self, account_id: str, as_of: datetime) -> tuple[int, int]:
+        """(Σ debits, Σ credits) of the account's entries posted at or before `as_of`."""
+        ...
+
+    async def entries(
+        self,
+        account_id: str,
+        *,
+        limit: int,
+        before_id: int | None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> list[LedgerEntry]:
+        """Newest first, older than `before_id` when given, posted in [since, until)."""
+        ...
+
+
+class LedgerUnitOfWork(Protocol):
+    def transaction(self) -> AbstractAsyncContextManager[LedgerRepository]:
+        """One database transaction: committed when the block ends, rolled back when it raises."""
+        ...
+
+    def reading(self) -> AbstractAsyncContextManager[LedgerRepository]:
+        """A connection for reads (no locks, nothing to commit)."""
+        ...
+
+    async def ping(self) -> None: ...
