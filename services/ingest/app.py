@@ -10,11 +10,11 @@ from collections.abc import AsyncIterator, Sequence
 import redis.asyncio as redis
 from payrecon.ingest.v1 import ingest_pb2_grpc
 
-from services.ingest.adapters.cache import IdempotencyCache
-from services.ingest.adapters.messages import outcomes_from_event_batch, transfer_batch_bytes
+from services.ingest.adapters.cache import RedisIdempotencyCache
 from services.ingest.adapters.store import IngestStore
 from services.ingest.api.errors import INGEST_ERRORS, PUBLIC_METHODS, SCOPES, SERVICE_NAME
 from services.ingest.api.servicer import IngestServicer
+from services.ingest.codecs import outcomes_from_event_batch, transfer_batch_bytes
 from services.ingest.config import IngestSettings
 from services.ingest.service.operations import OperationsService
 from services.ingest.service.transactions import TransactionService
@@ -38,7 +38,7 @@ async def running(settings: IngestSettings, stop: asyncio.Event, address: str | 
     try:
         async with SqsClient.connect(endpoint_url=common.sqs_endpoint_url, region=common.aws_region) as sqs:
             store = IngestStore(engine)
-            cache = IdempotencyCache(
+            cache = RedisIdempotencyCache(
                 redis_client, prefix=settings.cache_prefix, ttl_seconds=settings.idempotency_ttl_seconds
             )
             transactions = TransactionService(

@@ -147,8 +147,7 @@ async def test_fifty_concurrent_inserts_of_one_key_store_one_request(ingest_engi
             message_id=f"00000000-0000-0000-0000-{i:012d}",
             expires_at=datetime.now(UTC) + timedelta(days=1),
             message_group="g",
-            payload=b"x",
-            traceparent="",
+            accepted_at=datetime.now(UTC),
         )
         return stored is not None
 
@@ -186,9 +185,9 @@ async def test_a_transfer_id_sent_again_in_a_new_message_gets_its_outcome_told_a
 
 
 async def test_expired_keys_are_purged_once_their_outcome_is_known(ingest_engine: AsyncEngine) -> None:
-    from services.ingest.adapters.cache import IdempotencyCache
     from services.ingest.domain.model import RequestStatus, TransferOutcome
     from services.ingest.service.transactions import TransactionService
+    from tests.unit.fakes.ingest import FakeIdempotencyCache
 
     store = IngestStore(ingest_engine)
     past = datetime.now(UTC) - timedelta(seconds=1)
@@ -200,8 +199,7 @@ async def test_expired_keys_are_purged_once_their_outcome_is_known(ingest_engine
             message_id=f"10000000-0000-0000-0000-{i:012d}",
             expires_at=expires,
             message_group="g",
-            payload=b"x",
-            traceparent="",
+            accepted_at=datetime.now(UTC),
         )
     async with ingest_engine.begin() as conn:
         await conn.execute(text("UPDATE outbox SET published_at = now()"))
@@ -209,11 +207,7 @@ async def test_expired_keys_are_purged_once_their_outcome_is_known(ingest_engine
         [TransferOutcome(k, RequestStatus.COMPLETED, datetime.now(UTC)) for k in ("it-old-done", "it-fresh-done")]
     )
 
-    class NoCache(IdempotencyCache):
-        def __init__(self) -> None:
-            pass
-
-    service = TransactionService(store, NoCache(), 86400, "USD", 4)
+    service = TransactionService(store, FakeIdempotencyCache(), 86400, "USD", 4)
     assert await service.purge_expired(batch=1) >= 1
     assert await store.get("it-old-done") is None
     assert await store.get("it-old-processing") is not None  # no outcome yet: its key still guards retries

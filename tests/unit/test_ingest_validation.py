@@ -1,3 +1,7 @@
+import os
+import subprocess
+import sys
+
 import pytest
 
 from services.ingest.domain.errors import InvalidSubmission
@@ -64,7 +68,17 @@ def test_fingerprint_depends_on_content_not_on_key() -> None:
     assert a.fingerprint() == d.fingerprint()
 
 
-def test_message_group_is_stable_and_bounded() -> None:
-    assert message_group_for("account-123", 16) == message_group_for("account-123", 16)
+def test_message_group_is_stable_across_processes_and_bounded() -> None:
+    # Every ingest process must send an account to the same group, whatever its hash seed.
+    script = "from services.ingest.domain.model import message_group_for; print(message_group_for('account-123', 16))"
+    for seed in ("1", "2"):
+        out = subprocess.run(
+            [sys.executable, "-c", script],
+            capture_output=True,
+            text=True,
+            check=True,
+            env={**os.environ, "PYTHONHASHSEED": seed},
+        )
+        assert out.stdout.strip() == message_group_for("account-123", 16) == "accounts-0011"
     groups = {message_group_for(f"acct-{i}", 16) for i in range(500)}
     assert len(groups) == 16

@@ -185,7 +185,7 @@ async def test_a_hold_reserves_then_posts_part_and_releases_the_rest() -> None:
 
 
 async def test_a_hold_beyond_the_available_funds_is_refused() -> None:
-    ledger, uow = await funded(1_000)
+    ledger, _ = await funded(1_000)
     with pytest.raises(TransferRejected) as refused:
         await ledger.create_hold(hold("h1"))
     assert refused.value.code == INSUFFICIENT_FUNDS

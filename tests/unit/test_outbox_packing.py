@@ -22,6 +22,9 @@ def test_a_message_never_outgrows_the_byte_budget() -> None:
 
 def test_deduplication_id_is_deterministic_and_within_sqs_limits() -> None:
     chunk = [row(7, "a"), row(9, "a")]
-    assert deduplication_id("ingest", chunk) == deduplication_id("ingest", list(chunk))
+    # Pinned: a relay that re-sends after a crash, in another process or release, must produce the
+    # very same id, or SQS's deduplication cannot recognise the re-send.
+    assert deduplication_id("ingest", [row(7, "a"), row(9, "a")]) == "ingest-7-8944bbc1689831cf498d2757fdf600063fe23a08"
     assert deduplication_id("ingest", chunk) != deduplication_id("ingest", chunk[:1])
+    assert deduplication_id("ingest", chunk) != deduplication_id("ledger", chunk)
     assert len(deduplication_id("ingest", chunk)) <= 128

@@ -5,32 +5,17 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
 from datetime import datetime
 
 import redis.asyncio as redis
 from redis.exceptions import RedisError
 
+from services.ingest.service.ports import CachedAcceptance, CacheStatistics
+
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class CachedAcceptance:
-    fingerprint: str
-    message_id: str
-    expires_at: datetime
-
-
-@dataclass(frozen=True)
-class CacheStatistics:
-    connected: bool
-    total_keys: int
-    prefix: str
-    default_ttl: int
-    memory_usage: str
-
-
-class IdempotencyCache:
+class RedisIdempotencyCache:
     def __init__(self, client: redis.Redis, *, prefix: str, ttl_seconds: int) -> None:
         self._client = client
         self.prefix = prefix

@@ -4,31 +4,15 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from services.ingest.domain.model import RequestStatus, TransferOutcome, TransferSubmission
+from services.ingest.codecs import transfer_request_bytes
+from services.ingest.domain.model import RequestStatus, StoredRequest, TransferOutcome, TransferSubmission
 from services.kernel.money import Money
-
-
-@dataclass(frozen=True)
-class StoredRequest:
-    idempotency_key: str
-    fingerprint: str
-    message_id: str
-    source_account_id: str
-    destination_account_id: str
-    amount: Money
-    status: RequestStatus
-    error_code: str | None
-    error_message: str | None
-    accepted_at: datetime
-    expires_at: datetime
-    completed_at: datetime | None
-
+from services.kernel.telemetry import current_traceparent
 
 _SELECT_REQUEST = """
 SELECT idempotency_key, fingerprint, message_id::text AS message_id, source_account_id,
@@ -65,13 +49,12 @@ class IngestStore:
         submission: TransferSubmission,
         *,
         message_id: str,
+        accepted_at: datetime,
         expires_at: datetime,
         message_group: str,
-        payload: bytes,
-        traceparent: str,
     ) -> StoredRequest | None:
-        """Inserts the request and its outbox row in ONE transaction (one statement, one round trip);
-        None when the key already exists."""
+        """Inserts the request and its outbox row (the TransferRequest to publish, with the current
+        trace context) in ONE transaction — one statement, one round trip; None when the key exists."""
         async with self._engine.begin() as conn:
             inserted = await conn.execute(
                 text(
@@ -97,8 +80,8 @@ class IngestStore:
                     "meta": json.dumps(submission.metadata),
                     "exp": expires_at,
                     "grp": message_group,
-                    "payload": payload,
-                    "tp": traceparent,
+                    "payload": transfer_request_bytes(submission, accepted_at),
+                    "tp": current_traceparent(),
                 },
             )
             row = inserted.first()

@@ -10,8 +10,7 @@ from google.protobuf import struct_pb2
 from google.protobuf.timestamp_pb2 import Timestamp
 from payrecon.ingest.v1 import ingest_pb2, ingest_pb2_grpc
 
-from services.ingest.adapters.store import StoredRequest
-from services.ingest.domain.model import RequestStatus, SubmitTransaction
+from services.ingest.domain.model import RequestStatus, StoredRequest, SubmitTransaction
 from services.ingest.service.operations import OperationsService
 from services.ingest.service.transactions import TransactionService
 from services.kernel.grpc_server import set_http_status

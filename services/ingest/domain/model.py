@@ -155,3 +155,19 @@ def validate_submission(command: SubmitTransaction, *, default_currency: str) ->
 def message_group_for(account_id: str, groups: int) -> str:
     """The SQS message group of an account: stable, so one account's movements stay ordered."""
     return f"accounts-{zlib.crc32(account_id.encode()) % groups:04d}"
+
+
+@dataclass(frozen=True)
+class StoredRequest:
+    idempotency_key: str
+    fingerprint: str
+    message_id: str
+    source_account_id: str
+    destination_account_id: str
+    amount: Money
+    status: RequestStatus
+    error_code: str | None
+    error_message: str | None
+    accepted_at: datetime
+    expires_at: datetime
+    completed_at: datetime | None

@@ -5,9 +5,8 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 
-from services.ingest.adapters.cache import CacheStatistics, IdempotencyCache
-from services.ingest.adapters.store import IngestStore
-from services.kernel.sqs import QueueAttributes, SqsClient, dead_letter_queue_name
+from services.ingest.service.ports import CacheStatistics, IdempotencyCache, QueueInspector, RequestStore
+from services.kernel.sqs import QueueAttributes, dead_letter_queue_name
 
 READY = "ready"
 
@@ -34,9 +33,9 @@ class ReadinessReport:
 
 @dataclass
 class OperationsService:
-    store: IngestStore
+    store: RequestStore
     cache: IdempotencyCache
-    sqs: SqsClient
+    sqs: QueueInspector
     transfers_queue: str
 
     async def queue_statistics(self) -> QueueStatistics:

@@ -8,26 +8,24 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from services.ingest.adapters.cache import CachedAcceptance, IdempotencyCache
-from services.ingest.adapters.messages import transfer_request_bytes
-from services.ingest.adapters.store import IngestStore, StoredRequest
 from services.ingest.domain.errors import IdempotencyKeyReused, UnknownTransaction
 from services.ingest.domain.model import (
     Acceptance,
+    StoredRequest,
     SubmitTransaction,
     TransferOutcome,
     message_group_for,
     validate_idempotency_key,
     validate_submission,
 )
-from services.kernel.telemetry import current_traceparent
+from services.ingest.service.ports import CachedAcceptance, IdempotencyCache, RequestStore
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
 class TransactionService:
-    store: IngestStore
+    store: RequestStore
     cache: IdempotencyCache
     ttl_seconds: int
     default_currency: str
@@ -51,10 +49,9 @@ class TransactionService:
         stored = await self.store.record_accepted(
             submission,
             message_id=str(uuid.uuid4()),
+            accepted_at=accepted_at,
             expires_at=accepted_at + timedelta(seconds=self.ttl_seconds),
             message_group=message_group_for(submission.source_account_id, self.message_groups),
-            payload=transfer_request_bytes(submission, accepted_at),
-            traceparent=current_traceparent(),
         )
         replayed = stored is None
         if stored is None:

@@ -15,10 +15,10 @@ from datetime import UTC, datetime, timedelta
 from services.ledger.domain.chain import GENESIS, ChainedEntry, chain_entries
 from services.ledger.domain.events import LedgerEvent
 from services.ledger.domain.model import (
+    AUTO_CREATED_TYPE,
     Account,
     AccountDefinition,
     AccountType,
-    AUTO_CREATED_TYPE,
     Held,
     LedgerEntry,
     Outcome,
