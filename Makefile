@@ -31,8 +31,11 @@ bench: install  ## throughput and latency figures, written to tests/bench/RESULT
 protos: install  ## regenerate contract code, .pyi stubs and gateway/descriptor.pb
 	$(BIN)/python protos/generate.py
 
-lint: install
+lint: install  ## ruff (lint + format), mypy --strict on services/, import contracts (pyproject.toml)
 	$(BIN)/ruff check services tests protos/generate.py
+	$(BIN)/ruff format --check services tests protos/generate.py
+	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -30,6 +30,14 @@ def include_paths() -> list[str]:
     return [str(PROTO_ROOT), str(googleapis_root), str(well_known)]
 
 
+def _plugin(name: str) -> str:
+    """A protoc plugin installed beside this Python (mypy-protobuf's console scripts)."""
+    found = Path(sys.executable).parent / name
+    if not found.exists():
+        raise SystemExit(f"{name} not found beside {sys.executable}: install the dev extras (mypy-protobuf)")
+    return str(found)
+
+
 def generate(code_out: Path, descriptor_out: Path) -> None:
     code_out.mkdir(parents=True, exist_ok=True)
     descriptor_out.parent.mkdir(parents=True, exist_ok=True)
@@ -39,7 +47,11 @@ def generate(code_out: Path, descriptor_out: Path) -> None:
         "protoc",
         *includes,
         f"--python_out={code_out}",
-        f"--pyi_out={code_out}",
+        # mypy-protobuf's stubs: typed messages and typed gRPC stubs/servicers for mypy --strict.
+        f"--plugin=protoc-gen-mypy={_plugin('protoc-gen-mypy')}",
+        f"--plugin=protoc-gen-mypy_grpc={_plugin('protoc-gen-mypy_grpc')}",
+        f"--mypy_out={code_out}",
+        f"--mypy_grpc_out=async_only:{code_out}",
         f"--grpc_python_out={code_out}",
         "--include_imports",
         "--include_source_info",

@@ -7,7 +7,8 @@ import asyncio
 import logging
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
 
 from services.kernel.config import ConfigError
 from services.provisioning import create_queues, migrate_all
@@ -18,6 +19,7 @@ def _serve(context: str) -> None:
     from services.kernel.runtime import serve_until_signalled
     from services.kernel.telemetry import configure_tracing
 
+    run: Callable[[asyncio.Event], AbstractAsyncContextManager[object]]
     if context == "ingest":
         from services.ingest.app import running as ingest_running
         from services.ingest.config import IngestSettings
@@ -54,7 +56,7 @@ async def verify_ledger(environ: Mapping[str, str] | None = None) -> int:
     from services.ledger.adapters.audit import audit_ledger
 
     # Only the database is needed: an auditor's job should not require the services' secrets.
-    engine = create_engine(Env(environ).str("PAYRECON_DATABASE_URL"), "ledger", pool_size=1)
+    engine = create_engine(Env(environ).text("PAYRECON_DATABASE_URL"), "ledger", pool_size=1)
     try:
         report = await audit_ledger(engine)
     finally:

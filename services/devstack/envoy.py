@@ -50,7 +50,7 @@ def envoy_binary() -> str:
 
 def _ready(admin_port: int) -> bool:
     with urllib.request.urlopen(f"http://127.0.0.1:{admin_port}/ready", timeout=1) as response:
-        return response.status == 200
+        return bool(response.status == 200)
 
 
 @dataclass

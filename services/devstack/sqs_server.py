@@ -109,7 +109,7 @@ def _answers(url: str) -> bool:
     # Any HTTP answer from the server's root means it is listening and serving.
     try:
         with urllib.request.urlopen(url + "/_localstack/health", timeout=1) as response:
-            return response.status < 500
+            return bool(response.status < 500)
     except urllib.error.HTTPError as error:
         return error.code < 500
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import os
 import secrets
@@ -163,7 +164,7 @@ class Stack:
                 port = int(self.addresses[name].rsplit(":", 1)[1])
                 child = self.children[name]
                 wait_until(
-                    lambda p=port: port_open(p),
+                    functools.partial(port_open, port),
                     timeout=60,
                     what=f"{name} service",
                     process=child.process,
@@ -213,7 +214,7 @@ class Stack:
     def ready(self) -> bool:
         try:
             with urllib.request.urlopen(f"{self.base_url}/api/v1/ready", timeout=2) as response:
-                return response.status == 200 and json.load(response).get("status") == "READY"
+                return bool(response.status == 200 and json.load(response).get("status") == "READY")
         except OSError:
             return False
 

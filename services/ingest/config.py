@@ -27,10 +27,10 @@ class IngestSettings:
         common = CommonSettings.from_env(env)
         if not common.redis_url:
             raise ConfigError("PAYRECON_REDIS_URL is required by the ingest service")
-        ttl = env.int("INGEST_IDEMPOTENCY_TTL_SECONDS", 86400)
+        ttl = env.integer("INGEST_IDEMPOTENCY_TTL_SECONDS", 86400)
         if ttl < 60:
             raise ConfigError("INGEST_IDEMPOTENCY_TTL_SECONDS must be at least 60")
-        currency = env.str("INGEST_DEFAULT_CURRENCY", "USD")
+        currency = env.text("INGEST_DEFAULT_CURRENCY", "USD")
         try:
             exponent_of(currency)
         except MoneyError as error:
@@ -39,11 +39,11 @@ class IngestSettings:
             common=common,
             redis_url=common.redis_url,
             idempotency_ttl_seconds=ttl,
-            cache_prefix=env.str("INGEST_CACHE_PREFIX", "idempotency:"),
+            cache_prefix=env.text("INGEST_CACHE_PREFIX", "idempotency:"),
             default_currency=currency,
-            public_base_path=env.str("INGEST_PUBLIC_BASE_PATH", "/api/v1"),
-            purge_interval_seconds=env.int("INGEST_PURGE_INTERVAL_SECONDS", 60),
-            address=env.str("PAYRECON_INGEST_ADDRESS", "127.0.0.1:50051"),
-            transfers_queue=env.str("PAYRECON_TRANSFERS_QUEUE", "payrecon-transfers.fifo"),
-            events_queue=env.str("PAYRECON_INGEST_EVENTS_QUEUE", "payrecon-ledger-events-ingest.fifo"),
+            public_base_path=env.text("INGEST_PUBLIC_BASE_PATH", "/api/v1"),
+            purge_interval_seconds=env.integer("INGEST_PURGE_INTERVAL_SECONDS", 60),
+            address=env.text("PAYRECON_INGEST_ADDRESS", "127.0.0.1:50051"),
+            transfers_queue=env.text("PAYRECON_TRANSFERS_QUEUE", "payrecon-transfers.fifo"),
+            events_queue=env.text("PAYRECON_INGEST_EVENTS_QUEUE", "payrecon-ledger-events-ingest.fifo"),
         )

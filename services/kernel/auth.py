@@ -14,7 +14,7 @@ from typing import Any
 import grpc
 
 from services.kernel.config import ApiToken, hash_token
-from services.kernel.grpc_errors import rich_status_metadata
+from services.kernel.grpc_errors import Context, rich_status_metadata
 
 # Infrastructure that needs no token; a context adds its own probes (`public_methods`).
 INFRASTRUCTURE_PREFIXES = (
@@ -33,14 +33,14 @@ def find_token(tokens: Iterable[ApiToken], presented: str) -> ApiToken | None:
     return found
 
 
-def _denied(status: grpc.StatusCode, code: str, message: str) -> grpc.RpcMethodHandler:
-    async def deny(request: Any, context: grpc.aio.ServicerContext) -> Any:
+def _denied(status: grpc.StatusCode, code: str, message: str) -> grpc.RpcMethodHandler[Any, Any]:
+    async def deny(request: Any, context: Context) -> Any:
         await context.abort(status, message, trailing_metadata=rich_status_metadata(status, code, message))
 
     return grpc.unary_unary_rpc_method_handler(deny)
 
 
-class BearerAuthInterceptor(grpc.aio.ServerInterceptor):
+class BearerAuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
     """Checks `authorization: Bearer <token>` metadata; `scopes` maps full method name → required scope.
     `public_methods` (full names) need no token, like the infrastructure services."""
 

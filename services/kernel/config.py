@@ -31,7 +31,7 @@ class Env:
     def __init__(self, environ: Mapping[str, str] | None = None) -> None:
         self._environ = os.environ if environ is None else environ
 
-    def str(self, name: str, default: object = _MISSING) -> str:
+    def text(self, name: str, default: object = _MISSING) -> str:
         value = self._environ.get(name)
         if value is None or value == "":
             if default is _MISSING:
@@ -43,7 +43,7 @@ class Env:
         value = self._environ.get(name)
         return value or None
 
-    def int(self, name: str, default: int) -> int:
+    def integer(self, name: str, default: int) -> int:
         raw = self._environ.get(name)
         if raw is None or raw == "":
             return default
@@ -52,7 +52,7 @@ class Env:
         except ValueError:
             raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
 
-    def bool(self, name: str, default: bool) -> bool:
+    def flag(self, name: str, default: bool) -> bool:
         raw = self._environ.get(name)
         if raw is None or raw == "":
             return default
@@ -134,28 +134,28 @@ class CommonSettings:
     @classmethod
     def from_env(cls, env: Env | None = None) -> CommonSettings:
         env = env or Env()
-        environment = env.str("PAYRECON_ENV", "production")
+        environment = env.text("PAYRECON_ENV", "production")
         if environment not in {"development", "production"}:
             raise ConfigError(f"PAYRECON_ENV must be development or production, got {environment!r}")
         development = environment == "development"
         tokens = parse_api_tokens(env.optional("PAYRECON_API_TOKENS"), development=development)
         if not tokens:
             raise ConfigError("PAYRECON_API_TOKENS is required outside development (no token would work)")
-        groups = env.int("PAYRECON_MESSAGE_GROUPS", 16)
+        groups = env.integer("PAYRECON_MESSAGE_GROUPS", 16)
         if not 1 <= groups <= 1024:
             raise ConfigError("PAYRECON_MESSAGE_GROUPS must be between 1 and 1024")
         return cls(
             environment=environment,
-            database_url=env.str("PAYRECON_DATABASE_URL"),
+            database_url=env.text("PAYRECON_DATABASE_URL"),
             redis_url=env.optional("PAYRECON_REDIS_URL"),
             sqs_endpoint_url=env.optional("PAYRECON_SQS_ENDPOINT_URL"),
-            aws_region=env.str("PAYRECON_AWS_REGION", "us-east-1"),
+            aws_region=env.text("PAYRECON_AWS_REGION", "us-east-1"),
             message_groups=groups,
             api_tokens=tokens,
             otlp_endpoint=env.optional("PAYRECON_OTLP_ENDPOINT"),
-            log_level=env.str("PAYRECON_LOG_LEVEL", "INFO").upper(),
-            sqs_visibility_seconds=env.int("PAYRECON_SQS_VISIBILITY_SECONDS", 60),
-            sqs_max_receives=env.int("PAYRECON_SQS_MAX_RECEIVES", 5),
+            log_level=env.text("PAYRECON_LOG_LEVEL", "INFO").upper(),
+            sqs_visibility_seconds=env.integer("PAYRECON_SQS_VISIBILITY_SECONDS", 60),
+            sqs_max_receives=env.integer("PAYRECON_SQS_MAX_RECEIVES", 5),
         )
 
 

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import re
+from typing import Any
 
 from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from services.kernel.config import ConfigError
 
@@ -34,3 +35,13 @@ def create_engine(database_url: str, schema: str, *, pool_size: int = 10) -> Asy
         pool_recycle=1800,
         connect_args={"server_settings": {"search_path": schema, "application_name": f"payrecon-{schema}"}},
     )
+
+
+async def driver_connection(conn: AsyncConnection) -> Any:
+    """The asyncpg connection under `conn`, in its transaction: for COPY, cursors and multi-statement
+    scripts, which SQLAlchemy does not expose."""
+    raw = await conn.get_raw_connection()
+    driver = raw.driver_connection
+    if driver is None:
+        raise RuntimeError("the database connection is closed")
+    return driver

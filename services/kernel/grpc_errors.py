@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeAlias
 
 import grpc
 from google.protobuf import any_pb2
@@ -20,6 +20,9 @@ from google.rpc import error_details_pb2, status_pb2
 from services.kernel.errors import DomainError, NotFound, Unavailable, ValidationError
 
 log = logging.getLogger(__name__)
+
+# Any servicer method's context (the request and response types do not matter to the edges).
+Context: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"
 
 ERROR_DOMAIN = "payrecon"
 
@@ -54,7 +57,7 @@ def rich_status_metadata(
 
 
 async def abort_with(
-    context: grpc.aio.ServicerContext,
+    context: Context,
     status: grpc.StatusCode,
     code: str,
     message: str,
@@ -66,20 +69,21 @@ async def abort_with(
 
 def machine_code_of(error: grpc.aio.AioRpcError) -> str | None:
     """The machine code a payrecon service put in an error's details, if any (client side)."""
-    for key, value in error.trailing_metadata() or ():
+    metadata: Any = error.trailing_metadata() or ()
+    for key, value in metadata:
         if key == "grpc-status-details-bin" and isinstance(value, bytes):
             rpc_status = status_pb2.Status.FromString(value)
             for detail in rpc_status.details:
                 info = error_details_pb2.ErrorInfo()
                 if detail.Unpack(info):
-                    return info.reason
+                    return str(info.reason)
     return None
 
 
-Handler = Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]
+Handler = Callable[[Any, Context], Awaitable[Any]]
 
 
-class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):
+class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
     """Applies a service's ErrorTable to every unary RPC."""
 
     def __init__(self, table: ErrorTable) -> None:
@@ -93,7 +97,7 @@ class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):
         table = self._table
         method = handler_call_details.method
 
-        async def mapped(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        async def mapped(request: Any, context: Context) -> Any:
             try:
                 return await behavior(request, context)
             except DomainError as error:

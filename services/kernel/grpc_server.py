@@ -11,7 +11,7 @@ from grpc_reflection.v1alpha import reflection
 
 from services.kernel.auth import BearerAuthInterceptor
 from services.kernel.config import ApiToken
-from services.kernel.grpc_errors import ErrorMappingInterceptor, ErrorTable
+from services.kernel.grpc_errors import Context, ErrorMappingInterceptor, ErrorTable
 from services.kernel.telemetry import grpc_server_interceptor
 
 Registration = Callable[[grpc.aio.Server], None]
@@ -26,7 +26,7 @@ async def create_server(
     scopes: Mapping[str, str],
     errors: ErrorTable,
     public_methods: Iterable[str] = (),
-) -> tuple[grpc.aio.Server, int, health.aio.HealthServicer]:
+) -> tuple[grpc.aio.Server, int, Any]:
     """Binds `address` (port 0 picks a free one) and returns (server, bound port, health servicer).
 
     The server is not started; callers `await server.start()` and later `await server.stop(grace)`.
@@ -39,7 +39,7 @@ async def create_server(
     server = grpc.aio.server(interceptors=interceptors, options=[("grpc.so_reuseport", 0)])
     for add in register:
         add(server)
-    health_servicer = health.aio.HealthServicer()
+    health_servicer = health.aio.HealthServicer()  # type: ignore[attr-defined]  # health.aio is set at import time
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     names = list(service_names)
     reflection.enable_server_reflection([*names, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
@@ -51,7 +51,7 @@ async def create_server(
     return server, port, health_servicer
 
 
-async def set_http_status(context: grpc.aio.ServicerContext, status: int) -> None:
+async def set_http_status(context: Context, status: int) -> None:
     """Asks the gateway to answer with `status` (Envoy's Lua filter reads x-http-code)."""
     await context.send_initial_metadata((("x-http-code", str(status)),))
 

@@ -14,6 +14,8 @@ from importlib import resources
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from services.kernel.db import driver_connection
+
 log = logging.getLogger(__name__)
 
 
@@ -68,8 +70,7 @@ async def migrate(engine: AsyncEngine, schema: str, package: str) -> list[int]:
                         f"{schema} migration {migration.version} ({migration.name}) changed after it was applied"
                     )
                 continue
-            raw = await conn.get_raw_connection()
-            await raw.driver_connection.execute(migration.sql)  # simple protocol: many statements
+            await (await driver_connection(conn)).execute(migration.sql)  # simple protocol: many statements
             await conn.execute(
                 text("INSERT INTO schema_migrations (version, name, checksum) VALUES (:v, :n, :c)"),
                 {"v": migration.version, "n": migration.name, "c": migration.checksum},

@@ -28,7 +28,7 @@ async def serve_until_signalled(running: Running) -> None:
 async def background(*coroutines: object) -> AsyncIterator[list[asyncio.Task[object]]]:
     """Runs coroutines as tasks for the block's duration; a task that dies is logged, then the
     block's exit cancels what is still running."""
-    tasks = [asyncio.create_task(c) for c in coroutines]  # type: ignore[arg-type]
+    tasks: list[asyncio.Task[object]] = [asyncio.create_task(c) for c in coroutines]  # type: ignore[arg-type]
 
     def report(task: asyncio.Task[object]) -> None:
         if not task.cancelled() and task.exception() is not None:

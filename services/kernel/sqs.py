@@ -12,6 +12,8 @@ from typing import Any
 from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
 
+from services.kernel.queues import QueueAttributes, dead_letter_queue_name
+
 MAX_BATCH = 10  # SQS's limit for SendMessageBatch / DeleteMessageBatch / ReceiveMessage
 
 
@@ -21,16 +23,6 @@ class OutgoingMessage:
     group_id: str
     deduplication_id: str
     attributes: dict[str, dict[str, str]]
-
-
-@dataclass(frozen=True)
-class QueueAttributes:
-    url: str
-    messages: int
-    in_flight: int
-    visibility_timeout: int
-    fifo: bool
-    content_deduplication: bool
 
 
 class SqsClient:
@@ -164,10 +156,6 @@ class SqsClient:
             fifo=attrs.get("FifoQueue", "false") == "true",
             content_deduplication=attrs.get("ContentBasedDeduplication", "false") == "true",
         )
-
-
-def dead_letter_queue_name(queue_name: str) -> str:
-    return queue_name.removesuffix(".fifo") + "-dlq.fifo"
 
 
 def decode_body(message: dict[str, Any]) -> bytes:

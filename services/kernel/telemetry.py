@@ -31,13 +31,13 @@ def grpc_server_interceptor() -> Any:
     """Server spans for every RPC (rpc.grpc.status_code included)."""
     from opentelemetry.instrumentation.grpc import aio_server_interceptor
 
-    return aio_server_interceptor()
+    return aio_server_interceptor()  # type: ignore[no-untyped-call]
 
 
 def grpc_client_interceptors() -> list[Any]:
     from opentelemetry.instrumentation.grpc import aio_client_interceptors
 
-    return list(aio_client_interceptors())
+    return list(aio_client_interceptors())  # type: ignore[no-untyped-call]
 
 
 def inject_message_attributes() -> dict[str, dict[str, str]]:

@@ -22,24 +22,24 @@ class LedgerSettings:
     @classmethod
     def from_env(cls, env: Env | None = None) -> LedgerSettings:
         env = env or Env()
-        receivers = env.int("LEDGER_WORKER_RECEIVERS", 4)
+        receivers = env.integer("LEDGER_WORKER_RECEIVERS", 4)
         if not 1 <= receivers <= 64:
             raise ConfigError("LEDGER_WORKER_RECEIVERS must be between 1 and 64")
-        currency = env.str("LEDGER_DEFAULT_CURRENCY", "USD")
+        currency = env.text("LEDGER_DEFAULT_CURRENCY", "USD")
         try:
             exponent_of(currency)
         except MoneyError as error:
             raise ConfigError(f"LEDGER_DEFAULT_CURRENCY: {error.message}") from None
         return cls(
             common=CommonSettings.from_env(env),
-            auto_create_accounts=env.bool("LEDGER_AUTO_CREATE_ACCOUNTS", True),
+            auto_create_accounts=env.flag("LEDGER_AUTO_CREATE_ACCOUNTS", True),
             worker_receivers=receivers,
             default_currency=currency,
-            hold_expiry_interval_seconds=env.int("LEDGER_HOLD_EXPIRY_INTERVAL_SECONDS", 1),
-            address=env.str("PAYRECON_LEDGER_ADDRESS", "127.0.0.1:50052"),
-            transfers_queue=env.str("PAYRECON_TRANSFERS_QUEUE", "payrecon-transfers.fifo"),
+            hold_expiry_interval_seconds=env.integer("LEDGER_HOLD_EXPIRY_INTERVAL_SECONDS", 1),
+            address=env.text("PAYRECON_LEDGER_ADDRESS", "127.0.0.1:50052"),
+            transfers_queue=env.text("PAYRECON_TRANSFERS_QUEUE", "payrecon-transfers.fifo"),
             event_queues=(
-                env.str("PAYRECON_INGEST_EVENTS_QUEUE", "payrecon-ledger-events-ingest.fifo"),
-                env.str("PAYRECON_RECON_EVENTS_QUEUE", "payrecon-ledger-events-recon.fifo"),
+                env.text("PAYRECON_INGEST_EVENTS_QUEUE", "payrecon-ledger-events-ingest.fifo"),
+                env.text("PAYRECON_RECON_EVENTS_QUEUE", "payrecon-ledger-events-recon.fifo"),
             ),
         )

@@ -35,7 +35,8 @@ async def running(
     ledger = LedgerClient(settings.ledger_address, settings.ledger_token)
     try:
         async with SqsClient.connect(endpoint_url=common.sqs_endpoint_url, region=common.aws_region) as sqs:
-            service = ReconciliationService(ReconciliationStore(engine), ledger)
+            store = ReconciliationStore(engine)
+            service = ReconciliationService(store, ledger)
             servicer = ReconciliationServicer(service)
             server, port, _ = await create_server(
                 address or settings.address,
@@ -48,7 +49,7 @@ async def running(
 
             async def project(messages: Sequence[Message]) -> Sequence[Message]:
                 events = [e for m in messages for e in messages_pb2.LedgerEventBatch.FromString(decode_body(m)).events]
-                await service.project(events)
+                await store.project_events(events)
                 return messages
 
             await server.start()

@@ -25,7 +25,7 @@ class ReconciliationSettings:
         return cls(
             common=common,
             ledger_token=token,
-            address=env.str("PAYRECON_RECONCILIATION_ADDRESS", "127.0.0.1:50053"),
-            ledger_address=env.str("PAYRECON_LEDGER_ADDRESS", "127.0.0.1:50052"),
-            events_queue=env.str("PAYRECON_RECON_EVENTS_QUEUE", "payrecon-ledger-events-recon.fifo"),
+            address=env.text("PAYRECON_RECONCILIATION_ADDRESS", "127.0.0.1:50053"),
+            ledger_address=env.text("PAYRECON_LEDGER_ADDRESS", "127.0.0.1:50052"),
+            events_queue=env.text("PAYRECON_RECON_EVENTS_QUEUE", "payrecon-ledger-events-recon.fifo"),
         )

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from services.kernel.sqs import OutgoingMessage, SqsClient, dead_letter_queue_name, decode_body
+from services.kernel.queues import dead_letter_queue_name
+from services.kernel.sqs import OutgoingMessage, SqsClient, decode_body
 
 pytestmark = pytest.mark.integration
 

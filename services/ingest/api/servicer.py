@@ -44,7 +44,9 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
         self._base_path = base_path.rstrip("/")
 
     async def SubmitTransaction(
-        self, request: ingest_pb2.SubmitTransactionRequest, context: grpc.aio.ServicerContext
+        self,
+        request: ingest_pb2.SubmitTransactionRequest,
+        context: grpc.aio.ServicerContext[ingest_pb2.SubmitTransactionRequest, ingest_pb2.SubmitTransactionResponse],
     ) -> ingest_pb2.SubmitTransactionResponse:
         tx = request.transaction
         command = SubmitTransaction(
@@ -70,7 +72,9 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
         )
 
     async def GetTransactionStatus(
-        self, request: ingest_pb2.GetTransactionStatusRequest, context: grpc.aio.ServicerContext
+        self,
+        request: ingest_pb2.GetTransactionStatusRequest,
+        context: grpc.aio.ServicerContext[ingest_pb2.GetTransactionStatusRequest, ingest_pb2.TransactionStatus],
     ) -> ingest_pb2.TransactionStatus:
         stored = await self._transactions.status(request.idempotency_key)
         response = ingest_pb2.TransactionStatus(status=stored.status.value, idempotency_key=stored.idempotency_key)
@@ -83,7 +87,9 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
         return response
 
     async def GetQueueStats(
-        self, request: ingest_pb2.GetQueueStatsRequest, context: grpc.aio.ServicerContext
+        self,
+        request: ingest_pb2.GetQueueStatsRequest,
+        context: grpc.aio.ServicerContext[ingest_pb2.GetQueueStatsRequest, ingest_pb2.QueueStats],
     ) -> ingest_pb2.QueueStats:
         stats = await self._operations.queue_statistics()
         return ingest_pb2.QueueStats(
@@ -100,7 +106,9 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
         )
 
     async def GetCacheStats(
-        self, request: ingest_pb2.GetCacheStatsRequest, context: grpc.aio.ServicerContext
+        self,
+        request: ingest_pb2.GetCacheStatsRequest,
+        context: grpc.aio.ServicerContext[ingest_pb2.GetCacheStatsRequest, ingest_pb2.CacheStats],
     ) -> ingest_pb2.CacheStats:
         stats = await self._operations.cache_statistics()
         return ingest_pb2.CacheStats(
@@ -113,12 +121,16 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
         )
 
     async def GetHealth(
-        self, request: ingest_pb2.GetHealthRequest, context: grpc.aio.ServicerContext
+        self,
+        request: ingest_pb2.GetHealthRequest,
+        context: grpc.aio.ServicerContext[ingest_pb2.GetHealthRequest, ingest_pb2.Health],
     ) -> ingest_pb2.Health:
         return ingest_pb2.Health(status="OK", timestamp=_now())
 
     async def GetReadiness(
-        self, request: ingest_pb2.GetReadinessRequest, context: grpc.aio.ServicerContext
+        self,
+        request: ingest_pb2.GetReadinessRequest,
+        context: grpc.aio.ServicerContext[ingest_pb2.GetReadinessRequest, ingest_pb2.Readiness],
     ) -> ingest_pb2.Readiness:
         report = await self._operations.readiness()
         if not report.ready:

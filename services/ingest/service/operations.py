@@ -6,7 +6,7 @@ import asyncio
 from dataclasses import dataclass
 
 from services.ingest.service.ports import CacheStatistics, IdempotencyCache, QueueInspector, RequestStore
-from services.kernel.sqs import QueueAttributes, dead_letter_queue_name
+from services.kernel.queues import QueueAttributes, dead_letter_queue_name
 
 READY = "ready"
 

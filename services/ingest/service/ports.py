@@ -10,7 +10,7 @@ from datetime import datetime
 from typing import Protocol
 
 from services.ingest.domain.model import StoredRequest, TransferOutcome, TransferSubmission
-from services.kernel.sqs import QueueAttributes
+from services.kernel.queues import QueueAttributes
 
 
 @dataclass(frozen=True)

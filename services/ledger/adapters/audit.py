@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from services.kernel.db import driver_connection
 from services.ledger.domain.chain import AccountAudit, AccountTotals, Breach, ChainedEntry, unbalanced_currencies
 
 
@@ -136,7 +137,7 @@ async def audit_ledger(engine: AsyncEngine) -> AuditReport:
             )
         }
         # The driver's own cursor, in this transaction's snapshot: a million entries stream in seconds.
-        driver = (await conn.get_raw_connection()).driver_connection
+        driver = await driver_connection(conn)
         rows = driver.cursor(
             "SELECT id, transfer_id, account_id, direction, amount_minor, currency, created_at, hash"
             " FROM entries ORDER BY account_id, id",

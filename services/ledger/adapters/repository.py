@@ -17,6 +17,7 @@ from payrecon.ledger.v1 import messages_pb2
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from services.kernel.db import driver_connection
 from services.kernel.money import Money
 from services.kernel.telemetry import current_traceparent
 from services.ledger.codecs import event_message
@@ -446,8 +447,5 @@ class SqlLedgerRepository:
     async def _copy_rows(self, table: str, columns: Sequence[str], records: list[tuple[object, ...]]) -> None:
         """Bulk insert with binary COPY on this transaction's own connection: for thousands of rows it
         costs the database about half of INSERT … SELECT FROM unnest(…)."""
-        raw = await self._conn.get_raw_connection()
-        driver = raw.driver_connection
-        if driver is None:
-            raise RuntimeError("the database connection is closed")
+        driver = await driver_connection(self._conn)
         await driver.copy_records_to_table(table, records=records, columns=list(columns))

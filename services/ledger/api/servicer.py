@@ -91,7 +91,9 @@ class LedgerServicer(ledger_pb2_grpc.LedgerServiceServicer):
         self._ledger = ledger
 
     async def GetBalance(
-        self, request: ledger_pb2.GetBalanceRequest, context: grpc.aio.ServicerContext
+        self,
+        request: ledger_pb2.GetBalanceRequest,
+        context: grpc.aio.ServicerContext[ledger_pb2.GetBalanceRequest, ledger_pb2.Balance],
     ) -> ledger_pb2.Balance:
         as_of = request.as_of.ToDatetime(tzinfo=UTC) if request.HasField("as_of") else None
         view = await self._ledger.balance(request.account_id, as_of)
@@ -110,7 +112,9 @@ class LedgerServicer(ledger_pb2_grpc.LedgerServiceServicer):
         )
 
     async def ListLedgerEntries(
-        self, request: ledger_pb2.ListLedgerEntriesRequest, context: grpc.aio.ServicerContext
+        self,
+        request: ledger_pb2.ListLedgerEntriesRequest,
+        context: grpc.aio.ServicerContext[ledger_pb2.ListLedgerEntriesRequest, ledger_pb2.ListLedgerEntriesResponse],
     ) -> ledger_pb2.ListLedgerEntriesResponse:
         account, rows, next_cursor = await self._ledger.history(
             request.account_id, limit=request.limit, cursor=request.cursor, since=request.since, until=request.until
@@ -137,13 +141,17 @@ class LedgerServicer(ledger_pb2_grpc.LedgerServiceServicer):
         return ledger_pb2.ListLedgerEntriesResponse(account_id=account.id, entries=entries, next_cursor=next_cursor)
 
     async def PostTransfers(
-        self, request: ledger_pb2.PostTransfersRequest, context: grpc.aio.ServicerContext
+        self,
+        request: ledger_pb2.PostTransfersRequest,
+        context: grpc.aio.ServicerContext[ledger_pb2.PostTransfersRequest, ledger_pb2.PostTransfersResponse],
     ) -> ledger_pb2.PostTransfersResponse:
         events = await self._ledger.post_transfers([instruction_from_proto(t) for t in request.transfers])
         return ledger_pb2.PostTransfersResponse(outcomes=[event_message(e) for e in events])
 
     async def CreateAccount(
-        self, request: ledger_pb2.CreateAccountRequest, context: grpc.aio.ServicerContext
+        self,
+        request: ledger_pb2.CreateAccountRequest,
+        context: grpc.aio.ServicerContext[ledger_pb2.CreateAccountRequest, ledger_pb2.Account],
     ) -> ledger_pb2.Account:
         account, created = await self._ledger.create_account(
             NewAccount(
@@ -160,18 +168,24 @@ class LedgerServicer(ledger_pb2_grpc.LedgerServiceServicer):
         return account_message(account)
 
     async def GetAccount(
-        self, request: ledger_pb2.GetAccountRequest, context: grpc.aio.ServicerContext
+        self,
+        request: ledger_pb2.GetAccountRequest,
+        context: grpc.aio.ServicerContext[ledger_pb2.GetAccountRequest, ledger_pb2.Account],
     ) -> ledger_pb2.Account:
         return account_message(await self._ledger.account(request.account_id))
 
     async def ListAccounts(
-        self, request: ledger_pb2.ListAccountsRequest, context: grpc.aio.ServicerContext
+        self,
+        request: ledger_pb2.ListAccountsRequest,
+        context: grpc.aio.ServicerContext[ledger_pb2.ListAccountsRequest, ledger_pb2.ListAccountsResponse],
     ) -> ledger_pb2.ListAccountsResponse:
         accounts, next_cursor = await self._ledger.accounts(limit=request.limit, cursor=request.cursor)
         return ledger_pb2.ListAccountsResponse(accounts=[account_message(a) for a in accounts], next_cursor=next_cursor)
 
     async def CreateHold(
-        self, request: ledger_pb2.CreateHoldRequest, context: grpc.aio.ServicerContext
+        self,
+        request: ledger_pb2.CreateHoldRequest,
+        context: grpc.aio.ServicerContext[ledger_pb2.CreateHoldRequest, ledger_pb2.Hold],
     ) -> ledger_pb2.Hold:
         expires_at = request.expires_at.ToDatetime(tzinfo=UTC) if request.HasField("expires_at") else None
         record = await self._ledger.create_hold(
@@ -187,18 +201,32 @@ class LedgerServicer(ledger_pb2_grpc.LedgerServiceServicer):
         )
         return hold_message(record)
 
-    async def GetHold(self, request: ledger_pb2.GetHoldRequest, context: grpc.aio.ServicerContext) -> ledger_pb2.Hold:
+    async def GetHold(
+        self,
+        request: ledger_pb2.GetHoldRequest,
+        context: grpc.aio.ServicerContext[ledger_pb2.GetHoldRequest, ledger_pb2.Hold],
+    ) -> ledger_pb2.Hold:
         return hold_message(await self._ledger.hold(request.hold_id))
 
-    async def PostHold(self, request: ledger_pb2.PostHoldRequest, context: grpc.aio.ServicerContext) -> ledger_pb2.Hold:
+    async def PostHold(
+        self,
+        request: ledger_pb2.PostHoldRequest,
+        context: grpc.aio.ServicerContext[ledger_pb2.PostHoldRequest, ledger_pb2.Hold],
+    ) -> ledger_pb2.Hold:
         amount = json_scalar(request.amount, request.HasField("amount"))
         return hold_message(await self._ledger.post_hold(request.hold_id, amount))
 
-    async def VoidHold(self, request: ledger_pb2.VoidHoldRequest, context: grpc.aio.ServicerContext) -> ledger_pb2.Hold:
+    async def VoidHold(
+        self,
+        request: ledger_pb2.VoidHoldRequest,
+        context: grpc.aio.ServicerContext[ledger_pb2.VoidHoldRequest, ledger_pb2.Hold],
+    ) -> ledger_pb2.Hold:
         return hold_message(await self._ledger.void_hold(request.hold_id))
 
     async def ReverseTransfer(
-        self, request: ledger_pb2.ReverseTransferRequest, context: grpc.aio.ServicerContext
+        self,
+        request: ledger_pb2.ReverseTransferRequest,
+        context: grpc.aio.ServicerContext[ledger_pb2.ReverseTransferRequest, ledger_pb2.Transfer],
     ) -> ledger_pb2.Transfer:
         reversal = await self._ledger.reverse(request.transfer_id, request.idempotency_key, request.reason)
         if not reversal.replayed:
@@ -206,6 +234,8 @@ class LedgerServicer(ledger_pb2_grpc.LedgerServiceServicer):
         return transfer_message(reversal.record)
 
     async def GetTransfer(
-        self, request: ledger_pb2.GetTransferRequest, context: grpc.aio.ServicerContext
+        self,
+        request: ledger_pb2.GetTransferRequest,
+        context: grpc.aio.ServicerContext[ledger_pb2.GetTransferRequest, ledger_pb2.Transfer],
     ) -> ledger_pb2.Transfer:
         return transfer_message(await self._ledger.transfer(request.transfer_id))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime
 
 import grpc
@@ -10,13 +9,7 @@ from payrecon.ledger.v1 import ledger_pb2, ledger_pb2_grpc
 
 from services.kernel.telemetry import grpc_client_interceptors
 from services.kernel.timestamps import to_timestamp
-
-
-@dataclass(frozen=True)
-class LedgerBalance:
-    balance_minor: int
-    currency: str
-    debit_normal: bool
+from services.reconciliation.service.ports import LedgerBalance
 
 
 class LedgerClient:
@@ -40,4 +33,4 @@ class LedgerClient:
         return LedgerBalance(reply.balance_minor, reply.currency, reply.account_type in ("ASSET", "EXPENSE"))
 
     async def close(self) -> None:
-        await self._channel.close()
+        await self._channel.close(None)

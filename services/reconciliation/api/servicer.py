@@ -15,7 +15,11 @@ class ReconciliationServicer(reconciliation_pb2_grpc.ReconciliationServiceServic
         self._service = service
 
     async def ReconcileAccount(
-        self, request: reconciliation_pb2.ReconcileAccountRequest, context: grpc.aio.ServicerContext
+        self,
+        request: reconciliation_pb2.ReconcileAccountRequest,
+        context: grpc.aio.ServicerContext[
+            reconciliation_pb2.ReconcileAccountRequest, reconciliation_pb2.ReconciliationReport
+        ],
     ) -> reconciliation_pb2.ReconciliationReport:
         stored = await self._service.reconcile_account(request.account_id, request.start_date, request.end_date)
         report = stored.report

@@ -1,16 +1,13 @@
-"""Use cases: project ledger events, reconcile an account over a window."""
+"""Use case: reconcile an account over a window (the projection of ledger events is written by the
+event consumer straight into the store: it is data, with no rule to apply)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from payrecon.ledger.v1 import messages_pb2
-
-from services.reconciliation.adapters.ledger_client import LedgerClient
-from services.reconciliation.adapters.store import ReconciliationStore
 from services.reconciliation.domain.model import Report, check_account, parse_window
+from services.reconciliation.service.ports import LedgerBalances, ReconciliationStore
 
 
 @dataclass(frozen=True)
@@ -23,10 +20,7 @@ class StoredReport:
 @dataclass
 class ReconciliationService:
     store: ReconciliationStore
-    ledger: LedgerClient
-
-    async def project(self, events: Sequence[messages_pb2.LedgerEvent]) -> int:
-        return await self.store.project_events(events)
+    ledger: LedgerBalances
 
     async def reconcile_account(self, account_id: str, start: str, end: str) -> StoredReport:
         """Compares the projection with the ledger for the window and stores the run.

@@ -9,7 +9,7 @@ from datetime import datetime
 
 from services.ingest.domain.model import RequestStatus, StoredRequest, TransferOutcome, TransferSubmission
 from services.ingest.service.ports import CachedAcceptance, CacheStatistics
-from services.kernel.sqs import QueueAttributes
+from services.kernel.queues import QueueAttributes
 
 
 class FakeRequestStore:
