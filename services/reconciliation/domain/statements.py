@@ -85,6 +85,8 @@ class StatementLine:
     original_amount_minor: int | None = None
     original_currency: str | None = None
     details: tuple[EntryDetail, ...] = ()
+    # the entry's own id when the bank gives one beside `reference` (camt NtryRef), kept for matching
+    entry_reference: str | None = None
 
 
 @dataclass(frozen=True)
