@@ -8,17 +8,21 @@ from __future__ import annotations
 
 import io
 import json
+import sys
+import types
 from collections.abc import Callable
 from datetime import date
 from pathlib import Path
 
 import mt940
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from ofxtools.Parser import OFXTree
 
 from services.reconciliation.adapters.formats.bai2 import parse_bai2
 from services.reconciliation.adapters.formats.csv_mapping import CsvMapping, parse_csv
-from services.reconciliation.adapters.formats.detect import detect_format, parse_statement
+from services.reconciliation.adapters.formats.detect import CAMT_MODULE, detect_format, parse_statement
 from services.reconciliation.adapters.formats.mt940 import parse_mt940
 from services.reconciliation.adapters.formats.ofx import parse_ofx
 from services.reconciliation.domain.statements import (
@@ -268,6 +272,14 @@ def test_bai2_type_codes_outside_100_699_use_the_type_code_table() -> None:
     assert rejection(parse_bai2, unknown) == [RowError(2, "16 type code '950' is neither a credit nor a debit")]
 
 
+def test_bai2_non_monetary_detail_is_a_warning_not_an_entry() -> None:
+    with_890 = BAI2_ONE_LINE.replace(b"16,451,1000,Z", b"16,890,,Z")
+
+    parsed = parse_bai2(with_890)
+    assert parsed.statements[0].lines == ()
+    assert parsed.warnings[0] == RowError(2, "16 record of type 890 (non-monetary information) not imported")
+
+
 # --- OFX ---------------------------------------------------------------------------------------------
 
 
@@ -364,6 +376,14 @@ def test_ofx_without_statements_names_the_server_status() -> None:
     assert "2000 ERROR Unknown account" in error.message
 
 
+def test_ofx_utf8_text_under_a_cp1252_header_is_read_as_utf8() -> None:
+    content = fixture("ofx/ofx1_sgml.ofx").replace("Caf\xe9".encode("cp1252"), "Caf\xe9".encode())
+
+    parsed = parse_ofx(content)
+    assert parsed.statements[0].lines[0].counterparty == "Café du Nord"
+    assert parsed.warnings == (RowError(1, "the header declares cp1252, but the file is utf-8"),)
+
+
 def test_ofx_decimal_comma_amount() -> None:
     content = fixture("ofx/ofx2_xml.ofx").replace(b"<TRNAMT>-300.00", b"<TRNAMT>-300,50")
 
@@ -420,6 +440,18 @@ def test_csv_title_row_semicolons_comma_decimals_and_cd_column() -> None:
 
     (statement,) = parse_csv(content, mapping).statements
     assert [(line.line, line.amount_minor) for line in statement.lines] == [(3, -182775), (4, 250000), (5, 50)]
+
+
+def test_csv_negative_amount_marked_as_credit_is_refused() -> None:
+    content = b"Date;CD;Amount\n2024-03-01;C;-5,00\n2024-03-02;D;-5,00\n"
+    mapping = CsvMapping(
+        date="Date", amount="Amount", direction="CD", decimal_separator=",", account="A", currency="EUR"
+    )
+
+    assert rejection(parse_csv, content, mapping) == [
+        RowError(2, "amount -5.00 is negative but marked as a credit (C)")
+    ]
+    assert parse_csv(content.replace(b"C;-5", b"C;5"), mapping).statements[0].entries_total_minor == 0
 
 
 def test_csv_split_debit_and_credit_columns() -> None:
@@ -608,6 +640,7 @@ CSV_SAMPLE = b"Date,Amount,Ref,Description\n2024-03-01,1.00,R1,a\n"
             StatementFormat.CAMT054,
         ),
         (CSV_SAMPLE, StatementFormat.CSV),
+        (b"01,02,2024,12.50,coffee\n", StatementFormat.CSV),  # "01," alone is no BAI2 header
         (b"\xef\xbb\xbfDate;Amount\n", StatementFormat.CSV),
     ],
 )
@@ -639,6 +672,62 @@ def test_parse_statement_dispatches_on_the_detected_format() -> None:
     assert parsed.format is StatementFormat.CSV and parsed.line_count == 1
 
 
+CAMT_SAMPLE = b'<?xml version="1.0"?><Document><BkToCstmrStmt><GrpHdr/></BkToCstmrStmt></Document>'
+
+
+def test_camt_goes_to_the_camt_module_when_it_exists(monkeypatch: pytest.MonkeyPatch) -> None:
+    parsed = ParsedFile(format=StatementFormat.CAMT053, statements=())
+    camt = types.ModuleType(CAMT_MODULE)
+    camt.looks_like_camt = lambda content: StatementFormat.CAMT052  # type: ignore[attr-defined]
+    camt.parse_camt = lambda content: parsed  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, CAMT_MODULE, camt)
+
+    assert detect_format(CAMT_SAMPLE) is StatementFormat.CAMT052  # the camt module's verdict wins
+    assert parse_statement(CAMT_SAMPLE, None) is parsed
+
+
+def test_camt_without_the_camt_module(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, CAMT_MODULE, None)  # as if camt.py did not exist
+
+    assert detect_format(CAMT_SAMPLE) is StatementFormat.CAMT053  # from the root element names
+    (error,) = rejection(parse_statement, CAMT_SAMPLE, None)
+    assert "camt.05x import is not available" in error.message
+
+
 def test_parse_statement_needs_a_mapping_for_csv() -> None:
     (error,) = rejection(parse_statement, CSV_SAMPLE, None)
     assert "column mapping" in error.message
+
+
+# --- damaged files -----------------------------------------------------------------------------------
+
+DAMAGE_TARGETS: list[tuple[str, Callable[[bytes], ParsedFile]]] = [
+    ("mt940/two_statements.sta", parse_mt940),
+    ("bai2/funds_types.bai2", parse_bai2),
+    ("bai2/records_on_one_line.bai2", parse_bai2),
+    ("ofx/ofx1_sgml.ofx", parse_ofx),
+    ("ofx/ofx2_xml.ofx", parse_ofx),
+    ("ofx/qfx_single_line_header.qfx", parse_ofx),
+]
+# Bytes that mean something in one of the formats, so damage lands on structure, not only on text.
+SIGNIFICANT = st.lists(st.sampled_from(list(b"0123456789,/:<>\n\r;CDRVZS-+. {}")), max_size=3).map(bytes)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    target=st.sampled_from(DAMAGE_TARGETS),
+    edits=st.lists(st.tuples(st.integers(min_value=0), SIGNIFICANT), min_size=1, max_size=4),
+)
+def test_damaged_files_are_refused_with_row_errors_never_crash(
+    target: tuple[str, Callable[[bytes], ParsedFile]], edits: list[tuple[int, bytes]]
+) -> None:
+    name, parse = target
+    damaged = bytearray(fixture(name))
+    for position, replacement in edits:
+        at = position % (len(damaged) + 1)
+        damaged[at : at + 1] = replacement
+    for read in (parse, detect_format):
+        try:
+            read(bytes(damaged))
+        except StatementFileError as error:
+            assert error.errors and all(e.line >= 0 for e in error.errors)

@@ -57,7 +57,6 @@ class _Record:
     code: str
     line: int
     fields: list[str]
-    continuations: list[str] = field(default_factory=list)
     physical_records: int = 1
     open_at_line_end: bool = False  # ended at a newline rather than '/', so a wrapped line may follow
 
@@ -132,7 +131,7 @@ def _tokenize(lines: list[str], errors: list[RowError]) -> list[_Record]:
         position = 0
         if _RECORD_START.match(text) is None:
             previous = records[-1] if records else None
-            if previous is None or not previous.open_at_line_end or _text_record(records) is None:
+            if previous is None or not previous.open_at_line_end or not _text_started(previous):
                 errors.append(RowError(number, f"expected a record code such as '16,' at the start: {text[:20]!r}"))
                 continue
             # A 16's text wrapped onto the next line without an 88: it is still that text.
@@ -161,12 +160,9 @@ def _tokenize(lines: list[str], errors: list[RowError]) -> list[_Record]:
     return records
 
 
-def _text_record(records: list[_Record]) -> _Record | None:
-    """The last record when it is a 16 whose text has started (so more text can only be text)."""
-    record = records[-1] if records else None
-    if record is None or record.code != "16":
-        return None
-    return record if len(record.fields) > _detail_text_index(record.fields) else None
+def _text_started(record: _Record) -> bool:
+    """Whether the record is a 16 that has reached its text, so whatever continues it is more text."""
+    return record.code == "16" and len(record.fields) > _detail_text_index(record.fields)
 
 
 def _continue(records: list[_Record], body: str, line: int, errors: list[RowError]) -> None:
@@ -175,8 +171,7 @@ def _continue(records: list[_Record], body: str, line: int, errors: list[RowErro
         return
     record = records[-1]
     record.physical_records += 1
-    record.continuations.append(body)
-    if _text_record(records) is not None:
+    if _text_started(record):
         _continue_text(record, body)
     else:
         record.fields.extend(body.split(","))
@@ -189,12 +184,7 @@ def _continue_text(record: _Record, text: str) -> None:
 def _detail_text_index(fields: list[str]) -> int:
     """Where a 16 record's text starts: type, amount, funds type, availability, bank ref, customer ref."""
     funds_type = fields[2].strip().upper() if len(fields) > 2 else ""
-    if funds_type == "D":
-        count = fields[3].strip() if len(fields) > 3 else ""
-        availability = 1 + 2 * int(count) if count.isdigit() else 1
-    else:
-        availability = _FIXED_AVAILABILITY_FIELDS.get(funds_type, 0)
-    return 3 + availability + 2
+    return 3 + (_availability_length(funds_type, fields[3:]) or 0) + 2
 
 
 def _read_record(reader: _Reader, record: _Record) -> None:
@@ -235,7 +225,8 @@ def _read_group_header(reader: _Reader, record: _Record) -> None:
     as_of = _yymmdd(_field(record, 3))
     if as_of is None:
         reader.errors.append(RowError(record.line, f"02 as-of date {_field(record, 3)!r} is not a YYMMDD date"))
-    currency = _currency(_field(record, 5), record, reader.errors) if _field(record, 5) else None
+    code = _field(record, 5).upper()
+    currency = _currency(code, record, reader.errors) if code else None
     reader.group = _Group(record=record, as_of=as_of, currency=currency, records=record.physical_records)
 
 
@@ -247,7 +238,7 @@ def _read_account(reader: _Reader, record: _Record) -> None:
     account = _field(record, 0)
     if not account:
         reader.errors.append(RowError(record.line, "03 record without an account number"))
-    currency_text = _field(record, 1)
+    currency_text = _field(record, 1).upper()
     currency = _currency(currency_text, record, reader.errors) if currency_text else group.currency or DEFAULT_CURRENCY
     summaries, control_total = _summaries(record, reader.errors)
     reader.account = _Account(
@@ -300,14 +291,17 @@ def _read_detail(reader: _Reader, record: _Record) -> None:
     fields = record.fields
     type_code, amount_text = _field(record, 0), _field(record, 1)
     funds_type = _field(record, 2).upper()
-    if not _UNSIGNED_INTEGER.match(amount_text):
-        reader.errors.append(RowError(record.line, f"16 amount {amount_text!r} is not an unsigned integer"))
-        return
-    magnitude = int(amount_text)
-    account.control_total += magnitude
+    amount_ok = _UNSIGNED_INTEGER.match(amount_text) is not None
+    account.control_total += int(amount_text) if amount_ok else 0
     direction = _direction(type_code)
+    if direction == 0:
+        reader.warnings.append(RowError(record.line, "16 record of type 890 (non-monetary information) not imported"))
+        return
     if direction is None:
         reader.errors.append(RowError(record.line, f"16 type code {type_code!r} is neither a credit nor a debit"))
+        return
+    if not amount_ok:
+        reader.errors.append(RowError(record.line, f"16 amount {amount_text!r} is not an unsigned integer"))
         return
     availability = _availability_length(funds_type, fields[3:])
     if availability is None:
@@ -319,15 +313,12 @@ def _read_detail(reader: _Reader, record: _Record) -> None:
         if value_date is None:
             reader.errors.append(RowError(record.line, f"16 value date {_field(record, 3)!r} is not a YYMMDD date"))
             return
-    if direction == 0:
-        reader.warnings.append(RowError(record.line, "16 record of type 890 (non-monetary information) not imported"))
-        return
     references = 3 + availability
     bank_reference, customer_reference = _field(record, references), _field(record, references + 1)
     account.lines.append(
         StatementLine(
             line=record.line,
-            amount_minor=direction * magnitude,
+            amount_minor=direction * int(amount_text),
             currency=account.currency,
             booking_date=group.as_of,
             value_date=value_date,

@@ -132,14 +132,15 @@ class CsvMapping:
                 codecs.lookup(self.encoding)
             except LookupError:
                 problems.append(f"unknown encoding {self.encoding!r}")
-        named = [name for name in self._columns() if isinstance(name, str)]
+        named = [name for name in self.referenced_columns() if isinstance(name, str)]
         if named and not self.has_header:
             problems.append(f"columns named {named} need a header row; use 0-based indexes")
-        if any(isinstance(c, int) and (isinstance(c, bool) or c < 0) for c in self._columns()):
+        if any(isinstance(c, int) and (isinstance(c, bool) or c < 0) for c in self.referenced_columns()):
             problems.append("column indexes are 0-based and not negative")
         return problems
 
-    def _columns(self) -> list[Column]:
+    def referenced_columns(self) -> list[Column]:
+        """Every column the mapping reads, by name or index."""
         single = [getattr(self, name) for name in _COLUMN_FIELDS]
         return [c for c in single if c is not None] + list(self.description)
 
@@ -252,7 +253,7 @@ def _resolve_columns(mapping: CsvMapping, header: list[str], line: int) -> dict[
     folded = [name.casefold() for name in names]
     indexes: dict[str, int] = {}
     missing = []
-    for column in mapping._columns():
+    for column in mapping.referenced_columns():
         if isinstance(column, str):
             if column.strip() in names:
                 indexes[column] = names.index(column.strip())
@@ -329,7 +330,10 @@ def _signed_amount(
             return amount
         marker = cell(mapping.direction).upper()
         if marker in (m.upper() for m in mapping.credit_markers):
-            return abs(amount)
+            if amount < 0:
+                errors.append(RowError(line, f"amount {amount} is negative but marked as a credit ({marker})"))
+                return None
+            return amount
         if marker in (m.upper() for m in mapping.debit_markers):
             return -abs(amount)
         errors.append(

@@ -38,7 +38,8 @@ _MT940_REFERENCE = re.compile(r"(?m)^:20:")
 # Some banks put their own lines before the first :20: (ABN AMRO: "ABNANL2A", "940"), so a :20:
 # anywhere near the start counts when an account or opening balance tag follows it.
 _MT940_STATEMENT_TAG = re.compile(r"(?m)^:(?:25|60[FM]):")
-_BAI2_HEADER = re.compile(r"^\s*01,")
+# 01 file header: record code, sender, receiver, then the YYMMDD creation date (not just any "01,").
+_BAI2_HEADER = re.compile(r"^\s*01,[^,\r\n]*,[^,\r\n]*,\d{6},")
 
 
 def detect_format(content: bytes) -> StatementFormat:
@@ -98,8 +99,9 @@ def _refuse_binary(head: bytes) -> None:
             )
     if head.startswith(_UTF16_MARKS):
         raise StatementFileError([RowError(1, "UTF-16 text is not supported; save the file as UTF-8")])
-    controls = sum(1 for byte in head if byte < 0x20 and byte not in b"\t\n\r\x0c\x1a")
-    if b"\x00" in head or controls > len(head) // 100:
+    # Text may carry a stray form feed or DOS end-of-file mark; binary data is full of control bytes.
+    controls = sum(1 for byte in head if byte < 0x20 and byte not in b"\t\n\r\x0b\x0c\x1a")
+    if b"\x00" in head or controls > max(2, len(head) // 100):
         raise StatementFileError([RowError(1, "binary content, not a statement file")])
 
 

@@ -72,8 +72,8 @@ class _Block:
     end: int
     tags: list[_Tag] = field(default_factory=list)
 
-    def first(self, number: str, letters: str = "") -> _Tag | None:
-        return next((t for t in self.tags if t.number == number and (not letters or t.letter in letters)), None)
+    def first(self, number: str) -> _Tag | None:
+        return next((t for t in self.tags if t.number == number), None)
 
 
 @dataclass
@@ -148,7 +148,8 @@ def _read_statement(block: _Block, lines: list[str], errors: list[RowError]) -> 
     closing_currency = _balance_currency(closing_tag, errors) if closing_tag else None
     if closing_tag and currency and closing_currency and closing_currency != currency:
         errors.append(RowError(closing_tag.line, f"closing balance in {closing_currency}, opening in {currency}"))
-    entries = [(tag, _entry_dates(tag, errors)) for tag in block.tags if tag.number == "61"]
+    entry_tags = [tag for tag in block.tags if tag.number == "61"]
+    entries = [(tag, dates) for tag in entry_tags if (dates := _entry_dates(tag, errors)) is not None]
     if len(errors) > found or account is None or currency is None:
         return None  # the library would stop at the first of these, or silently change a date
 
@@ -278,14 +279,14 @@ def _details_after(block: _Block, entry: _Tag) -> list[str]:
 
 def _statement_line(
     tag: _Tag,
-    dates: _EntryDates | None,
+    dates: _EntryDates,
     data: dict[str, Any],
     currency: str,
     details: list[str],
     errors: list[RowError],
 ) -> StatementLine | None:
     mark = str(data.get("status") or "").upper()
-    if dates is None or mark not in _CREDIT_MARKS | _DEBIT_MARKS:
+    if mark not in _CREDIT_MARKS | _DEBIT_MARKS:
         errors.append(RowError(tag.line, f":61: debit/credit mark {mark!r} is not C, D, RC or RD"))
         return None
     try:

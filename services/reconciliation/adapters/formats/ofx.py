@@ -128,27 +128,30 @@ class _CheckedTreeBuilder(TreeBuilder):
     def close(self) -> ET.Element:
         if self._open:
             raise ParseError(f"the file ends before </{self._open[-1]}>")
-        root: ET.Element = super().close()
+        root: ET.Element | None = super().close()  # None, despite the stubs, when nothing was parsed
+        if root is None:
+            raise ParseError("no OFX element in the body")
         return root
 
 
 def _decode(content: bytes) -> tuple[str, int, list[RowError]]:
-    """The whole file as text, where `<OFX>` starts in it, and warnings about the header's charset."""
+    """The whole file as text, where `<OFX>` starts in it, and a warning when the header's charset is wrong."""
     content = content.removeprefix(b"\xef\xbb\xbf")
     body = _BODY_START.search(content)
     if body is None:
         raise StatementFileError([RowError(1, "not an OFX file: no <OFX> element")])
     prologue = content[: body.start()]
-    warnings: list[RowError] = []
     declared = _declared_codec(prologue)
-    encodings = [declared] if declared else []
-    encodings += [e for e in DEFAULT_ENCODINGS if e not in encodings]
+    # Strict UTF-8 first whatever the header says: banks declare CHARSET:1252 and send UTF-8, and
+    # cp1252 would read that as mojibake without an error; cp1252 text is almost never valid UTF-8.
+    encodings = list(dict.fromkeys(["utf-8", *([declared] if declared else []), *DEFAULT_ENCODINGS]))
     for encoding in encodings:
         try:
             text = content.decode(encoding)
         except UnicodeDecodeError:
             continue
-        if declared and encoding != declared:
+        warnings = []
+        if declared and encoding != declared and not content.isascii():
             warnings.append(RowError(1, f"the header declares {declared}, but the file is {encoding}"))
         return text, len(prologue.decode(encoding)), warnings
     raise AssertionError("latin-1 decodes every byte")  # pragma: no cover
@@ -176,7 +179,7 @@ def _element_tree(body: str, body_start: int, source: _Source) -> ET.Element:
     try:
         builder.feed(body)
         root = builder.close()
-    except (ParseError, IndexError, AssertionError) as error:
+    except (SyntaxError, IndexError) as error:  # ofxtools' and ElementTree's ParseError are SyntaxErrors
         # ofxtools appends "position=[start:end]" (in the body) to its messages; it names the line.
         message = str(error.args[0] if error.args else error)
         at = _ERROR_POSITION.search(message)
