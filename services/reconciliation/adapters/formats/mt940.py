@@ -14,6 +14,7 @@ and entry starts, and to keep the raw `:86:` text the library rewrites when it i
 
 from __future__ import annotations
 
+import logging
 import re
 from dataclasses import dataclass, field
 from datetime import date
@@ -46,6 +47,10 @@ _BALANCE = re.compile(r"^[CD](?P<date>\d{6})(?P<currency>[A-Z]{3})")
 _CREDIT_MARKS = frozenset({"C", "RD"})  # RD: a debit reversed puts the money back
 _DEBIT_MARKS = frozenset({"D", "RC"})  # RC: a credit reversed takes it away again
 _NO_REFERENCE = "NONREF"
+
+# The library logs every field it cannot match, whole, at ERROR: account numbers and payment details
+# would land in our logs. The StatementFileError raised here already names the line.
+logging.getLogger(mt940.__name__).setLevel(logging.CRITICAL)
 
 _LIBRARY_OPTIONS = mt940.Options(
     case_insensitive_marks=True,
