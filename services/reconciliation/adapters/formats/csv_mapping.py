@@ -1,0 +1,443 @@
+"""CSV bank exports → ParsedFile, read through a saved column mapping (every bank's CSV differs).
+
+A `CsvMapping` says where the date, the amount (signed, or with a C/D column, or split into debit
+and credit columns), the references and the account are, and how numbers and dates are written.
+It is saved as JSON (`to_dict`/`from_dict`) so a bank's mapping is configured once. With a running
+balance column, the opening and closing balances are derived and every step of the chain is
+checked: a break means a missing or altered row, and the file is refused at that row.
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, fields
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any
+
+from services.kernel.money import MoneyError, decimal_from_text, exponent_of, format_minor, to_minor_units
+from services.reconciliation.adapters.formats.decoding import decode_text, physical_lines
+from services.reconciliation.domain.statements import (
+    ParsedFile,
+    RowError,
+    Statement,
+    StatementFileError,
+    StatementFormat,
+    StatementLine,
+)
+
+Column = str | int  # a header name, or a 0-based index (the only way into a headerless file)
+
+DEFAULT_ENCODINGS: tuple[str, ...] = ("utf-8", "cp1252")  # cp852/cp1257 cannot be told apart: name them
+_SNIFFED_DELIMITERS = (",", ";", "\t", "|")
+_SNIFF_ROWS = 20
+_DECIMAL_SEPARATORS = (".", ",")
+_THOUSANDS_SEPARATORS = ("", ".", ",", " ", "'", "\u00a0")
+_COLUMN_FIELDS = (
+    "date",
+    "value_date",
+    "amount",
+    "debit",
+    "credit",
+    "direction",
+    "account_column",
+    "currency_column",
+    "reference",
+    "end_to_end_id",
+    "counterparty",
+    "balance",
+)
+
+
+@dataclass(frozen=True)
+class CsvMapping:
+    """Where each statement field is in one bank's CSV export, and how it is written.
+
+    Amounts come from exactly one of: `amount` (signed), `amount` + `direction` (a C/D column,
+    compared case-insensitively with `credit_markers`/`debit_markers`), or `debit` + `credit`.
+    `balance` is a running balance after each row, or before it with `balance_before_entry`;
+    `newest_first` says the rows run backwards in time, which the balance chain needs to know.
+    Raises ValueError when the mapping contradicts itself.
+    """
+
+    date: Column
+    date_format: str = "%Y-%m-%d"
+    value_date: Column | None = None
+    value_date_format: str | None = None  # defaults to date_format
+    amount: Column | None = None
+    debit: Column | None = None
+    credit: Column | None = None
+    direction: Column | None = None
+    credit_markers: tuple[str, ...] = ("C", "CR", "CREDIT")
+    debit_markers: tuple[str, ...] = ("D", "DR", "DEBIT")
+    decimal_separator: str = "."
+    thousands_separator: str = ""
+    delimiter: str | None = None  # None: sniffed from the first rows
+    quotechar: str = '"'
+    has_header: bool = True
+    skip_rows: int = 0  # rows before the header (or the data), such as a bank's title line
+    encoding: str | None = None  # None: UTF-8 (with or without BOM), else cp1252
+    account: str | None = None
+    account_column: Column | None = None
+    currency: str | None = None
+    currency_column: Column | None = None
+    reference: Column | None = None
+    end_to_end_id: Column | None = None
+    description: tuple[Column, ...] = ()  # joined with spaces
+    counterparty: Column | None = None
+    balance: Column | None = None
+    balance_before_entry: bool = False
+    newest_first: bool = False
+
+    def __post_init__(self) -> None:
+        problems = self._problems()
+        if problems:
+            raise ValueError("invalid CSV mapping: " + "; ".join(problems))
+
+    def _problems(self) -> list[str]:
+        problems = []
+        if self.amount is None and (self.debit is None or self.credit is None):
+            problems.append("give an amount column, or both debit and credit columns")
+        if self.amount is not None and (self.debit is not None or self.credit is not None):
+            problems.append("give an amount column or debit/credit columns, not both")
+        if self.direction is not None and self.amount is None:
+            problems.append("a direction (C/D) column needs an amount column")
+        if not self.credit_markers or not self.debit_markers:
+            problems.append("credit and debit markers must not be empty")
+        if {m.upper() for m in self.credit_markers} & {m.upper() for m in self.debit_markers}:
+            problems.append("a marker cannot mean both credit and debit")
+        if (self.account is None) == (self.account_column is None):
+            problems.append("give exactly one of account and account_column")
+        if (self.currency is None) == (self.currency_column is None):
+            problems.append("give exactly one of currency and currency_column")
+        if self.currency is not None:
+            try:
+                exponent_of(self.currency)
+            except MoneyError as error:
+                problems.append(error.message)
+        if self.decimal_separator not in _DECIMAL_SEPARATORS:
+            problems.append("decimal_separator must be '.' or ','")
+        if self.thousands_separator not in _THOUSANDS_SEPARATORS or self.thousands_separator == self.decimal_separator:
+            problems.append("thousands_separator must be empty, '.', ',', ' ' or \"'\" and differ from the decimal one")
+        if self.delimiter is not None and len(self.delimiter) != 1:
+            problems.append("delimiter must be one character")
+        if len(self.quotechar) != 1:
+            problems.append("quotechar must be one character")
+        if self.skip_rows < 0:
+            problems.append("skip_rows cannot be negative")
+        if self.encoding is not None:
+            try:
+                codecs.lookup(self.encoding)
+            except LookupError:
+                problems.append(f"unknown encoding {self.encoding!r}")
+        named = [name for name in self.referenced_columns() if isinstance(name, str)]
+        if named and not self.has_header:
+            problems.append(f"columns named {named} need a header row; use 0-based indexes")
+        if any(isinstance(c, int) and (isinstance(c, bool) or c < 0) for c in self.referenced_columns()):
+            problems.append("column indexes are 0-based and not negative")
+        return problems
+
+    def referenced_columns(self) -> list[Column]:
+        """Every column the mapping reads, by name or index."""
+        single = [getattr(self, name) for name in _COLUMN_FIELDS]
+        return [c for c in single if c is not None] + list(self.description)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict (tuples as lists) that `from_dict` reads back to an equal mapping."""
+        return {key: list(value) if isinstance(value, tuple) else value for key, value in asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> CsvMapping:
+        """A mapping saved by `to_dict`. Raises ValueError for unknown keys or wrong value types."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"invalid CSV mapping: unknown keys {unknown}")
+        values: dict[str, Any] = {}
+        for key, value in data.items():
+            if key in ("description", "credit_markers", "debit_markers"):
+                items = [value] if isinstance(value, str | int) else value
+                if not isinstance(items, list | tuple):
+                    raise ValueError(f"invalid CSV mapping: {key} must be a list")
+                value = tuple(items)
+            if (
+                key in _COLUMN_FIELDS
+                and value is not None
+                and (isinstance(value, bool) or not isinstance(value, str | int))
+            ):
+                raise ValueError(f"invalid CSV mapping: {key} must be a column name or index")
+            values[key] = value
+        return cls(**values)
+
+
+@dataclass(frozen=True)
+class _Row:
+    line: int
+    account: str
+    currency: str
+    amount_minor: int
+    booking_date: date
+    value_date: date | None
+    reference: str | None
+    end_to_end_id: str | None
+    description: str
+    counterparty: str | None
+    balance_minor: int | None
+
+
+def parse_csv(content: bytes, mapping: CsvMapping) -> ParsedFile:
+    """One statement per account and currency in the file, or StatementFileError listing every bad row."""
+    text = decode_text(content, (mapping.encoding,) if mapping.encoding else DEFAULT_ENCODINGS)
+    lines = physical_lines(text)
+    while lines and not lines[-1].strip():
+        lines.pop()
+    delimiter = mapping.delimiter or _sniff_delimiter(lines, mapping)
+    records = _records(lines, delimiter, mapping)
+    if mapping.has_header:
+        if not records:
+            raise StatementFileError([RowError(mapping.skip_rows + 1, "no header row")])
+        header_line, header = records.pop(0)
+        indexes = _resolve_columns(mapping, header, header_line)
+    else:
+        indexes = {}
+    errors: list[RowError] = []
+    rows = [row for line, cells in records if (row := _read_row(mapping, indexes, line, cells, errors)) is not None]
+    if not rows and not errors:
+        errors.append(RowError(len(lines), "no transaction rows"))
+    statements = [] if errors else _statements(rows, mapping, errors)
+    if errors:
+        raise StatementFileError(errors)
+    return ParsedFile(format=StatementFormat.CSV, statements=tuple(statements))
+
+
+def _records(lines: list[str], delimiter: str, mapping: CsvMapping) -> list[tuple[int, list[str]]]:
+    """Each non-empty CSV record after the skipped rows, with the line it starts on."""
+    reader = csv.reader((line + "\n" for line in lines), delimiter=delimiter, quotechar=mapping.quotechar, strict=True)
+    records: list[tuple[int, list[str]]] = []
+    consumed = 0
+    try:
+        for index, cells in enumerate(reader):
+            start, consumed = consumed + 1, reader.line_num
+            if index < mapping.skip_rows or not any(cell.strip() for cell in cells):
+                continue
+            records.append((start, cells))
+    except csv.Error as error:
+        raise StatementFileError([RowError(consumed + 1, f"unreadable CSV: {error}")]) from None
+    return records
+
+
+def _sniff_delimiter(lines: list[str], mapping: CsvMapping) -> str:
+    """The candidate that splits the first rows into the same number (>1) of fields most often."""
+    sample = [line for line in lines[mapping.skip_rows :] if line.strip()][:_SNIFF_ROWS]
+    best: tuple[int, int, str] | None = None
+    for candidate in _SNIFFED_DELIMITERS:
+        try:
+            counts = [len(cells) for cells in csv.reader(sample, delimiter=candidate, quotechar=mapping.quotechar)]
+        except csv.Error:
+            continue
+        if not counts:
+            continue
+        usual = max(set(counts), key=counts.count)
+        score = (counts.count(usual), usual, candidate)
+        if usual > 1 and (best is None or score[:2] > best[:2]):
+            best = score
+    if best is None:
+        raise StatementFileError([RowError(mapping.skip_rows + 1, "cannot tell the delimiter; set it in the mapping")])
+    return best[2]
+
+
+def _resolve_columns(mapping: CsvMapping, header: list[str], line: int) -> dict[str, int]:
+    names = [cell.strip().lstrip("\ufeff") for cell in header]
+    folded = [name.casefold() for name in names]
+    indexes: dict[str, int] = {}
+    missing = []
+    for column in mapping.referenced_columns():
+        if isinstance(column, str):
+            if column.strip() in names:
+                indexes[column] = names.index(column.strip())
+            elif column.strip().casefold() in folded:
+                indexes[column] = folded.index(column.strip().casefold())
+            else:
+                missing.append(column)
+    if missing:
+        raise StatementFileError([RowError(line, f"columns {missing} are not in the header {names}")])
+    return indexes
+
+
+def _read_row(
+    mapping: CsvMapping, indexes: dict[str, int], line: int, cells: list[str], errors: list[RowError]
+) -> _Row | None:
+    found = len(errors)
+
+    def cell(column: Column | None) -> str:
+        if column is None:
+            return ""
+        index = indexes[column] if isinstance(column, str) else column
+        if index >= len(cells):
+            errors.append(RowError(line, f"row has {len(cells)} fields, column {column!r} is missing"))
+            return ""
+        return cells[index].strip()
+
+    currency = (mapping.currency or cell(mapping.currency_column)).upper()
+    try:
+        exponent_of(currency)
+    except MoneyError as error:
+        errors.append(RowError(line, error.message))
+    account = mapping.account or cell(mapping.account_column)
+    if not account:
+        errors.append(RowError(line, "no account"))
+    booking_date = _date(cell(mapping.date), mapping.date_format, "date", line, errors)
+    value_date = None
+    if mapping.value_date is not None:
+        value_format = mapping.value_date_format or mapping.date_format
+        value_date = _date(cell(mapping.value_date), value_format, "value date", line, errors)
+    amount = _signed_amount(mapping, cell, line, errors)
+    balance = None
+    if mapping.balance is not None and cell(mapping.balance):
+        balance = _number(cell(mapping.balance), mapping, "balance", line, errors)
+    if len(errors) > found or booking_date is None or amount is None:
+        return None
+    try:
+        amount_minor = to_minor_units(amount, currency)
+        balance_minor = to_minor_units(balance, currency) if balance is not None else None
+    except MoneyError as error:
+        errors.append(RowError(line, error.message))
+        return None
+    description = " ".join(part for part in (cell(c) for c in mapping.description) if part)
+    return _Row(
+        line=line,
+        account=account,
+        currency=currency,
+        amount_minor=amount_minor,
+        booking_date=booking_date,
+        value_date=value_date or booking_date,
+        reference=cell(mapping.reference) or None,
+        end_to_end_id=cell(mapping.end_to_end_id) or None,
+        description=description,
+        counterparty=cell(mapping.counterparty) or None,
+        balance_minor=balance_minor,
+    )
+
+
+def _signed_amount(
+    mapping: CsvMapping, cell: Callable[[Column | None], str], line: int, errors: list[RowError]
+) -> Decimal | None:
+    if mapping.amount is not None:
+        amount = _number(cell(mapping.amount), mapping, "amount", line, errors)
+        if amount is None or mapping.direction is None:
+            return amount
+        marker = cell(mapping.direction).upper()
+        if marker in (m.upper() for m in mapping.credit_markers):
+            if amount < 0:
+                errors.append(RowError(line, f"amount {amount} is negative but marked as a credit ({marker})"))
+                return None
+            return amount
+        if marker in (m.upper() for m in mapping.debit_markers):
+            return -abs(amount)
+        errors.append(
+            RowError(
+                line, f"credit/debit marker {marker!r} is none of {mapping.credit_markers + mapping.debit_markers}"
+            )
+        )
+        return None
+    debit_text, credit_text = cell(mapping.debit), cell(mapping.credit)
+    debit = _number(debit_text, mapping, "debit", line, errors) if debit_text else None
+    credit = _number(credit_text, mapping, "credit", line, errors) if credit_text else None
+    if (debit_text and debit is None) or (credit_text and credit is None):
+        return None
+    if debit and credit:
+        errors.append(RowError(line, "both a debit and a credit amount"))
+        return None
+    if debit is None and credit is None:
+        errors.append(RowError(line, "neither a debit nor a credit amount"))
+        return None
+    # A debit column holds the amount taken, whether the bank writes it as 12.00 or -12.00.
+    return abs(credit) if credit else -abs(debit or Decimal(0))
+
+
+def _number(text: str, mapping: CsvMapping, label: str, line: int, errors: list[RowError]) -> Decimal | None:
+    plain = text.replace("\u00a0", "").strip()
+    if mapping.thousands_separator:
+        plain = plain.replace(mapping.thousands_separator, "")
+    if mapping.decimal_separator == ",":
+        plain = plain.replace(",", ".")
+    try:
+        return decimal_from_text(plain)
+    except MoneyError:
+        errors.append(
+            RowError(line, f"{label} {text!r} is not a number written with {mapping.decimal_separator!r} decimals")
+        )
+        return None
+
+
+def _date(text: str, date_format: str, label: str, line: int, errors: list[RowError]) -> date | None:
+    try:
+        return datetime.strptime(text, date_format).date()
+    except ValueError:
+        errors.append(RowError(line, f"{label} {text!r} does not match the format {date_format!r}"))
+        return None
+
+
+def _statements(rows: list[_Row], mapping: CsvMapping, errors: list[RowError]) -> list[Statement]:
+    groups: dict[tuple[str, str], list[_Row]] = {}
+    for row in rows:
+        groups.setdefault((row.account, row.currency), []).append(row)
+    statements = []
+    for (account, currency), group in groups.items():
+        chronological = group[::-1] if mapping.newest_first else group
+        opening, closing = _balance_chain(chronological, mapping.balance_before_entry, errors)
+        statements.append(
+            Statement(
+                account=account,
+                currency=currency,
+                lines=tuple(_statement_line(row) for row in group),
+                opening_balance_minor=opening,
+                closing_balance_minor=closing,
+                opening_date=chronological[0].booking_date if opening is not None else None,
+                closing_date=chronological[-1].booking_date if closing is not None else None,
+                line=group[0].line,
+            )
+        )
+    return statements
+
+
+def _balance_chain(rows: list[_Row], before_entry: bool, errors: list[RowError]) -> tuple[int | None, int | None]:
+    """Opening and closing balances from a running-balance column, with each step checked."""
+    if all(row.balance_minor is None for row in rows):
+        return None, None
+    first = rows[0]
+    opening = None
+    if first.balance_minor is not None:
+        opening = first.balance_minor if before_entry else first.balance_minor - first.amount_minor
+    running = opening
+    for row in rows:
+        if row.balance_minor is not None:
+            stated = row.balance_minor if before_entry else row.balance_minor - row.amount_minor
+            if running is not None and stated != running:
+                shown = running if before_entry else running + row.amount_minor
+                errors.append(
+                    RowError(
+                        row.line,
+                        f"balance {format_minor(row.balance_minor, row.currency)} breaks the chain: "
+                        f"{format_minor(shown, row.currency)} follows from the rows before",
+                    )
+                )
+            running = stated
+        running = running + row.amount_minor if running is not None else None
+    return opening, running
+
+
+def _statement_line(row: _Row) -> StatementLine:
+    return StatementLine(
+        line=row.line,
+        amount_minor=row.amount_minor,
+        currency=row.currency,
+        booking_date=row.booking_date,
+        value_date=row.value_date,
+        reference=row.reference,
+        end_to_end_id=row.end_to_end_id,
+        description=row.description,
+        counterparty=row.counterparty,
+    )
