@@ -28,11 +28,13 @@ unit: install
 bench: install  ## throughput and latency figures, written to tests/bench/RESULTS.md (never asserted)
 	$(BIN)/python -m tests.bench.run
 
-protos: install  ## regenerate contract code, .pyi stubs and gateway/descriptor.pb
+protos: install  ## regenerate contract code, .pyi stubs, gateway/descriptor.pb, its routes and OpenAPI
 	$(BIN)/python protos/generate.py
+	$(BIN)/python -m services.devstack.envoy
+	$(BIN)/python gateway/openapi.py
 
 lint: install
-	$(BIN)/ruff check services tests protos/generate.py
+	$(BIN)/ruff check services tests protos/generate.py gateway/openapi.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache

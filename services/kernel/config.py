@@ -11,7 +11,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 DEMO_TOKEN = "demo-token-for-testing"
-ALL_SCOPES = frozenset(
+# Scopes of the RPCs the gateway exposes.
+PUBLIC_SCOPES = frozenset(
     {
         "transactions:write",
         "transactions:read",
@@ -22,6 +23,10 @@ ALL_SCOPES = frozenset(
         "ops:read",
     }
 )
+# Scopes of RPCs only other services call (never routed by the gateway). A token gets one only by
+# naming it: `*` means every public scope, so no client token gains internal access by accident.
+INTERNAL_SCOPES = frozenset({"ledger:internal"})
+ALL_SCOPES = PUBLIC_SCOPES | INTERNAL_SCOPES
 
 
 class ConfigError(RuntimeError):
@@ -84,9 +89,12 @@ def hash_token(token: str) -> str:
 
 
 def parse_api_tokens(raw: str | None, *, development: bool) -> tuple[ApiToken, ...]:
-    """Parses PAYRECON_API_TOKENS: `name:sha256hex:scope,scope;name2:...` (`*` grants every scope).
+    """Parses PAYRECON_API_TOKENS: `name:sha256hex:scope,scope;name2:...`.
 
-    In development the seed's demo token is added with every scope.
+    `*` grants every public scope; internal scopes (service-to-service RPCs) must be listed by name.
+    In development the seed's demo token is added with every scope, internal ones included, so local
+    internal clients (tests, benchmarks) can call the services' own ports; the gateway routes no
+    internal RPC whatever the token.
     """
     tokens: list[ApiToken] = []
     for chunk in (raw or "").split(";"):
@@ -100,7 +108,7 @@ def parse_api_tokens(raw: str | None, *, development: bool) -> tuple[ApiToken, .
             )
         name, digest, scope_list = parts
         scopes = (
-            ALL_SCOPES
+            PUBLIC_SCOPES
             if scope_list.strip() == "*"
             else frozenset(s.strip() for s in scope_list.split(",") if s.strip())
         )
