@@ -28,12 +28,14 @@ unit: install
 bench: install  ## throughput and latency figures, written to tests/bench/RESULTS.md (never asserted)
 	$(BIN)/python -m tests.bench.run
 
-protos: install  ## regenerate contract code, .pyi stubs and gateway/descriptor.pb
+protos: install  ## regenerate contract code, .pyi stubs, gateway/descriptor.pb, its routes and OpenAPI
 	$(BIN)/python protos/generate.py
+	$(BIN)/python -m services.devstack.envoy
+	$(BIN)/python gateway/openapi.py
 
 lint: install  ## ruff (lint + format), mypy --strict on services/, import contracts (pyproject.toml)
-	$(BIN)/ruff check services tests protos/generate.py
-	$(BIN)/ruff format --check services tests protos/generate.py
+	$(BIN)/ruff check services tests protos/generate.py gateway/openapi.py
+	$(BIN)/ruff format --check services tests protos/generate.py gateway/openapi.py
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 

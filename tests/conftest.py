@@ -13,6 +13,10 @@ import pytest
 from services.devstack.stack import Stack, StackOptions, create_database, default_state_dir, drop_database
 
 READ_ONLY_TOKEN = "read-only-test-token"
+# Granted `*`: every public scope, never an internal one.
+PUBLIC_SCOPES_TOKEN = "public-scopes-test-token"
+# A service-to-service token: the ledger's internal scope only.
+INTERNAL_TOKEN = "ledger-internal-test-token"
 
 
 @pytest.fixture(scope="session")
@@ -81,8 +85,14 @@ def start_stack(
     from services.devstack.processes import free_port
     from services.kernel.config import hash_token
 
-    # Besides the development demo token: a read-only token, to check scopes (403).
-    tokens = f"reader:{hash_token(READ_ONLY_TOKEN)}:transactions:read,accounts:read"
+    # Besides the development demo token: tokens to check scopes (403), public and internal.
+    tokens = ";".join(
+        (
+            f"reader:{hash_token(READ_ONLY_TOKEN)}:transactions:read,accounts:read",
+            f"public:{hash_token(PUBLIC_SCOPES_TOKEN)}:*",
+            f"ledger-client:{hash_token(INTERNAL_TOKEN)}:ledger:internal",
+        )
+    )
     return Stack(
         StackOptions(
             http_port=free_port(),

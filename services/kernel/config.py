@@ -12,10 +12,17 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 DEMO_TOKEN = "demo-token-for-testing"
-# A token's scope list may be `*`: every scope any context declares. Scope names themselves belong to
-# the contexts (each `api/errors.py` maps its methods to scopes); here only their shape is checked.
+# Scope names belong to the contexts (each `api/errors.py` maps its methods to scopes); here only their
+# shape is checked. A scope whose action is `internal` (`ledger:internal`) guards an RPC only services
+# call, which the gateway never routes. A token's scope list may say `*`: every scope but the internal
+# ones, so no client token gains internal access by accident; `*:internal` grants the internal ones.
 EVERY_SCOPE = "*"
+EVERY_INTERNAL_SCOPE = "*:internal"
 _SCOPE_SHAPE = re.compile(r"^[a-z][a-z0-9_-]*:[a-z][a-z0-9_-]*$")
+
+
+def is_internal_scope(scope: str) -> bool:
+    return scope.endswith(":internal")
 
 
 class ConfigError(RuntimeError):
@@ -73,7 +80,9 @@ class ApiToken:
     scopes: frozenset[str]
 
     def grants(self, scope: str) -> bool:
-        return EVERY_SCOPE in self.scopes or scope in self.scopes
+        if scope in self.scopes:
+            return True
+        return (EVERY_INTERNAL_SCOPE if is_internal_scope(scope) else EVERY_SCOPE) in self.scopes
 
 
 def hash_token(token: str) -> str:
@@ -81,9 +90,12 @@ def hash_token(token: str) -> str:
 
 
 def parse_api_tokens(raw: str | None, *, development: bool) -> tuple[ApiToken, ...]:
-    """Parses PAYRECON_API_TOKENS: `name:sha256hex:scope,scope;name2:...` (`*` grants every scope).
+    """Parses PAYRECON_API_TOKENS: `name:sha256hex:scope,scope;name2:...`.
 
-    In development the seed's demo token is added with every scope.
+    `*` grants every public scope; internal scopes (service-to-service RPCs) must be listed by name.
+    In development the seed's demo token is added with every scope, internal ones included, so local
+    internal clients (tests, benchmarks) can call the services' own ports; the gateway routes no
+    internal RPC whatever the token.
     """
     tokens: list[ApiToken] = []
     for chunk in (raw or "").split(";"):
@@ -97,14 +109,18 @@ def parse_api_tokens(raw: str | None, *, development: bool) -> tuple[ApiToken, .
             )
         name, digest, scope_list = parts
         scopes = frozenset(s.strip() for s in scope_list.split(",") if s.strip())
-        malformed = sorted(s for s in scopes if s != EVERY_SCOPE and not _SCOPE_SHAPE.match(s))
+        malformed = sorted(
+            s for s in scopes if s not in (EVERY_SCOPE, EVERY_INTERNAL_SCOPE) and not _SCOPE_SHAPE.match(s)
+        )
         if malformed or not scopes:
             raise ConfigError(
                 f"PAYRECON_API_TOKENS: scopes of {name!r} must be `*` or context:action names, got {malformed or '[]'}"
             )
         tokens.append(ApiToken(name, digest.lower(), scopes))
     if development:
-        tokens.append(ApiToken("demo", hash_token(DEMO_TOKEN), frozenset({EVERY_SCOPE})))
+        # The demo token may call the services' own ports directly (tests, `make bench`); what keeps
+        # internal RPCs private is that the gateway never routes them.
+        tokens.append(ApiToken("demo", hash_token(DEMO_TOKEN), frozenset({EVERY_SCOPE, EVERY_INTERNAL_SCOPE})))
     return tuple(tokens)
 
 

@@ -54,3 +54,28 @@ def test_ingest_requires_redis_and_a_known_default_currency() -> None:
         IngestSettings.from_env(Env(base))
     with pytest.raises(ConfigError, match="INGEST_DEFAULT_CURRENCY"):
         IngestSettings.from_env(Env({**base, "PAYRECON_REDIS_URL": "redis://x", "INGEST_DEFAULT_CURRENCY": "ZZZ"}))
+
+
+def test_internal_scopes_are_granted_by_name_only() -> None:
+    """`*` means every public scope: a client token configured with it cannot call internal RPCs."""
+    from services.ledger.api.errors import SCOPES
+
+    internal = SCOPES["PostTransfers"]
+    star, named = hash_token("star"), hash_token("service")
+    settings = CommonSettings.from_env(
+        Env(
+            {
+                "PAYRECON_DATABASE_URL": "postgresql://x/y",
+                "PAYRECON_API_TOKENS": f"client:{star}:*;payments:{named}:{internal}",
+            }
+        )
+    )
+    client, service = find_token(settings.api_tokens, "star"), find_token(settings.api_tokens, "service")
+    assert client is not None and service is not None
+    assert not client.grants(internal) and client.grants(SCOPES["CreateHold"])
+    assert service.grants(internal) and not service.grants(SCOPES["CreateHold"])
+    development = CommonSettings.from_env(
+        Env({"PAYRECON_ENV": "development", "PAYRECON_DATABASE_URL": "postgresql://x/y"})
+    )
+    demo = find_token(development.api_tokens, DEMO_TOKEN)
+    assert demo is not None and demo.grants(internal)  # development only: local internal clients

@@ -77,3 +77,67 @@ def test_compose_gateway_config_is_the_rendered_template() -> None:
     )
     committed = (REPO / "deploy" / "envoy" / "envoy-compose.yaml").read_text()
     assert committed.split("\n", 1)[1] == rendered, "re-render deploy/envoy/envoy-compose.yaml"
+
+
+def _annotated_and_internal_grpc_paths() -> tuple[set[str], set[str]]:
+    from google.api import annotations_pb2
+    from payrecon.ingest.v1 import ingest_pb2
+    from payrecon.ledger.v1 import ledger_pb2
+    from payrecon.reconciliation.v1 import reconciliation_pb2
+
+    annotated, internal = set(), set()
+    for module in (ingest_pb2, ledger_pb2, reconciliation_pb2):
+        for service in module.DESCRIPTOR.services_by_name.values():
+            for method in service.methods:
+                path = f"/{service.full_name}/{method.name}"
+                rule = method.GetOptions().Extensions[annotations_pb2.http]
+                (annotated if rule.ListFields() else internal).add(path)
+    return annotated, internal
+
+
+def test_the_gateway_routes_exactly_the_annotated_rpcs() -> None:
+    """One exact gRPC route per google.api.http-annotated RPC; nothing else reaches a service."""
+    config = yaml.safe_load(
+        render_config(
+            http_port=3000,
+            admin_port=9901,
+            ingest="127.0.0.1:50051",
+            ledger="127.0.0.1:50052",
+            reconciliation="127.0.0.1:50053",
+        )
+    )
+    (listener,) = config["static_resources"]["listeners"]
+    manager = listener["filter_chains"][0]["filters"][0]["typed_config"]
+    (host,) = manager["route_config"]["virtual_hosts"]
+    routed: dict[str, str] = {}
+    *service_routes, fallback = host["routes"]
+    for route in service_routes:
+        assert set(route["match"]) == {"path", "grpc"}, f"not an exact gRPC route: {route['match']}"
+        routed[route["match"]["path"]] = route["route"]["cluster"]
+    assert fallback["match"] == {"prefix": "/"}
+    assert fallback["direct_response"]["status"] == 404
+    annotated, internal = _annotated_and_internal_grpc_paths()
+    assert internal, "expected at least one internal RPC (LedgerService.PostTransfers)"
+    assert set(routed) == annotated
+    assert not set(routed) & internal
+    for path, cluster in routed.items():
+        assert path.startswith(f"/payrecon.{cluster}.v1."), (path, cluster)
+    (transcoder,) = [f for f in manager["http_filters"] if f["name"].endswith("grpc_json_transcoder")]
+    assert not transcoder["typed_config"].get("auto_mapping"), "auto_mapping would give internal RPCs a REST form"
+
+
+def test_kubernetes_gateway_serves_the_compose_rendering() -> None:
+    """deploy/k8s mounts the payrecon-gateway ConfigMap (envoy-compose.yaml + descriptor.pb) at
+    /etc/envoy: its Services must be the upstreams that rendering names."""
+    documents = [d for d in yaml.safe_load_all((REPO / "deploy" / "k8s" / "payrecon.yaml").read_text()) if d]
+    (gateway,) = [d for d in documents if d["kind"] == "Deployment" and d["metadata"]["name"] == "gateway"]
+    pod = gateway["spec"]["template"]["spec"]
+    (mount,) = pod["containers"][0]["volumeMounts"]
+    (volume,) = [v for v in pod["volumes"] if v["name"] == mount["name"]]
+    assert (mount["mountPath"], volume["configMap"]["name"]) == ("/etc/envoy", "payrecon-gateway")
+    services = {d["metadata"]["name"]: d["spec"]["ports"][0]["port"] for d in documents if d["kind"] == "Service"}
+    compose = yaml.safe_load((REPO / "deploy" / "envoy" / "envoy-compose.yaml").read_text())
+    for cluster in compose["static_resources"]["clusters"]:
+        address = cluster["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]
+        upstream = address["socket_address"]
+        assert services.get(upstream["address"]) == upstream["port_value"], cluster["name"]

@@ -40,7 +40,8 @@ SCOPES = {
     "GetAccount": "accounts:read",
     "ListAccounts": "accounts:read",
     "CreateAccount": "accounts:write",
-    "PostTransfers": "transactions:write",
+    # Internal: the gateway does not route it (no google.api.http annotation); service tokens only.
+    "PostTransfers": "ledger:internal",
     "CreateHold": "transactions:write",
     "PostHold": "transactions:write",
     "VoidHold": "transactions:write",
