@@ -86,6 +86,16 @@ SUCCESS_STATUSES: dict[str, dict[str, str]] = {
         "201": "Reversed.",
         "200": "The same key again: the existing reversal.",
     },
+    "payrecon.reconciliation.v1.ReconciliationService.ImportStatement": {
+        "201": "Imported (and matched): the summary.",
+        "200": "The same file again: the first import's summary.",
+        "400": "STATEMENT_INVALID: the summary lists every row error with its line; nothing was imported.",
+    },
+    "payrecon.reconciliation.v1.ReconciliationService.ImportStatementStream": {
+        "201": "Imported (and matched): the summary.",
+        "200": "The same file again: the first import's summary.",
+        "400": "STATEMENT_INVALID: the summary lists every row error with its line; nothing was imported.",
+    },
 }
 ERROR_BODY = "payrecon.common.v1.ErrorBody"
 ERROR_FALLBACK: Schema = {

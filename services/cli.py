@@ -5,9 +5,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 
 from services.kernel.config import ConfigError
@@ -123,6 +124,66 @@ Ctrl-C stops everything.""",
         print("payrecon: stopped", flush=True)
 
 
+CHUNK = 1024 * 1024
+
+
+def _import_statement(path: str, account: str, fmt: str, mapping_file: str | None, address: str, token: str) -> int:
+    """`payrecon statements import FILE --account …`: streams the file to the reconciliation service
+    over gRPC (any size), with a progress bar on a terminal; prints the import's summary as JSON."""
+    import json
+    from pathlib import Path
+
+    import grpc
+    from google.protobuf import json_format, struct_pb2
+    from payrecon.reconciliation.v1 import reconciliation_pb2, reconciliation_pb2_grpc
+
+    file = Path(path)
+    if not file.is_file():
+        print(f"payrecon: no such file: {path}", file=sys.stderr)
+        return 2
+    total = file.stat().st_size
+    mapping = None
+    if mapping_file:
+        mapping = struct_pb2.Struct()
+        mapping.update(json.loads(Path(mapping_file).read_text()))
+    show = sys.stderr.isatty()
+
+    def chunks() -> Iterator[reconciliation_pb2.ImportStatementChunk]:
+        sent = 0
+        with file.open("rb") as handle:
+            first = True
+            while True:
+                data = handle.read(CHUNK)
+                if not data and not first:
+                    break
+                chunk = reconciliation_pb2.ImportStatementChunk(data=data)
+                if first:
+                    chunk.account_id, chunk.format, chunk.file_name = account, fmt, file.name
+                    if mapping is not None:
+                        chunk.csv_mapping.CopyFrom(mapping)
+                    first = False
+                sent += len(data)
+                if show:
+                    done = sent / total if total else 1.0
+                    bar = "#" * int(done * 30)
+                    print(f"\r  sending {file.name} [{bar:<30}] {done:6.1%}", end="", file=sys.stderr, flush=True)
+                yield chunk
+                if not data:
+                    break
+        if show:
+            print("\n  importing and matching ...", file=sys.stderr, flush=True)
+
+    with grpc.insecure_channel(address, options=[("grpc.max_send_message_length", 8 * CHUNK)]) as channel:
+        stub = reconciliation_pb2_grpc.ReconciliationServiceStub(channel)
+        try:
+            reply = stub.ImportStatementStream(chunks(), metadata=(("authorization", f"Bearer {token}"),), timeout=3600)
+        except grpc.RpcError as error:
+            print(f"payrecon: import failed: {error.code().name}: {error.details()}", file=sys.stderr)
+            return 1
+    print(json.dumps(json_format.MessageToDict(reply), indent=2))
+    return 0 if reply.status != "REJECTED" else 1
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="payrecon", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -135,6 +196,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     ledger_sub = ledger.add_subparsers(dest="ledger_command", required=True)
     ledger_sub.add_parser(
         "verify", help="recompute hash chains and check every balance and currency; exit 1 on the first broken record"
+    )
+    statements = sub.add_parser("statements", help="bank statements")
+    statements_sub = statements.add_subparsers(dest="statements_command", required=True)
+    importer = statements_sub.add_parser(
+        "import", help="import a statement file (camt.05x, MT940, BAI2, OFX, CSV) and match it against the ledger"
+    )
+    importer.add_argument("file")
+    importer.add_argument("--account", required=True, help="the ledger account the statement reconciles with")
+    importer.add_argument(
+        "--format", default="", help="CAMT053, CAMT052, CAMT054, MT940, BAI2, OFX or CSV (default: detect)"
+    )
+    importer.add_argument("--csv-mapping", help="a JSON file with the CSV column mapping (saved for the account)")
+    importer.add_argument(
+        "--address",
+        default=os.environ.get("PAYRECON_RECONCILIATION_ADDRESS", "127.0.0.1:50053"),
+        help="reconciliation gRPC address",
+    )
+    importer.add_argument(
+        "--token",
+        default=os.environ.get("PAYRECON_TOKEN", "demo-token-for-testing"),
+        help="bearer token (PAYRECON_TOKEN)",
     )
     run = sub.add_parser("run", help="run the whole local stack in the foreground")
     run.add_argument("--port", type=int, default=3000)
@@ -150,6 +232,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             asyncio.run(create_queues())
         elif args.command == "ledger":
             return asyncio.run(verify_ledger())
+        elif args.command == "statements":
+            return _import_statement(args.file, args.account, args.format, args.csv_mapping, args.address, args.token)
         elif args.command == "run":
             _run_stack(args.port)
     except ConfigError as error:

@@ -7,6 +7,7 @@ lacking the method's scope is PERMISSION_DENIED (403).
 
 from __future__ import annotations
 
+import contextvars
 import hmac
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -33,11 +34,59 @@ def find_token(tokens: Iterable[ApiToken], presented: str) -> ApiToken | None:
     return found
 
 
-def _denied(status: grpc.StatusCode, code: str, message: str) -> grpc.RpcMethodHandler[Any, Any]:
+_principal: contextvars.ContextVar[str] = contextvars.ContextVar("payrecon_principal", default="")
+
+
+def current_principal() -> str:
+    """The name of the token that authenticated the RPC being served ('' outside one): the actor an
+    audit trail records."""
+    return _principal.get()
+
+
+def _denied(handler: Any, status: grpc.StatusCode, code: str, message: str) -> Any:
+    """A handler of the same shape as `handler` (unary or client-streamed request) that refuses the call."""
+
     async def deny(request: Any, context: Context) -> Any:
         await context.abort(status, message, trailing_metadata=rich_status_metadata(status, code, message))
 
+    if handler is not None and handler.stream_unary is not None:
+        return grpc.stream_unary_rpc_method_handler(
+            deny, request_deserializer=handler.request_deserializer, response_serializer=handler.response_serializer
+        )
     return grpc.unary_unary_rpc_method_handler(deny)
+
+
+def _as(principal: str, handler: Any) -> Any:
+    """`handler` with the principal set while its behaviour runs."""
+    if handler is None:
+        return None
+    if handler.unary_unary is not None:
+        behavior = handler.unary_unary
+
+        async def unary(request: Any, context: Context) -> Any:
+            token = _principal.set(principal)
+            try:
+                return await behavior(request, context)
+            finally:
+                _principal.reset(token)
+
+        return grpc.unary_unary_rpc_method_handler(
+            unary, request_deserializer=handler.request_deserializer, response_serializer=handler.response_serializer
+        )
+    if handler.stream_unary is not None:
+        streamed = handler.stream_unary
+
+        async def stream(requests: Any, context: Context) -> Any:
+            token = _principal.set(principal)
+            try:
+                return await streamed(requests, context)
+            finally:
+                _principal.reset(token)
+
+        return grpc.stream_unary_rpc_method_handler(
+            stream, request_deserializer=handler.request_deserializer, response_serializer=handler.response_serializer
+        )
+    return handler
 
 
 class BearerAuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
@@ -61,13 +110,17 @@ class BearerAuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-ar
                 header = value
         scheme, _, presented = header.partition(" ")
         token = find_token(self._tokens, presented.strip()) if scheme.lower() == "bearer" and presented else None
+        handler = await continuation(handler_call_details)
         if token is None:
-            return _denied(grpc.StatusCode.UNAUTHENTICATED, "AUTH_UNAUTHENTICATED", "missing or invalid bearer token")
+            return _denied(
+                handler, grpc.StatusCode.UNAUTHENTICATED, "AUTH_UNAUTHENTICATED", "missing or invalid bearer token"
+            )
         required = self._scopes.get(method)
         if required is None or not token.grants(required):
             return _denied(
+                handler,
                 grpc.StatusCode.PERMISSION_DENIED,
                 "AUTH_FORBIDDEN",
                 f"token lacks the scope {required or 'for this method'}",
             )
-        return await continuation(handler_call_details)
+        return _as(token.name, handler)

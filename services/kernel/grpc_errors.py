@@ -91,36 +91,51 @@ class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-
 
     async def intercept_service(self, continuation: Any, handler_call_details: grpc.HandlerCallDetails) -> Any:
         handler = await continuation(handler_call_details)
-        if handler is None or handler.unary_unary is None:
+        if handler is None:
             return handler
-        behavior: Handler = handler.unary_unary
-        table = self._table
         method = handler_call_details.method
+        if handler.unary_unary is not None:
+            unary: Handler = handler.unary_unary
 
-        async def mapped(request: Any, context: Context) -> Any:
-            try:
-                return await behavior(request, context)
-            except DomainError as error:
-                mapping = table.lookup(error)
-                if mapping is None:
-                    log.exception("unmapped domain error", extra={"fields": {"method": method}})
-                    await abort_with(context, grpc.StatusCode.INTERNAL, "INTERNAL", "internal error")
-                    raise  # unreachable: abort raises
-                metadata = dict(error.metadata)
-                if error.field:
-                    metadata["field"] = error.field
-                await abort_with(context, mapping.status, error.code or mapping.code, error.message, metadata)
-            except (grpc.aio.AbortError, grpc.RpcError, StopAsyncIteration):
-                raise
-            except Exception:
-                log.exception("unhandled error", extra={"fields": {"method": method}})
+            async def mapped_unary(request: Any, context: Context) -> Any:
+                return await self._mapped(method, context, unary(request, context))
+
+            return grpc.unary_unary_rpc_method_handler(
+                mapped_unary,
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        if handler.stream_unary is not None:
+            streamed: Handler = handler.stream_unary
+
+            async def mapped_stream(requests: Any, context: Context) -> Any:
+                return await self._mapped(method, context, streamed(requests, context))
+
+            return grpc.stream_unary_rpc_method_handler(
+                mapped_stream,
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        return handler
+
+    async def _mapped(self, method: str, context: Context, call: Awaitable[Any]) -> Any:
+        try:
+            return await call
+        except DomainError as error:
+            mapping = self._table.lookup(error)
+            if mapping is None:
+                log.exception("unmapped domain error", extra={"fields": {"method": method}})
                 await abort_with(context, grpc.StatusCode.INTERNAL, "INTERNAL", "internal error")
-
-        return grpc.unary_unary_rpc_method_handler(
-            mapped,
-            request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer,
-        )
+                raise  # unreachable: abort raises
+            metadata = dict(error.metadata)
+            if error.field:
+                metadata["field"] = error.field
+            await abort_with(context, mapping.status, error.code or mapping.code, error.message, metadata)
+        except (grpc.aio.AbortError, grpc.RpcError, StopAsyncIteration):
+            raise
+        except Exception:
+            log.exception("unhandled error", extra={"fields": {"method": method}})
+            await abort_with(context, grpc.StatusCode.INTERNAL, "INTERNAL", "internal error")
 
 
 BASE_TABLE: dict[type[DomainError], ErrorMapping] = {

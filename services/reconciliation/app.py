@@ -16,6 +16,7 @@ from services.kernel.grpc_server import create_server, scopes_for
 from services.kernel.runtime import background
 from services.kernel.sqs import SqsClient, decode_body
 from services.reconciliation.adapters.ledger_client import LedgerClient
+from services.reconciliation.adapters.statement_parser import FileStatementParser
 from services.reconciliation.adapters.store import ReconciliationStore
 from services.reconciliation.api.errors import RECONCILIATION_ERRORS, SCOPES, SERVICE_NAME
 from services.reconciliation.api.servicer import ReconciliationServicer
@@ -36,7 +37,9 @@ async def running(
     try:
         async with SqsClient.connect(endpoint_url=common.sqs_endpoint_url, region=common.aws_region) as sqs:
             store = ReconciliationStore(engine)
-            service = ReconciliationService(store, ledger)
+            service = ReconciliationService(
+                store, ledger, FileStatementParser(), settings.watermark_wait_seconds, settings.suspense_account
+            )
             servicer = ReconciliationServicer(service)
             server, port, _ = await create_server(
                 address or settings.address,

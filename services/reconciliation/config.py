@@ -14,6 +14,8 @@ class ReconciliationSettings:
     address: str
     ledger_address: str
     events_queue: str  # the ledger's events, reconciliation's copy
+    watermark_wait_seconds: float  # how long a report waits for ledger events still in flight
+    suspense_account: str  # where POST_ADJUSTMENT books the other side of a correction
 
     @classmethod
     def from_env(cls, env: Env | None = None) -> ReconciliationSettings:
@@ -21,11 +23,15 @@ class ReconciliationSettings:
         common = CommonSettings.from_env(env)
         token = env.optional("RECON_LEDGER_TOKEN") or (DEMO_TOKEN if common.development else None)
         if token is None:
-            raise ConfigError("RECON_LEDGER_TOKEN (a token with accounts:read) is required outside development")
+            raise ConfigError(
+                "RECON_LEDGER_TOKEN (a token with accounts:read and ledger:internal) is required outside development"
+            )
         return cls(
             common=common,
             ledger_token=token,
             address=env.text("PAYRECON_RECONCILIATION_ADDRESS", "127.0.0.1:50053"),
             ledger_address=env.text("PAYRECON_LEDGER_ADDRESS", "127.0.0.1:50052"),
             events_queue=env.text("PAYRECON_RECON_EVENTS_QUEUE", "payrecon-ledger-events-recon.fifo"),
+            watermark_wait_seconds=env.integer("RECON_WATERMARK_WAIT_SECONDS", 5),
+            suspense_account=env.text("RECON_SUSPENSE_ACCOUNT", "suspense"),
         )

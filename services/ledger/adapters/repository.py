@@ -393,18 +393,19 @@ class SqlLedgerRepository:
         )
         return [_account(r, dict(r.metadata), r.created_at) for r in rows]
 
-    async def totals_as_of(self, account_id: str, as_of: datetime) -> tuple[int, int]:
+    async def totals_as_of(self, account_id: str, as_of: datetime) -> tuple[int, int, int]:
         r = (
             await self._conn.execute(
                 text(
                     "SELECT coalesce(sum(amount_minor) FILTER (WHERE direction = 'DEBIT'), 0) AS d,"
-                    " coalesce(sum(amount_minor) FILTER (WHERE direction = 'CREDIT'), 0) AS c"
+                    " coalesce(sum(amount_minor) FILTER (WHERE direction = 'CREDIT'), 0) AS c,"
+                    " coalesce(max(id), 0) AS last"
                     " FROM entries WHERE account_id = :id AND created_at <= :as_of"
                 ),
                 {"id": account_id, "as_of": as_of},
             )
         ).one()
-        return int(r.d), int(r.c)
+        return int(r.d), int(r.c), int(r.last)
 
     async def entries(
         self,

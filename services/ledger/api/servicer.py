@@ -109,6 +109,7 @@ class LedgerServicer(ledger_pb2_grpc.LedgerServiceServicer):
             available_minor=view.available_minor,
             as_of=to_timestamp(view.as_of or datetime.now(UTC)),
             account_type=view.account.type.value,
+            last_entry_id=view.last_entry_id,
         )
 
     async def ListLedgerEntries(

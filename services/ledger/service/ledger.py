@@ -62,6 +62,7 @@ class BalanceView:
     pending_minor: int
     available_minor: int
     as_of: datetime | None
+    last_entry_id: int = 0  # with as_of: the newest entry counted (a watermark for event consumers)
 
 
 @dataclass(frozen=True)
@@ -504,9 +505,9 @@ class LedgerService:
         if as_of is None:
             return BalanceView(account, account.balance_minor, account.pending_minor, account.available_minor, None)
         async with self.uow.reading() as repo:
-            debits, credits = await repo.totals_as_of(account_id, as_of)
+            debits, credits, last_entry_id = await repo.totals_as_of(account_id, as_of)
         balance = debits - credits if account.type.debit_normal else credits - debits
-        return BalanceView(account, balance, 0, balance, as_of)
+        return BalanceView(account, balance, 0, balance, as_of, last_entry_id)
 
     async def history(
         self, account_id: str, *, limit: int, cursor: str, since: str = "", until: str = ""

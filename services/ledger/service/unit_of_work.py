@@ -82,8 +82,8 @@ class LedgerRepository(Protocol):
 
     async def accounts_after(self, after_id: str | None, limit: int) -> list[Account]: ...
 
-    async def totals_as_of(self, account_id: str, as_of: datetime) -> tuple[int, int]:
-        """(Σ debits, Σ credits) of the account's entries posted at or before `as_of`."""
+    async def totals_as_of(self, account_id: str, as_of: datetime) -> tuple[int, int, int]:
+        """(Σ debits, Σ credits, newest entry id or 0) of the account's entries posted at or before `as_of`."""
         ...
 
     async def entries(

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 
 import grpc
-from payrecon.ledger.v1 import ledger_pb2, ledger_pb2_grpc
+from payrecon.common.v1 import money_pb2
+from payrecon.ledger.v1 import ledger_pb2, ledger_pb2_grpc, messages_pb2
 
+from services.kernel.errors import Unavailable
 from services.kernel.telemetry import grpc_client_interceptors
 from services.kernel.timestamps import to_timestamp
 from services.reconciliation.service.ports import LedgerBalance
@@ -30,7 +32,43 @@ class LedgerClient:
             if error.code() == grpc.StatusCode.NOT_FOUND:
                 return None
             raise
-        return LedgerBalance(reply.balance_minor, reply.currency, reply.account_type in ("ASSET", "EXPENSE"))
+        return LedgerBalance(
+            reply.balance_minor, reply.currency, reply.account_type in ("ASSET", "EXPENSE"), reply.last_entry_id
+        )
+
+    async def post_adjustment(
+        self,
+        transfer_id: str,
+        debit_account_id: str,
+        credit_account_id: str,
+        amount_minor: int,
+        currency: str,
+        reason: str,
+    ) -> str:
+        """Posts through the ledger's internal batch RPC (the token needs `ledger:internal`); the id makes
+        a retry harmless. Returns '' when posted, else the ledger's rejection code."""
+        request = ledger_pb2.PostTransfersRequest(
+            transfers=[
+                messages_pb2.TransferRequest(
+                    transfer_id=transfer_id,
+                    debit_account_id=debit_account_id,
+                    credit_account_id=credit_account_id,
+                    amount=money_pb2.Money(minor_units=amount_minor, currency=currency),
+                    metadata={"reason": reason[:500], "kind": "reconciliation-adjustment"},
+                    accepted_at=to_timestamp(datetime.now(UTC)),
+                )
+            ]
+        )
+        try:
+            reply = await self._stub.PostTransfers(request, metadata=self._metadata, timeout=10)
+        except grpc.aio.AioRpcError as error:
+            if error.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+                raise Unavailable("the ledger cannot be reached; retry", code="SERVICE_UNAVAILABLE") from None
+            raise
+        (outcome,) = reply.outcomes
+        if outcome.WhichOneof("event") == "transfer_rejected":
+            return str(outcome.transfer_rejected.code)
+        return ""
 
     async def close(self) -> None:
         await self._channel.close(None)

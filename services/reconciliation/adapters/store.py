@@ -1,17 +1,44 @@
-"""PostgreSQL persistence of the reconciliation schema: the ledger projection and stored runs."""
+"""PostgreSQL persistence of the reconciliation schema: the ledger projection, imported statements,
+matching rules, stored runs with their matches, and cases with their history."""
 
 from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Sequence
-from datetime import datetime
+from collections.abc import Mapping, Sequence
+from datetime import date, datetime
+from typing import Any
 
 from payrecon.ledger.v1 import messages_pb2
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from services.kernel.db import driver_connection
+from services.reconciliation.domain.cases import CaseEventKind, CaseState, CaseStatus, Finding
 from services.reconciliation.domain.model import Report, TransferSides, Window
+from services.reconciliation.domain.statements import Statement, StatementFormat
+from services.reconciliation.service.ports import (
+    CaseEventRecord,
+    CaseFilter,
+    CaseRecord,
+    MatchRecord,
+    ProjectedEntry,
+    StatementLineRecord,
+    StoredImport,
+    StoredRun,
+    StoredStatement,
+)
+
+# Transfer metadata keys that carry the payment's references, as payment systems name them.
+REFERENCE_KEYS = ("reference", "bank_reference", "bankReference", "payment_reference", "paymentReference")
+END_TO_END_KEYS = ("end_to_end_id", "endToEndId", "e2e_id")
+
+
+def _first(metadata: Mapping[str, str], keys: Sequence[str]) -> str | None:
+    for key in keys:
+        if metadata.get(key):
+            return metadata[key]
+    return None
 
 
 class ReconciliationStore:
@@ -26,28 +53,25 @@ class ReconciliationStore:
                 continue
             p = event.transfer_posted
             at = p.posted_at.ToDatetime()
-            rows.append(
-                (
-                    p.transfer_id,
-                    p.debit_account_id,
-                    "DEBIT",
-                    p.amount.minor_units,
-                    p.amount.currency,
-                    p.debit_entry_id,
-                    at,
+            reference = _first(p.metadata, REFERENCE_KEYS)
+            end_to_end = _first(p.metadata, END_TO_END_KEYS)
+            for account, direction, entry in (
+                (p.debit_account_id, "DEBIT", p.debit_entry_id),
+                (p.credit_account_id, "CREDIT", p.credit_entry_id),
+            ):
+                rows.append(
+                    (
+                        p.transfer_id,
+                        account,
+                        direction,
+                        p.amount.minor_units,
+                        p.amount.currency,
+                        entry,
+                        at,
+                        reference,
+                        end_to_end,
+                    )
                 )
-            )
-            rows.append(
-                (
-                    p.transfer_id,
-                    p.credit_account_id,
-                    "CREDIT",
-                    p.amount.minor_units,
-                    p.amount.currency,
-                    p.credit_entry_id,
-                    at,
-                )
-            )
         if not rows:
             return 0
         columns = list(zip(*rows, strict=True))
@@ -55,11 +79,12 @@ class ReconciliationStore:
             result = await conn.execute(
                 text(
                     "INSERT INTO ledger_entries (transfer_id, account_id, direction, amount_minor, currency,"
-                    " entry_id, posted_at)"
-                    " SELECT t, a, d, m, c, e, p AT TIME ZONE 'UTC'"
+                    " entry_id, posted_at, reference, end_to_end_id)"
+                    " SELECT t, a, d, m, c, e, p AT TIME ZONE 'UTC', ref, e2e"
                     " FROM unnest(CAST(:t AS text[]), CAST(:a AS text[]), CAST(:d AS text[]), CAST(:m AS bigint[]),"
-                    "             CAST(:c AS text[]), CAST(:e AS bigint[]), CAST(:p AS timestamp[]))"
-                    "      AS r(t, a, d, m, c, e, p)"
+                    "             CAST(:c AS text[]), CAST(:e AS bigint[]), CAST(:p AS timestamp[]),"
+                    "             CAST(:ref AS text[]), CAST(:e2e AS text[]))"
+                    "      AS r(t, a, d, m, c, e, p, ref, e2e)"
                     " ON CONFLICT (transfer_id, direction) DO NOTHING"
                 ),
                 {
@@ -70,6 +95,8 @@ class ReconciliationStore:
                     "c": list(columns[4]),
                     "e": list(columns[5]),
                     "p": list(columns[6]),
+                    "ref": list(columns[7]),
+                    "e2e": list(columns[8]),
                 },
             )
             return int(result.rowcount or 0)
@@ -106,15 +133,270 @@ class ReconciliationStore:
             )
             return [TransferSides(r.transfer_id, int(r.d), int(r.c)) for r in rows]
 
-    async def save_run(self, report: Report, rendered: dict[str, object]) -> tuple[str, datetime]:
+    async def holds_entry(self, account_id: str, entry_id: int) -> bool:
+        async with self._engine.connect() as conn:
+            found = await conn.execute(
+                text("SELECT 1 FROM ledger_entries WHERE account_id = :a AND entry_id = :e"),
+                {"a": account_id, "e": entry_id},
+            )
+            return found.first() is not None
+
+    async def entries_in(self, account_id: str, start: datetime, end: datetime) -> list[ProjectedEntry]:
+        async with self._engine.connect() as conn:
+            rows = await conn.execute(
+                text(
+                    "SELECT entry_id, transfer_id, direction, amount_minor, currency, posted_at, reference, end_to_end_id"
+                    " FROM ledger_entries WHERE account_id = :a AND posted_at >= :s AND posted_at < :e ORDER BY entry_id"
+                ),
+                {"a": account_id, "s": start, "e": end},
+            )
+            return [ProjectedEntry(*r) for r in rows]
+
+    async def knows_account(self, account_id: str) -> bool:
+        async with self._engine.connect() as conn:
+            found = await conn.execute(
+                text(
+                    "SELECT EXISTS (SELECT 1 FROM ledger_entries WHERE account_id = :a)"
+                    " OR EXISTS (SELECT 1 FROM statements WHERE account_id = :a)"
+                ),
+                {"a": account_id},
+            )
+            return bool(found.scalar_one())
+
+    # -- statements ------------------------------------------------------------------------------
+
+    async def find_import(self, account_id: str, sha256: str) -> StoredImport | None:
+        async with self._engine.connect() as conn:
+            row = (
+                await conn.execute(
+                    text(
+                        "SELECT id::text AS id, summary, created_at FROM statement_imports"
+                        " WHERE account_id = :a AND sha256 = :h"
+                    ),
+                    {"a": account_id, "h": sha256},
+                )
+            ).first()
+            return StoredImport(row.id, dict(row.summary), row.created_at) if row else None
+
+    async def previous_closing(self, account_id: str, bank_account: str, before: date | None) -> int | None:
+        async with self._engine.connect() as conn:
+            value = (
+                await conn.execute(
+                    text(
+                        "SELECT closing_balance_minor FROM statements"
+                        " WHERE account_id = :a AND bank_account = :b AND closing_balance_minor IS NOT NULL"
+                        " AND (CAST(:d AS date) IS NULL OR closing_date < :d)"
+                        " ORDER BY closing_date DESC NULLS LAST, id DESC LIMIT 1"
+                    ),
+                    {"a": account_id, "b": bank_account, "d": before},
+                )
+            ).scalar_one_or_none()
+            return None if value is None else int(value)
+
+    async def save_import(
+        self,
+        account_id: str,
+        fmt: StatementFormat,
+        sha256: str,
+        file_name: str,
+        statements: Sequence[tuple[Statement, str]],
+        summary: dict[str, Any],
+        actor: str,
+    ) -> StoredImport | None:
+        import_id = str(uuid.uuid4())
+        async with self._engine.begin() as conn:
+            created = (
+                await conn.execute(
+                    text(
+                        "INSERT INTO statement_imports (id, account_id, format, sha256, file_name, statements, lines,"
+                        " summary, created_by) VALUES (CAST(:id AS uuid), :a, :f, :h, :n, :s, :l, CAST(:summary AS jsonb), :by)"
+                        " ON CONFLICT (account_id, sha256) DO NOTHING RETURNING created_at"
+                    ),
+                    {
+                        "id": import_id,
+                        "a": account_id,
+                        "f": fmt.value,
+                        "h": sha256,
+                        "n": file_name,
+                        "s": len(statements),
+                        "l": sum(len(st.lines) for st, _ in statements),
+                        "summary": json.dumps({**summary, "id": import_id}),
+                        "by": actor,
+                    },
+                )
+            ).scalar_one_or_none()
+            if created is None:
+                return None
+            ids = (
+                await conn.execute(
+                    text(
+                        "INSERT INTO statements (import_id, account_id, bank_account, statement_ref, currency,"
+                        " opening_balance_minor, closing_balance_minor, opening_date, closing_date, balance_check, continuity)"
+                        " SELECT CAST(:imp AS uuid), :a, b, r, c, o, cl, od, cd, bc, co FROM unnest("
+                        " CAST(:b AS text[]), CAST(:r AS text[]), CAST(:c AS text[]), CAST(:o AS bigint[]),"
+                        " CAST(:cl AS bigint[]), CAST(:od AS date[]), CAST(:cd AS date[]), CAST(:bc AS text[]),"
+                        " CAST(:co AS text[])) WITH ORDINALITY AS s(b, r, c, o, cl, od, cd, bc, co, n) ORDER BY n RETURNING id"
+                    ),
+                    {
+                        "imp": import_id,
+                        "a": account_id,
+                        "b": [st.account for st, _ in statements],
+                        "r": [st.statement_id for st, _ in statements],
+                        "c": [st.currency for st, _ in statements],
+                        "o": [st.opening_balance_minor for st, _ in statements],
+                        "cl": [st.closing_balance_minor for st, _ in statements],
+                        "od": [st.opening_date for st, _ in statements],
+                        "cd": [st.closing_date for st, _ in statements],
+                        "bc": [st.balance_check.value for st, _ in statements],
+                        "co": [continuity for _, continuity in statements],
+                    },
+                )
+            ).scalars()
+            records: list[tuple[object, ...]] = []
+            for statement_id, (st, _) in zip(list(ids), statements, strict=True):
+                for line in st.lines:
+                    records.append(
+                        (
+                            uuid.UUID(import_id),
+                            statement_id,
+                            account_id,
+                            line.line,
+                            line.amount_minor,
+                            line.currency,
+                            line.booking_date,
+                            line.value_date or line.booking_date or st.closing_date or date.today(),
+                            line.reference,
+                            line.end_to_end_id,
+                            line.description,
+                            line.counterparty,
+                            line.reversal,
+                            line.status.value,
+                        )
+                    )
+            if records:
+                await (await driver_connection(conn)).copy_records_to_table(
+                    "statement_lines",
+                    records=records,
+                    columns=[
+                        "import_id",
+                        "statement_id",
+                        "account_id",
+                        "line_no",
+                        "amount_minor",
+                        "currency",
+                        "booking_date",
+                        "value_date",
+                        "reference",
+                        "end_to_end_id",
+                        "description",
+                        "counterparty",
+                        "reversal",
+                        "status",
+                    ],
+                )
+            return StoredImport(import_id, {**summary, "id": import_id}, created)
+
+    async def csv_mapping(self, account_id: str) -> dict[str, Any] | None:
+        async with self._engine.connect() as conn:
+            value = (
+                await conn.execute(
+                    text("SELECT rules -> 'csv_mapping' FROM matching_rules WHERE account_id = :a AND version = 0"),
+                    {"a": account_id},
+                )
+            ).scalar_one_or_none()
+            return dict(value) if value else None
+
+    async def save_csv_mapping(self, account_id: str, mapping: Mapping[str, Any]) -> None:
+        # Kept as version 0 of the account's settings row: a mapping is configuration, not a rule version.
+        async with self._engine.begin() as conn:
+            await conn.execute(
+                text(
+                    "INSERT INTO matching_rules (account_id, version, rules) VALUES (:a, 0, CAST(:r AS jsonb))"
+                    " ON CONFLICT (account_id, version) DO UPDATE SET rules = excluded.rules, created_at = now()"
+                ),
+                {"a": account_id, "r": json.dumps({"csv_mapping": dict(mapping)})},
+            )
+
+    async def statements_in(self, account_id: str, first: date, last: date) -> list[StoredStatement]:
+        async with self._engine.connect() as conn:
+            rows = await conn.execute(
+                text(
+                    "SELECT s.bank_account, s.currency, s.opening_balance_minor, s.closing_balance_minor, s.opening_date,"
+                    " s.closing_date, min(l.value_date) AS first_line, max(l.value_date) AS last_line"
+                    " FROM statements s LEFT JOIN statement_lines l ON l.statement_id = s.id"
+                    " WHERE s.account_id = :a"
+                    " GROUP BY s.id HAVING coalesce(s.closing_date, max(l.value_date)) >= :f"
+                    " AND coalesce(s.opening_date, min(l.value_date), s.closing_date) <= :l"
+                    " ORDER BY coalesce(s.closing_date, max(l.value_date)), s.id"
+                ),
+                {"a": account_id, "f": first, "l": last},
+            )
+            return [StoredStatement(*r) for r in rows]
+
+    async def lines_in(self, account_id: str, first: date, last: date) -> list[StatementLineRecord]:
+        async with self._engine.connect() as conn:
+            rows = await conn.execute(
+                text(
+                    "SELECT l.id, l.line_no, l.amount_minor, l.currency, l.booking_date, l.value_date, l.reference,"
+                    " l.end_to_end_id, l.description, l.counterparty, s.bank_account"
+                    " FROM statement_lines l JOIN statements s ON s.id = l.statement_id"
+                    " WHERE l.account_id = :a AND l.value_date BETWEEN :f AND :l AND l.status = 'BOOKED'"
+                    " ORDER BY l.id"
+                ),
+                {"a": account_id, "f": first, "l": last},
+            )
+            return [StatementLineRecord(*r) for r in rows]
+
+    # -- rules -----------------------------------------------------------------------------------
+
+    async def rules(self, account_id: str) -> tuple[int, dict[str, Any], datetime | None, str]:
+        async with self._engine.connect() as conn:
+            row = (
+                await conn.execute(
+                    text(
+                        "SELECT version, rules, created_at, created_by FROM matching_rules"
+                        " WHERE account_id = :a AND version > 0 ORDER BY version DESC LIMIT 1"
+                    ),
+                    {"a": account_id},
+                )
+            ).first()
+            return (row.version, dict(row.rules), row.created_at, row.created_by) if row else (0, {}, None, "")
+
+    async def save_rules(self, account_id: str, rules: Mapping[str, Any], actor: str) -> int:
+        async with self._engine.begin() as conn:
+            # The account's settings row (version 0) serialises concurrent saves of one account.
+            await conn.execute(text("SELECT pg_advisory_xact_lock(hashtext(:a))"), {"a": "rules:" + account_id})
+            version = (
+                await conn.execute(
+                    text(
+                        "INSERT INTO matching_rules (account_id, version, rules, created_by)"
+                        " SELECT :a, coalesce(max(version), 0) + 1, CAST(:r AS jsonb), :by"
+                        " FROM matching_rules WHERE account_id = :a RETURNING version"
+                    ),
+                    {"a": account_id, "r": json.dumps(dict(rules)), "by": actor},
+                )
+            ).scalar_one()
+            return int(version)
+
+    # -- runs, matches, cases --------------------------------------------------------------------
+
+    async def save_run(
+        self,
+        report: Report,
+        rendered: dict[str, object],
+        matches: Sequence[MatchRecord],
+        rules_version: int,
+        watermark: str,
+    ) -> tuple[str, datetime]:
         run_id = str(uuid.uuid4())
         async with self._engine.begin() as conn:
             created = (
                 await conn.execute(
                     text(
                         "INSERT INTO runs (id, account_id, period_start, period_end, transaction_count,"
-                        " discrepancy_count, balanced, report) VALUES (CAST(:id AS uuid), :a, :s, :e, :tc, :dc, :b,"
-                        " CAST(:r AS jsonb)) RETURNING created_at"
+                        " discrepancy_count, balanced, report, rules_version, watermark)"
+                        " VALUES (CAST(:id AS uuid), :a, :s, :e, :tc, :dc, :b, CAST(:r AS jsonb), :v, :w)"
+                        " RETURNING created_at"
                     ),
                     {
                         "id": run_id,
@@ -124,8 +406,247 @@ class ReconciliationStore:
                         "tc": report.transaction_count,
                         "dc": len(report.discrepancies),
                         "b": report.balanced,
-                        "r": json.dumps(rendered, default=str),
+                        "r": json.dumps({**rendered, "report_id": run_id}, default=str),
+                        "v": rules_version,
+                        "w": watermark,
                     },
                 )
             ).scalar_one()
+            if matches:
+                await (await driver_connection(conn)).copy_records_to_table(
+                    "matches",
+                    records=[
+                        (
+                            uuid.UUID(run_id),
+                            report.account_id,
+                            m.kind,
+                            list(m.statement_line_ids),
+                            list(m.transfer_ids),
+                            m.rule,
+                            m.confidence,
+                            json.dumps(dict(m.breakdown)),
+                            m.amount_difference_minor,
+                        )
+                        for m in matches
+                    ],
+                    columns=[
+                        "run_id",
+                        "account_id",
+                        "kind",
+                        "statement_line_ids",
+                        "transfer_ids",
+                        "rule",
+                        "confidence",
+                        "breakdown",
+                        "amount_difference_minor",
+                    ],
+                )
             return run_id, created
+
+    async def runs(self, account_id: str | None, before: tuple[datetime, str] | None, limit: int) -> list[StoredRun]:
+        async with self._engine.connect() as conn:
+            rows = await conn.execute(
+                text(
+                    "SELECT id::text AS id, created_at, report FROM runs"
+                    " WHERE (CAST(:a AS text) IS NULL OR account_id = :a)"
+                    " AND (CAST(:t AS timestamptz) IS NULL OR (created_at, id::text) < (:t, :i))"
+                    " ORDER BY created_at DESC, id::text DESC LIMIT :n"
+                ),
+                {"a": account_id, "t": before[0] if before else None, "i": before[1] if before else "", "n": limit},
+            )
+            return [StoredRun(r.id, r.created_at, dict(r.report)) for r in rows]
+
+    async def run(self, run_id: str) -> StoredRun | None:
+        async with self._engine.connect() as conn:
+            row = (
+                await conn.execute(
+                    text("SELECT id::text AS id, created_at, report FROM runs WHERE id::text = :i"), {"i": run_id}
+                )
+            ).first()
+            return StoredRun(row.id, row.created_at, dict(row.report)) if row else None
+
+    async def cases_of(self, account_id: str, window: Window) -> tuple[dict[str, CaseState], list[str]]:
+        async with self._engine.connect() as conn:
+            rows = await conn.execute(
+                text(
+                    "SELECT id::text AS id, fingerprint, status, window_start, window_end FROM cases WHERE account_id = :a"
+                ),
+                {"a": account_id},
+            )
+            existing: dict[str, CaseState] = {}
+            covered: list[str] = []
+            for r in rows:
+                existing[r.fingerprint] = CaseState(r.id, r.fingerprint, CaseStatus(r.status))
+                if r.window_start is not None and r.window_start >= window.start and r.window_end <= window.end:
+                    covered.append(r.fingerprint)
+            return existing, covered
+
+    async def apply_findings(
+        self,
+        account_id: str,
+        window: Window,
+        open_: Sequence[Finding],
+        reopen: Sequence[tuple[str, Finding]],
+        refresh: Sequence[tuple[str, Finding]],
+        auto_resolve: Sequence[str],
+    ) -> dict[str, str]:
+        ids: dict[str, str] = {}
+        async with self._engine.begin() as conn:
+            if open_:
+                new_ids = [str(uuid.uuid4()) for _ in open_]
+                rows = await conn.execute(
+                    text(
+                        "INSERT INTO cases (id, account_id, kind, fingerprint, status, severity, message, amount_minor,"
+                        " currency, evidence, window_start, window_end)"
+                        " SELECT CAST(i AS uuid), :a, k, f, 'OPEN', sv, m, am, c, CAST(ev AS jsonb), :ws, :we"
+                        " FROM unnest(CAST(:i AS text[]), CAST(:k AS text[]), CAST(:f AS text[]), CAST(:sv AS text[]),"
+                        " CAST(:m AS text[]), CAST(:am AS bigint[]), CAST(:c AS text[]), CAST(:ev AS text[]))"
+                        " AS n(i, k, f, sv, m, am, c, ev)"
+                        " ON CONFLICT (account_id, fingerprint) DO NOTHING RETURNING id::text, fingerprint"
+                    ),
+                    {
+                        "a": account_id,
+                        "ws": window.start,
+                        "we": window.end,
+                        "i": new_ids,
+                        "k": [f.kind for f in open_],
+                        "f": [f.fingerprint for f in open_],
+                        "sv": [f.severity for f in open_],
+                        "m": [f.message for f in open_],
+                        "am": [f.amount_minor for f in open_],
+                        "c": [f.currency for f in open_],
+                        "ev": [json.dumps(f.evidence, default=str) for f in open_],
+                    },
+                )
+                opened = {r.fingerprint: r.id for r in rows}
+                ids.update(opened)
+                await self._events(conn, list(opened.values()), CaseEventKind.OPENED, "run found it")
+            for case_id, finding in [*reopen, *refresh]:
+                ids[finding.fingerprint] = case_id
+            if reopen:
+                await conn.execute(
+                    text(
+                        "UPDATE cases SET status = 'OPEN', updated_at = now() WHERE id::text = ANY(CAST(:i AS text[]))"
+                    ),
+                    {"i": [case_id for case_id, _ in reopen]},
+                )
+                await self._events(
+                    conn, [c for c, _ in reopen], CaseEventKind.REOPENED, "a later run found the break again"
+                )
+            if refresh:
+                await conn.execute(
+                    text(
+                        "UPDATE cases AS c SET evidence = CAST(u.ev AS jsonb), message = u.m, amount_minor = u.am"
+                        " FROM unnest(CAST(:i AS text[]), CAST(:ev AS text[]), CAST(:m AS text[]), CAST(:am AS bigint[]))"
+                        " AS u(i, ev, m, am) WHERE c.id::text = u.i"
+                    ),
+                    {
+                        "i": [c for c, _ in refresh],
+                        "ev": [json.dumps(f.evidence, default=str) for _, f in refresh],
+                        "m": [f.message for _, f in refresh],
+                        "am": [f.amount_minor for _, f in refresh],
+                    },
+                )
+            if auto_resolve:
+                await conn.execute(
+                    text(
+                        "UPDATE cases SET status = 'RESOLVED', updated_at = now() WHERE id::text = ANY(CAST(:i AS text[]))"
+                    ),
+                    {"i": list(auto_resolve)},
+                )
+                await self._events(
+                    conn, list(auto_resolve), CaseEventKind.RESOLVED, "a later run no longer finds the break"
+                )
+        return ids
+
+    @staticmethod
+    async def _events(conn: Any, case_ids: list[str], kind: CaseEventKind, reason: str, actor: str = "system") -> None:
+        if case_ids:
+            await conn.execute(
+                text(
+                    "INSERT INTO case_events (case_id, action, actor, reason)"
+                    " SELECT CAST(i AS uuid), :k, :who, :why FROM unnest(CAST(:i AS text[])) AS i"
+                ),
+                {"i": case_ids, "k": kind.value, "who": actor, "why": reason},
+            )
+
+    async def cases(self, where: CaseFilter, before: tuple[datetime, str] | None, limit: int) -> list[CaseRecord]:
+        async with self._engine.connect() as conn:
+            rows = await conn.execute(
+                text(
+                    _CASE_COLUMNS + " WHERE (CAST(:a AS text) IS NULL OR account_id = :a)"
+                    " AND (CAST(:k AS text) IS NULL OR kind = :k) AND (CAST(:s AS text) IS NULL OR status = :s)"
+                    " AND (CAST(:ob AS timestamptz) IS NULL OR opened_at <= :ob)"
+                    " AND (CAST(:t AS timestamptz) IS NULL OR (opened_at, id::text) < (:t, :i))"
+                    " ORDER BY opened_at DESC, id::text DESC LIMIT :n"
+                ),
+                {
+                    "a": where.account_id,
+                    "k": where.kind,
+                    "s": where.status.value if where.status else None,
+                    "ob": where.opened_before,
+                    "t": before[0] if before else None,
+                    "i": before[1] if before else "",
+                    "n": limit,
+                },
+            )
+            return [_case(r) for r in rows]
+
+    async def case(self, case_id: str, *, lock: bool = False) -> CaseRecord | None:
+        async with self._engine.connect() as conn:
+            row = (await conn.execute(text(_CASE_COLUMNS + " WHERE id::text = :i"), {"i": case_id})).first()
+            if row is None:
+                return None
+            events = await conn.execute(
+                text("SELECT action, actor, reason, at FROM case_events WHERE case_id::text = :i ORDER BY id"),
+                {"i": case_id},
+            )
+            return _case(row, [CaseEventRecord(*e) for e in events])
+
+    async def transition_case(
+        self,
+        case_id: str,
+        status: CaseStatus,
+        event: str,
+        actor: str,
+        reason: str,
+        adjustment_transfer_id: str | None = None,
+    ) -> None:
+        async with self._engine.begin() as conn:
+            await conn.execute(
+                text(
+                    "UPDATE cases SET status = :s, updated_at = now(),"
+                    " adjustment_transfer_id = coalesce(:adj, adjustment_transfer_id) WHERE id::text = :i"
+                ),
+                {"s": status.value, "adj": adjustment_transfer_id, "i": case_id},
+            )
+            await conn.execute(
+                text(
+                    "INSERT INTO case_events (case_id, action, actor, reason) VALUES (CAST(:i AS uuid), :k, :who, :why)"
+                ),
+                {"i": case_id, "k": event, "who": actor, "why": reason},
+            )
+
+
+_CASE_COLUMNS = (
+    "SELECT id::text AS id, account_id, kind, status, severity, message, amount_minor, currency, evidence,"
+    " opened_at, updated_at, adjustment_transfer_id FROM cases"
+)
+
+
+def _case(r: Any, history: list[CaseEventRecord] | None = None) -> CaseRecord:
+    return CaseRecord(
+        r.id,
+        r.account_id,
+        r.kind,
+        CaseStatus(r.status),
+        r.severity,
+        r.message,
+        r.amount_minor,
+        r.currency,
+        dict(r.evidence),
+        r.opened_at,
+        r.updated_at,
+        r.adjustment_transfer_id,
+        history or [],
+    )

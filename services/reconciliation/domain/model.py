@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, date, datetime, time
 
 from services.kernel.errors import ValidationError
 
 BALANCE_DRIFT = "BALANCE_DRIFT"
 UNBALANCED_TRANSFER = "UNBALANCED_TRANSFER"
-MAX_WINDOW = timedelta(days=366 * 5)
 
 
 @dataclass(frozen=True)
@@ -44,8 +43,6 @@ def parse_window(start: str, end: str) -> Window:
     window = Window(parse_instant(start, "startDate", end_of_day=False), parse_instant(end, "endDate", end_of_day=True))
     if window.end < window.start:
         raise ValidationError("endDate must not be before startDate", field="endDate", code="INVALID_DATE_RANGE")
-    if window.end - window.start > MAX_WINDOW:
-        raise ValidationError("the window may span at most five years", field="endDate", code="INVALID_DATE_RANGE")
     return window
 
 
@@ -57,6 +54,10 @@ class Discrepancy:
     transaction_id: str = ""
     expected_minor: int | None = None
     actual_minor: int | None = None
+    case_id: str = ""
+    statement_line_ids: tuple[str, ...] = ()
+    transfer_ids: tuple[str, ...] = ()
+    currency: str = ""
 
 
 @dataclass(frozen=True)

@@ -1,13 +1,17 @@
-"""What reconciliation's use cases need: the ledger's balances (its gRPC API) and the context's own
-store (the projection of ledger events and the stored runs)."""
+"""What reconciliation's use cases need from the outside: the ledger (its gRPC API), a statement
+parser (the file formats), and the context's own store (projection of ledger events, imported
+statements, matching rules, runs, matches and cases). Adapters implement them; unit tests use fakes."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from datetime import datetime
-from typing import Protocol
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from typing import Any, Protocol
 
+from services.reconciliation.domain.cases import CaseState, CaseStatus, Finding
 from services.reconciliation.domain.model import Report, TransferSides, Window
+from services.reconciliation.domain.statements import ParsedFile, Statement, StatementFormat
 
 
 @dataclass(frozen=True)
@@ -15,17 +19,227 @@ class LedgerBalance:
     balance_minor: int
     currency: str
     debit_normal: bool
+    last_entry_id: int = 0  # the newest entry the balance counts: the projection's watermark
 
 
-class LedgerBalances(Protocol):
+class Ledger(Protocol):
     async def balance_as_of(self, account_id: str, as_of: datetime) -> LedgerBalance | None:
         """None when the ledger does not know the account."""
         ...
 
+    async def post_adjustment(
+        self,
+        transfer_id: str,
+        debit_account_id: str,
+        credit_account_id: str,
+        amount_minor: int,
+        currency: str,
+        reason: str,
+    ) -> str:
+        """Posts a correcting transfer (idempotent by id); returns the ledger's outcome code ('' when posted).
+        Raises Unavailable when the ledger cannot be reached."""
+        ...
+
+
+class StatementParser(Protocol):
+    def parse(self, content: bytes, fmt: StatementFormat | None, csv_mapping: Mapping[str, Any] | None) -> ParsedFile:
+        """Raises StatementFileError (row errors with lines) and ValueError (a CSV mapping that makes no sense)."""
+        ...
+
+
+@dataclass(frozen=True)
+class StatementLineRecord:
+    """A stored statement line, as matching and evidence use it."""
+
+    id: int
+    line_no: int
+    amount_minor: int
+    currency: str
+    booking_date: date | None
+    value_date: date
+    reference: str | None
+    end_to_end_id: str | None
+    description: str
+    counterparty: str | None
+    bank_account: str
+
+
+@dataclass(frozen=True)
+class ProjectedEntry:
+    """A ledger entry of the reconciled account, as the projection holds it."""
+
+    entry_id: int
+    transfer_id: str
+    direction: str
+    amount_minor: int
+    currency: str
+    posted_at: datetime
+    reference: str | None
+    end_to_end_id: str | None
+
+
+@dataclass(frozen=True)
+class StoredStatement:
+    bank_account: str
+    currency: str
+    opening_balance_minor: int | None
+    closing_balance_minor: int | None
+    opening_date: date | None
+    closing_date: date | None
+    first_line_date: date | None
+    last_line_date: date | None
+
+
+@dataclass(frozen=True)
+class StoredImport:
+    id: str
+    summary: dict[str, Any]
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class CaseEventRecord:
+    action: str
+    actor: str
+    reason: str
+    at: datetime
+
+
+@dataclass(frozen=True)
+class CaseRecord:
+    id: str
+    account_id: str
+    kind: str
+    status: CaseStatus
+    severity: str
+    message: str
+    amount_minor: int | None
+    currency: str
+    evidence: dict[str, Any]
+    opened_at: datetime
+    updated_at: datetime
+    adjustment_transfer_id: str | None
+    history: list[CaseEventRecord] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class CaseFilter:
+    account_id: str | None = None
+    kind: str | None = None
+    status: CaseStatus | None = None
+    opened_before: datetime | None = None
+
+
+@dataclass(frozen=True)
+class MatchRecord:
+    kind: str
+    statement_line_ids: tuple[int, ...]
+    transfer_ids: tuple[str, ...]
+    rule: str
+    confidence: float
+    breakdown: Mapping[str, float]
+    amount_difference_minor: int
+
+
+@dataclass(frozen=True)
+class StoredRun:
+    id: str
+    created_at: datetime
+    report: dict[str, Any]
+
 
 class ReconciliationStore(Protocol):
+    # -- projection and ledger-side reads --------------------------------------------------------
     async def totals_until(self, account_id: str, until: datetime) -> tuple[int, int, str | None]: ...
+
+    async def holds_entry(self, account_id: str, entry_id: int) -> bool: ...
 
     async def transfers_in(self, account_id: str, window: Window) -> list[TransferSides]: ...
 
-    async def save_run(self, report: Report, rendered: dict[str, object]) -> tuple[str, datetime]: ...
+    async def entries_in(self, account_id: str, start: datetime, end: datetime) -> list[ProjectedEntry]: ...
+
+    async def knows_account(self, account_id: str) -> bool:
+        """Whether the projection or an imported statement names the account."""
+        ...
+
+    # -- statements ------------------------------------------------------------------------------
+    async def find_import(self, account_id: str, sha256: str) -> StoredImport | None: ...
+
+    async def previous_closing(self, account_id: str, bank_account: str, before: date | None) -> int | None:
+        """The closing balance of the newest stored statement of that bank account closing before `before`."""
+        ...
+
+    async def save_import(
+        self,
+        account_id: str,
+        fmt: StatementFormat,
+        sha256: str,
+        file_name: str,
+        statements: Sequence[tuple[Statement, str]],
+        summary: dict[str, Any],
+        actor: str,
+    ) -> StoredImport | None:
+        """Stores the file's statements (each with its continuity verdict) and lines in one
+        transaction; None when the same file was stored meanwhile (by a concurrent import)."""
+        ...
+
+    async def csv_mapping(self, account_id: str) -> dict[str, Any] | None: ...
+
+    async def save_csv_mapping(self, account_id: str, mapping: Mapping[str, Any]) -> None: ...
+
+    async def statements_in(self, account_id: str, first: date, last: date) -> list[StoredStatement]: ...
+
+    async def lines_in(self, account_id: str, first: date, last: date) -> list[StatementLineRecord]: ...
+
+    # -- rules -----------------------------------------------------------------------------------
+    async def rules(self, account_id: str) -> tuple[int, dict[str, Any], datetime | None, str]:
+        """(version, rules, saved at, saved by); version 0 and {} for the defaults."""
+        ...
+
+    async def save_rules(self, account_id: str, rules: Mapping[str, Any], actor: str) -> int: ...
+
+    # -- runs, matches, cases --------------------------------------------------------------------
+    async def save_run(
+        self,
+        report: Report,
+        rendered: dict[str, object],
+        matches: Sequence[MatchRecord],
+        rules_version: int,
+        watermark: str,
+    ) -> tuple[str, datetime]: ...
+
+    async def runs(
+        self, account_id: str | None, before: tuple[datetime, str] | None, limit: int
+    ) -> list[StoredRun]: ...
+
+    async def run(self, run_id: str) -> StoredRun | None: ...
+
+    async def cases_of(self, account_id: str, window: Window) -> tuple[dict[str, CaseState], list[str]]:
+        """(fingerprint → case for every case of the account, fingerprints of the cases the window covers)."""
+        ...
+
+    async def apply_findings(
+        self,
+        account_id: str,
+        window: Window,
+        open_: Sequence[Finding],
+        reopen: Sequence[tuple[str, Finding]],
+        refresh: Sequence[tuple[str, Finding]],
+        auto_resolve: Sequence[str],
+    ) -> dict[str, str]:
+        """Writes a run's case changes with their history; returns fingerprint → case id."""
+        ...
+
+    async def cases(self, where: CaseFilter, before: tuple[datetime, str] | None, limit: int) -> list[CaseRecord]: ...
+
+    async def case(self, case_id: str, *, lock: bool = False) -> CaseRecord | None: ...
+
+    async def transition_case(
+        self,
+        case_id: str,
+        status: CaseStatus,
+        event: str,
+        actor: str,
+        reason: str,
+        adjustment_transfer_id: str | None = None,
+    ) -> None: ...

@@ -1,13 +1,110 @@
-"""Use case: reconcile an account over a window (the projection of ledger events is written by the
-event consumer straight into the store: it is data, with no rule to apply)."""
+"""Reconciliation's use cases: import a statement, match it against the ledger, keep the cases, and
+answer the seed's reconcile call for an account and window.
+
+Matching runs over an account and window each time new data arrives (an import) and on demand (a
+reconcile call): the statement lines of the window against the ledger entries the projection holds,
+with the account's rules in force. Its breaks become cases (see domain/cases.py), so running it
+again is harmless: a break found again updates its case; a break gone resolves it.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from datetime import UTC, datetime
+import asyncio
+import hashlib
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
 
-from services.reconciliation.domain.model import Report, check_account, parse_window
-from services.reconciliation.service.ports import LedgerBalances, ReconciliationStore
+from services.kernel.errors import NotFound, ValidationError
+from services.kernel.money import format_minor
+from services.reconciliation.domain.cases import (
+    SYSTEM_ACTOR,
+    CaseAction,
+    CaseEventKind,
+    CaseStatus,
+    Finding,
+    next_status,
+    parse_action,
+    plan_cases,
+)
+from services.reconciliation.domain.matching import LedgerItem, MatchResult, StatementItem, match_items
+from services.reconciliation.domain.matching_rules import MatchingRules
+from services.reconciliation.domain.model import (
+    BALANCE_DRIFT,
+    Discrepancy,
+    Report,
+    Window,
+    check_account,
+    parse_window,
+)
+from services.reconciliation.domain.statements import (
+    BalanceCheck,
+    ParsedFile,
+    Statement,
+    StatementFileError,
+    StatementFormat,
+)
+from services.reconciliation.service.ports import (
+    CaseFilter,
+    CaseRecord,
+    Ledger,
+    MatchRecord,
+    ProjectedEntry,
+    ReconciliationStore,
+    StatementLineRecord,
+    StatementParser,
+    StoredRun,
+)
+
+log = logging.getLogger(__name__)
+
+SUSPENSE_ACCOUNT = "suspense"
+MAX_PAGE = 500
+DEFAULT_PAGE = 50
+
+
+class StatementRejected(ValidationError):
+    """The file cannot be imported as it is; nothing was imported. `errors` lists every problem by line."""
+
+    def __init__(self, parsed_errors: StatementFileError) -> None:
+        super().__init__(
+            f"the statement file is invalid: {len(parsed_errors.errors)} problem(s), nothing was imported",
+            field="content",
+            code="STATEMENT_INVALID",
+        )
+        self.errors = parsed_errors.errors
+
+
+class UnknownAccount(NotFound):
+    """Neither the ledger nor an imported statement knows the account."""
+
+
+class UnknownCase(NotFound):
+    """No case with this id."""
+
+
+class UnknownRun(NotFound):
+    """No stored run with this id."""
+
+
+@dataclass(frozen=True)
+class ImportCommand:
+    account_id: str
+    content: bytes
+    format: str
+    csv_mapping: Mapping[str, Any] | None
+    file_name: str
+    actor: str
+
+
+@dataclass(frozen=True)
+class ImportOutcome:
+    id: str
+    summary: dict[str, Any]
+    created_at: datetime
+    replayed: bool
 
 
 @dataclass(frozen=True)
@@ -15,45 +112,660 @@ class StoredReport:
     run_id: str
     created_at: datetime
     report: Report
+    rendered: dict[str, Any] = field(default_factory=dict)
+
+
+def _signed(entry: ProjectedEntry, debit_normal: bool) -> int:
+    """The entry's effect on the account's balance: + when it increases it (money in)."""
+    return entry.amount_minor if (entry.direction == "DEBIT") == debit_normal else -entry.amount_minor
+
+
+def _day_start(day: date) -> datetime:
+    return datetime.combine(day, time.min, UTC)
 
 
 @dataclass
 class ReconciliationService:
     store: ReconciliationStore
-    ledger: LedgerBalances
+    ledger: Ledger
+    parser: StatementParser | None = None
+    watermark_wait_seconds: float = 5.0
+    suspense_account: str = SUSPENSE_ACCOUNT
+
+    # -- statements --------------------------------------------------------------------------------
+
+    async def import_statement(self, command: ImportCommand) -> ImportOutcome:
+        """Imports a file once per account (same bytes → the first import, replayed), checks each
+        statement's balances and its continuity with the previous one, then matches the new lines.
+
+        Raises ValidationError (bad account id, format, empty file, CSV mapping) and StatementRejected.
+        """
+        account_id = _account_id(command.account_id)
+        fmt = _format(command.format)
+        if not command.content:
+            raise ValidationError("content (or contentBase64) is required", field="content", code="MISSING_FIELD")
+        sha256 = hashlib.sha256(command.content).hexdigest()
+        known = await self.store.find_import(account_id, sha256)
+        if known is not None:
+            return ImportOutcome(known.id, known.summary, known.created_at, replayed=True)
+        mapping = command.csv_mapping
+        if mapping is None and fmt in (None, StatementFormat.CSV):
+            mapping = await self.store.csv_mapping(account_id)
+        if self.parser is None:
+            raise RuntimeError("no statement parser configured")
+        parser = self.parser
+        try:
+            # Parsing a large file is CPU work: off the event loop, so other calls keep being answered.
+            parsed = await asyncio.to_thread(parser.parse, command.content, fmt, mapping)
+        except StatementFileError as broken:
+            raise StatementRejected(broken) from None
+        except ValueError as error:
+            raise ValidationError(f"csvMapping: {error}", field="csvMapping", code="INVALID_CSV_MAPPING") from None
+        if command.csv_mapping is not None and parsed.format is StatementFormat.CSV:
+            await self.store.save_csv_mapping(account_id, command.csv_mapping)
+        chained = await self._with_continuity(account_id, parsed)
+        summary = _summary(account_id, parsed, chained, sha256)
+        stored = await self.store.save_import(
+            account_id, parsed.format, sha256, command.file_name, chained, summary, command.actor
+        )
+        if stored is None:  # the same file, imported concurrently: the first one is the answer
+            known = await self.store.find_import(account_id, sha256)
+            if known is None:
+                raise RuntimeError("an import vanished after a concurrent insert")
+            return ImportOutcome(known.id, known.summary, known.created_at, replayed=True)
+        dates = [line.value_date or line.booking_date for st in parsed.statements for line in st.lines]
+        days = [d for d in dates if d is not None]
+        if days:
+            # The same shape as a reconcile call's window over those days, so its cases are in scope there.
+            window = parse_window(min(days).isoformat(), max(days).isoformat())
+            try:
+                run = await self.reconcile_window(account_id, window, wait=False)
+                summary = {
+                    **stored.summary,
+                    "matched": run.rendered.get("matched", 0),
+                    "discrepanciesOpened": len(run.report.discrepancies),
+                }
+            except Exception:
+                # The import stands; matching runs again with the next import or reconcile call.
+                log.exception("matching after an import failed", extra={"fields": {"account_id": account_id}})
+        return ImportOutcome(stored.id, summary, stored.created_at, replayed=False)
+
+    async def _with_continuity(self, account_id: str, parsed: ParsedFile) -> list[tuple[Statement, str]]:
+        """Each statement with OK, GAP (its opening differs from the previous closing) or FIRST."""
+        previous: dict[str, int | None] = {}
+        chained: list[tuple[Statement, str]] = []
+        for statement in parsed.statements:
+            if statement.account not in previous:
+                previous[statement.account] = await self.store.previous_closing(
+                    account_id, statement.account, statement.opening_date or statement.closing_date
+                )
+            before = previous[statement.account]
+            if statement.opening_balance_minor is None or before is None:
+                verdict = "FIRST" if before is None else "NOT_APPLICABLE"
+            else:
+                verdict = "OK" if before == statement.opening_balance_minor else "GAP"
+            chained.append((statement, verdict))
+            if statement.closing_balance_minor is not None:
+                previous[statement.account] = statement.closing_balance_minor
+        return chained
+
+    # -- rules -------------------------------------------------------------------------------------
+
+    async def matching_rules(self, account_id: str) -> tuple[int, dict[str, Any], datetime | None, str]:
+        account_id = _account_id(account_id)
+        version, saved, at, by = await self.store.rules(account_id)
+        return version, _rules(version, saved).to_dict(), at, by
+
+    async def set_matching_rules(
+        self, account_id: str, rules: Mapping[str, Any], actor: str
+    ) -> tuple[int, dict[str, Any], datetime | None, str]:
+        """Saves a new version. Raises ValidationError when the rules make no sense."""
+        account_id = _account_id(account_id)
+        clean = {k: v for k, v in rules.items() if k != "version"}
+        try:
+            MatchingRules.from_dict({**clean, "version": 1})
+        except (TypeError, ValueError) as error:
+            raise ValidationError(f"rules: {error}", field="rules", code="INVALID_RULES") from None
+        await self.store.save_rules(account_id, clean, actor)
+        return await self.matching_rules(account_id)
+
+    # -- reconcile ---------------------------------------------------------------------------------
 
     async def reconcile_account(self, account_id: str, start: str, end: str) -> StoredReport:
-        """Compares the projection with the ledger for the window and stores the run.
-
-        Raises ValidationError for a malformed or reversed window.
-        """
+        """The seed's call: matches the window, updates its cases, stores the run. Raises
+        ValidationError (malformed or reversed window) and UnknownAccount."""
+        account_id = _account_id(account_id)
         window = parse_window(start, end)
+        return await self.reconcile_window(account_id, window, wait=True)
+
+    async def reconcile_window(self, account_id: str, window: Window, *, wait: bool) -> StoredReport:
         as_of = min(window.end, datetime.now(UTC))
-        ledger = await self.ledger.balance_as_of(account_id, as_of)
+        balance = await self.ledger.balance_as_of(account_id, as_of)
+        if balance is None and not await self.store.knows_account(account_id):
+            raise UnknownAccount(
+                f"account {account_id!r} is known neither to the ledger nor to an imported statement",
+                field="account_id",
+                code="RECON_ACCOUNT_NOT_FOUND",
+            )
+        watermark = "CURRENT"
+        if balance is not None and balance.last_entry_id:
+            watermark = await self._await_projection(account_id, balance.last_entry_id, wait)
+        debit_normal = balance.debit_normal if balance else True
         debits, credits, projected_currency = await self.store.totals_until(account_id, as_of)
-        debit_normal = ledger.debit_normal if ledger else False
         projected = debits - credits if debit_normal else credits - debits
-        currency = (ledger.currency if ledger else None) or projected_currency or ""
+        currency = (balance.currency if balance else None) or projected_currency or ""
         transfers = await self.store.transfers_in(account_id, window)
         report = check_account(
             account_id,
             currency,
             window,
             projected_balance=projected,
-            ledger_balance=ledger.balance_minor if ledger else 0,
+            ledger_balance=balance.balance_minor if balance else projected,
             transfers=transfers,
         )
-        run_id, created_at = await self.store.save_run(
-            report,
-            {
-                "account_id": account_id,
-                "start": window.start.isoformat(),
-                "end": window.end.isoformat(),
-                "transaction_count": report.transaction_count,
-                "expected_balance_minor": report.expected_balance_minor,
-                "actual_balance_minor": report.actual_balance_minor,
-                "currency": currency,
-                "discrepancies": [d.__dict__ for d in report.discrepancies],
+        if watermark != "CURRENT":
+            # Events still in flight: a difference now says nothing about the ledger.
+            report.discrepancies[:] = [d for d in report.discrepancies if d.kind != BALANCE_DRIFT]
+        version, saved, _, _ = await self.store.rules(account_id)
+        rules = _rules(version, saved)
+        findings, matches, counts = await self._match(account_id, window, rules, debit_normal, currency)
+        statement_drift = await self._statement_drift(account_id, window, currency, debit_normal)
+        if statement_drift is not None:
+            findings.append(statement_drift)
+            report.expected_balance_minor = int(statement_drift.evidence["statementClosingMinor"])  # type: ignore[call-overload]
+            report.actual_balance_minor = int(statement_drift.evidence["ledgerBalanceMinor"])  # type: ignore[call-overload]
+        for d in report.discrepancies:
+            findings.append(
+                Finding(
+                    d.kind, d.message, (), (d.transaction_id,) if d.transaction_id else (), d.actual_minor, currency
+                )
+            )
+        existing, covered = await self.store.cases_of(account_id, window)
+        plan = plan_cases(findings, existing, covered)
+        case_ids = await self.store.apply_findings(
+            account_id, window, plan.open, plan.reopen, plan.still_open, plan.auto_resolve
+        )
+        report.discrepancies[:] = [_discrepancy(f, case_ids.get(f.fingerprint, ""), currency) for f in findings]
+        rendered = _rendered(report, counts, rules.version, watermark, sorted(set(case_ids.values())))
+        run_id, created_at = await self.store.save_run(report, rendered, matches, rules.version, watermark)
+        return StoredReport(run_id, created_at, report, {**rendered, "report_id": run_id})
+
+    async def _await_projection(self, account_id: str, last_entry_id: int, wait: bool) -> str:
+        """CURRENT once the projection holds the ledger's newest entry for the account; BEHIND if it
+        still does not after the wait (events in flight)."""
+        deadline = asyncio.get_running_loop().time() + (self.watermark_wait_seconds if wait else 0)
+        while True:
+            if await self.store.holds_entry(account_id, last_entry_id):
+                return "CURRENT"
+            if asyncio.get_running_loop().time() >= deadline:
+                return "BEHIND"
+            await asyncio.sleep(0.05)
+
+    async def _match(
+        self, account_id: str, window: Window, rules: MatchingRules, debit_normal: bool, currency: str
+    ) -> tuple[list[Finding], list[MatchRecord], dict[str, int]]:
+        first, last = window.start.date(), (window.end - timedelta(microseconds=1)).date()
+        lines = await self.store.lines_in(account_id, first, last)
+        if not lines:
+            return [], [], {"statement_lines": 0, "ledger_entries": 0, "matched": 0}
+        covered_first = min(line.value_date for line in lines)
+        covered_last = max(line.value_date for line in lines)
+        margin = timedelta(days=rules.date_tolerance_days + rules.group_date_window_days)
+        entries = await self.store.entries_in(
+            account_id, _day_start(covered_first - margin), _day_start(covered_last + margin + timedelta(days=1))
+        )
+        by_line = {str(line.id): line for line in lines}
+        by_entry = {str(e.entry_id): e for e in entries}
+        statement_items = [
+            StatementItem(
+                str(line.id),
+                line.amount_minor,
+                line.currency,
+                line.value_date,
+                line.booking_date,
+                line.reference,
+                line.end_to_end_id,
+                line.description,
+            )
+            for line in lines
+        ]
+        ledger_items = [
+            LedgerItem(
+                str(e.entry_id),
+                e.transfer_id,
+                _signed(e, debit_normal),
+                e.currency,
+                e.posted_at.date(),
+                e.reference,
+                e.end_to_end_id,
+            )
+            for e in entries
+        ]
+        result = await asyncio.to_thread(match_items, statement_items, ledger_items, rules)
+        findings = _findings(result, by_line, by_entry, debit_normal, currency, covered_first, covered_last)
+        matches = [
+            MatchRecord(
+                m.kind.value,
+                tuple(int(i) for i in m.statement_ids),
+                tuple(by_entry[i].transfer_id for i in m.ledger_ids),
+                m.rule,
+                m.confidence,
+                dict(m.breakdown),
+                m.amount_difference_minor,
+            )
+            for m in result.matches
+        ]
+        counts = {
+            "statement_lines": len(lines),
+            "ledger_entries": sum(1 for e in entries if covered_first <= e.posted_at.date() <= covered_last),
+            "matched": sum(len(m.statement_ids) for m in result.matches),
+        }
+        return findings, matches, counts
+
+    async def _statement_drift(
+        self, account_id: str, window: Window, currency: str, debit_normal: bool
+    ) -> Finding | None:
+        """BALANCE_DRIFT: the newest statement closing in the window against the ledger's balance at
+        the end of that closing day."""
+        first, last = window.start.date(), (window.end - timedelta(microseconds=1)).date()
+        closing = [
+            s
+            for s in await self.store.statements_in(account_id, first, last)
+            if s.closing_balance_minor is not None and s.closing_date is not None and first <= s.closing_date <= last
+        ]
+        if not closing:
+            return None
+        newest = closing[-1]
+        assert newest.closing_date is not None and newest.closing_balance_minor is not None
+        cut_off = _day_start(newest.closing_date + timedelta(days=1)) - timedelta(microseconds=1)
+        balance = await self.ledger.balance_as_of(account_id, cut_off)
+        ledger_minor = balance.balance_minor if balance else 0
+        if ledger_minor == newest.closing_balance_minor:
+            return None
+        cur = newest.currency or currency
+        return Finding(
+            BALANCE_DRIFT,
+            f"the statement closes {newest.closing_date.isoformat()} at {format_minor(newest.closing_balance_minor, cur)}"
+            f" {cur}; the ledger says {format_minor(ledger_minor, cur)}",
+            amount_minor=newest.closing_balance_minor - ledger_minor,
+            currency=cur,
+            evidence={
+                "bankAccount": newest.bank_account,
+                "closingDate": newest.closing_date.isoformat(),
+                "statementClosingMinor": newest.closing_balance_minor,
+                "ledgerBalanceMinor": ledger_minor,
+                "statementClosing": format_minor(newest.closing_balance_minor, cur),
+                "ledgerBalance": format_minor(ledger_minor, cur),
             },
         )
-        return StoredReport(run_id, created_at, report)
+
+    # -- runs --------------------------------------------------------------------------------------
+
+    async def runs(self, account_id: str, limit: int, cursor: str) -> tuple[list[StoredRun], str]:
+        size = _page_size(limit)
+        before = _decode_cursor(cursor) if cursor else None
+        rows = await self.store.runs(account_id or None, before, size + 1)
+        more = len(rows) > size
+        rows = rows[:size]
+        return rows, _encode_cursor(rows[-1].created_at, rows[-1].id) if more else ""
+
+    async def run(self, run_id: str) -> StoredRun:
+        found = await self.store.run(run_id.strip()) if _looks_like_uuid(run_id) else None
+        if found is None:
+            raise UnknownRun(f"no reconciliation run {run_id!r}", field="run_id", code="RECON_RUN_NOT_FOUND")
+        return found
+
+    # -- cases -------------------------------------------------------------------------------------
+
+    async def cases(
+        self, *, account_id: str, kind: str, status: str, min_age_seconds: int, limit: int, cursor: str
+    ) -> tuple[list[CaseRecord], str]:
+        """Raises ValidationError (unknown kind or status, negative age, bad limit or cursor)."""
+        size = _page_size(limit)
+        if min_age_seconds < 0:
+            raise ValidationError("minAgeSeconds must not be negative", field="minAgeSeconds", code="INVALID_AGE")
+        try:
+            wanted = CaseStatus(status.upper()) if status else None
+        except ValueError:
+            raise ValidationError(
+                "status must be OPEN, ACKNOWLEDGED or RESOLVED", field="status", code="INVALID_STATUS"
+            ) from None
+        if kind and kind.upper() not in KINDS:
+            raise ValidationError(f"kind must be one of {', '.join(KINDS)}", field="kind", code="INVALID_KIND")
+        where = CaseFilter(
+            account_id or None,
+            kind.upper() or None,
+            wanted,
+            datetime.now(UTC) - timedelta(seconds=min_age_seconds) if min_age_seconds else None,
+        )
+        before = _decode_cursor(cursor) if cursor else None
+        rows = await self.store.cases(where, before, size + 1)
+        more = len(rows) > size
+        rows = rows[:size]
+        return rows, _encode_cursor(rows[-1].opened_at, rows[-1].id) if more else ""
+
+    async def case(self, case_id: str) -> CaseRecord:
+        found = await self.store.case(case_id) if _looks_like_uuid(case_id) else None
+        if found is None:
+            raise UnknownCase(f"no discrepancy {case_id!r}", field="id", code="RECON_CASE_NOT_FOUND")
+        return found
+
+    async def resolve_case(self, case_id: str, action: str, reason: str, actor: str) -> CaseRecord:
+        """Acknowledges or resolves a case; POST_ADJUSTMENT first posts a correcting transfer between
+        the account and the suspense account through the ledger (its id is derived from the case, so
+        a retry cannot post twice). Raises UnknownCase, ValidationError and CaseTransitionRefused."""
+        parsed = parse_action(action, reason)
+        case = await self.case(case_id)
+        status = next_status(case.status, parsed)
+        adjustment_id = None
+        if parsed is CaseAction.POST_ADJUSTMENT:
+            adjustment_id = await self._post_adjustment(case, reason)
+            await self.store.transition_case(
+                case.id, case.status, CaseEventKind.ADJUSTMENT_POSTED.value, actor, reason, adjustment_id
+            )
+        event = CaseEventKind.ACKNOWLEDGED if status is CaseStatus.ACKNOWLEDGED else CaseEventKind.RESOLVED
+        await self.store.transition_case(case.id, status, event.value, actor or SYSTEM_ACTOR, reason, adjustment_id)
+        return await self.case(case.id)
+
+    async def _post_adjustment(self, case: CaseRecord, reason: str) -> str:
+        if not case.amount_minor or not case.currency:
+            raise ValidationError(
+                "this case has no amount to adjust; resolve it instead", field="action", code="RECON_NOTHING_TO_ADJUST"
+            )
+        transfer_id = f"adj-{case.id}"
+        balance = await self.ledger.balance_as_of(case.account_id, datetime.now(UTC))
+        debit_normal = balance.debit_normal if balance else True
+        # The case's amount is what the account's balance lacks (+) or has too much of (-): the side of
+        # the account that moves its balance that way, against the suspense account.
+        raises = case.amount_minor > 0
+        if raises == debit_normal:
+            debit, credit = case.account_id, self.suspense_account
+        else:
+            debit, credit = self.suspense_account, case.account_id
+        code = await self.ledger.post_adjustment(
+            transfer_id, debit, credit, abs(case.amount_minor), case.currency, f"case {case.id}: {reason}"
+        )
+        if code and code != "LEDGER_TRANSFER_EXISTS":
+            raise ValidationError(
+                f"the ledger refused the adjustment: {code}", field="action", code="RECON_ADJUSTMENT_REFUSED"
+            )
+        return transfer_id
+
+
+KINDS = (
+    "MISSING_IN_LEDGER",
+    "MISSING_IN_STATEMENT",
+    "AMOUNT_MISMATCH",
+    "CURRENCY_MISMATCH",
+    "DATE_OUT_OF_TOLERANCE",
+    "DUPLICATE",
+    "AMBIGUOUS",
+    "UNBALANCED_TRANSFER",
+    "BALANCE_DRIFT",
+    "ACCEPTED_NOT_POSTED",
+)
+
+
+def _rules(version: int, saved: Mapping[str, Any]) -> MatchingRules:
+    return MatchingRules.from_dict({**saved, "version": max(version, 1)})
+
+
+def _line_evidence(line: StatementLineRecord) -> dict[str, Any]:
+    return {
+        "statementLineId": str(line.id),
+        "line": line.line_no,
+        "bankAccount": line.bank_account,
+        "amount": format_minor(line.amount_minor, line.currency),
+        "currency": line.currency,
+        "valueDate": line.value_date.isoformat(),
+        "bookingDate": line.booking_date.isoformat() if line.booking_date else None,
+        "reference": line.reference,
+        "endToEndId": line.end_to_end_id,
+        "description": line.description,
+        "counterparty": line.counterparty,
+    }
+
+
+def _entry_evidence(entry: ProjectedEntry, debit_normal: bool) -> dict[str, Any]:
+    return {
+        "transferId": entry.transfer_id,
+        "entryId": entry.entry_id,
+        "direction": entry.direction,
+        "amount": format_minor(_signed(entry, debit_normal), entry.currency),
+        "currency": entry.currency,
+        "postedAt": entry.posted_at.isoformat(),
+        "reference": entry.reference,
+        "endToEndId": entry.end_to_end_id,
+    }
+
+
+_MESSAGES = {
+    "MISSING_IN_LEDGER": "the bank booked it; the ledger has no matching entry",
+    "MISSING_IN_STATEMENT": "the ledger posted it; the statement has no matching line",
+    "AMOUNT_MISMATCH": "the same payment by reference, with different amounts",
+    "CURRENCY_MISMATCH": "the same payment by reference, in different currencies",
+    "DATE_OUT_OF_TOLERANCE": "the same payment, booked further apart than the date tolerance",
+    "DUPLICATE": "the statement shows the same line twice",
+    "AMBIGUOUS": "several candidates fit equally well: not guessed, a person decides",
+}
+
+
+def _findings(
+    result: MatchResult,
+    lines: Mapping[str, StatementLineRecord],
+    entries: Mapping[str, ProjectedEntry],
+    debit_normal: bool,
+    currency: str,
+    covered_first: date,
+    covered_last: date,
+) -> list[Finding]:
+    found: list[Finding] = []
+    for brk in result.breaks:
+        kind = brk.kind.value
+        side_lines = [lines[i] for i in brk.statement_ids]
+        side_entries = [entries[i] for i in brk.ledger_ids]
+        if kind == "MISSING_IN_STATEMENT" and not any(
+            covered_first <= e.posted_at.date() <= covered_last for e in side_entries
+        ):
+            continue  # outside the dates the statements cover: not missing, just not reported on yet
+        if brk.amount_difference_minor is not None:
+            amount = brk.amount_difference_minor
+        elif side_lines:
+            amount = sum(line.amount_minor for line in side_lines)
+        else:
+            amount = -sum(_signed(e, debit_normal) for e in side_entries)
+        cur = side_lines[0].currency if side_lines else (side_entries[0].currency if side_entries else currency)
+        found.append(
+            Finding(
+                kind,
+                _MESSAGES.get(kind, kind),
+                tuple(brk.statement_ids),
+                tuple(e.transfer_id for e in side_entries),
+                amount,
+                cur,
+                {
+                    "rule": brk.rule,
+                    "statementLines": [_line_evidence(line) for line in side_lines],
+                    "ledgerEntries": [_entry_evidence(e, debit_normal) for e in side_entries],
+                    **({"daysApart": brk.days_apart} if brk.days_apart is not None else {}),
+                },
+            )
+        )
+    return found
+
+
+def _discrepancy(finding: Finding, case_id: str, currency: str) -> Discrepancy:
+    return Discrepancy(
+        finding.kind,
+        finding.severity,
+        finding.message,
+        finding.transfer_ids[0] if finding.transfer_ids else "",
+        None,
+        finding.amount_minor,
+        case_id=case_id,
+        statement_line_ids=finding.statement_line_ids,
+        transfer_ids=finding.transfer_ids,
+        currency=finding.currency or currency,
+    )
+
+
+def _rendered(
+    report: Report, counts: Mapping[str, int], version: int, watermark: str, case_ids: list[str]
+) -> dict[str, Any]:
+    return {
+        "account_id": report.account_id,
+        "start": report.window.start.isoformat(),
+        "end": report.window.end.isoformat(),
+        "transaction_count": report.transaction_count,
+        "expected_balance_minor": report.expected_balance_minor,
+        "actual_balance_minor": report.actual_balance_minor,
+        "currency": report.currency,
+        "statement_lines": counts.get("statement_lines", 0),
+        "ledger_entries": counts.get("ledger_entries", 0),
+        "matched": counts.get("matched", 0),
+        "rules_version": version,
+        "watermark": watermark,
+        "case_ids": case_ids,
+        "discrepancies": [
+            {
+                "type": d.kind,
+                "severity": d.severity,
+                "message": d.message,
+                "transaction_id": d.transaction_id,
+                "amount_minor": d.actual_minor,
+                "currency": d.currency,
+                "case_id": d.case_id,
+                "statement_line_ids": list(d.statement_line_ids),
+                "ledger_transfer_ids": list(d.transfer_ids),
+            }
+            for d in report.discrepancies
+        ],
+    }
+
+
+def _summary(
+    account_id: str, parsed: ParsedFile, chained: Sequence[tuple[Statement, str]], sha256: str
+) -> dict[str, Any]:
+    def money(minor: int | None, currency: str) -> str:
+        return "" if minor is None else format_minor(minor, currency)
+
+    statements = [
+        {
+            "bankAccount": st.account,
+            "statementId": st.statement_id or "",
+            "currency": st.currency,
+            "lines": len(st.lines),
+            "openingBalance": money(st.opening_balance_minor, st.currency),
+            "closingBalance": money(st.closing_balance_minor, st.currency),
+            "balanceCheck": st.balance_check.value,
+            "continuity": continuity,
+            "openingDate": st.opening_date.isoformat() if st.opening_date else "",
+            "closingDate": st.closing_date.isoformat() if st.closing_date else "",
+        }
+        for st, continuity in chained
+    ]
+    one_account = len({st.account for st in parsed.statements}) == 1
+    first, last = parsed.statements[0], parsed.statements[-1]
+    checks = {st.balance_check for st in parsed.statements}
+    overall = (
+        BalanceCheck.MISMATCH
+        if BalanceCheck.MISMATCH in checks
+        else BalanceCheck.OK
+        if checks == {BalanceCheck.OK}
+        else BalanceCheck.NOT_APPLICABLE
+    )
+    warnings = [{"line": w.line, "message": w.message} for w in parsed.warnings]
+    for st, continuity in chained:
+        if st.balance_check is BalanceCheck.MISMATCH:
+            warnings.append(
+                {"line": st.line, "message": f"statement {st.statement_id or st.account}: opening + entries != closing"}
+            )
+        if continuity == "GAP":
+            warnings.append(
+                {
+                    "line": st.line,
+                    "message": f"statement {st.statement_id or st.account}: opening balance differs from the previous statement's closing balance",
+                }
+            )
+    return {
+        "status": "IMPORTED",
+        "accountId": account_id,
+        "format": parsed.format.value,
+        "linesImported": parsed.line_count,
+        "errors": [],
+        "warnings": warnings,
+        "openingBalance": money(first.opening_balance_minor, first.currency) if one_account else "",
+        "closingBalance": money(last.closing_balance_minor, last.currency) if one_account else "",
+        "balanceCheck": overall.value,
+        "statements": statements,
+        "sha256": sha256,
+        "matched": 0,
+        "discrepanciesOpened": 0,
+    }
+
+
+def _account_id(value: str) -> str:
+    value = value.strip()
+    if not value:
+        raise ValidationError("accountId is required", field="accountId", code="MISSING_FIELD")
+    if len(value) > 128 or not all(c.isalnum() or c in "._:-" for c in value) or not value.isascii():
+        raise ValidationError(
+            "accountId must be 1-128 characters of letters, digits and . _ : -",
+            field="accountId",
+            code="INVALID_ACCOUNT_ID",
+        )
+    return value
+
+
+def _format(value: str) -> StatementFormat | None:
+    if not value.strip():
+        return None
+    normalized = value.strip().upper().replace(".", "").replace("_", "")
+    aliases = {"QFX": "OFX", "MT940": "MT940", "CAMT053": "CAMT053", "CAMT052": "CAMT052", "CAMT054": "CAMT054"}
+    try:
+        return StatementFormat(aliases.get(normalized, normalized))
+    except ValueError:
+        raise ValidationError(
+            f"format must be one of {', '.join(f.value for f in StatementFormat)} (or empty to detect it)",
+            field="format",
+            code="INVALID_FORMAT",
+        ) from None
+
+
+def _page_size(limit: int) -> int:
+    if limit == 0:
+        return DEFAULT_PAGE
+    if not 1 <= limit <= MAX_PAGE:
+        raise ValidationError(f"limit must be between 1 and {MAX_PAGE}", field="limit", code="INVALID_LIMIT")
+    return limit
+
+
+def _encode_cursor(at: datetime, key: str) -> str:
+    import base64
+
+    return base64.urlsafe_b64encode(f"{at.isoformat()}|{key}".encode()).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> tuple[datetime, str]:
+    import base64
+    import binascii
+
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        at, key = raw.split("|", 1)
+        parsed = datetime.fromisoformat(at)
+        if parsed.tzinfo is None or not key:
+            raise ValueError(cursor)
+        return parsed, key
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        raise ValidationError("cursor is not one this API returned", field="cursor", code="INVALID_CURSOR") from None
+
+
+def _looks_like_uuid(value: str) -> bool:
+    import uuid
+
+    try:
+        uuid.UUID(value.strip())
+    except ValueError:
+        return False
+    return True

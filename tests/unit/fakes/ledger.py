@@ -164,11 +164,12 @@ class FakeLedgerRepository:
         ordered = sorted(self.state.accounts.values(), key=lambda a: a.id)
         return [a for a in ordered if after_id is None or a.id > after_id][:limit]
 
-    async def totals_as_of(self, account_id: str, as_of: datetime) -> tuple[int, int]:
+    async def totals_as_of(self, account_id: str, as_of: datetime) -> tuple[int, int, int]:
         mine = [e for e in self.state.entries if e.account_id == account_id and e.created_at <= as_of]
         return (
             sum(e.amount_minor for e in mine if e.direction == "DEBIT"),
             sum(e.amount_minor for e in mine if e.direction == "CREDIT"),
+            max((e.id for e in mine), default=0),
         )
 
     async def entries(

@@ -63,6 +63,7 @@ class Balance(_message.Message):
     AVAILABLE_MINOR_FIELD_NUMBER: _builtins.int
     AS_OF_FIELD_NUMBER: _builtins.int
     ACCOUNT_TYPE_FIELD_NUMBER: _builtins.int
+    LAST_ENTRY_ID_FIELD_NUMBER: _builtins.int
     account_id: _builtins.str
     currency: _builtins.str
     balance: _builtins.str
@@ -75,6 +76,10 @@ class Balance(_message.Message):
     available_minor: _builtins.int
     account_type: _builtins.str
     """ASSET, LIABILITY, EQUITY, REVENUE or EXPENSE: which side is the account's normal side."""
+    last_entry_id: _builtins.int
+    """With as_of: the id of the newest entry counted, a watermark for consumers of ledger events
+    (a projection holding this entry holds every entry the balance counts).
+    """
     @_builtins.property
     def as_of(self) -> _timestamp_pb2.Timestamp: ...
     def __init__(
@@ -90,10 +95,11 @@ class Balance(_message.Message):
         available_minor: _builtins.int = ...,
         as_of: _timestamp_pb2.Timestamp | None = ...,
         account_type: _builtins.str = ...,
+        last_entry_id: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["as_of", b"as_of"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "account_type", b"account_type", "as_of", b"as_of", "available", b"available", "available_minor", b"available_minor", "balance", b"balance", "balance_minor", b"balance_minor", "currency", b"currency", "pending", b"pending", "pending_minor", b"pending_minor"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "account_type", b"account_type", "as_of", b"as_of", "available", b"available", "available_minor", b"available_minor", "balance", b"balance", "balance_minor", b"balance_minor", "currency", b"currency", "last_entry_id", b"last_entry_id", "pending", b"pending", "pending_minor", b"pending_minor"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -6,6 +6,7 @@ The auditor: checks the ledger against its own projection and external statement
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
+from google.protobuf import struct_pb2 as _struct_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 import builtins as _builtins
@@ -18,6 +19,575 @@ else:
     from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+@_typing.final
+class ImportStatementRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ACCOUNT_ID_FIELD_NUMBER: _builtins.int
+    FORMAT_FIELD_NUMBER: _builtins.int
+    CONTENT_FIELD_NUMBER: _builtins.int
+    CONTENT_BASE64_FIELD_NUMBER: _builtins.int
+    CSV_MAPPING_FIELD_NUMBER: _builtins.int
+    FILE_NAME_FIELD_NUMBER: _builtins.int
+    account_id: _builtins.str
+    """The ledger account the statement reconciles with (e.g. the bank account's mirror)."""
+    format: _builtins.str
+    """CAMT053, CAMT052, CAMT054, MT940, BAI2, OFX or CSV; detected from the content when empty."""
+    content: _builtins.str
+    """The file as text (UTF-8 JSON string). Use content_base64 for the file's own bytes and encoding."""
+    content_base64: _builtins.bytes
+    """The file's bytes, base64 in JSON."""
+    file_name: _builtins.str
+    """Optional file name, kept with the import."""
+    @_builtins.property
+    def csv_mapping(self) -> _struct_pb2.Struct:
+        """Column mapping for CSV (see the README); saved for the account and reused when absent."""
+
+    def __init__(
+        self,
+        *,
+        account_id: _builtins.str = ...,
+        format: _builtins.str = ...,
+        content: _builtins.str = ...,
+        content_base64: _builtins.bytes = ...,
+        csv_mapping: _struct_pb2.Struct | None = ...,
+        file_name: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["csv_mapping", b"csv_mapping"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "content", b"content", "content_base64", b"content_base64", "csv_mapping", b"csv_mapping", "file_name", b"file_name", "format", b"format"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ImportStatementRequest: _TypeAlias = ImportStatementRequest  # noqa: Y015
+
+@_typing.final
+class ImportStatementChunk(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ACCOUNT_ID_FIELD_NUMBER: _builtins.int
+    FORMAT_FIELD_NUMBER: _builtins.int
+    CSV_MAPPING_FIELD_NUMBER: _builtins.int
+    FILE_NAME_FIELD_NUMBER: _builtins.int
+    DATA_FIELD_NUMBER: _builtins.int
+    account_id: _builtins.str
+    """Header fields: read from the first chunk only."""
+    format: _builtins.str
+    file_name: _builtins.str
+    data: _builtins.bytes
+    """The next bytes of the file."""
+    @_builtins.property
+    def csv_mapping(self) -> _struct_pb2.Struct: ...
+    def __init__(
+        self,
+        *,
+        account_id: _builtins.str = ...,
+        format: _builtins.str = ...,
+        csv_mapping: _struct_pb2.Struct | None = ...,
+        file_name: _builtins.str = ...,
+        data: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["csv_mapping", b"csv_mapping"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "csv_mapping", b"csv_mapping", "data", b"data", "file_name", b"file_name", "format", b"format"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ImportStatementChunk: _TypeAlias = ImportStatementChunk  # noqa: Y015
+
+@_typing.final
+class RowError(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LINE_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    line: _builtins.int
+    """1-based line of the file (0 when no line applies)."""
+    message: _builtins.str
+    def __init__(
+        self,
+        *,
+        line: _builtins.int = ...,
+        message: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["line", b"line", "message", b"message"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RowError: _TypeAlias = RowError  # noqa: Y015
+
+@_typing.final
+class StatementSummary(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BANK_ACCOUNT_FIELD_NUMBER: _builtins.int
+    STATEMENT_ID_FIELD_NUMBER: _builtins.int
+    CURRENCY_FIELD_NUMBER: _builtins.int
+    LINES_FIELD_NUMBER: _builtins.int
+    OPENING_BALANCE_FIELD_NUMBER: _builtins.int
+    CLOSING_BALANCE_FIELD_NUMBER: _builtins.int
+    BALANCE_CHECK_FIELD_NUMBER: _builtins.int
+    CONTINUITY_FIELD_NUMBER: _builtins.int
+    OPENING_DATE_FIELD_NUMBER: _builtins.int
+    CLOSING_DATE_FIELD_NUMBER: _builtins.int
+    bank_account: _builtins.str
+    statement_id: _builtins.str
+    currency: _builtins.str
+    lines: _builtins.int
+    opening_balance: _builtins.str
+    """Decimal strings; empty when the file gives none."""
+    closing_balance: _builtins.str
+    balance_check: _builtins.str
+    """OK, MISMATCH (opening + entries != closing) or NOT_APPLICABLE."""
+    continuity: _builtins.str
+    """OK, GAP (opening differs from the previous statement's closing), or FIRST."""
+    opening_date: _builtins.str
+    closing_date: _builtins.str
+    def __init__(
+        self,
+        *,
+        bank_account: _builtins.str = ...,
+        statement_id: _builtins.str = ...,
+        currency: _builtins.str = ...,
+        lines: _builtins.int = ...,
+        opening_balance: _builtins.str = ...,
+        closing_balance: _builtins.str = ...,
+        balance_check: _builtins.str = ...,
+        continuity: _builtins.str = ...,
+        opening_date: _builtins.str = ...,
+        closing_date: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["balance_check", b"balance_check", "bank_account", b"bank_account", "closing_balance", b"closing_balance", "closing_date", b"closing_date", "continuity", b"continuity", "currency", b"currency", "lines", b"lines", "opening_balance", b"opening_balance", "opening_date", b"opening_date", "statement_id", b"statement_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StatementSummary: _TypeAlias = StatementSummary  # noqa: Y015
+
+@_typing.final
+class StatementImport(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    ACCOUNT_ID_FIELD_NUMBER: _builtins.int
+    FORMAT_FIELD_NUMBER: _builtins.int
+    LINES_IMPORTED_FIELD_NUMBER: _builtins.int
+    ERRORS_FIELD_NUMBER: _builtins.int
+    WARNINGS_FIELD_NUMBER: _builtins.int
+    OPENING_BALANCE_FIELD_NUMBER: _builtins.int
+    CLOSING_BALANCE_FIELD_NUMBER: _builtins.int
+    BALANCE_CHECK_FIELD_NUMBER: _builtins.int
+    STATEMENTS_FIELD_NUMBER: _builtins.int
+    SHA256_FIELD_NUMBER: _builtins.int
+    CREATED_AT_FIELD_NUMBER: _builtins.int
+    MATCHED_FIELD_NUMBER: _builtins.int
+    DISCREPANCIES_OPENED_FIELD_NUMBER: _builtins.int
+    CODE_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    status: _builtins.str
+    """IMPORTED, ALREADY_IMPORTED or REJECTED."""
+    account_id: _builtins.str
+    format: _builtins.str
+    lines_imported: _builtins.int
+    opening_balance: _builtins.str
+    """Of the whole file when it holds one statement (or a chain of one account's statements)."""
+    closing_balance: _builtins.str
+    balance_check: _builtins.str
+    sha256: _builtins.str
+    matched: _builtins.int
+    """Matching of the new lines against the ledger, right after the import."""
+    discrepancies_opened: _builtins.int
+    code: _builtins.str
+    """A stable code when status is REJECTED (STATEMENT_INVALID) and a message."""
+    message: _builtins.str
+    @_builtins.property
+    def errors(self) -> _containers.RepeatedCompositeFieldContainer[Global___RowError]: ...
+    @_builtins.property
+    def warnings(self) -> _containers.RepeatedCompositeFieldContainer[Global___RowError]: ...
+    @_builtins.property
+    def statements(self) -> _containers.RepeatedCompositeFieldContainer[Global___StatementSummary]: ...
+    @_builtins.property
+    def created_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        status: _builtins.str = ...,
+        account_id: _builtins.str = ...,
+        format: _builtins.str = ...,
+        lines_imported: _builtins.int = ...,
+        errors: _abc.Iterable[Global___RowError] | None = ...,
+        warnings: _abc.Iterable[Global___RowError] | None = ...,
+        opening_balance: _builtins.str = ...,
+        closing_balance: _builtins.str = ...,
+        balance_check: _builtins.str = ...,
+        statements: _abc.Iterable[Global___StatementSummary] | None = ...,
+        sha256: _builtins.str = ...,
+        created_at: _timestamp_pb2.Timestamp | None = ...,
+        matched: _builtins.int = ...,
+        discrepancies_opened: _builtins.int = ...,
+        code: _builtins.str = ...,
+        message: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "balance_check", b"balance_check", "closing_balance", b"closing_balance", "code", b"code", "created_at", b"created_at", "discrepancies_opened", b"discrepancies_opened", "errors", b"errors", "format", b"format", "id", b"id", "lines_imported", b"lines_imported", "matched", b"matched", "message", b"message", "opening_balance", b"opening_balance", "sha256", b"sha256", "statements", b"statements", "status", b"status", "warnings", b"warnings"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StatementImport: _TypeAlias = StatementImport  # noqa: Y015
+
+@_typing.final
+class SetMatchingRulesRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ACCOUNT_ID_FIELD_NUMBER: _builtins.int
+    RULES_FIELD_NUMBER: _builtins.int
+    account_id: _builtins.str
+    @_builtins.property
+    def rules(self) -> _struct_pb2.Struct:
+        """The rules as data (see the README): date_tolerance_days, amount_tolerance_minor, ..."""
+
+    def __init__(
+        self,
+        *,
+        account_id: _builtins.str = ...,
+        rules: _struct_pb2.Struct | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["rules", b"rules"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "rules", b"rules"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetMatchingRulesRequest: _TypeAlias = SetMatchingRulesRequest  # noqa: Y015
+
+@_typing.final
+class GetMatchingRulesRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ACCOUNT_ID_FIELD_NUMBER: _builtins.int
+    account_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        account_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetMatchingRulesRequest: _TypeAlias = GetMatchingRulesRequest  # noqa: Y015
+
+@_typing.final
+class MatchingRules(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ACCOUNT_ID_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
+    RULES_FIELD_NUMBER: _builtins.int
+    CREATED_AT_FIELD_NUMBER: _builtins.int
+    CREATED_BY_FIELD_NUMBER: _builtins.int
+    account_id: _builtins.str
+    version: _builtins.int
+    created_by: _builtins.str
+    @_builtins.property
+    def rules(self) -> _struct_pb2.Struct: ...
+    @_builtins.property
+    def created_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        account_id: _builtins.str = ...,
+        version: _builtins.int = ...,
+        rules: _struct_pb2.Struct | None = ...,
+        created_at: _timestamp_pb2.Timestamp | None = ...,
+        created_by: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "rules", b"rules"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "created_at", b"created_at", "created_by", b"created_by", "rules", b"rules", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___MatchingRules: _TypeAlias = MatchingRules  # noqa: Y015
+
+@_typing.final
+class ListDiscrepanciesRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ACCOUNT_ID_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    MIN_AGE_SECONDS_FIELD_NUMBER: _builtins.int
+    LIMIT_FIELD_NUMBER: _builtins.int
+    CURSOR_FIELD_NUMBER: _builtins.int
+    account_id: _builtins.str
+    kind: _builtins.str
+    """A discrepancy kind, e.g. MISSING_IN_LEDGER."""
+    status: _builtins.str
+    """OPEN, ACKNOWLEDGED or RESOLVED; every status when empty."""
+    min_age_seconds: _builtins.int
+    """Only cases opened at least this many seconds ago (their age)."""
+    limit: _builtins.int
+    cursor: _builtins.str
+    def __init__(
+        self,
+        *,
+        account_id: _builtins.str = ...,
+        kind: _builtins.str = ...,
+        status: _builtins.str = ...,
+        min_age_seconds: _builtins.int = ...,
+        limit: _builtins.int = ...,
+        cursor: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "cursor", b"cursor", "kind", b"kind", "limit", b"limit", "min_age_seconds", b"min_age_seconds", "status", b"status"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListDiscrepanciesRequest: _TypeAlias = ListDiscrepanciesRequest  # noqa: Y015
+
+@_typing.final
+class CaseEvent(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ACTION_FIELD_NUMBER: _builtins.int
+    ACTOR_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    AT_FIELD_NUMBER: _builtins.int
+    action: _builtins.str
+    """OPENED, ACKNOWLEDGED, RESOLVED, REOPENED, ADJUSTMENT_POSTED."""
+    actor: _builtins.str
+    reason: _builtins.str
+    @_builtins.property
+    def at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        action: _builtins.str = ...,
+        actor: _builtins.str = ...,
+        reason: _builtins.str = ...,
+        at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["at", b"at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "actor", b"actor", "at", b"at", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CaseEvent: _TypeAlias = CaseEvent  # noqa: Y015
+
+@_typing.final
+class Case(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    ACCOUNT_ID_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    SEVERITY_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    AMOUNT_FIELD_NUMBER: _builtins.int
+    CURRENCY_FIELD_NUMBER: _builtins.int
+    EVIDENCE_FIELD_NUMBER: _builtins.int
+    OPENED_AT_FIELD_NUMBER: _builtins.int
+    UPDATED_AT_FIELD_NUMBER: _builtins.int
+    AGE_SECONDS_FIELD_NUMBER: _builtins.int
+    HISTORY_FIELD_NUMBER: _builtins.int
+    ADJUSTMENT_TRANSFER_ID_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    account_id: _builtins.str
+    kind: _builtins.str
+    status: _builtins.str
+    """OPEN, ACKNOWLEDGED, RESOLVED."""
+    severity: _builtins.str
+    message: _builtins.str
+    amount: _builtins.str
+    """Decimal strings; the amount in question and, when two sides disagree, the difference."""
+    currency: _builtins.str
+    age_seconds: _builtins.int
+    adjustment_transfer_id: _builtins.str
+    """The correcting transfer posted for it, if any."""
+    @_builtins.property
+    def evidence(self) -> _struct_pb2.Struct:
+        """The records on both sides."""
+
+    @_builtins.property
+    def opened_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def updated_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def history(self) -> _containers.RepeatedCompositeFieldContainer[Global___CaseEvent]: ...
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        account_id: _builtins.str = ...,
+        kind: _builtins.str = ...,
+        status: _builtins.str = ...,
+        severity: _builtins.str = ...,
+        message: _builtins.str = ...,
+        amount: _builtins.str = ...,
+        currency: _builtins.str = ...,
+        evidence: _struct_pb2.Struct | None = ...,
+        opened_at: _timestamp_pb2.Timestamp | None = ...,
+        updated_at: _timestamp_pb2.Timestamp | None = ...,
+        age_seconds: _builtins.int = ...,
+        history: _abc.Iterable[Global___CaseEvent] | None = ...,
+        adjustment_transfer_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["evidence", b"evidence", "opened_at", b"opened_at", "updated_at", b"updated_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "adjustment_transfer_id", b"adjustment_transfer_id", "age_seconds", b"age_seconds", "amount", b"amount", "currency", b"currency", "evidence", b"evidence", "history", b"history", "id", b"id", "kind", b"kind", "message", b"message", "opened_at", b"opened_at", "severity", b"severity", "status", b"status", "updated_at", b"updated_at"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Case: _TypeAlias = Case  # noqa: Y015
+
+@_typing.final
+class ListDiscrepanciesResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DISCREPANCIES_FIELD_NUMBER: _builtins.int
+    NEXT_CURSOR_FIELD_NUMBER: _builtins.int
+    next_cursor: _builtins.str
+    @_builtins.property
+    def discrepancies(self) -> _containers.RepeatedCompositeFieldContainer[Global___Case]: ...
+    def __init__(
+        self,
+        *,
+        discrepancies: _abc.Iterable[Global___Case] | None = ...,
+        next_cursor: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["discrepancies", b"discrepancies", "next_cursor", b"next_cursor"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListDiscrepanciesResponse: _TypeAlias = ListDiscrepanciesResponse  # noqa: Y015
+
+@_typing.final
+class GetDiscrepancyRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetDiscrepancyRequest: _TypeAlias = GetDiscrepancyRequest  # noqa: Y015
+
+@_typing.final
+class ResolveDiscrepancyRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    ACTION_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    action: _builtins.str
+    """ACKNOWLEDGE, RESOLVE or POST_ADJUSTMENT."""
+    reason: _builtins.str
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        action: _builtins.str = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "id", b"id", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ResolveDiscrepancyRequest: _TypeAlias = ResolveDiscrepancyRequest  # noqa: Y015
+
+@_typing.final
+class ListReconciliationsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ACCOUNT_ID_FIELD_NUMBER: _builtins.int
+    LIMIT_FIELD_NUMBER: _builtins.int
+    CURSOR_FIELD_NUMBER: _builtins.int
+    account_id: _builtins.str
+    limit: _builtins.int
+    cursor: _builtins.str
+    def __init__(
+        self,
+        *,
+        account_id: _builtins.str = ...,
+        limit: _builtins.int = ...,
+        cursor: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "cursor", b"cursor", "limit", b"limit"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListReconciliationsRequest: _TypeAlias = ListReconciliationsRequest  # noqa: Y015
+
+@_typing.final
+class ListReconciliationsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RECONCILIATIONS_FIELD_NUMBER: _builtins.int
+    NEXT_CURSOR_FIELD_NUMBER: _builtins.int
+    next_cursor: _builtins.str
+    @_builtins.property
+    def reconciliations(self) -> _containers.RepeatedCompositeFieldContainer[Global___ReconciliationReport]: ...
+    def __init__(
+        self,
+        *,
+        reconciliations: _abc.Iterable[Global___ReconciliationReport] | None = ...,
+        next_cursor: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["next_cursor", b"next_cursor", "reconciliations", b"reconciliations"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListReconciliationsResponse: _TypeAlias = ListReconciliationsResponse  # noqa: Y015
+
+@_typing.final
+class GetReconciliationRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RUN_ID_FIELD_NUMBER: _builtins.int
+    run_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        run_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["run_id", b"run_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetReconciliationRequest: _TypeAlias = GetReconciliationRequest  # noqa: Y015
 
 @_typing.final
 class ReconcileAccountRequest(_message.Message):
@@ -81,8 +651,13 @@ class Discrepancy(_message.Message):
     EXPECTED_FIELD_NUMBER: _builtins.int
     ACTUAL_FIELD_NUMBER: _builtins.int
     MESSAGE_FIELD_NUMBER: _builtins.int
+    CASE_ID_FIELD_NUMBER: _builtins.int
+    STATEMENT_LINE_IDS_FIELD_NUMBER: _builtins.int
+    LEDGER_TRANSFER_IDS_FIELD_NUMBER: _builtins.int
     type: _builtins.str
-    """Kind, e.g. BALANCE_DRIFT, UNBALANCED_TRANSFER."""
+    """Kind: MISSING_IN_LEDGER, MISSING_IN_STATEMENT, AMOUNT_MISMATCH, CURRENCY_MISMATCH,
+    DATE_OUT_OF_TOLERANCE, DUPLICATE, AMBIGUOUS, UNBALANCED_TRANSFER, BALANCE_DRIFT.
+    """
     transaction_id: _builtins.str
     severity: _builtins.str
     """HIGH or CRITICAL."""
@@ -90,6 +665,14 @@ class Discrepancy(_message.Message):
     """Decimal strings in major units."""
     actual: _builtins.str
     message: _builtins.str
+    case_id: _builtins.str
+    """The case that tracks it."""
+    @_builtins.property
+    def statement_line_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Statement line ids and ledger transfer ids involved."""
+
+    @_builtins.property
+    def ledger_transfer_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     def __init__(
         self,
         *,
@@ -99,10 +682,13 @@ class Discrepancy(_message.Message):
         expected: _builtins.str = ...,
         actual: _builtins.str = ...,
         message: _builtins.str = ...,
+        case_id: _builtins.str = ...,
+        statement_line_ids: _abc.Iterable[_builtins.str] | None = ...,
+        ledger_transfer_ids: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["actual", b"actual", "expected", b"expected", "message", b"message", "severity", b"severity", "transaction_id", b"transaction_id", "type", b"type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actual", b"actual", "case_id", b"case_id", "expected", b"expected", "ledger_transfer_ids", b"ledger_transfer_ids", "message", b"message", "severity", b"severity", "statement_line_ids", b"statement_line_ids", "transaction_id", b"transaction_id", "type", b"type"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -125,6 +711,12 @@ class ReconciliationReport(_message.Message):
     DISCREPANCIES_FIELD_NUMBER: _builtins.int
     CURRENCY_FIELD_NUMBER: _builtins.int
     CREATED_AT_FIELD_NUMBER: _builtins.int
+    STATEMENT_LINES_FIELD_NUMBER: _builtins.int
+    LEDGER_ENTRIES_FIELD_NUMBER: _builtins.int
+    MATCHED_FIELD_NUMBER: _builtins.int
+    RULES_VERSION_FIELD_NUMBER: _builtins.int
+    WATERMARK_FIELD_NUMBER: _builtins.int
+    CASE_IDS_FIELD_NUMBER: _builtins.int
     report_id: _builtins.str
     account_id: _builtins.str
     transaction_count: _builtins.int
@@ -135,12 +727,26 @@ class ReconciliationReport(_message.Message):
     actual_balance: _builtins.str
     """Balance at the end of the window according to the ledger."""
     currency: _builtins.str
+    statement_lines: _builtins.int
+    """Statement lines and ledger entries of the window, and how they matched."""
+    ledger_entries: _builtins.int
+    matched: _builtins.int
+    rules_version: _builtins.int
+    """The matching rules version the run used."""
+    watermark: _builtins.str
+    """CURRENT when the projection had every ledger entry of the window; BEHIND when events were still
+    in flight after waiting (the report then shows no balance drift it cannot be sure of).
+    """
     @_builtins.property
     def period(self) -> Global___Period: ...
     @_builtins.property
     def discrepancies(self) -> _containers.RepeatedCompositeFieldContainer[Global___Discrepancy]: ...
     @_builtins.property
     def created_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def case_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Discrepancy case ids opened or still open for the window."""
+
     def __init__(
         self,
         *,
@@ -155,10 +761,16 @@ class ReconciliationReport(_message.Message):
         discrepancies: _abc.Iterable[Global___Discrepancy] | None = ...,
         currency: _builtins.str = ...,
         created_at: _timestamp_pb2.Timestamp | None = ...,
+        statement_lines: _builtins.int = ...,
+        ledger_entries: _builtins.int = ...,
+        matched: _builtins.int = ...,
+        rules_version: _builtins.int = ...,
+        watermark: _builtins.str = ...,
+        case_ids: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "period", b"period"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "actual_balance", b"actual_balance", "balanced", b"balanced", "created_at", b"created_at", "currency", b"currency", "discrepancies", b"discrepancies", "discrepancy_count", b"discrepancy_count", "expected_balance", b"expected_balance", "period", b"period", "report_id", b"report_id", "transaction_count", b"transaction_count"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "actual_balance", b"actual_balance", "balanced", b"balanced", "case_ids", b"case_ids", "created_at", b"created_at", "currency", b"currency", "discrepancies", b"discrepancies", "discrepancy_count", b"discrepancy_count", "expected_balance", b"expected_balance", "ledger_entries", b"ledger_entries", "matched", b"matched", "period", b"period", "report_id", b"report_id", "rules_version", b"rules_version", "statement_lines", b"statement_lines", "transaction_count", b"transaction_count", "watermark", b"watermark"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

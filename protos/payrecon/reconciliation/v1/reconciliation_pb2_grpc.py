@@ -39,6 +39,51 @@ class ReconciliationServiceStub:
                 request_serializer=payrecon_dot_reconciliation_dot_v1_dot_reconciliation__pb2.ReconcileAccountRequest.SerializeToString,
                 response_deserializer=payrecon_dot_reconciliation_dot_v1_dot_reconciliation__pb2.ReconciliationReport.FromString,
                 _registered_method=True)
+        self.ImportStatement = channel.unary_unary(
+                '/payrecon.reconciliation.v1.ReconciliationService/ImportStatement',
+                request_serializer=payrecon_dot_reconciliation_dot_v1_dot_reconciliation__pb2.ImportStatementRequest.SerializeToString,
+                response_deserializer=payrecon_dot_reconciliation_dot_v1_dot_reconciliation__pb2.StatementImport.FromString,
+                _registered_method=True)
+        self.ImportStatementStream = channel.stream_unary(
+                '/payrecon.reconciliation.v1.ReconciliationService/ImportStatementStream',
+                request_serializer=payrecon_dot_reconciliation_dot_v1_dot_reconciliation__pb2.ImportStatementChunk.SerializeToString,
+                response_deserializer=payrecon_dot_reconciliation_dot_v1_dot_reconciliation__pb2.StatementImport.FromString,
+                _registered_method=True)
+        self.SetMatchingRules = channel.unary_unary(
+                '/payrecon.reconciliation.v1.ReconciliationService/SetMatchingRules',
+                request_serializer=payrecon_dot_reconciliation_dot_v1_dot_reconciliation__pb2.SetMatchingRulesRequest.SerializeToString,
+                response_deserializer=payrecon_dot_reconciliation_dot_v1_dot_reconciliation__pb2.MatchingRules.FromString,
+                _registered_method=True)
+        self.GetMatchingRules = channel.unary_unary(
+                '/payrecon.reconciliation.v1.ReconciliationService/GetMatchingRules',
+                request_serializer=payrecon_dot_reconciliation_dot_v1_dot_reconciliation__pb2.GetMatchingRulesRequest.SerializeToString,
+                response_deserializer=payrecon_dot_reconciliation_dot_v1_dot_reconciliation__pb2.MatchingRules.FromString,
+                _registered_method=True)
+        self.ListDiscrepancies = channel.unary_unary(
+                '/payrecon.reconciliation.v1.ReconciliationService/ListDiscrepancies',
+                request_serializer=payrecon_dot_reconciliation_dot_v1_dot_reconciliation__pb2.ListDiscrepanciesRequest.SerializeToString,
+                response_deserializer=payrecon_dot_reconciliation_dot_v1_dot_reconciliation__pb2.ListDiscrepanciesResponse.FromString,
+                _registered_method=True)
+        self.GetDiscrepancy = channel.unary_unary(
+                '/payrecon.reconciliation.v1.ReconciliationService/GetDiscrepancy',
+                request_serializer=payrecon_dot_reconciliation_dot_v1_dot_reconciliation__pb2.GetDiscrepancyRequest.SerializeToString,
+                response_deserializer=payrecon_dot_reconciliation_dot_v1_dot_reconciliation__pb2.Case.FromString,
+                _registered_method=True)
+        self.ResolveDiscrepancy = channel.unary_unary(
+                '/payrecon.reconciliation.v1.ReconciliationService/ResolveDiscrepancy',
+                request_serializer=payrecon_dot_reconciliation_dot_v1_dot_reconciliation__pb2.ResolveDiscrepancyRequest.SerializeToString,
+                response_deserializer=payrecon_dot_reconciliation_dot_v1_dot_reconciliation__pb2.Case.FromString,
+                _registered_method=True)
+        self.ListReconciliations = channel.unary_unary(
+                '/payrecon.reconciliation.v1.ReconciliationService/ListReconciliations',
+                request_serializer=payrecon_dot_reconciliation_dot_v1_dot_reconciliation__pb2.ListReconciliationsRequest.SerializeToString,
+                response_deserializer=payrecon_dot_reconciliation_dot_v1_dot_reconciliation__pb2.ListReconciliationsResponse.FromString,
+                _registered_method=True)
+        self.GetReconciliation = channel.unary_unary(
+                '/payrecon.reconciliation.v1.ReconciliationService/GetReconciliation',
+                request_serializer=payrecon_dot_reconciliation_dot_v1_dot_reconciliation__pb2.GetReconciliationRequest.SerializeToString,
+                response_deserializer=payrecon_dot_reconciliation_dot_v1_dot_reconciliation__pb2.ReconciliationReport.FromString,
+                _registered_method=True)
 
 
 class ReconciliationServiceServicer:
@@ -51,12 +96,125 @@ class ReconciliationServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ImportStatement(self, request, context):
+        """Imports a bank statement file (camt.052/053/054, MT940, BAI2, OFX/QFX, CSV with a mapping).
+        201 with the import's summary; 200 with the first import's summary when the same file was
+        imported before; 400 STATEMENT_INVALID with row errors (line numbers) when the file is broken,
+        in which case nothing is imported. New lines are matched against the ledger at once.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ImportStatementStream(self, request_iterator, context):
+        """The same import for large files, client-streamed: the first chunk carries the header fields,
+        every chunk carries bytes of the file in order.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetMatchingRules(self, request, context):
+        """Saves a new version of an account's matching rules (rules are data: every run lists the version).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetMatchingRules(self, request, context):
+        """The matching rules in force for an account (the defaults until a version is saved).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListDiscrepancies(self, request, context):
+        """Cases, filtered by kind, status, account and age; newest first, cursor-paginated.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetDiscrepancy(self, request, context):
+        """One case with its evidence and its history.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ResolveDiscrepancy(self, request, context):
+        """Moves a case along its lifecycle: ACKNOWLEDGE, RESOLVE, or POST_ADJUSTMENT (posts a correcting
+        transfer to the suspense account through the ledger, idempotently, then resolves).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListReconciliations(self, request, context):
+        """Stored reconciliation runs, newest first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetReconciliation(self, request, context):
+        """One stored run and its report.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ReconciliationServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'ReconcileAccount': grpc.unary_unary_rpc_method_handler(
                     servicer.ReconcileAccount,
                     request_deserializer=payrecon_dot_reconciliation_dot_v1_dot_reconciliation__pb2.ReconcileAccountRequest.FromString,
+                    response_serializer=payrecon_dot_reconciliation_dot_v1_dot_reconciliation__pb2.ReconciliationReport.SerializeToString,
+            ),
+            'ImportStatement': grpc.unary_unary_rpc_method_handler(
+                    servicer.ImportStatement,
+                    request_deserializer=payrecon_dot_reconciliation_dot_v1_dot_reconciliation__pb2.ImportStatementRequest.FromString,
+                    response_serializer=payrecon_dot_reconciliation_dot_v1_dot_reconciliation__pb2.StatementImport.SerializeToString,
+            ),
+            'ImportStatementStream': grpc.stream_unary_rpc_method_handler(
+                    servicer.ImportStatementStream,
+                    request_deserializer=payrecon_dot_reconciliation_dot_v1_dot_reconciliation__pb2.ImportStatementChunk.FromString,
+                    response_serializer=payrecon_dot_reconciliation_dot_v1_dot_reconciliation__pb2.StatementImport.SerializeToString,
+            ),
+            'SetMatchingRules': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetMatchingRules,
+                    request_deserializer=payrecon_dot_reconciliation_dot_v1_dot_reconciliation__pb2.SetMatchingRulesRequest.FromString,
+                    response_serializer=payrecon_dot_reconciliation_dot_v1_dot_reconciliation__pb2.MatchingRules.SerializeToString,
+            ),
+            'GetMatchingRules': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetMatchingRules,
+                    request_deserializer=payrecon_dot_reconciliation_dot_v1_dot_reconciliation__pb2.GetMatchingRulesRequest.FromString,
+                    response_serializer=payrecon_dot_reconciliation_dot_v1_dot_reconciliation__pb2.MatchingRules.SerializeToString,
+            ),
+            'ListDiscrepancies': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListDiscrepancies,
+                    request_deserializer=payrecon_dot_reconciliation_dot_v1_dot_reconciliation__pb2.ListDiscrepanciesRequest.FromString,
+                    response_serializer=payrecon_dot_reconciliation_dot_v1_dot_reconciliation__pb2.ListDiscrepanciesResponse.SerializeToString,
+            ),
+            'GetDiscrepancy': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetDiscrepancy,
+                    request_deserializer=payrecon_dot_reconciliation_dot_v1_dot_reconciliation__pb2.GetDiscrepancyRequest.FromString,
+                    response_serializer=payrecon_dot_reconciliation_dot_v1_dot_reconciliation__pb2.Case.SerializeToString,
+            ),
+            'ResolveDiscrepancy': grpc.unary_unary_rpc_method_handler(
+                    servicer.ResolveDiscrepancy,
+                    request_deserializer=payrecon_dot_reconciliation_dot_v1_dot_reconciliation__pb2.ResolveDiscrepancyRequest.FromString,
+                    response_serializer=payrecon_dot_reconciliation_dot_v1_dot_reconciliation__pb2.Case.SerializeToString,
+            ),
+            'ListReconciliations': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListReconciliations,
+                    request_deserializer=payrecon_dot_reconciliation_dot_v1_dot_reconciliation__pb2.ListReconciliationsRequest.FromString,
+                    response_serializer=payrecon_dot_reconciliation_dot_v1_dot_reconciliation__pb2.ListReconciliationsResponse.SerializeToString,
+            ),
+            'GetReconciliation': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetReconciliation,
+                    request_deserializer=payrecon_dot_reconciliation_dot_v1_dot_reconciliation__pb2.GetReconciliationRequest.FromString,
                     response_serializer=payrecon_dot_reconciliation_dot_v1_dot_reconciliation__pb2.ReconciliationReport.SerializeToString,
             ),
     }
@@ -86,6 +244,249 @@ class ReconciliationService:
             target,
             '/payrecon.reconciliation.v1.ReconciliationService/ReconcileAccount',
             payrecon_dot_reconciliation_dot_v1_dot_reconciliation__pb2.ReconcileAccountRequest.SerializeToString,
+            payrecon_dot_reconciliation_dot_v1_dot_reconciliation__pb2.ReconciliationReport.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ImportStatement(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/payrecon.reconciliation.v1.ReconciliationService/ImportStatement',
+            payrecon_dot_reconciliation_dot_v1_dot_reconciliation__pb2.ImportStatementRequest.SerializeToString,
+            payrecon_dot_reconciliation_dot_v1_dot_reconciliation__pb2.StatementImport.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ImportStatementStream(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/payrecon.reconciliation.v1.ReconciliationService/ImportStatementStream',
+            payrecon_dot_reconciliation_dot_v1_dot_reconciliation__pb2.ImportStatementChunk.SerializeToString,
+            payrecon_dot_reconciliation_dot_v1_dot_reconciliation__pb2.StatementImport.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetMatchingRules(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/payrecon.reconciliation.v1.ReconciliationService/SetMatchingRules',
+            payrecon_dot_reconciliation_dot_v1_dot_reconciliation__pb2.SetMatchingRulesRequest.SerializeToString,
+            payrecon_dot_reconciliation_dot_v1_dot_reconciliation__pb2.MatchingRules.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetMatchingRules(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/payrecon.reconciliation.v1.ReconciliationService/GetMatchingRules',
+            payrecon_dot_reconciliation_dot_v1_dot_reconciliation__pb2.GetMatchingRulesRequest.SerializeToString,
+            payrecon_dot_reconciliation_dot_v1_dot_reconciliation__pb2.MatchingRules.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListDiscrepancies(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/payrecon.reconciliation.v1.ReconciliationService/ListDiscrepancies',
+            payrecon_dot_reconciliation_dot_v1_dot_reconciliation__pb2.ListDiscrepanciesRequest.SerializeToString,
+            payrecon_dot_reconciliation_dot_v1_dot_reconciliation__pb2.ListDiscrepanciesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetDiscrepancy(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/payrecon.reconciliation.v1.ReconciliationService/GetDiscrepancy',
+            payrecon_dot_reconciliation_dot_v1_dot_reconciliation__pb2.GetDiscrepancyRequest.SerializeToString,
+            payrecon_dot_reconciliation_dot_v1_dot_reconciliation__pb2.Case.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ResolveDiscrepancy(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/payrecon.reconciliation.v1.ReconciliationService/ResolveDiscrepancy',
+            payrecon_dot_reconciliation_dot_v1_dot_reconciliation__pb2.ResolveDiscrepancyRequest.SerializeToString,
+            payrecon_dot_reconciliation_dot_v1_dot_reconciliation__pb2.Case.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListReconciliations(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/payrecon.reconciliation.v1.ReconciliationService/ListReconciliations',
+            payrecon_dot_reconciliation_dot_v1_dot_reconciliation__pb2.ListReconciliationsRequest.SerializeToString,
+            payrecon_dot_reconciliation_dot_v1_dot_reconciliation__pb2.ListReconciliationsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetReconciliation(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/payrecon.reconciliation.v1.ReconciliationService/GetReconciliation',
+            payrecon_dot_reconciliation_dot_v1_dot_reconciliation__pb2.GetReconciliationRequest.SerializeToString,
             payrecon_dot_reconciliation_dot_v1_dot_reconciliation__pb2.ReconciliationReport.FromString,
             options,
             channel_credentials,

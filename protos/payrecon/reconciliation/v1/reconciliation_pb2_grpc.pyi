@@ -33,12 +33,64 @@ class ReconciliationServiceStub:
     def __new__(cls, channel: _aio.Channel) -> ReconciliationServiceAsyncStub: ...
     ReconcileAccount: _grpc.UnaryUnaryMultiCallable[_reconciliation_pb2.ReconcileAccountRequest, _reconciliation_pb2.ReconciliationReport]
     """Reconciles one account over a date window and stores the run."""
+    ImportStatement: _grpc.UnaryUnaryMultiCallable[_reconciliation_pb2.ImportStatementRequest, _reconciliation_pb2.StatementImport]
+    """Imports a bank statement file (camt.052/053/054, MT940, BAI2, OFX/QFX, CSV with a mapping).
+    201 with the import's summary; 200 with the first import's summary when the same file was
+    imported before; 400 STATEMENT_INVALID with row errors (line numbers) when the file is broken,
+    in which case nothing is imported. New lines are matched against the ledger at once.
+    """
+    ImportStatementStream: _grpc.StreamUnaryMultiCallable[_reconciliation_pb2.ImportStatementChunk, _reconciliation_pb2.StatementImport]
+    """The same import for large files, client-streamed: the first chunk carries the header fields,
+    every chunk carries bytes of the file in order.
+    """
+    SetMatchingRules: _grpc.UnaryUnaryMultiCallable[_reconciliation_pb2.SetMatchingRulesRequest, _reconciliation_pb2.MatchingRules]
+    """Saves a new version of an account's matching rules (rules are data: every run lists the version)."""
+    GetMatchingRules: _grpc.UnaryUnaryMultiCallable[_reconciliation_pb2.GetMatchingRulesRequest, _reconciliation_pb2.MatchingRules]
+    """The matching rules in force for an account (the defaults until a version is saved)."""
+    ListDiscrepancies: _grpc.UnaryUnaryMultiCallable[_reconciliation_pb2.ListDiscrepanciesRequest, _reconciliation_pb2.ListDiscrepanciesResponse]
+    """Cases, filtered by kind, status, account and age; newest first, cursor-paginated."""
+    GetDiscrepancy: _grpc.UnaryUnaryMultiCallable[_reconciliation_pb2.GetDiscrepancyRequest, _reconciliation_pb2.Case]
+    """One case with its evidence and its history."""
+    ResolveDiscrepancy: _grpc.UnaryUnaryMultiCallable[_reconciliation_pb2.ResolveDiscrepancyRequest, _reconciliation_pb2.Case]
+    """Moves a case along its lifecycle: ACKNOWLEDGE, RESOLVE, or POST_ADJUSTMENT (posts a correcting
+    transfer to the suspense account through the ledger, idempotently, then resolves).
+    """
+    ListReconciliations: _grpc.UnaryUnaryMultiCallable[_reconciliation_pb2.ListReconciliationsRequest, _reconciliation_pb2.ListReconciliationsResponse]
+    """Stored reconciliation runs, newest first."""
+    GetReconciliation: _grpc.UnaryUnaryMultiCallable[_reconciliation_pb2.GetReconciliationRequest, _reconciliation_pb2.ReconciliationReport]
+    """One stored run and its report."""
 
 @_typing.type_check_only
 class ReconciliationServiceAsyncStub(ReconciliationServiceStub):
     def __init__(self, channel: _aio.Channel) -> None: ...
     ReconcileAccount: _aio.UnaryUnaryMultiCallable[_reconciliation_pb2.ReconcileAccountRequest, _reconciliation_pb2.ReconciliationReport]  # type: ignore[assignment]
     """Reconciles one account over a date window and stores the run."""
+    ImportStatement: _aio.UnaryUnaryMultiCallable[_reconciliation_pb2.ImportStatementRequest, _reconciliation_pb2.StatementImport]  # type: ignore[assignment]
+    """Imports a bank statement file (camt.052/053/054, MT940, BAI2, OFX/QFX, CSV with a mapping).
+    201 with the import's summary; 200 with the first import's summary when the same file was
+    imported before; 400 STATEMENT_INVALID with row errors (line numbers) when the file is broken,
+    in which case nothing is imported. New lines are matched against the ledger at once.
+    """
+    ImportStatementStream: _aio.StreamUnaryMultiCallable[_reconciliation_pb2.ImportStatementChunk, _reconciliation_pb2.StatementImport]  # type: ignore[assignment]
+    """The same import for large files, client-streamed: the first chunk carries the header fields,
+    every chunk carries bytes of the file in order.
+    """
+    SetMatchingRules: _aio.UnaryUnaryMultiCallable[_reconciliation_pb2.SetMatchingRulesRequest, _reconciliation_pb2.MatchingRules]  # type: ignore[assignment]
+    """Saves a new version of an account's matching rules (rules are data: every run lists the version)."""
+    GetMatchingRules: _aio.UnaryUnaryMultiCallable[_reconciliation_pb2.GetMatchingRulesRequest, _reconciliation_pb2.MatchingRules]  # type: ignore[assignment]
+    """The matching rules in force for an account (the defaults until a version is saved)."""
+    ListDiscrepancies: _aio.UnaryUnaryMultiCallable[_reconciliation_pb2.ListDiscrepanciesRequest, _reconciliation_pb2.ListDiscrepanciesResponse]  # type: ignore[assignment]
+    """Cases, filtered by kind, status, account and age; newest first, cursor-paginated."""
+    GetDiscrepancy: _aio.UnaryUnaryMultiCallable[_reconciliation_pb2.GetDiscrepancyRequest, _reconciliation_pb2.Case]  # type: ignore[assignment]
+    """One case with its evidence and its history."""
+    ResolveDiscrepancy: _aio.UnaryUnaryMultiCallable[_reconciliation_pb2.ResolveDiscrepancyRequest, _reconciliation_pb2.Case]  # type: ignore[assignment]
+    """Moves a case along its lifecycle: ACKNOWLEDGE, RESOLVE, or POST_ADJUSTMENT (posts a correcting
+    transfer to the suspense account through the ledger, idempotently, then resolves).
+    """
+    ListReconciliations: _aio.UnaryUnaryMultiCallable[_reconciliation_pb2.ListReconciliationsRequest, _reconciliation_pb2.ListReconciliationsResponse]  # type: ignore[assignment]
+    """Stored reconciliation runs, newest first."""
+    GetReconciliation: _aio.UnaryUnaryMultiCallable[_reconciliation_pb2.GetReconciliationRequest, _reconciliation_pb2.ReconciliationReport]  # type: ignore[assignment]
+    """One stored run and its report."""
 
 class ReconciliationServiceServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -48,5 +100,85 @@ class ReconciliationServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_reconciliation_pb2.ReconciliationReport, _abc.Awaitable[_reconciliation_pb2.ReconciliationReport]]:
         """Reconciles one account over a date window and stores the run."""
+
+    @_abc_1.abstractmethod
+    def ImportStatement(
+        self,
+        request: _reconciliation_pb2.ImportStatementRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_reconciliation_pb2.StatementImport, _abc.Awaitable[_reconciliation_pb2.StatementImport]]:
+        """Imports a bank statement file (camt.052/053/054, MT940, BAI2, OFX/QFX, CSV with a mapping).
+        201 with the import's summary; 200 with the first import's summary when the same file was
+        imported before; 400 STATEMENT_INVALID with row errors (line numbers) when the file is broken,
+        in which case nothing is imported. New lines are matched against the ledger at once.
+        """
+
+    @_abc_1.abstractmethod
+    def ImportStatementStream(
+        self,
+        request_iterator: _MaybeAsyncIterator[_reconciliation_pb2.ImportStatementChunk],
+        context: _ServicerContext,
+    ) -> _typing.Union[_reconciliation_pb2.StatementImport, _abc.Awaitable[_reconciliation_pb2.StatementImport]]:
+        """The same import for large files, client-streamed: the first chunk carries the header fields,
+        every chunk carries bytes of the file in order.
+        """
+
+    @_abc_1.abstractmethod
+    def SetMatchingRules(
+        self,
+        request: _reconciliation_pb2.SetMatchingRulesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_reconciliation_pb2.MatchingRules, _abc.Awaitable[_reconciliation_pb2.MatchingRules]]:
+        """Saves a new version of an account's matching rules (rules are data: every run lists the version)."""
+
+    @_abc_1.abstractmethod
+    def GetMatchingRules(
+        self,
+        request: _reconciliation_pb2.GetMatchingRulesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_reconciliation_pb2.MatchingRules, _abc.Awaitable[_reconciliation_pb2.MatchingRules]]:
+        """The matching rules in force for an account (the defaults until a version is saved)."""
+
+    @_abc_1.abstractmethod
+    def ListDiscrepancies(
+        self,
+        request: _reconciliation_pb2.ListDiscrepanciesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_reconciliation_pb2.ListDiscrepanciesResponse, _abc.Awaitable[_reconciliation_pb2.ListDiscrepanciesResponse]]:
+        """Cases, filtered by kind, status, account and age; newest first, cursor-paginated."""
+
+    @_abc_1.abstractmethod
+    def GetDiscrepancy(
+        self,
+        request: _reconciliation_pb2.GetDiscrepancyRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_reconciliation_pb2.Case, _abc.Awaitable[_reconciliation_pb2.Case]]:
+        """One case with its evidence and its history."""
+
+    @_abc_1.abstractmethod
+    def ResolveDiscrepancy(
+        self,
+        request: _reconciliation_pb2.ResolveDiscrepancyRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_reconciliation_pb2.Case, _abc.Awaitable[_reconciliation_pb2.Case]]:
+        """Moves a case along its lifecycle: ACKNOWLEDGE, RESOLVE, or POST_ADJUSTMENT (posts a correcting
+        transfer to the suspense account through the ledger, idempotently, then resolves).
+        """
+
+    @_abc_1.abstractmethod
+    def ListReconciliations(
+        self,
+        request: _reconciliation_pb2.ListReconciliationsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_reconciliation_pb2.ListReconciliationsResponse, _abc.Awaitable[_reconciliation_pb2.ListReconciliationsResponse]]:
+        """Stored reconciliation runs, newest first."""
+
+    @_abc_1.abstractmethod
+    def GetReconciliation(
+        self,
+        request: _reconciliation_pb2.GetReconciliationRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_reconciliation_pb2.ReconciliationReport, _abc.Awaitable[_reconciliation_pb2.ReconciliationReport]]:
+        """One stored run and its report."""
 
 def add_ReconciliationServiceServicer_to_server(servicer: ReconciliationServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

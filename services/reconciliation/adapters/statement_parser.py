@@ -1,0 +1,17 @@
+"""The statement parser port, implemented by the format parsers in adapters/formats."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from services.reconciliation.adapters.formats.csv_mapping import CsvMapping
+from services.reconciliation.adapters.formats.detect import parse_statement
+from services.reconciliation.domain.statements import ParsedFile, StatementFormat
+
+
+class FileStatementParser:
+    def parse(self, content: bytes, fmt: StatementFormat | None, csv_mapping: Mapping[str, Any] | None) -> ParsedFile:
+        """Raises StatementFileError, and ValueError for a CSV mapping that makes no sense."""
+        mapping = CsvMapping.from_dict(csv_mapping) if csv_mapping is not None else None
+        return parse_statement(content, fmt, csv_mapping=mapping)
