@@ -17,6 +17,8 @@ class IngestSettings:
     default_currency: str
     public_base_path: str
     purge_interval_seconds: int
+    redrive_after_seconds: int
+    redrive_batch: int
 
     @classmethod
     def from_env(cls, env: Env | None = None) -> IngestSettings:
@@ -32,6 +34,12 @@ class IngestSettings:
             exponent_of(currency)
         except MoneyError as error:
             raise ConfigError(f"INGEST_DEFAULT_CURRENCY: {error.message}") from None
+        redrive_after = env.int("INGEST_REDRIVE_AFTER_SECONDS", 60)
+        if redrive_after < 1:
+            raise ConfigError("INGEST_REDRIVE_AFTER_SECONDS must be at least 1")
+        redrive_batch = env.int("INGEST_REDRIVE_BATCH", 500)
+        if redrive_batch < 1:
+            raise ConfigError("INGEST_REDRIVE_BATCH must be at least 1")
         return cls(
             common=common,
             redis_url=common.redis_url,
@@ -40,4 +48,6 @@ class IngestSettings:
             default_currency=currency,
             public_base_path=env.str("INGEST_PUBLIC_BASE_PATH", "/api/v1"),
             purge_interval_seconds=env.int("INGEST_PURGE_INTERVAL_SECONDS", 60),
+            redrive_after_seconds=redrive_after,
+            redrive_batch=redrive_batch,
         )

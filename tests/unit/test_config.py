@@ -49,3 +49,17 @@ def test_ingest_requires_redis_and_a_known_default_currency() -> None:
         IngestSettings.from_env(Env(base))
     with pytest.raises(ConfigError, match="INGEST_DEFAULT_CURRENCY"):
         IngestSettings.from_env(Env({**base, "PAYRECON_REDIS_URL": "redis://x", "INGEST_DEFAULT_CURRENCY": "ZZZ"}))
+
+
+def test_ingest_redrive_defaults_and_refuses_a_zero_age() -> None:
+    base = {
+        "PAYRECON_ENV": "development",
+        "PAYRECON_DATABASE_URL": "postgresql://x/y",
+        "PAYRECON_REDIS_URL": "redis://x",
+    }
+    settings = IngestSettings.from_env(Env(base))
+    assert (settings.redrive_after_seconds, settings.redrive_batch) == (60, 500)
+    with pytest.raises(ConfigError, match="INGEST_REDRIVE_AFTER_SECONDS"):
+        IngestSettings.from_env(Env({**base, "INGEST_REDRIVE_AFTER_SECONDS": "0"}))
+    with pytest.raises(ConfigError, match="INGEST_REDRIVE_BATCH"):
+        IngestSettings.from_env(Env({**base, "INGEST_REDRIVE_BATCH": "-1"}))

@@ -6,7 +6,7 @@ import asyncio
 from dataclasses import dataclass
 
 from services.ingest.adapters.cache import CacheStatistics, IdempotencyCache
-from services.ingest.adapters.store import IngestStore
+from services.ingest.adapters.store import IngestStore, RedriveStatistics
 from services.kernel.sqs import QueueAttributes, SqsClient, dead_letter_queue_name
 
 READY = "ready"
@@ -18,6 +18,7 @@ class QueueStatistics:
     dlq_url: str
     dlq_messages: int
     outbox_pending: int
+    redrive: RedriveStatistics
 
 
 @dataclass(frozen=True)
@@ -38,14 +39,16 @@ class OperationsService:
     cache: IdempotencyCache
     sqs: SqsClient
     transfers_queue: str
+    redrive_after_seconds: int
 
     async def queue_statistics(self) -> QueueStatistics:
-        queue, dlq, pending = await asyncio.gather(
+        queue, dlq, pending, redrive = await asyncio.gather(
             self.sqs.attributes(self.transfers_queue),
             self.sqs.attributes(dead_letter_queue_name(self.transfers_queue)),
             self.store.outbox_pending(),
+            self.store.redrive_statistics(self.redrive_after_seconds),
         )
-        return QueueStatistics(queue, dlq.url, dlq.messages, pending)
+        return QueueStatistics(queue, dlq.url, dlq.messages, pending, redrive)
 
     async def cache_statistics(self) -> CacheStatistics:
         return await self.cache.statistics()

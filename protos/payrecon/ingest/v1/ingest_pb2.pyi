@@ -107,7 +107,7 @@ class GetQueueStatsRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class QueueStats(_message.Message):
-    __slots__ = ("queue_url", "message_count", "in_flight_count", "visibility_timeout", "is_fifo", "content_deduplication", "dlq_url", "dlq_message_count", "outbox_pending", "timestamp")
+    __slots__ = ("queue_url", "message_count", "in_flight_count", "visibility_timeout", "is_fifo", "content_deduplication", "dlq_url", "dlq_message_count", "outbox_pending", "timestamp", "redriven", "stuck")
     QUEUE_URL_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_COUNT_FIELD_NUMBER: _ClassVar[int]
     IN_FLIGHT_COUNT_FIELD_NUMBER: _ClassVar[int]
@@ -118,6 +118,8 @@ class QueueStats(_message.Message):
     DLQ_MESSAGE_COUNT_FIELD_NUMBER: _ClassVar[int]
     OUTBOX_PENDING_FIELD_NUMBER: _ClassVar[int]
     TIMESTAMP_FIELD_NUMBER: _ClassVar[int]
+    REDRIVEN_FIELD_NUMBER: _ClassVar[int]
+    STUCK_FIELD_NUMBER: _ClassVar[int]
     queue_url: str
     message_count: int
     in_flight_count: int
@@ -128,7 +130,9 @@ class QueueStats(_message.Message):
     dlq_message_count: int
     outbox_pending: int
     timestamp: _timestamp_pb2.Timestamp
-    def __init__(self, queue_url: _Optional[str] = ..., message_count: _Optional[int] = ..., in_flight_count: _Optional[int] = ..., visibility_timeout: _Optional[int] = ..., is_fifo: _Optional[bool] = ..., content_deduplication: _Optional[bool] = ..., dlq_url: _Optional[str] = ..., dlq_message_count: _Optional[int] = ..., outbox_pending: _Optional[int] = ..., timestamp: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    redriven: int
+    stuck: int
+    def __init__(self, queue_url: _Optional[str] = ..., message_count: _Optional[int] = ..., in_flight_count: _Optional[int] = ..., visibility_timeout: _Optional[int] = ..., is_fifo: _Optional[bool] = ..., content_deduplication: _Optional[bool] = ..., dlq_url: _Optional[str] = ..., dlq_message_count: _Optional[int] = ..., outbox_pending: _Optional[int] = ..., timestamp: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., redriven: _Optional[int] = ..., stuck: _Optional[int] = ...) -> None: ...
 
 class GetCacheStatsRequest(_message.Message):
     __slots__ = ()
