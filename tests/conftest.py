@@ -79,7 +79,12 @@ def sqs_endpoint(state_dir: Path) -> Iterator[str]:
 
 
 def start_stack(
-    server_database_url: str, redis_url: str, state_dir: Path, extra_env: dict[str, str] | None = None
+    server_database_url: str,
+    redis_url: str,
+    state_dir: Path,
+    extra_env: dict[str, str] | None = None,
+    *,
+    ingest_replicas: int = 1,
 ) -> Stack:
     """The whole system: services, worker and Envoy, on free ports, with its own database and queues."""
     from services.devstack.processes import free_port
@@ -101,6 +106,7 @@ def start_stack(
             state_dir=state_dir,
             isolated=True,
             extra_env={"PAYRECON_API_TOKENS": tokens, **(extra_env or {})},
+            ingest_replicas=ingest_replicas,
         )
     ).start()
 

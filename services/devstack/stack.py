@@ -72,6 +72,10 @@ class StackOptions:
     # Tests: a fresh database and key prefix per stack, dropped afterwards.
     isolated: bool = False
     extra_env: dict[str, str] = field(default_factory=dict)
+    # Ingest processes on the same database, as Kubernetes runs replicas: each runs its own outbox
+    # relay and outcome consumer. Envoy routes to the first; the others are reached at
+    # `addresses["ingest-2"]`, … over gRPC.
+    ingest_replicas: int = 1
 
 
 @dataclass
@@ -158,9 +162,19 @@ class Stack:
                     env=self.env,
                     cwd=REPO_ROOT,
                 )
+            for replica in range(2, opts.ingest_replicas + 1):
+                name = f"ingest-{replica}"
+                self.addresses[name] = f"127.0.0.1:{free_port()}"
+                self.children[name] = spawn(
+                    name,
+                    [sys.executable, "-m", "services.cli", "serve", "ingest"],
+                    log_dir=log_dir,
+                    env={**self.env, "PAYRECON_INGEST_ADDRESS": self.addresses[name]},
+                    cwd=REPO_ROOT,
+                )
             self.log_dir = log_dir
             self.start_worker()
-            for name in SERVICES:
+            for name in self.addresses:
                 port = int(self.addresses[name].rsplit(":", 1)[1])
                 child = self.children[name]
                 wait_until(

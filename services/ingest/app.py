@@ -17,6 +17,7 @@ from services.ingest.api.servicer import IngestServicer
 from services.ingest.codecs import outcomes_from_event_batch, transfer_batch_bytes
 from services.ingest.config import IngestSettings
 from services.ingest.service.operations import OperationsService
+from services.ingest.service.redrive import RedriveService
 from services.ingest.service.transactions import TransactionService
 from services.kernel.consumer import Message, consume
 from services.kernel.db import create_engine
@@ -44,7 +45,10 @@ async def running(settings: IngestSettings, stop: asyncio.Event, address: str | 
             transactions = TransactionService(
                 store, cache, settings.idempotency_ttl_seconds, settings.default_currency, common.message_groups
             )
-            operations = OperationsService(store, cache, sqs, settings.transfers_queue)
+            operations = OperationsService(store, cache, sqs, settings.transfers_queue, settings.redrive_after_seconds)
+            redrive = RedriveService(
+                store, settings.redrive_after_seconds, settings.redrive_batch, common.message_groups
+            )
             servicer = IngestServicer(transactions, operations, settings.public_base_path)
             server, port, _ = await create_server(
                 address or settings.address,
@@ -81,6 +85,12 @@ async def running(settings: IngestSettings, stop: asyncio.Event, address: str | 
                     stop,
                     settings.purge_interval_seconds,
                     what="purging expired idempotency keys",
+                ),
+                run_periodically(
+                    redrive.redrive_stuck,
+                    stop,
+                    redrive.interval_seconds,
+                    what="re-publishing requests stuck in PROCESSING",
                 ),
             ):
                 try:

@@ -20,6 +20,8 @@ class IngestSettings:
     address: str
     transfers_queue: str  # where accepted transfers are published
     events_queue: str  # the ledger's outcome events, ingest's copy
+    redrive_after_seconds: int
+    redrive_batch: int
 
     @classmethod
     def from_env(cls, env: Env | None = None) -> IngestSettings:
@@ -35,6 +37,12 @@ class IngestSettings:
             exponent_of(currency)
         except MoneyError as error:
             raise ConfigError(f"INGEST_DEFAULT_CURRENCY: {error.message}") from None
+        redrive_after = env.integer("INGEST_REDRIVE_AFTER_SECONDS", 60)
+        if redrive_after < 1:
+            raise ConfigError("INGEST_REDRIVE_AFTER_SECONDS must be at least 1")
+        redrive_batch = env.integer("INGEST_REDRIVE_BATCH", 500)
+        if redrive_batch < 1:
+            raise ConfigError("INGEST_REDRIVE_BATCH must be at least 1")
         return cls(
             common=common,
             redis_url=common.redis_url,
@@ -46,4 +54,6 @@ class IngestSettings:
             address=env.text("PAYRECON_INGEST_ADDRESS", "127.0.0.1:50051"),
             transfers_queue=env.text("PAYRECON_TRANSFERS_QUEUE", "payrecon-transfers.fifo"),
             events_queue=env.text("PAYRECON_INGEST_EVENTS_QUEUE", "payrecon-ledger-events-ingest.fifo"),
+            redrive_after_seconds=redrive_after,
+            redrive_batch=redrive_batch,
         )

@@ -1,11 +1,15 @@
 """Transactional-outbox relay: publishes a schema's `outbox` rows to SQS FIFO, packed per group.
 
 Every context that emits messages has an `outbox` table (id, message_group, payload, traceparent,
-published_at) written in the same transaction as its business change. The relay locks unpublished
-rows (SKIP LOCKED, so relays can run side by side), packs the rows of one message group into as few
-messages as the size limit allows (order kept), sends them to every target queue and marks the rows
-published in the same transaction. A crash between send and commit re-sends the same message with
-the same deduplication id; consumers are idempotent in any case.
+published_at) written in the same transaction as its business change. Order per message group holds
+whatever the number of relays: a relay first claims message groups with PostgreSQL advisory locks
+held until its transaction ends, so one group is sent by one relay at a time, always from its oldest
+unpublished row. It packs each claimed group's rows into as few messages as the size limit allows,
+sends them with never two calls of one group in flight (groups concurrently, one group's calls one
+after the other, so SQS FIFO receives them in outbox order), and marks the rows published in the
+same transaction. A crash between send and commit releases the claim and the next
+relay re-sends from the same oldest row: the same message with the same deduplication id, or, when
+the cut differs, transfers the consumer already applied (consumers are idempotent in any case).
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from opentelemetry import trace
@@ -69,6 +73,63 @@ def deduplication_id(source: str, chunk: Sequence[OutboxRow]) -> str:
     return f"{source}-{chunk[0].id}-{digest}"
 
 
+def send_rounds(messages: Sequence[OutgoingMessage], per_call: int = MAX_BATCH) -> list[list[list[OutgoingMessage]]]:
+    """Plans the SendMessageBatch calls: rounds go one after the other, the calls of a round
+    concurrently. Each group's messages keep their order and sit in at most one call per round (SQS
+    FIFO enqueues one call's messages in order), so a group never has two calls in flight."""
+    by_group: dict[str, list[OutgoingMessage]] = {}
+    for message in messages:
+        by_group.setdefault(message.group_id, []).append(message)
+    rounds: list[list[list[OutgoingMessage]]] = []
+    for group_messages in by_group.values():
+        for index, start in enumerate(range(0, len(group_messages), per_call)):
+            piece = group_messages[start : start + per_call]
+            if index == len(rounds):
+                rounds.append([])
+            call = next((c for c in rounds[index] if len(c) + len(piece) <= per_call), None)
+            if call is None:
+                rounds[index].append(list(piece))
+            else:
+                call.extend(piece)
+    return rounds
+
+
+def claim_namespace(source: str) -> int:
+    """First key (int4) of this relay's advisory locks: the ingest and ledger relays share a database
+    but never each other's locks. (Two groups of one source sharing a hash only wait for each other.)"""
+    return int.from_bytes(hashlib.sha256(source.encode()).digest()[:4], "big", signed=True)
+
+
+# The groups of the oldest unpublished rows, oldest first, that this transaction could lock: another
+# relay holds the rest until it commits. The locks are taken before the rows are read (in the next
+# statement), so the rows are read with the other relay's commit visible.
+_CLAIM_GROUPS = text(
+    "SELECT message_group FROM ("
+    "  SELECT message_group, min(id) AS first_id FROM ("
+    "    SELECT message_group, id FROM outbox WHERE published_at IS NULL ORDER BY id LIMIT :scan"
+    "  ) AS oldest GROUP BY message_group"
+    ") AS candidates"
+    " WHERE pg_try_advisory_xact_lock(:namespace, hashtext(message_group))"
+    " ORDER BY first_id"
+)
+
+# A prefix of every claimed group's unpublished rows, in outbox order.
+_CLAIMED_ROWS = text(
+    "SELECT id, message_group, payload, traceparent FROM outbox"
+    " WHERE published_at IS NULL AND message_group = ANY(CAST(:groups AS text[]))"
+    " ORDER BY id LIMIT :limit"
+)
+
+
+async def _settle_all(sends: Sequence[Awaitable[object]]) -> None:
+    """Awaits every send, then raises the first failure: no send of a group may still be in flight
+    once the claim is given up, or it could land after the next relay's."""
+    results = await asyncio.gather(*sends, return_exceptions=True)
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
+
+
 class OutboxRelay:
     def __init__(
         self,
@@ -92,17 +153,19 @@ class OutboxRelay:
         self._rows_per_message = rows_per_message
         self._idle_seconds = idle_seconds
         self._max_idle_seconds = max_idle_seconds
+        self._claim_namespace = claim_namespace(source)
 
     async def relay_once(self) -> int:
-        """Publishes one poll's worth of rows; returns how many rows were published."""
+        """Publishes one poll's worth of rows of the groups it could claim; returns how many."""
         async with self._engine.begin() as conn:
-            result = await conn.execute(
-                text(
-                    "SELECT id, message_group, payload, traceparent FROM outbox"
-                    " WHERE published_at IS NULL ORDER BY id LIMIT :limit FOR UPDATE SKIP LOCKED"
-                ),
-                {"limit": self._rows_per_poll},
+            groups = list(
+                (
+                    await conn.execute(_CLAIM_GROUPS, {"scan": self._rows_per_poll, "namespace": self._claim_namespace})
+                ).scalars()
             )
+            if not groups:
+                return 0
+            result = await conn.execute(_CLAIMED_ROWS, {"groups": groups, "limit": self._rows_per_poll})
             rows = [OutboxRow(r.id, r.message_group, bytes(r.payload), r.traceparent) for r in result]
             if not rows:
                 return 0
@@ -127,12 +190,10 @@ class OutboxRelay:
                     )
                     for chunk in chunks
                 ]
+                rounds = send_rounds(messages)
                 for queue in self._queues:
-                    sends = [
-                        self._sqs.send_batch(queue, messages[i : i + MAX_BATCH])
-                        for i in range(0, len(messages), MAX_BATCH)
-                    ]
-                    await asyncio.gather(*sends)
+                    for calls in rounds:
+                        await _settle_all([self._sqs.send_batch(queue, call) for call in calls])
             await conn.execute(
                 text("UPDATE outbox SET published_at = now() WHERE id = ANY(CAST(:ids AS bigint[]))"),
                 {"ids": [r.id for r in rows]},

@@ -68,9 +68,13 @@ def cases(client: httpx.Client, account: str, **params: Any) -> list[dict[str, A
 def test_a_bank_file_is_imported_once_matched_and_its_breaks_resolved(client: httpx.Client, stack: Stack) -> None:
     run = uuid.uuid4().hex[:8]
     bank, customer = f"bank-{run}", f"customer-{run}"
-    opened = client.post("/api/v1/accounts", json={"id": bank, "currency": "EUR", "type": "ASSET", "allowOverdraft": True})
+    opened = client.post(
+        "/api/v1/accounts", json={"id": bank, "currency": "EUR", "type": "ASSET", "allowOverdraft": True}
+    )
     assert opened.status_code == 201, opened.text
-    client.post("/api/v1/accounts", json={"id": customer, "currency": "EUR", "type": "LIABILITY", "allowOverdraft": True})
+    client.post(
+        "/api/v1/accounts", json={"id": customer, "currency": "EUR", "type": "LIABILITY", "allowOverdraft": True}
+    )
     # Money in at the bank is a debit of the bank's asset account: the ledger's source side.
     post_transfer(client, f"in-1-{run}", bank, customer, "120.00", f"E2E-1-{run}")
     post_transfer(client, f"in-2-{run}", bank, customer, "80.50", f"E2E-2-{run}")
@@ -98,7 +102,8 @@ def test_a_bank_file_is_imported_once_matched_and_its_breaks_resolved(client: ht
     assert summary["matched"] == 2
 
     again = client.post(
-        "/api/v1/statements", json={**body, "content": "", "contentBase64": base64.b64encode(statement.encode()).decode()}
+        "/api/v1/statements",
+        json={**body, "content": "", "contentBase64": base64.b64encode(statement.encode()).decode()},
     )
     assert again.status_code == 200 and again.json()["id"] == summary["id"]
     assert again.json()["status"] == "ALREADY_IMPORTED"
@@ -119,7 +124,9 @@ def test_a_bank_file_is_imported_once_matched_and_its_breaks_resolved(client: ht
     not_booked = [c for c in cases(client, bank) if c["kind"] == "MISSING_IN_STATEMENT"]
     assert not_booked[0]["evidence"]["ledgerEntries"][0]["transferId"] == f"in-3-{run}"
 
-    acknowledged = client.post(f"/api/v1/discrepancies/{case['id']}/resolve", json={"action": "ACKNOWLEDGE", "reason": "bank fee"})
+    acknowledged = client.post(
+        f"/api/v1/discrepancies/{case['id']}/resolve", json={"action": "ACKNOWLEDGE", "reason": "bank fee"}
+    )
     assert acknowledged.status_code == 200 and acknowledged.json()["status"] == "ACKNOWLEDGED"
     resolved = client.post(
         f"/api/v1/discrepancies/{case['id']}/resolve", json={"action": "POST_ADJUSTMENT", "reason": "book the bank fee"}
@@ -150,10 +157,14 @@ def test_a_broken_file_is_refused_with_line_numbers_and_imports_nothing(client: 
     body = response.json()
     assert body["code"] == "STATEMENT_INVALID" and body["status"] == "REJECTED"
     assert body["errors"] and body["errors"][0]["line"] > 1
-    assert client.get("/api/v1/discrepancies", params={"accountId": f"bank-{run}"}).json().get("discrepancies", []) == []
+    assert (
+        client.get("/api/v1/discrepancies", params={"accountId": f"bank-{run}"}).json().get("discrepancies", []) == []
+    )
     reconcile = client.post(f"/api/v1/accounts/bank-{run}/reconcile", json={"startDate": day, "endDate": day})
     assert reconcile.status_code == 404 and reconcile.json()["code"] == "RECON_ACCOUNT_NOT_FOUND"
-    not_xml = client.post("/api/v1/statements", json={"accountId": f"bank-{run}", "format": "CAMT053", "content": "hello"})
+    not_xml = client.post(
+        "/api/v1/statements", json={"accountId": f"bank-{run}", "format": "CAMT053", "content": "hello"}
+    )
     assert not_xml.status_code == 400
     unknown = client.post("/api/v1/statements", json={"accountId": f"bank-{run}", "format": "PDF", "content": "x"})
     assert unknown.status_code == 400 and unknown.json()["code"] == "INVALID_FORMAT"

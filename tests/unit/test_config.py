@@ -79,3 +79,17 @@ def test_internal_scopes_are_granted_by_name_only() -> None:
     )
     demo = find_token(development.api_tokens, DEMO_TOKEN)
     assert demo is not None and demo.grants(internal)  # development only: local internal clients
+
+
+def test_ingest_redrive_defaults_and_refuses_a_zero_age() -> None:
+    base = {
+        "PAYRECON_ENV": "development",
+        "PAYRECON_DATABASE_URL": "postgresql://x/y",
+        "PAYRECON_REDIS_URL": "redis://x",
+    }
+    settings = IngestSettings.from_env(Env(base))
+    assert (settings.redrive_after_seconds, settings.redrive_batch) == (60, 500)
+    with pytest.raises(ConfigError, match="INGEST_REDRIVE_AFTER_SECONDS"):
+        IngestSettings.from_env(Env({**base, "INGEST_REDRIVE_AFTER_SECONDS": "0"}))
+    with pytest.raises(ConfigError, match="INGEST_REDRIVE_BATCH"):
+        IngestSettings.from_env(Env({**base, "INGEST_REDRIVE_BATCH": "-1"}))

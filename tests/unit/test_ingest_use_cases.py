@@ -91,7 +91,7 @@ async def test_purge_forgets_expired_keys_with_an_outcome_only() -> None:
 
 async def test_readiness_needs_the_database_and_the_queue_but_not_the_cache() -> None:
     store, cache, queue = FakeRequestStore(), FakeIdempotencyCache(), FakeQueue()
-    operations = OperationsService(store, cache, queue, "transfers.fifo")
+    operations = OperationsService(store, cache, queue, "transfers.fifo", 60)
     assert (await operations.readiness()).ready
     cache.down = True
     report = await operations.readiness()
@@ -106,7 +106,7 @@ async def test_readiness_needs_the_database_and_the_queue_but_not_the_cache() ->
 async def test_queue_statistics_report_depth_dead_letters_and_outbox_backlog() -> None:
     store, cache, queue = FakeRequestStore(), FakeIdempotencyCache(), FakeQueue()
     queue.depth = {"transfers.fifo": 7, "transfers-dlq.fifo": 2}
-    operations = OperationsService(store, cache, queue, "transfers.fifo")
+    operations = OperationsService(store, cache, queue, "transfers.fifo", 60)
     transactions = TransactionService(store, cache, 86400, "USD", 16)
     await transactions.submit(submit())
     stats = await operations.queue_statistics()

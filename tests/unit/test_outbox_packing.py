@@ -1,4 +1,5 @@
-from services.kernel.outbox import OutboxRow, deduplication_id, pack_rows
+from services.kernel.outbox import OutboxRow, deduplication_id, pack_rows, send_rounds
+from services.kernel.sqs import OutgoingMessage
 
 
 def row(i: int, group: str) -> OutboxRow:
@@ -28,3 +29,24 @@ def test_deduplication_id_is_deterministic_and_within_sqs_limits() -> None:
     assert deduplication_id("ingest", chunk) != deduplication_id("ingest", chunk[:1])
     assert deduplication_id("ingest", chunk) != deduplication_id("ledger", chunk)
     assert len(deduplication_id("ingest", chunk)) <= 128
+
+
+def message(group: str, n: int) -> OutgoingMessage:
+    return OutgoingMessage(f"{group}{n}".encode(), group, f"{group}-{n}", {})
+
+
+def test_send_rounds_never_put_one_group_in_two_calls_of_a_round_and_keep_its_order() -> None:
+    messages = [message("a", 1), message("b", 1), message("a", 2), message("a", 3), message("c", 1), message("b", 2)]
+    rounds = send_rounds(messages, per_call=2)
+    names = [[[m.body.decode() for m in call] for call in calls] for calls in rounds]
+    assert names == [[["a1", "a2"], ["b1", "b2"], ["c1"]], [["a3"]]]
+    for group in "abc":
+        in_order = [m for calls in rounds for call in calls for m in call if m.group_id == group]
+        assert in_order == [m for m in messages if m.group_id == group]
+        assert all(sum(1 for call in calls if any(m.group_id == group for m in call)) <= 1 for calls in rounds)
+    assert send_rounds([]) == []
+
+
+def test_send_rounds_fill_calls_with_many_groups() -> None:
+    rounds = send_rounds([message(f"g{i}", 1) for i in range(16)])
+    assert [[len(call) for call in calls] for calls in rounds] == [[10, 6]]

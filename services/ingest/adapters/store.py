@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import text
@@ -11,8 +12,18 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.ingest.codecs import transfer_request_bytes
 from services.ingest.domain.model import RequestStatus, StoredRequest, TransferOutcome, TransferSubmission
+from services.ingest.service.ports import RedriveStatistics
 from services.kernel.money import Money
 from services.kernel.telemetry import current_traceparent
+
+
+@dataclass(frozen=True)
+class StuckRequest:
+    """A request still PROCESSING past the redrive age: what publishing it again is built from."""
+
+    submission: TransferSubmission
+    accepted_at: datetime
+
 
 _SELECT_REQUEST = """
 SELECT idempotency_key, fingerprint, message_id::text AS message_id, source_account_id,
@@ -135,6 +146,76 @@ class IngestStore:
                 {"now": now, "limit": limit},
             )
             return int(result.rowcount or 0)
+
+    async def redrive_stuck(self, *, after_seconds: float, limit: int, group_of: Callable[[str], str]) -> int:
+        """Queues a new outbox row for up to `limit` requests (oldest first) still PROCESSING
+        `after_seconds` after they were accepted and after their last redrive, and counts the
+        redrive on each, in one transaction. Requests with an outbox row not yet published are left
+        alone: their message has not even gone out. Returns how many were queued."""
+        async with self._engine.begin() as conn:
+            rows = (
+                await conn.execute(
+                    text(
+                        "SELECT idempotency_key, source_account_id, destination_account_id, amount_minor, currency,"
+                        " metadata, accepted_at FROM requests r"
+                        " WHERE status = 'PROCESSING' AND accepted_at < now() - make_interval(secs => :age)"
+                        " AND (redriven_at IS NULL OR redriven_at < now() - make_interval(secs => :age))"
+                        " AND NOT EXISTS (SELECT 1 FROM outbox o"
+                        "                 WHERE o.idempotency_key = r.idempotency_key AND o.published_at IS NULL)"
+                        " ORDER BY accepted_at LIMIT :limit FOR UPDATE SKIP LOCKED"
+                    ),
+                    {"age": float(after_seconds), "limit": limit},
+                )
+            ).all()
+            if not rows:
+                return 0
+            stuck = [
+                StuckRequest(
+                    TransferSubmission(
+                        r.idempotency_key,
+                        r.source_account_id,
+                        r.destination_account_id,
+                        Money(r.amount_minor, r.currency),
+                        dict(json.loads(r.metadata) if isinstance(r.metadata, str) else r.metadata),
+                    ),
+                    r.accepted_at,
+                )
+                for r in rows
+            ]
+            entries = [
+                (group_of(r.submission.source_account_id), transfer_request_bytes(r.submission, r.accepted_at))
+                for r in stuck
+            ]
+            await conn.execute(
+                text(
+                    "WITH queued AS ("
+                    "  INSERT INTO outbox (idempotency_key, message_group, payload)"
+                    "  SELECT * FROM unnest(CAST(:keys AS text[]), CAST(:groups AS text[]), CAST(:payloads AS bytea[])))"
+                    " UPDATE requests SET redrive_count = redrive_count + 1, redriven_at = now()"
+                    " WHERE idempotency_key = ANY(CAST(:keys AS text[]))"
+                ),
+                {
+                    "keys": [r.submission.idempotency_key for r in stuck],
+                    "groups": [group for group, _ in entries],
+                    "payloads": [payload for _, payload in entries],
+                },
+            )
+            return len(stuck)
+
+    async def redrive_statistics(self, after_seconds: float) -> RedriveStatistics:
+        async with self._engine.connect() as conn:
+            row = (
+                await conn.execute(
+                    text(
+                        "SELECT (SELECT coalesce(sum(redrive_count), 0) FROM requests WHERE redrive_count > 0)"
+                        "        AS redriven,"
+                        " (SELECT count(*) FROM requests"
+                        "  WHERE status = 'PROCESSING' AND accepted_at < now() - make_interval(secs => :age)) AS stuck"
+                    ),
+                    {"age": float(after_seconds)},
+                )
+            ).one()
+            return RedriveStatistics(int(row.redriven), int(row.stuck))
 
     async def outbox_pending(self) -> int:
         async with self._engine.connect() as conn:

@@ -103,6 +103,8 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
             dlq_message_count=stats.dlq_messages,
             outbox_pending=stats.outbox_pending,
             timestamp=_now(),
+            redriven=stats.redrive.redriven,
+            stuck=stats.redrive.stuck,
         )
 
     async def GetCacheStats(

@@ -5,7 +5,13 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 
-from services.ingest.service.ports import CacheStatistics, IdempotencyCache, QueueInspector, RequestStore
+from services.ingest.service.ports import (
+    CacheStatistics,
+    IdempotencyCache,
+    QueueInspector,
+    RedriveStatistics,
+    RequestStore,
+)
 from services.kernel.queues import QueueAttributes, dead_letter_queue_name
 
 READY = "ready"
@@ -17,6 +23,7 @@ class QueueStatistics:
     dlq_url: str
     dlq_messages: int
     outbox_pending: int
+    redrive: RedriveStatistics
 
 
 @dataclass(frozen=True)
@@ -37,14 +44,16 @@ class OperationsService:
     cache: IdempotencyCache
     sqs: QueueInspector
     transfers_queue: str
+    redrive_after_seconds: int
 
     async def queue_statistics(self) -> QueueStatistics:
-        queue, dlq, pending = await asyncio.gather(
+        queue, dlq, pending, redrive = await asyncio.gather(
             self.sqs.attributes(self.transfers_queue),
             self.sqs.attributes(dead_letter_queue_name(self.transfers_queue)),
             self.store.outbox_pending(),
+            self.store.redrive_statistics(self.redrive_after_seconds),
         )
-        return QueueStatistics(queue, dlq.url, dlq.messages, pending)
+        return QueueStatistics(queue, dlq.url, dlq.messages, pending, redrive)
 
     async def cache_statistics(self) -> CacheStatistics:
         return await self.cache.statistics()

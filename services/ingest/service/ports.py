@@ -4,7 +4,7 @@ Adapters implement them; the unit tests use in-memory fakes."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
@@ -31,6 +31,12 @@ class CacheStatistics:
     memory_usage: str
 
 
+@dataclass(frozen=True)
+class RedriveStatistics:
+    redriven: int  # redrives of the requests still retained
+    stuck: int  # requests PROCESSING for longer than the redrive age
+
+
 class RequestStore(Protocol):
     async def record_accepted(
         self,
@@ -53,6 +59,14 @@ class RequestStore(Protocol):
     async def purge_expired(self, now: datetime, limit: int) -> int: ...
 
     async def outbox_pending(self) -> int: ...
+
+    async def redrive_stuck(self, *, after_seconds: float, limit: int, group_of: Callable[[str], str]) -> int:
+        """Publishes again (a new outbox row, built from the stored request, in the group `group_of`
+        names for its source account) up to `limit` requests still PROCESSING `after_seconds` after
+        their acceptance and their last redrive; returns how many."""
+        ...
+
+    async def redrive_statistics(self, after_seconds: float) -> RedriveStatistics: ...
 
     async def ping(self) -> None: ...
 

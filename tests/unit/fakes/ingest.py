@@ -3,12 +3,12 @@ of its use cases. The store keeps PostgreSQL's guarantee that matters: one row p
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 
 from services.ingest.domain.model import RequestStatus, StoredRequest, TransferOutcome, TransferSubmission
-from services.ingest.service.ports import CachedAcceptance, CacheStatistics
+from services.ingest.service.ports import CachedAcceptance, CacheStatistics, RedriveStatistics
 from services.kernel.queues import QueueAttributes
 
 
@@ -16,6 +16,7 @@ class FakeRequestStore:
     def __init__(self) -> None:
         self.requests: dict[str, StoredRequest] = {}
         self.outbox: list[tuple[str, str]] = []  # (message group, key), in order
+        self.redriven = 0
         self.down = False
 
     def _check(self) -> None:
@@ -81,6 +82,22 @@ class FakeRequestStore:
 
     async def outbox_pending(self) -> int:
         return len(self.outbox)
+
+    async def redrive_stuck(self, *, after_seconds: float, limit: int, group_of: Callable[[str], str]) -> int:
+        cutoff = datetime.now(UTC) - timedelta(seconds=after_seconds)
+        stuck = [r for r in self.requests.values() if r.status is RequestStatus.PROCESSING and r.accepted_at < cutoff][
+            :limit
+        ]
+        self.outbox.extend((group_of(r.source_account_id), r.idempotency_key) for r in stuck)
+        self.redriven += len(stuck)
+        return len(stuck)
+
+    async def redrive_statistics(self, after_seconds: float) -> RedriveStatistics:
+        cutoff = datetime.now(UTC) - timedelta(seconds=after_seconds)
+        stuck = sum(
+            1 for r in self.requests.values() if r.status is RequestStatus.PROCESSING and r.accepted_at < cutoff
+        )
+        return RedriveStatistics(self.redriven, stuck)
 
     async def ping(self) -> None:
         self._check()

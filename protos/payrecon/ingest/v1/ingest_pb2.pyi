@@ -311,6 +311,8 @@ class QueueStats(_message.Message):
     DLQ_MESSAGE_COUNT_FIELD_NUMBER: _builtins.int
     OUTBOX_PENDING_FIELD_NUMBER: _builtins.int
     TIMESTAMP_FIELD_NUMBER: _builtins.int
+    REDRIVEN_FIELD_NUMBER: _builtins.int
+    STUCK_FIELD_NUMBER: _builtins.int
     queue_url: _builtins.str
     message_count: _builtins.int
     """Messages waiting (approximate, as SQS reports them)."""
@@ -323,6 +325,12 @@ class QueueStats(_message.Message):
     dlq_message_count: _builtins.int
     outbox_pending: _builtins.int
     """Accepted requests not yet handed to SQS (transactional outbox backlog)."""
+    redriven: _builtins.int
+    """Times accepted requests were published again because they were still PROCESSING past the
+    redrive age (INGEST_REDRIVE_AFTER_SECONDS), summed over the requests still retained.
+    """
+    stuck: _builtins.int
+    """Requests still PROCESSING longer than the redrive age."""
     @_builtins.property
     def timestamp(self) -> _timestamp_pb2.Timestamp: ...
     def __init__(
@@ -338,10 +346,12 @@ class QueueStats(_message.Message):
         dlq_message_count: _builtins.int = ...,
         outbox_pending: _builtins.int = ...,
         timestamp: _timestamp_pb2.Timestamp | None = ...,
+        redriven: _builtins.int = ...,
+        stuck: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["timestamp", b"timestamp"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["content_deduplication", b"content_deduplication", "dlq_message_count", b"dlq_message_count", "dlq_url", b"dlq_url", "in_flight_count", b"in_flight_count", "is_fifo", b"is_fifo", "message_count", b"message_count", "outbox_pending", b"outbox_pending", "queue_url", b"queue_url", "timestamp", b"timestamp", "visibility_timeout", b"visibility_timeout"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["content_deduplication", b"content_deduplication", "dlq_message_count", b"dlq_message_count", "dlq_url", b"dlq_url", "in_flight_count", b"in_flight_count", "is_fifo", b"is_fifo", "message_count", b"message_count", "outbox_pending", b"outbox_pending", "queue_url", b"queue_url", "redriven", b"redriven", "stuck", b"stuck", "timestamp", b"timestamp", "visibility_timeout", b"visibility_timeout"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

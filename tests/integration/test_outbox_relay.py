@@ -1,0 +1,109 @@
+"""Against real PostgreSQL: two outbox relays draining one outbox, while rows keep arriving, deliver
+every message group in outbox order, however long each send takes."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import secrets
+from collections.abc import AsyncIterator, Sequence
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from services.kernel.db import create_engine
+from services.kernel.outbox import OutboxRelay
+from services.kernel.sqs import OutgoingMessage, SqsClient
+
+pytestmark = pytest.mark.integration
+
+GROUPS = 8
+ROWS = 2400
+
+
+class JitterySqs(SqsClient):
+    """Records what reaches the queue, in arrival order; each send takes a random time, as real
+    calls do, so concurrent sends can overtake each other."""
+
+    def __init__(self, queue: list[OutgoingMessage]) -> None:
+        super().__init__(client=None)
+        self.queue = queue
+        self.sent = 0
+
+    async def send_batch(self, queue_name: str, messages: Sequence[OutgoingMessage]) -> list[str]:
+        await asyncio.sleep(random.uniform(0, 0.01))
+        self.queue.extend(messages)
+        self.sent += len(messages)
+        return [m.deduplication_id for m in messages]
+
+
+@pytest.fixture
+async def outbox_engine(database_url: str) -> AsyncIterator[AsyncEngine]:
+    schema = f"relay_{secrets.token_hex(4)}"
+    engine = create_engine(database_url, schema)
+    async with engine.begin() as conn:
+        await conn.execute(text(f"CREATE SCHEMA {schema}"))
+        await conn.execute(
+            text(
+                f"CREATE TABLE {schema}.outbox (id bigserial PRIMARY KEY, message_group text NOT NULL,"
+                " payload bytea NOT NULL, traceparent text NOT NULL DEFAULT '', published_at timestamptz)"
+            )
+        )
+    yield engine
+    async with engine.begin() as conn:
+        await conn.execute(text(f"DROP SCHEMA {schema} CASCADE"))
+    await engine.dispose()
+
+
+async def test_two_relays_deliver_each_group_in_outbox_order(outbox_engine: AsyncEngine) -> None:
+    queue: list[OutgoingMessage] = []
+    clients = [JitterySqs(queue), JitterySqs(queue)]
+    relays = [
+        OutboxRelay(
+            outbox_engine,
+            sqs,
+            source="relay-test",
+            queues=["q.fifo"],
+            pack=b",".join,
+            rows_per_poll=150,  # several polls, and several messages per group per poll
+            rows_per_message=10,
+            idle_seconds=0.001,
+            max_idle_seconds=0.005,
+        )
+        for sqs in clients
+    ]
+    stop = asyncio.Event()
+    running = [asyncio.create_task(relay.run(stop)) for relay in relays]
+    try:
+        for start in range(0, ROWS, 200):  # rows keep arriving while both relays publish
+            async with outbox_engine.begin() as conn:
+                await conn.execute(
+                    text(
+                        "INSERT INTO outbox (message_group, payload)"
+                        " SELECT 'g' || (n % :groups), convert_to(n::text, 'UTF8')"
+                        " FROM generate_series(CAST(:start AS int), CAST(:stop AS int)) AS n ORDER BY n"
+                    ),
+                    {"groups": GROUPS, "start": start, "stop": start + 199},
+                )
+            await asyncio.sleep(0.01)
+        async with asyncio.timeout(30):
+            while True:
+                async with outbox_engine.connect() as conn:
+                    pending = (
+                        await conn.execute(text("SELECT count(*) FROM outbox WHERE published_at IS NULL"))
+                    ).scalar_one()
+                if pending == 0:
+                    break
+                await asyncio.sleep(0.05)
+    finally:
+        stop.set()
+        await asyncio.gather(*running)
+
+    assert all(sqs.sent > 0 for sqs in clients)  # both relays took part
+    arrived: dict[str, list[int]] = {}
+    for received in queue:
+        arrived.setdefault(received.group_id, []).extend(int(n) for n in received.body.split(b","))
+    assert sorted(n for ns in arrived.values() for n in ns) == list(range(ROWS))  # each row exactly once
+    for group, numbers in arrived.items():
+        assert numbers == sorted(numbers), f"group {group} arrived out of outbox order"
