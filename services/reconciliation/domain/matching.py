@@ -1,0 +1,335 @@
+"""Reconciliation matching on objects: statement items and ledger items in, matches and breaks out.
+
+`match_items` sorts both sides by id, turns them into integer columns and runs the engine
+(`matching_engine.py`), so the result does not depend on the input order and is listed by ids. Amounts
+are exact integer minor units throughout; only the confidence score is a float.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import date
+from operator import attrgetter
+from types import MappingProxyType
+
+import numpy as np
+from numpy.typing import NDArray
+
+from services.reconciliation.domain.matching_columns import (
+    BREAK_KINDS,
+    NO_CODE,
+    PAIR_RULES,
+    RULE_REFERENCE,
+    RULE_REFERENCE_GROUP,
+    RULE_UNMATCHED,
+    BreakKind,
+    ColumnarMatches,
+    LedgerColumns,
+    MatchKind,
+    RowBreak,
+    StatementColumns,
+)
+from services.reconciliation.domain.matching_engine import match_columns
+from services.reconciliation.domain.matching_rules import MatchingRules, PairScoring, confidence_of
+
+__all__ = [
+    "Break",
+    "BreakKind",
+    "CodeBook",
+    "LedgerItem",
+    "Match",
+    "MatchKind",
+    "MatchResult",
+    "StatementItem",
+    "match_items",
+]
+
+I64 = NDArray[np.int64]
+
+
+@dataclass(frozen=True, slots=True)
+class StatementItem:
+    """One bank statement line; `amount_minor` is signed, + is money into the account."""
+
+    id: str
+    amount_minor: int
+    currency: str
+    value_date: date
+    booking_date: date | None
+    reference: str | None
+    end_to_end_id: str | None
+    description: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerItem:
+    """One ledger entry on the reconciled account; `amount_minor` is signed from the account's view."""
+
+    id: str
+    transfer_id: str
+    amount_minor: int
+    currency: str
+    posted_date: date
+    reference: str | None
+    end_to_end_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Match:
+    """Items explained by each other. `breakdown` holds each criterion's score in [0, 1] (reference,
+    amount, date); `confidence` is their weighted mean. `amount_difference_minor` is Σ statement -
+    Σ ledger (minus the fees a payout netted)."""
+
+    kind: MatchKind
+    statement_ids: tuple[str, ...]
+    ledger_ids: tuple[str, ...]
+    rule: str
+    confidence: float
+    breakdown: Mapping[str, float] = field(hash=False)
+    amount_difference_minor: int
+
+
+@dataclass(frozen=True, slots=True)
+class Break:
+    """A discrepancy with its evidence: the items on both sides. For DUPLICATE, `statement_ids` is
+    (original, duplicate) and `ledger_ids` what explained the original; for AMBIGUOUS, every tied item."""
+
+    kind: BreakKind
+    statement_ids: tuple[str, ...]
+    ledger_ids: tuple[str, ...]
+    rule: str
+    amount_difference_minor: int | None = None
+    days_apart: int | None = None
+
+
+@dataclass(frozen=True)
+class MatchResult:
+    matches: tuple[Match, ...]
+    breaks: tuple[Break, ...]
+    rules_version: int
+    # Searches given up (candidate cap, work budget, likely coincidence) and references too common to use.
+    diagnostics: Mapping[str, int] = field(hash=False)
+
+    def breaks_of(self, kind: BreakKind) -> tuple[Break, ...]:
+        return tuple(b for b in self.breaks if b.kind is kind)
+
+
+class CodeBook:
+    """Interns strings as integer codes so the engine joins integers. One book per run and per kind of
+    value, shared by both sides; absent and blank values get NO_CODE."""
+
+    def __init__(self, *, casefold: bool = False) -> None:
+        self._casefold = casefold
+        self._codes: dict[str, int] = {"": NO_CODE}
+        self._next = 0
+
+    def codes(self, values: Iterable[str | None]) -> I64:
+        if self._casefold:
+            normalised = [v.strip().casefold() if v else "" for v in values]
+        else:
+            normalised = [v.strip() if v else "" for v in values]
+        # setdefault with a running counter: new strings get fresh codes, known ones keep theirs; codes
+        # are unique but not dense, which is all an equality join needs.
+        found = np.fromiter(
+            map(self._codes.setdefault, normalised, itertools.count(self._next)), dtype=np.int64, count=len(normalised)
+        )
+        self._next += len(normalised)
+        return found
+
+
+def statement_columns(
+    items: Sequence[StatementItem], references: CodeBook, currencies: CodeBook, descriptions: CodeBook
+) -> StatementColumns:
+    return StatementColumns(
+        amount_minor=_amounts(items),
+        currency=currencies.codes([i.currency for i in items]),
+        value_day=np.fromiter((i.value_date.toordinal() for i in items), dtype=np.int64, count=len(items)),
+        booking_day=np.fromiter(
+            (NO_CODE if i.booking_date is None else i.booking_date.toordinal() for i in items),
+            dtype=np.int64,
+            count=len(items),
+        ),
+        reference=references.codes([i.reference for i in items]),
+        end_to_end_id=references.codes([i.end_to_end_id for i in items]),
+        description=descriptions.codes([i.description for i in items]),
+    )
+
+
+def ledger_columns(items: Sequence[LedgerItem], references: CodeBook, currencies: CodeBook) -> LedgerColumns:
+    return LedgerColumns(
+        amount_minor=_amounts(items),
+        currency=currencies.codes([i.currency for i in items]),
+        posted_day=np.fromiter((i.posted_date.toordinal() for i in items), dtype=np.int64, count=len(items)),
+        reference=references.codes([i.reference for i in items]),
+        end_to_end_id=references.codes([i.end_to_end_id for i in items]),
+        transfer_id=references.codes([i.transfer_id for i in items]),
+    )
+
+
+def _amounts(items: Sequence[StatementItem] | Sequence[LedgerItem]) -> I64:
+    amounts = [i.amount_minor for i in items]
+    if any(type(a) is not int for a in amounts):
+        raise ValueError("amounts must be integer minor units")
+    try:
+        return np.array(amounts, dtype=np.int64)
+    except OverflowError:
+        raise ValueError("amounts must fit in 64 bits") from None
+
+
+def match_items(statement: Sequence[StatementItem], ledger: Sequence[LedgerItem], rules: MatchingRules) -> MatchResult:
+    """Matches statement items with ledger items under the rules. Raises ValueError when ids repeat on
+    one side or an amount is not an integer within ±10^15 minor units."""
+    s_items = sorted(statement, key=attrgetter("id"))
+    l_items = sorted(ledger, key=attrgetter("id"))
+    for side, ids in (("statement", [i.id for i in s_items]), ("ledger", [i.id for i in l_items])):
+        repeated = next((a for a, b in itertools.pairwise(ids) if a == b), None)
+        if repeated is not None:
+            raise ValueError(f"{side} id {repeated!r} appears twice")
+    references = CodeBook(casefold=not rules.references_case_sensitive)
+    currencies = CodeBook()
+    s_columns = statement_columns(s_items, references, currencies, CodeBook())
+    l_columns = ledger_columns(l_items, references, currencies)
+    found = match_columns(s_columns, l_columns, rules)
+    return _as_result(found, s_columns, l_columns, [i.id for i in s_items], [i.id for i in l_items], rules)
+
+
+def _as_result(
+    found: ColumnarMatches,
+    s_columns: StatementColumns,
+    l_columns: LedgerColumns,
+    s_ids: Sequence[str],
+    l_ids: Sequence[str],
+    rules: MatchingRules,
+) -> MatchResult:
+    """Turns row numbers back into ids; matches ordered by their first statement then ledger id,
+    breaks by kind, then the same."""
+    s_day = s_columns.value_day
+    if rules.statement_date_is_booking:
+        s_day = np.where(s_columns.booking_day != NO_CODE, s_columns.booking_day, s_columns.value_day)
+    scoring = PairScoring.of(rules)
+    ps, pl, pr = found.pair_statement, found.pair_ledger, found.pair_rule
+    amount_gap = s_columns.amount_minor[ps] - l_columns.amount_minor[pl]
+    day_gap = s_day[ps] - l_columns.posted_day[pl]
+    referenced = pr == PAIR_RULES.index(RULE_REFERENCE)
+    points = np.where(referenced, scoring.points(True, amount_gap, day_gap), scoring.points(False, amount_gap, day_gap))
+    confidence = points / scoring.max_points
+
+    # Pairs with the same criteria share one read-only breakdown.
+    breakdowns: dict[tuple[bool, int, int], Mapping[str, float]] = {}
+
+    def breakdown(referenced: bool, amount_gap: int, day_gap: int) -> Mapping[str, float]:
+        key = (referenced, abs(amount_gap), abs(day_gap))
+        shared = breakdowns.get(key)
+        if shared is None:
+            shared = breakdowns[key] = MappingProxyType(
+                {
+                    "reference": 1.0 if referenced else 0.0,
+                    "amount": (scoring.amount_denominator - key[1]) / scoring.amount_denominator,
+                    "date": (scoring.day_denominator - key[2]) / scoring.day_denominator,
+                }
+            )
+        return shared
+
+    one = MatchKind.ONE_TO_ONE
+    matches = [
+        Match(one, (s_ids[s],), (l_ids[l_],), PAIR_RULES[rule], conf, breakdown(ref, gap, days), gap)
+        for s, l_, rule, conf, ref, gap, days in zip(
+            ps.tolist(),
+            pl.tolist(),
+            pr.tolist(),
+            confidence.tolist(),
+            referenced.tolist(),
+            amount_gap.tolist(),
+            day_gap.tolist(),
+            strict=True,
+        )
+    ]
+    fee_span = rules.fee_tolerance_minor + 1
+    window_span = rules.group_date_window_days + 1
+    for group in found.groups:
+        scores = {
+            "reference": 1.0 if group.rule == RULE_REFERENCE_GROUP else 0.0,
+            "amount": max(0.0, (fee_span + min(group.amount_difference_minor, 0)) / fee_span),
+            "date": max(0.0, (window_span - group.max_days_apart) / window_span),
+        }
+        matches.append(
+            Match(
+                group.kind,
+                tuple(s_ids[r] for r in group.statement),
+                tuple(l_ids[r] for r in group.ledger),
+                group.rule,
+                confidence_of(rules.weights, scores["reference"], scores["amount"], scores["date"]),
+                MappingProxyType(scores),
+                group.amount_difference_minor,
+            )
+        )
+    first_s = np.concatenate([ps, np.array([g.statement[0] for g in found.groups], dtype=np.int64)])
+    first_l = np.concatenate([pl, np.array([g.ledger[0] for g in found.groups], dtype=np.int64)])
+    match_order = np.lexsort((first_l, first_s)).tolist()
+
+    breaks: list[Break] = []
+    for kind, s, l_, gap, days in zip(
+        found.break_kind.tolist(),
+        found.break_statement.tolist(),
+        found.break_ledger.tolist(),
+        found.break_amount_difference.tolist(),
+        found.break_days_apart.tolist(),
+        strict=True,
+    ):
+        break_kind = BREAK_KINDS[kind]
+        difference = None if break_kind is BreakKind.CURRENCY_MISMATCH else gap
+        breaks.append(Break(break_kind, (s_ids[s],), (l_ids[l_],), RULE_REFERENCE, difference, days))
+    breaks.extend(_as_break(b, s_ids, l_ids) for b in found.breaks)
+    breaks.extend(
+        Break(BreakKind.MISSING_IN_LEDGER, (s_ids[r],), (), RULE_UNMATCHED) for r in found.missing_in_ledger.tolist()
+    )
+    breaks.extend(
+        Break(BreakKind.MISSING_IN_STATEMENT, (), (l_ids[r],), RULE_UNMATCHED)
+        for r in found.missing_in_statement.tolist()
+    )
+    unlisted = len(s_ids) + len(l_ids)  # sorts after every row: breaks without items on that side
+    n_missing_l, n_missing_s = found.missing_in_ledger.size, found.missing_in_statement.size
+    kind_key = np.concatenate(
+        [
+            found.break_kind,
+            np.array([BREAK_KINDS.index(b.kind) for b in found.breaks], dtype=np.int64),
+            np.full(n_missing_l, BREAK_KINDS.index(BreakKind.MISSING_IN_LEDGER), dtype=np.int64),
+            np.full(n_missing_s, BREAK_KINDS.index(BreakKind.MISSING_IN_STATEMENT), dtype=np.int64),
+        ]
+    )
+    s_key = np.concatenate(
+        [
+            found.break_statement,
+            np.array([b.statement[0] if b.statement else unlisted for b in found.breaks], dtype=np.int64),
+            found.missing_in_ledger,
+            np.full(n_missing_s, unlisted, dtype=np.int64),
+        ]
+    )
+    l_key = np.concatenate(
+        [
+            found.break_ledger,
+            np.array([b.ledger[0] if b.ledger else unlisted for b in found.breaks], dtype=np.int64),
+            np.full(n_missing_l, unlisted, dtype=np.int64),
+            found.missing_in_statement,
+        ]
+    )
+    break_order = np.lexsort((l_key, s_key, kind_key)).tolist()
+    return MatchResult(
+        tuple(matches[i] for i in match_order),
+        tuple(breaks[i] for i in break_order),
+        rules.version,
+        MappingProxyType(dict(found.diagnostics)),
+    )
+
+
+def _as_break(found: RowBreak, s_ids: Sequence[str], l_ids: Sequence[str]) -> Break:
+    return Break(
+        found.kind,
+        tuple(s_ids[r] for r in found.statement),
+        tuple(l_ids[r] for r in found.ledger),
+        found.rule,
+        found.amount_difference_minor,
+        found.days_apart,
+    )
