@@ -34,7 +34,7 @@ def public_routes(descriptor_set: Path = DESCRIPTOR_SET) -> list[str]:
         lines += [
             f"# {', '.join(f'{b.verb} {b.path}' for b in rpc.bindings)}",
             f'- match: {{ path: "{rpc.grpc_path}", grpc: {{}} }}',
-            f"  route: {{ cluster: {rpc.context}, timeout: {CLUSTER_TIMEOUTS[rpc.context]} }}",
+            f"  route: {{ cluster: {rpc.context}, timeout: {'0s' if rpc.streaming else CLUSTER_TIMEOUTS[rpc.context]} }}",
         ]
     return lines
 

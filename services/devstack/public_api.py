@@ -36,6 +36,7 @@ class Rpc:
     bindings: tuple[HttpBinding, ...]
     # Where the method sits in its file's source info, for its comments: (file index, service, method).
     location: tuple[int, int, int]
+    streaming: bool = False  # client- or server-streamed: a stream lasts as long as it needs
 
     @property
     def full_service(self) -> str:
@@ -90,6 +91,7 @@ def rpcs(files: descriptor_pb2.FileDescriptorSet) -> list[Rpc]:
                         output_type=method.output_type.lstrip("."),
                         bindings=tuple(_bindings(rule, where)),
                         location=(file_index, service_index, method_index),
+                        streaming=method.client_streaming or method.server_streaming,
                     )
                 )
     return found

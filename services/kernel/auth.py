@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextvars
 import hmac
-from collections.abc import Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
 from typing import Any
 
 import grpc
@@ -53,6 +53,17 @@ def _denied(handler: Any, status: grpc.StatusCode, code: str, message: str) -> A
         return grpc.stream_unary_rpc_method_handler(
             deny, request_deserializer=handler.request_deserializer, response_serializer=handler.response_serializer
         )
+    if handler is not None and handler.unary_stream is not None:
+
+        async def deny_stream(request: Any, context: Context) -> AsyncIterator[Any]:
+            await deny(request, context)
+            yield  # unreachable: abort raises; makes this an async generator
+
+        return grpc.unary_stream_rpc_method_handler(
+            deny_stream,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
     return grpc.unary_unary_rpc_method_handler(deny)
 
 
@@ -85,6 +96,20 @@ def _as(principal: str, handler: Any) -> Any:
 
         return grpc.stream_unary_rpc_method_handler(
             stream, request_deserializer=handler.request_deserializer, response_serializer=handler.response_serializer
+        )
+    if handler.unary_stream is not None:
+        producing = handler.unary_stream
+
+        async def produce(request: Any, context: Context) -> AsyncIterator[Any]:
+            token = _principal.set(principal)
+            try:
+                async for item in producing(request, context):
+                    yield item
+            finally:
+                _principal.reset(token)
+
+        return grpc.unary_stream_rpc_method_handler(
+            produce, request_deserializer=handler.request_deserializer, response_serializer=handler.response_serializer
         )
     return handler
 

@@ -9,7 +9,7 @@ in grpc-status-details-bin, which Envoy turns into the REST body.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeAlias
 
@@ -113,6 +113,24 @@ class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-
 
             return grpc.stream_unary_rpc_method_handler(
                 mapped_stream,
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        if handler.unary_stream is not None:
+            producing = handler.unary_stream
+            mapped = self._mapped
+
+            async def mapped_stream_out(request: Any, context: Context) -> AsyncIterator[Any]:
+                items = producing(request, context).__aiter__()
+                while True:
+                    try:
+                        item = await mapped(method, context, items.__anext__())
+                    except StopAsyncIteration:
+                        return
+                    yield item
+
+            return grpc.unary_stream_rpc_method_handler(
+                mapped_stream_out,
                 request_deserializer=handler.request_deserializer,
                 response_serializer=handler.response_serializer,
             )

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Sequence
+from datetime import UTC
 
 from payrecon.ledger.v1 import messages_pb2
 from payrecon.reconciliation.v1 import reconciliation_pb2_grpc
@@ -13,7 +14,7 @@ from payrecon.reconciliation.v1 import reconciliation_pb2_grpc
 from services.kernel.consumer import Message, consume
 from services.kernel.db import create_engine
 from services.kernel.grpc_server import create_server, scopes_for
-from services.kernel.runtime import background
+from services.kernel.runtime import background, run_periodically
 from services.kernel.sqs import SqsClient, decode_body
 from services.reconciliation.adapters.ledger_client import LedgerClient
 from services.reconciliation.adapters.statement_parser import FileStatementParser
@@ -53,12 +54,23 @@ async def running(
             async def project(messages: Sequence[Message]) -> Sequence[Message]:
                 events = [e for m in messages for e in messages_pb2.LedgerEventBatch.FromString(decode_body(m)).events]
                 await store.project_events(events)
+                service.ledger_entries_arrived(
+                    [
+                        (account, e.transfer_posted.posted_at.ToDatetime(tzinfo=UTC))
+                        for e in events
+                        if e.WhichOneof("event") == "transfer_posted"
+                        for account in (e.transfer_posted.debit_account_id, e.transfer_posted.credit_account_id)
+                    ]
+                )
                 return messages
 
             await server.start()
             log.info("reconciliation listening", extra={"fields": {"port": port}})
             async with background(
-                consume(sqs, settings.events_queue, project, stop, visibility_seconds=common.sqs_visibility_seconds)
+                consume(sqs, settings.events_queue, project, stop, visibility_seconds=common.sqs_visibility_seconds),
+                run_periodically(
+                    service.match_touched, stop, settings.continuous_interval_seconds, what="continuous matching"
+                ),
             ):
                 try:
                     yield port

@@ -16,6 +16,7 @@ class ReconciliationSettings:
     events_queue: str  # the ledger's events, reconciliation's copy
     watermark_wait_seconds: float  # how long a report waits for ledger events still in flight
     suspense_account: str  # where POST_ADJUSTMENT books the other side of a correction
+    continuous_interval_seconds: float  # how often days with new ledger entries are matched again
 
     @classmethod
     def from_env(cls, env: Env | None = None) -> ReconciliationSettings:
@@ -34,4 +35,5 @@ class ReconciliationSettings:
             events_queue=env.text("PAYRECON_RECON_EVENTS_QUEUE", "payrecon-ledger-events-recon.fifo"),
             watermark_wait_seconds=env.integer("RECON_WATERMARK_WAIT_SECONDS", 5),
             suspense_account=env.text("RECON_SUSPENSE_ACCOUNT", "suspense"),
+            continuous_interval_seconds=env.integer("RECON_CONTINUOUS_INTERVAL_SECONDS", 2),
         )

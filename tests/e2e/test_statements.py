@@ -180,6 +180,11 @@ def test_a_break_is_resolved_by_the_system_when_late_ledger_data_explains_it(cli
     (case,) = [c for c in cases(client, bank) if c["kind"] == "MISSING_IN_LEDGER"]
     assert case["status"] == "OPEN"
     post_transfer(client, f"late-{run}", bank, f"cust-{run}", "99.00", f"E2E-L-{run}")
+    # Continuous matching: the late posting resolves the case as its event arrives, with no call.
+    deadline = time.monotonic() + 30
+    while client.get(f"/api/v1/discrepancies/{case['id']}").json()["status"] != "RESOLVED":
+        assert time.monotonic() < deadline, "the late posting did not resolve the case"
+        time.sleep(0.5)
     deadline = time.monotonic() + 20
     while True:
         report = client.post(f"/api/v1/accounts/{bank}/reconcile", json={"startDate": day, "endDate": day}).json()
@@ -189,3 +194,24 @@ def test_a_break_is_resolved_by_the_system_when_late_ledger_data_explains_it(cli
     assert report["balanced"] is True, report
     closed = client.get(f"/api/v1/discrepancies/{case['id']}").json()
     assert closed["status"] == "RESOLVED" and closed["history"][-1]["actor"] == "system"
+
+
+def test_a_watcher_sees_a_break_the_moment_it_appears(stack: Stack) -> None:
+    run = uuid.uuid4().hex[:8]
+    bank = f"bank-watch-{run}"
+    day = datetime.now(UTC).date().isoformat()
+    statement = camt053("NL91ABNA0417164300", day, "0.00", "7.00", [("7.00", "CRDT", f"W-{run}", "NOTPROVIDED")])
+    seen: list[dict[str, Any]] = []
+    with httpx.Client(base_url=stack.base_url, headers=AUTH, timeout=httpx.Timeout(30, read=20)) as watcher:
+        with watcher.stream("GET", "/api/v1/discrepancies:watch", params={"accountId": bank}) as stream:
+            assert stream.status_code == 200
+            with httpx.Client(base_url=stack.base_url, headers=AUTH, timeout=30) as importer:
+                imported = importer.post("/api/v1/statements", json={"accountId": bank, "content": statement})
+                assert imported.status_code == 201, imported.text
+            buffer = ""
+            for text in stream.iter_text():
+                buffer += text
+                if f"W-{run}" in buffer and "MISSING_IN_LEDGER" in buffer:
+                    seen.append({"raw": buffer})
+                    break
+    assert seen, "the watcher saw no case"

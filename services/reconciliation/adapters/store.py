@@ -152,6 +152,17 @@ class ReconciliationStore:
             )
             return [ProjectedEntry(*r) for r in rows]
 
+    async def accounts_with_statements(self, account_ids: Sequence[str]) -> list[str]:
+        async with self._engine.connect() as conn:
+            rows = await conn.execute(
+                text(
+                    "SELECT a FROM unnest(CAST(:a AS text[])) AS a"
+                    " WHERE EXISTS (SELECT 1 FROM statements s WHERE s.account_id = a) ORDER BY a"
+                ),
+                {"a": list(account_ids)},
+            )
+            return [r.a for r in rows]
+
     async def knows_account(self, account_id: str) -> bool:
         async with self._engine.connect() as conn:
             found = await conn.execute(
@@ -602,6 +613,27 @@ class ReconciliationStore:
                 {"i": case_id},
             )
             return _case(row, [CaseEventRecord(*e) for e in events])
+
+    async def changes_since(
+        self, account_id: str | None, after: tuple[datetime, str], limit: int
+    ) -> tuple[list[CaseRecord], list[StoredRun]]:
+        async with self._engine.connect() as conn:
+            params = {"a": account_id, "t": after[0], "i": after[1], "n": limit}
+            cases = await conn.execute(
+                text(
+                    _CASE_COLUMNS + " WHERE (CAST(:a AS text) IS NULL OR account_id = :a)"
+                    " AND (updated_at, id::text) > (:t, :i) ORDER BY updated_at, id::text LIMIT :n"
+                ),
+                params,
+            )
+            runs = await conn.execute(
+                text(
+                    "SELECT id::text AS id, created_at, report FROM runs WHERE (CAST(:a AS text) IS NULL OR account_id = :a)"
+                    " AND (created_at, id::text) > (:t, :i) ORDER BY created_at, id::text LIMIT :n"
+                ),
+                params,
+            )
+            return [_case(r) for r in cases], [StoredRun(r.id, r.created_at, dict(r.report)) for r in runs]
 
     async def transition_case(
         self,

@@ -31,4 +31,5 @@ SCOPES = {
     "ResolveDiscrepancy": "reconciliation:write",
     "ListReconciliations": "reconciliation:read",
     "GetReconciliation": "reconciliation:read",
+    "WatchDiscrepancies": "reconciliation:read",
 }

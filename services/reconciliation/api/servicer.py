@@ -262,6 +262,17 @@ class ReconciliationServicer(reconciliation_pb2_grpc.ReconciliationServiceServic
         case = await self._service.resolve_case(request.id, request.action, request.reason, current_principal())
         return _case_message(case)
 
+    async def WatchDiscrepancies(
+        self, request: pb.WatchDiscrepanciesRequest, context: Context
+    ) -> AsyncIterator[pb.DiscrepancyUpdate]:
+        # Headers now, not with the first change (which may be hours away): callers see the stream open.
+        await context.send_initial_metadata(())
+        async for change in self._service.watch(request.account_id, request.since_seconds):
+            if isinstance(change, CaseRecord):
+                yield pb.DiscrepancyUpdate(discrepancy=_case_message(change))
+            else:
+                yield pb.DiscrepancyUpdate(run=_run_message(change))
+
     async def ListReconciliations(
         self, request: pb.ListReconciliationsRequest, context: Context
     ) -> pb.ListReconciliationsResponse:

@@ -158,6 +158,8 @@ class ReconciliationStore(Protocol):
 
     async def entries_in(self, account_id: str, start: datetime, end: datetime) -> list[ProjectedEntry]: ...
 
+    async def accounts_with_statements(self, account_ids: Sequence[str]) -> list[str]: ...
+
     async def knows_account(self, account_id: str) -> bool:
         """Whether the projection or an imported statement names the account."""
         ...
@@ -233,6 +235,12 @@ class ReconciliationStore(Protocol):
     async def cases(self, where: CaseFilter, before: tuple[datetime, str] | None, limit: int) -> list[CaseRecord]: ...
 
     async def case(self, case_id: str, *, lock: bool = False) -> CaseRecord | None: ...
+
+    async def changes_since(
+        self, account_id: str | None, after: tuple[datetime, str], limit: int
+    ) -> tuple[list[CaseRecord], list[StoredRun]]:
+        """Cases updated and runs created after `after` (time, id), oldest first."""
+        ...
 
     async def transition_case(
         self,

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
@@ -131,6 +131,35 @@ class ReconciliationService:
     parser: StatementParser | None = None
     watermark_wait_seconds: float = 5.0
     suspense_account: str = SUSPENSE_ACCOUNT
+    # Days with new ledger entries, per account, not yet matched against statements (continuous mode).
+    _touched: dict[str, set[date]] = field(default_factory=dict)
+
+    # -- continuous matching -----------------------------------------------------------------------
+
+    def ledger_entries_arrived(self, entries: Sequence[tuple[str, datetime]]) -> None:
+        """Notes (account, posted at) of entries the projection just stored, for `match_touched`."""
+        for account_id, posted_at in entries:
+            self._touched.setdefault(account_id, set()).add(posted_at.date())
+
+    async def match_touched(self) -> int:
+        """Matches again, for every account with imported statements, the days new ledger entries
+        arrived on (± the date tolerance): a late posting resolves the case its absence opened, as
+        it arrives rather than at the next reconcile call. Returns the accounts matched."""
+        touched, self._touched = self._touched, {}
+        if not touched:
+            return 0
+        with_statements = await self.store.accounts_with_statements(sorted(touched))
+        for account_id in with_statements:
+            days = touched[account_id]
+            version, saved, _, _ = await self.store.rules(account_id)
+            margin = timedelta(days=_rules(version, saved).date_tolerance_days)
+            window = parse_window((min(days) - margin).isoformat(), (max(days) + margin).isoformat())
+            try:
+                await self.reconcile_window(account_id, window, wait=False)
+            except Exception:
+                log.exception("continuous matching failed", extra={"fields": {"account_id": account_id}})
+                self._touched.setdefault(account_id, set()).update(days)
+        return len(with_statements)
 
     # -- statements --------------------------------------------------------------------------------
 
@@ -443,6 +472,28 @@ class ReconciliationService:
         more = len(rows) > size
         rows = rows[:size]
         return rows, _encode_cursor(rows[-1].opened_at, rows[-1].id) if more else ""
+
+    async def watch(
+        self, account_id: str, since_seconds: int, stop: asyncio.Event | None = None, poll_seconds: float = 0.25
+    ) -> AsyncIterator[CaseRecord | StoredRun]:
+        """Cases as they open, change or resolve, and runs as they finish, in the order they happened,
+        for as long as the caller listens. Reads the store (not this process's memory), so it sees
+        what every replica does. Raises ValidationError for a bad account id or a negative age."""
+        account = _account_id(account_id) if account_id else None
+        if since_seconds < 0:
+            raise ValidationError("sinceSeconds must not be negative", field="sinceSeconds", code="INVALID_AGE")
+        cases_after = runs_after = (datetime.now(UTC) - timedelta(seconds=since_seconds), "")
+        while stop is None or not stop.is_set():
+            cases, _ = await self.store.changes_since(account, cases_after, 500)
+            _, runs = await self.store.changes_since(account, runs_after, 500)
+            for case in cases:
+                yield case
+                cases_after = (case.updated_at, case.id)
+            for run in runs:
+                yield run
+                runs_after = (run.created_at, run.id)
+            if len(cases) < 500 and len(runs) < 500:
+                await asyncio.sleep(poll_seconds)
 
     async def case(self, case_id: str) -> CaseRecord:
         found = await self.store.case(case_id) if _looks_like_uuid(case_id) else None

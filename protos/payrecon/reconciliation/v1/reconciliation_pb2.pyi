@@ -571,6 +571,58 @@ class ListReconciliationsResponse(_message.Message):
 Global___ListReconciliationsResponse: _TypeAlias = ListReconciliationsResponse  # noqa: Y015
 
 @_typing.final
+class WatchDiscrepanciesRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ACCOUNT_ID_FIELD_NUMBER: _builtins.int
+    SINCE_SECONDS_FIELD_NUMBER: _builtins.int
+    account_id: _builtins.str
+    """Only this account's cases; every account when empty."""
+    since_seconds: _builtins.int
+    """Also send the cases that changed this many seconds before the call (0: only what changes next)."""
+    def __init__(
+        self,
+        *,
+        account_id: _builtins.str = ...,
+        since_seconds: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "since_seconds", b"since_seconds"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WatchDiscrepanciesRequest: _TypeAlias = WatchDiscrepanciesRequest  # noqa: Y015
+
+@_typing.final
+class DiscrepancyUpdate(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DISCREPANCY_FIELD_NUMBER: _builtins.int
+    RUN_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def discrepancy(self) -> Global___Case:
+        """A case opened, changed or resolved (its current state)."""
+
+    @_builtins.property
+    def run(self) -> Global___ReconciliationReport:
+        """Or a run that finished."""
+
+    def __init__(
+        self,
+        *,
+        discrepancy: Global___Case | None = ...,
+        run: Global___ReconciliationReport | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["discrepancy", b"discrepancy", "run", b"run"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["discrepancy", b"discrepancy", "run", b"run"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DiscrepancyUpdate: _TypeAlias = DiscrepancyUpdate  # noqa: Y015
+
+@_typing.final
 class GetReconciliationRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 

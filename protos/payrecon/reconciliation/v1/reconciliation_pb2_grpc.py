@@ -79,6 +79,11 @@ class ReconciliationServiceStub:
                 request_serializer=payrecon_dot_reconciliation_dot_v1_dot_reconciliation__pb2.ListReconciliationsRequest.SerializeToString,
                 response_deserializer=payrecon_dot_reconciliation_dot_v1_dot_reconciliation__pb2.ListReconciliationsResponse.FromString,
                 _registered_method=True)
+        self.WatchDiscrepancies = channel.unary_stream(
+                '/payrecon.reconciliation.v1.ReconciliationService/WatchDiscrepancies',
+                request_serializer=payrecon_dot_reconciliation_dot_v1_dot_reconciliation__pb2.WatchDiscrepanciesRequest.SerializeToString,
+                response_deserializer=payrecon_dot_reconciliation_dot_v1_dot_reconciliation__pb2.DiscrepancyUpdate.FromString,
+                _registered_method=True)
         self.GetReconciliation = channel.unary_unary(
                 '/payrecon.reconciliation.v1.ReconciliationService/GetReconciliation',
                 request_serializer=payrecon_dot_reconciliation_dot_v1_dot_reconciliation__pb2.GetReconciliationRequest.SerializeToString,
@@ -157,6 +162,14 @@ class ReconciliationServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def WatchDiscrepancies(self, request, context):
+        """Streams cases as they open, change or resolve — the moment a break appears — and the runs that
+        found them. REST callers get the same stream through the gateway (a JSON array that grows).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GetReconciliation(self, request, context):
         """One stored run and its report.
         """
@@ -211,6 +224,11 @@ def add_ReconciliationServiceServicer_to_server(servicer, server):
                     servicer.ListReconciliations,
                     request_deserializer=payrecon_dot_reconciliation_dot_v1_dot_reconciliation__pb2.ListReconciliationsRequest.FromString,
                     response_serializer=payrecon_dot_reconciliation_dot_v1_dot_reconciliation__pb2.ListReconciliationsResponse.SerializeToString,
+            ),
+            'WatchDiscrepancies': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchDiscrepancies,
+                    request_deserializer=payrecon_dot_reconciliation_dot_v1_dot_reconciliation__pb2.WatchDiscrepanciesRequest.FromString,
+                    response_serializer=payrecon_dot_reconciliation_dot_v1_dot_reconciliation__pb2.DiscrepancyUpdate.SerializeToString,
             ),
             'GetReconciliation': grpc.unary_unary_rpc_method_handler(
                     servicer.GetReconciliation,
@@ -461,6 +479,33 @@ class ReconciliationService:
             '/payrecon.reconciliation.v1.ReconciliationService/ListReconciliations',
             payrecon_dot_reconciliation_dot_v1_dot_reconciliation__pb2.ListReconciliationsRequest.SerializeToString,
             payrecon_dot_reconciliation_dot_v1_dot_reconciliation__pb2.ListReconciliationsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchDiscrepancies(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/payrecon.reconciliation.v1.ReconciliationService/WatchDiscrepancies',
+            payrecon_dot_reconciliation_dot_v1_dot_reconciliation__pb2.WatchDiscrepanciesRequest.SerializeToString,
+            payrecon_dot_reconciliation_dot_v1_dot_reconciliation__pb2.DiscrepancyUpdate.FromString,
             options,
             channel_credentials,
             insecure,

@@ -57,6 +57,10 @@ class ReconciliationServiceStub:
     """
     ListReconciliations: _grpc.UnaryUnaryMultiCallable[_reconciliation_pb2.ListReconciliationsRequest, _reconciliation_pb2.ListReconciliationsResponse]
     """Stored reconciliation runs, newest first."""
+    WatchDiscrepancies: _grpc.UnaryStreamMultiCallable[_reconciliation_pb2.WatchDiscrepanciesRequest, _reconciliation_pb2.DiscrepancyUpdate]
+    """Streams cases as they open, change or resolve — the moment a break appears — and the runs that
+    found them. REST callers get the same stream through the gateway (a JSON array that grows).
+    """
     GetReconciliation: _grpc.UnaryUnaryMultiCallable[_reconciliation_pb2.GetReconciliationRequest, _reconciliation_pb2.ReconciliationReport]
     """One stored run and its report."""
 
@@ -89,6 +93,10 @@ class ReconciliationServiceAsyncStub(ReconciliationServiceStub):
     """
     ListReconciliations: _aio.UnaryUnaryMultiCallable[_reconciliation_pb2.ListReconciliationsRequest, _reconciliation_pb2.ListReconciliationsResponse]  # type: ignore[assignment]
     """Stored reconciliation runs, newest first."""
+    WatchDiscrepancies: _aio.UnaryStreamMultiCallable[_reconciliation_pb2.WatchDiscrepanciesRequest, _reconciliation_pb2.DiscrepancyUpdate]  # type: ignore[assignment]
+    """Streams cases as they open, change or resolve — the moment a break appears — and the runs that
+    found them. REST callers get the same stream through the gateway (a JSON array that grows).
+    """
     GetReconciliation: _aio.UnaryUnaryMultiCallable[_reconciliation_pb2.GetReconciliationRequest, _reconciliation_pb2.ReconciliationReport]  # type: ignore[assignment]
     """One stored run and its report."""
 
@@ -172,6 +180,16 @@ class ReconciliationServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_reconciliation_pb2.ListReconciliationsResponse, _abc.Awaitable[_reconciliation_pb2.ListReconciliationsResponse]]:
         """Stored reconciliation runs, newest first."""
+
+    @_abc_1.abstractmethod
+    def WatchDiscrepancies(
+        self,
+        request: _reconciliation_pb2.WatchDiscrepanciesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_reconciliation_pb2.DiscrepancyUpdate], _abc.AsyncIterator[_reconciliation_pb2.DiscrepancyUpdate]]:
+        """Streams cases as they open, change or resolve — the moment a break appears — and the runs that
+        found them. REST callers get the same stream through the gateway (a JSON array that grows).
+        """
 
     @_abc_1.abstractmethod
     def GetReconciliation(
