@@ -16,6 +16,7 @@ from services.kernel.db import create_engine
 from services.kernel.grpc_server import create_server, scopes_for
 from services.kernel.runtime import background, run_periodically
 from services.kernel.sqs import SqsClient, decode_body
+from services.reconciliation.adapters.ingest_client import IngestClient
 from services.reconciliation.adapters.ledger_client import LedgerClient
 from services.reconciliation.adapters.statement_parser import FileStatementParser
 from services.reconciliation.adapters.store import ReconciliationStore
@@ -35,11 +36,18 @@ async def running(
     common = settings.common
     engine = create_engine(common.database_url, SCHEMA)
     ledger = LedgerClient(settings.ledger_address, settings.ledger_token)
+    ingest = IngestClient(settings.ingest_address, settings.ledger_token)
     try:
         async with SqsClient.connect(endpoint_url=common.sqs_endpoint_url, region=common.aws_region) as sqs:
             store = ReconciliationStore(engine)
             service = ReconciliationService(
-                store, ledger, FileStatementParser(), settings.watermark_wait_seconds, settings.suspense_account
+                store,
+                ledger,
+                FileStatementParser(),
+                settings.watermark_wait_seconds,
+                settings.suspense_account,
+                ingest,
+                settings.not_posted_after_seconds,
             )
             servicer = ReconciliationServicer(service)
             server, port, _ = await create_server(
@@ -79,4 +87,5 @@ async def running(
                     await server.stop(5)
     finally:
         await ledger.close()
+        await ingest.close()
         await engine.dispose()

@@ -17,6 +17,8 @@ class ReconciliationSettings:
     watermark_wait_seconds: float  # how long a report waits for ledger events still in flight
     suspense_account: str  # where POST_ADJUSTMENT books the other side of a correction
     continuous_interval_seconds: float  # how often days with new ledger entries are matched again
+    ingest_address: str
+    not_posted_after_seconds: int  # a 202 older than this and not posted is an ACCEPTED_NOT_POSTED case
 
     @classmethod
     def from_env(cls, env: Env | None = None) -> ReconciliationSettings:
@@ -25,7 +27,7 @@ class ReconciliationSettings:
         token = env.optional("RECON_LEDGER_TOKEN") or (DEMO_TOKEN if common.development else None)
         if token is None:
             raise ConfigError(
-                "RECON_LEDGER_TOKEN (a token with accounts:read and ledger:internal) is required outside development"
+                "RECON_LEDGER_TOKEN (a token with accounts:read, transactions:read and ledger:internal) is required outside development"
             )
         return cls(
             common=common,
@@ -36,4 +38,6 @@ class ReconciliationSettings:
             watermark_wait_seconds=env.integer("RECON_WATERMARK_WAIT_SECONDS", 5),
             suspense_account=env.text("RECON_SUSPENSE_ACCOUNT", "suspense"),
             continuous_interval_seconds=env.integer("RECON_CONTINUOUS_INTERVAL_SECONDS", 2),
+            ingest_address=env.text("PAYRECON_INGEST_ADDRESS", "127.0.0.1:50051"),
+            not_posted_after_seconds=env.integer("RECON_NOT_POSTED_AFTER_SECONDS", 300),
         )

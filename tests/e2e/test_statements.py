@@ -215,3 +215,16 @@ def test_a_watcher_sees_a_break_the_moment_it_appears(stack: Stack) -> None:
                     seen.append({"raw": buffer})
                     break
     assert seen, "the watcher saw no case"
+
+
+def test_pending_transactions_are_listed_for_reconciliation(client: httpx.Client) -> None:
+    listed = client.get("/api/v1/transactions/pending", params={"olderThanSeconds": 0, "limit": 5})
+    assert listed.status_code == 200, listed.text
+    assert isinstance(listed.json().get("transactions", []), list)
+    for params, code in (
+        ({"olderThanSeconds": -1}, "INVALID_AGE"),
+        ({"limit": 5000}, "INVALID_LIMIT"),
+        ({"accountId": "a b"}, "INVALID_ACCOUNT_ID"),
+    ):
+        refused = client.get("/api/v1/transactions/pending", params=params)
+        assert refused.status_code == 400 and refused.json()["code"] == code, refused.text

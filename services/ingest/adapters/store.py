@@ -11,7 +11,13 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.ingest.codecs import transfer_request_bytes
-from services.ingest.domain.model import RequestStatus, StoredRequest, TransferOutcome, TransferSubmission
+from services.ingest.domain.model import (
+    PendingRequest,
+    RequestStatus,
+    StoredRequest,
+    TransferOutcome,
+    TransferSubmission,
+)
 from services.ingest.service.ports import RedriveStatistics
 from services.kernel.money import Money
 from services.kernel.telemetry import current_traceparent
@@ -201,6 +207,29 @@ class IngestStore:
                 },
             )
             return len(stuck)
+
+    async def pending(self, account_id: str | None, accepted_before: datetime, limit: int) -> list[PendingRequest]:
+        async with self._engine.connect() as conn:
+            rows = await conn.execute(
+                text(
+                    "SELECT idempotency_key, source_account_id, destination_account_id, amount_minor, currency,"
+                    " accepted_at, redrive_count FROM requests WHERE status = 'PROCESSING' AND accepted_at < :before"
+                    " AND (CAST(:a AS text) IS NULL OR source_account_id = :a OR destination_account_id = :a)"
+                    " ORDER BY accepted_at LIMIT :n"
+                ),
+                {"a": account_id, "before": accepted_before, "n": limit},
+            )
+            return [
+                PendingRequest(
+                    r.idempotency_key,
+                    r.source_account_id,
+                    r.destination_account_id,
+                    Money(r.amount_minor, r.currency),
+                    r.accepted_at,
+                    r.redrive_count,
+                )
+                for r in rows
+            ]
 
     async def redrive_statistics(self, after_seconds: float) -> RedriveStatistics:
         async with self._engine.connect() as conn:

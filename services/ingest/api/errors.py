@@ -25,6 +25,7 @@ SCOPES = {
     "SubmitTransaction": "transactions:write",
     "GetTransactionStatus": "transactions:read",
     "GetQueueStats": "ops:read",
+    "ListPendingTransactions": "transactions:read",
     "GetCacheStats": "ops:read",
 }
 # Probes: answered without a token, like grpc.health.v1.

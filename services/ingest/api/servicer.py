@@ -86,6 +86,30 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
             )
         return response
 
+    async def ListPendingTransactions(
+        self,
+        request: ingest_pb2.ListPendingTransactionsRequest,
+        context: grpc.aio.ServicerContext[
+            ingest_pb2.ListPendingTransactionsRequest, ingest_pb2.ListPendingTransactionsResponse
+        ],
+    ) -> ingest_pb2.ListPendingTransactionsResponse:
+        pending = await self._transactions.pending(request.account_id, request.older_than_seconds, request.limit)
+        return ingest_pb2.ListPendingTransactionsResponse(
+            transactions=[
+                ingest_pb2.PendingTransaction(
+                    idempotency_key=p.idempotency_key,
+                    source_account_id=p.source_account_id,
+                    destination_account_id=p.destination_account_id,
+                    amount=format_minor(p.amount.minor_units, p.amount.currency),
+                    amount_minor=p.amount.minor_units,
+                    currency=p.amount.currency,
+                    accepted_at=to_timestamp(p.accepted_at),
+                    redrive_count=p.redrive_count,
+                )
+                for p in pending
+            ]
+        )
+
     async def GetQueueStats(
         self,
         request: ingest_pb2.GetQueueStatsRequest,

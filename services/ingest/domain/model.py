@@ -108,6 +108,13 @@ def validate_idempotency_key(key: str) -> str:
     )
 
 
+def validate_account_id(value: str, field: str) -> str:
+    """Raises InvalidSubmission unless `value` is 1-128 characters of letters, digits and . _ : -"""
+    return require_identifier(
+        value, field, shape=ID_SHAPE, code="INVALID_ACCOUNT_ID", limit=ACCOUNT_ID_LIMIT, error=InvalidSubmission
+    )
+
+
 def validate_submission(command: SubmitTransaction, *, default_currency: str) -> TransferSubmission:
     """Checks every rule; raises InvalidSubmission (a ValidationError) with a code and the field."""
     key = validate_idempotency_key(command.idempotency_key)
@@ -155,6 +162,18 @@ def validate_submission(command: SubmitTransaction, *, default_currency: str) ->
 def message_group_for(account_id: str, groups: int) -> str:
     """The SQS message group of an account: stable, so one account's movements stay ordered."""
     return f"accounts-{zlib.crc32(account_id.encode()) % groups:04d}"
+
+
+@dataclass(frozen=True)
+class PendingRequest:
+    """An accepted request still waiting for the ledger's outcome."""
+
+    idempotency_key: str
+    source_account_id: str
+    destination_account_id: str
+    amount: Money
+    accepted_at: datetime
+    redrive_count: int
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
-from services.ingest.domain.model import StoredRequest, TransferOutcome, TransferSubmission
+from services.ingest.domain.model import PendingRequest, StoredRequest, TransferOutcome, TransferSubmission
 from services.kernel.queues import QueueAttributes
 
 
@@ -67,6 +67,10 @@ class RequestStore(Protocol):
         ...
 
     async def redrive_statistics(self, after_seconds: float) -> RedriveStatistics: ...
+
+    async def pending(self, account_id: str | None, accepted_before: datetime, limit: int) -> list[PendingRequest]:
+        """Requests still PROCESSING accepted before `accepted_before`, oldest first."""
+        ...
 
     async def ping(self) -> None: ...
 

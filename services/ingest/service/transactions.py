@@ -8,13 +8,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from services.ingest.domain.errors import IdempotencyKeyReused, UnknownTransaction
+from services.ingest.domain.errors import IdempotencyKeyReused, InvalidSubmission, UnknownTransaction
 from services.ingest.domain.model import (
     Acceptance,
+    PendingRequest,
     StoredRequest,
     SubmitTransaction,
     TransferOutcome,
     message_group_for,
+    validate_account_id,
     validate_idempotency_key,
     validate_submission,
 )
@@ -81,6 +83,20 @@ class TransactionService:
         if stored is None:
             raise UnknownTransaction(f"no transaction with idempotencyKey {idempotency_key!r}", field="idempotencyKey")
         return stored
+
+    async def pending(self, account_id: str, older_than_seconds: int, limit: int) -> list[PendingRequest]:
+        """Requests still waiting for the ledger past an age. Raises InvalidSubmission (bad account id,
+        negative age, limit out of 0-1000)."""
+        if account_id:
+            validate_account_id(account_id, "accountId")
+        if older_than_seconds < 0:
+            raise InvalidSubmission(
+                "olderThanSeconds must not be negative", field="olderThanSeconds", code="INVALID_AGE"
+            )
+        if not 0 <= limit <= 1000:
+            raise InvalidSubmission("limit must be between 1 and 1000", field="limit", code="INVALID_LIMIT")
+        before = datetime.now(UTC) - timedelta(seconds=older_than_seconds)
+        return await self.store.pending(account_id or None, before, limit or 100)
 
     async def record_outcomes(self, outcomes: Sequence[TransferOutcome]) -> int:
         return await self.store.record_outcomes(outcomes)

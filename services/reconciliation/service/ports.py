@@ -41,6 +41,25 @@ class Ledger(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class PendingTransfer:
+    """A transfer ingest accepted (202) whose outcome the ledger has not given yet."""
+
+    idempotency_key: str
+    source_account_id: str
+    destination_account_id: str
+    amount_minor: int
+    currency: str
+    accepted_at: datetime
+    redrive_count: int
+
+
+class AcceptedTransfers(Protocol):
+    async def pending(self, account_id: str, older_than_seconds: int) -> list[PendingTransfer]:
+        """Requests touching the account still PROCESSING after `older_than_seconds`."""
+        ...
+
+
 class StatementParser(Protocol):
     def parse(self, content: bytes, fmt: StatementFormat | None, csv_mapping: Mapping[str, Any] | None) -> ParsedFile:
         """Raises StatementFileError (row errors with lines) and ValueError (a CSV mapping that makes no sense)."""

@@ -47,6 +47,7 @@ from services.reconciliation.domain.statements import (
     StatementFormat,
 )
 from services.reconciliation.service.ports import (
+    AcceptedTransfers,
     CaseFilter,
     CaseRecord,
     Ledger,
@@ -131,6 +132,8 @@ class ReconciliationService:
     parser: StatementParser | None = None
     watermark_wait_seconds: float = 5.0
     suspense_account: str = SUSPENSE_ACCOUNT
+    accepted: AcceptedTransfers | None = None
+    not_posted_after_seconds: int = 300
     # Days with new ledger entries, per account, not yet matched against statements (continuous mode).
     _touched: dict[str, set[date]] = field(default_factory=dict)
 
@@ -303,6 +306,7 @@ class ReconciliationService:
             findings.append(statement_drift)
             report.expected_balance_minor = int(statement_drift.evidence["statementClosingMinor"])  # type: ignore[call-overload]
             report.actual_balance_minor = int(statement_drift.evidence["ledgerBalanceMinor"])  # type: ignore[call-overload]
+        findings.extend(await self._not_posted(account_id))
         for d in report.discrepancies:
             findings.append(
                 Finding(
@@ -318,6 +322,37 @@ class ReconciliationService:
         rendered = _rendered(report, counts, rules.version, watermark, sorted(set(case_ids.values())))
         run_id, created_at = await self.store.save_run(report, rendered, matches, rules.version, watermark)
         return StoredReport(run_id, created_at, report, {**rendered, "report_id": run_id})
+
+    async def _not_posted(self, account_id: str) -> list[Finding]:
+        """ACCEPTED_NOT_POSTED: ingest answered 202 and the ledger has not posted it, past the age after
+        which the redrive should long have delivered it."""
+        if self.accepted is None:
+            return []
+        try:
+            pending = await self.accepted.pending(account_id, self.not_posted_after_seconds)
+        except Exception:
+            log.warning("ingest could not be asked for pending transfers", exc_info=True)
+            return []
+        return [
+            Finding(
+                "ACCEPTED_NOT_POSTED",
+                f"accepted {p.accepted_at.isoformat()} and still not posted by the ledger"
+                f" (published again {p.redrive_count} times)",
+                (),
+                (p.idempotency_key,),
+                p.amount_minor,
+                p.currency,
+                {
+                    "idempotencyKey": p.idempotency_key,
+                    "sourceAccountId": p.source_account_id,
+                    "destinationAccountId": p.destination_account_id,
+                    "amount": format_minor(p.amount_minor, p.currency),
+                    "acceptedAt": p.accepted_at.isoformat(),
+                    "redriveCount": p.redrive_count,
+                },
+            )
+            for p in pending
+        ]
 
     async def _await_projection(self, account_id: str, last_entry_id: int, wait: bool) -> str:
         """CURRENT once the projection holds the ledger's newest entry for the account; BEHIND if it

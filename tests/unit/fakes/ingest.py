@@ -7,7 +7,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
-from services.ingest.domain.model import RequestStatus, StoredRequest, TransferOutcome, TransferSubmission
+from services.ingest.domain.model import (
+    PendingRequest,
+    RequestStatus,
+    StoredRequest,
+    TransferOutcome,
+    TransferSubmission,
+)
 from services.ingest.service.ports import CachedAcceptance, CacheStatistics, RedriveStatistics
 from services.kernel.queues import QueueAttributes
 
@@ -91,6 +97,15 @@ class FakeRequestStore:
         self.outbox.extend((group_of(r.source_account_id), r.idempotency_key) for r in stuck)
         self.redriven += len(stuck)
         return len(stuck)
+
+    async def pending(self, account_id: str | None, accepted_before: datetime, limit: int) -> list[PendingRequest]:
+        return [
+            PendingRequest(r.idempotency_key, r.source_account_id, r.destination_account_id, r.amount, r.accepted_at, 0)
+            for r in sorted(self.requests.values(), key=lambda r: r.accepted_at)
+            if r.status is RequestStatus.PROCESSING
+            and r.accepted_at < accepted_before
+            and account_id in (None, r.source_account_id, r.destination_account_id)
+        ][:limit]
 
     async def redrive_statistics(self, after_seconds: float) -> RedriveStatistics:
         cutoff = datetime.now(UTC) - timedelta(seconds=after_seconds)

@@ -281,6 +281,97 @@ class TransactionStatus(_message.Message):
 Global___TransactionStatus: _TypeAlias = TransactionStatus  # noqa: Y015
 
 @_typing.final
+class ListPendingTransactionsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ACCOUNT_ID_FIELD_NUMBER: _builtins.int
+    OLDER_THAN_SECONDS_FIELD_NUMBER: _builtins.int
+    LIMIT_FIELD_NUMBER: _builtins.int
+    account_id: _builtins.str
+    """Only requests that debit or credit this account; every account when empty."""
+    older_than_seconds: _builtins.int
+    """Only requests accepted at least this many seconds ago."""
+    limit: _builtins.int
+    """At most this many (default 100, at most 1000)."""
+    def __init__(
+        self,
+        *,
+        account_id: _builtins.str = ...,
+        older_than_seconds: _builtins.int = ...,
+        limit: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "limit", b"limit", "older_than_seconds", b"older_than_seconds"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListPendingTransactionsRequest: _TypeAlias = ListPendingTransactionsRequest  # noqa: Y015
+
+@_typing.final
+class PendingTransaction(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
+    SOURCE_ACCOUNT_ID_FIELD_NUMBER: _builtins.int
+    DESTINATION_ACCOUNT_ID_FIELD_NUMBER: _builtins.int
+    AMOUNT_FIELD_NUMBER: _builtins.int
+    AMOUNT_MINOR_FIELD_NUMBER: _builtins.int
+    CURRENCY_FIELD_NUMBER: _builtins.int
+    ACCEPTED_AT_FIELD_NUMBER: _builtins.int
+    REDRIVE_COUNT_FIELD_NUMBER: _builtins.int
+    idempotency_key: _builtins.str
+    source_account_id: _builtins.str
+    destination_account_id: _builtins.str
+    amount: _builtins.str
+    """Decimal string in major units, and the exact minor units."""
+    amount_minor: _builtins.int
+    currency: _builtins.str
+    redrive_count: _builtins.int
+    """How many times it was published again by the redrive."""
+    @_builtins.property
+    def accepted_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        idempotency_key: _builtins.str = ...,
+        source_account_id: _builtins.str = ...,
+        destination_account_id: _builtins.str = ...,
+        amount: _builtins.str = ...,
+        amount_minor: _builtins.int = ...,
+        currency: _builtins.str = ...,
+        accepted_at: _timestamp_pb2.Timestamp | None = ...,
+        redrive_count: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["accepted_at", b"accepted_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepted_at", b"accepted_at", "amount", b"amount", "amount_minor", b"amount_minor", "currency", b"currency", "destination_account_id", b"destination_account_id", "idempotency_key", b"idempotency_key", "redrive_count", b"redrive_count", "source_account_id", b"source_account_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PendingTransaction: _TypeAlias = PendingTransaction  # noqa: Y015
+
+@_typing.final
+class ListPendingTransactionsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TRANSACTIONS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def transactions(self) -> _containers.RepeatedCompositeFieldContainer[Global___PendingTransaction]: ...
+    def __init__(
+        self,
+        *,
+        transactions: _abc.Iterable[Global___PendingTransaction] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["transactions", b"transactions"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListPendingTransactionsResponse: _TypeAlias = ListPendingTransactionsResponse  # noqa: Y015
+
+@_typing.final
 class GetQueueStatsRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 

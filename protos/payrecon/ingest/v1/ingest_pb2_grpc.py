@@ -44,6 +44,11 @@ class IngestServiceStub:
                 request_serializer=payrecon_dot_ingest_dot_v1_dot_ingest__pb2.GetTransactionStatusRequest.SerializeToString,
                 response_deserializer=payrecon_dot_ingest_dot_v1_dot_ingest__pb2.TransactionStatus.FromString,
                 _registered_method=True)
+        self.ListPendingTransactions = channel.unary_unary(
+                '/payrecon.ingest.v1.IngestService/ListPendingTransactions',
+                request_serializer=payrecon_dot_ingest_dot_v1_dot_ingest__pb2.ListPendingTransactionsRequest.SerializeToString,
+                response_deserializer=payrecon_dot_ingest_dot_v1_dot_ingest__pb2.ListPendingTransactionsResponse.FromString,
+                _registered_method=True)
         self.GetQueueStats = channel.unary_unary(
                 '/payrecon.ingest.v1.IngestService/GetQueueStats',
                 request_serializer=payrecon_dot_ingest_dot_v1_dot_ingest__pb2.GetQueueStatsRequest.SerializeToString,
@@ -84,9 +89,17 @@ class IngestServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
-    def GetQueueStats(self, request, context):
+    def ListPendingTransactions(self, request, context):
         """Depth of the transfer queue, messages in flight and the dead-letter queue.
+        Accepted requests still waiting for the ledger's outcome (PROCESSING) longer than an age,
+        oldest first: what reconciliation reports as ACCEPTED_NOT_POSTED.
         """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetQueueStats(self, request, context):
+        """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -124,6 +137,11 @@ def add_IngestServiceServicer_to_server(servicer, server):
                     servicer.GetTransactionStatus,
                     request_deserializer=payrecon_dot_ingest_dot_v1_dot_ingest__pb2.GetTransactionStatusRequest.FromString,
                     response_serializer=payrecon_dot_ingest_dot_v1_dot_ingest__pb2.TransactionStatus.SerializeToString,
+            ),
+            'ListPendingTransactions': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListPendingTransactions,
+                    request_deserializer=payrecon_dot_ingest_dot_v1_dot_ingest__pb2.ListPendingTransactionsRequest.FromString,
+                    response_serializer=payrecon_dot_ingest_dot_v1_dot_ingest__pb2.ListPendingTransactionsResponse.SerializeToString,
             ),
             'GetQueueStats': grpc.unary_unary_rpc_method_handler(
                     servicer.GetQueueStats,
@@ -200,6 +218,33 @@ class IngestService:
             '/payrecon.ingest.v1.IngestService/GetTransactionStatus',
             payrecon_dot_ingest_dot_v1_dot_ingest__pb2.GetTransactionStatusRequest.SerializeToString,
             payrecon_dot_ingest_dot_v1_dot_ingest__pb2.TransactionStatus.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListPendingTransactions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/payrecon.ingest.v1.IngestService/ListPendingTransactions',
+            payrecon_dot_ingest_dot_v1_dot_ingest__pb2.ListPendingTransactionsRequest.SerializeToString,
+            payrecon_dot_ingest_dot_v1_dot_ingest__pb2.ListPendingTransactionsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -37,8 +37,12 @@ class IngestServiceStub:
     """
     GetTransactionStatus: _grpc.UnaryUnaryMultiCallable[_ingest_pb2.GetTransactionStatusRequest, _ingest_pb2.TransactionStatus]
     """Where an accepted transfer stands: PROCESSING, COMPLETED or FAILED."""
+    ListPendingTransactions: _grpc.UnaryUnaryMultiCallable[_ingest_pb2.ListPendingTransactionsRequest, _ingest_pb2.ListPendingTransactionsResponse]
+    """Depth of the transfer queue, messages in flight and the dead-letter queue.
+    Accepted requests still waiting for the ledger's outcome (PROCESSING) longer than an age,
+    oldest first: what reconciliation reports as ACCEPTED_NOT_POSTED.
+    """
     GetQueueStats: _grpc.UnaryUnaryMultiCallable[_ingest_pb2.GetQueueStatsRequest, _ingest_pb2.QueueStats]
-    """Depth of the transfer queue, messages in flight and the dead-letter queue."""
     GetCacheStats: _grpc.UnaryUnaryMultiCallable[_ingest_pb2.GetCacheStatsRequest, _ingest_pb2.CacheStats]
     """State of the Redis idempotency cache."""
     GetHealth: _grpc.UnaryUnaryMultiCallable[_ingest_pb2.GetHealthRequest, _ingest_pb2.Health]
@@ -55,8 +59,12 @@ class IngestServiceAsyncStub(IngestServiceStub):
     """
     GetTransactionStatus: _aio.UnaryUnaryMultiCallable[_ingest_pb2.GetTransactionStatusRequest, _ingest_pb2.TransactionStatus]  # type: ignore[assignment]
     """Where an accepted transfer stands: PROCESSING, COMPLETED or FAILED."""
+    ListPendingTransactions: _aio.UnaryUnaryMultiCallable[_ingest_pb2.ListPendingTransactionsRequest, _ingest_pb2.ListPendingTransactionsResponse]  # type: ignore[assignment]
+    """Depth of the transfer queue, messages in flight and the dead-letter queue.
+    Accepted requests still waiting for the ledger's outcome (PROCESSING) longer than an age,
+    oldest first: what reconciliation reports as ACCEPTED_NOT_POSTED.
+    """
     GetQueueStats: _aio.UnaryUnaryMultiCallable[_ingest_pb2.GetQueueStatsRequest, _ingest_pb2.QueueStats]  # type: ignore[assignment]
-    """Depth of the transfer queue, messages in flight and the dead-letter queue."""
     GetCacheStats: _aio.UnaryUnaryMultiCallable[_ingest_pb2.GetCacheStatsRequest, _ingest_pb2.CacheStats]  # type: ignore[assignment]
     """State of the Redis idempotency cache."""
     GetHealth: _aio.UnaryUnaryMultiCallable[_ingest_pb2.GetHealthRequest, _ingest_pb2.Health]  # type: ignore[assignment]
@@ -84,12 +92,22 @@ class IngestServiceServicer(metaclass=_abc_1.ABCMeta):
         """Where an accepted transfer stands: PROCESSING, COMPLETED or FAILED."""
 
     @_abc_1.abstractmethod
+    def ListPendingTransactions(
+        self,
+        request: _ingest_pb2.ListPendingTransactionsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_ingest_pb2.ListPendingTransactionsResponse, _abc.Awaitable[_ingest_pb2.ListPendingTransactionsResponse]]:
+        """Depth of the transfer queue, messages in flight and the dead-letter queue.
+        Accepted requests still waiting for the ledger's outcome (PROCESSING) longer than an age,
+        oldest first: what reconciliation reports as ACCEPTED_NOT_POSTED.
+        """
+
+    @_abc_1.abstractmethod
     def GetQueueStats(
         self,
         request: _ingest_pb2.GetQueueStatsRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_ingest_pb2.QueueStats, _abc.Awaitable[_ingest_pb2.QueueStats]]:
-        """Depth of the transfer queue, messages in flight and the dead-letter queue."""
+    ) -> _typing.Union[_ingest_pb2.QueueStats, _abc.Awaitable[_ingest_pb2.QueueStats]]: ...
 
     @_abc_1.abstractmethod
     def GetCacheStats(

@@ -1,0 +1,85 @@
+"""Cases as pure decisions: a run's findings against existing cases, the lifecycle's transitions, and
+ACCEPTED_NOT_POSTED from ingest's pending transfers. No IO."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from services.kernel.errors import ValidationError
+from services.reconciliation.domain.cases import (
+    CaseAction,
+    CaseState,
+    CaseStatus,
+    CaseTransitionRefused,
+    Finding,
+    next_status,
+    parse_action,
+    plan_cases,
+)
+from services.reconciliation.service.ports import PendingTransfer
+from services.reconciliation.service.reconcile import ReconciliationService
+
+
+def finding(kind: str, line: str = "", transfer: str = "") -> Finding:
+    return Finding(kind, "m", (line,) if line else (), (transfer,) if transfer else (), 100, "EUR")
+
+
+def test_a_finding_opens_once_updates_reopens_and_vanishes() -> None:
+    missing = finding("MISSING_IN_LEDGER", line="7")
+    assert missing.fingerprint == finding("MISSING_IN_LEDGER", line="7").fingerprint
+    assert missing.fingerprint != finding("MISSING_IN_LEDGER", line="8").fingerprint
+    assert missing.fingerprint != finding("DUPLICATE", line="7").fingerprint
+
+    first = plan_cases([missing, missing], {}, [])
+    assert first.open == [missing] and not first.auto_resolve
+
+    open_case = CaseState("c1", missing.fingerprint, CaseStatus.OPEN)
+    again = plan_cases([missing], {missing.fingerprint: open_case}, [missing.fingerprint])
+    assert again.still_open == [("c1", missing)] and not again.open and not again.auto_resolve
+
+    gone = plan_cases([], {missing.fingerprint: open_case}, [missing.fingerprint])
+    assert gone.auto_resolve == ["c1"]
+    out_of_scope = plan_cases([], {missing.fingerprint: open_case}, [])
+    assert out_of_scope.auto_resolve == []
+
+    resolved = CaseState("c1", missing.fingerprint, CaseStatus.RESOLVED)
+    back = plan_cases([missing], {missing.fingerprint: resolved}, [missing.fingerprint])
+    assert back.reopen == [("c1", missing)]
+    assert plan_cases([], {missing.fingerprint: resolved}, [missing.fingerprint]).auto_resolve == []
+
+
+def test_the_lifecycle_moves_forward_only() -> None:
+    assert next_status(CaseStatus.OPEN, CaseAction.ACKNOWLEDGE) is CaseStatus.ACKNOWLEDGED
+    assert next_status(CaseStatus.OPEN, CaseAction.RESOLVE) is CaseStatus.RESOLVED
+    assert next_status(CaseStatus.ACKNOWLEDGED, CaseAction.POST_ADJUSTMENT) is CaseStatus.RESOLVED
+    with pytest.raises(CaseTransitionRefused):
+        next_status(CaseStatus.ACKNOWLEDGED, CaseAction.ACKNOWLEDGE)
+    for action in CaseAction:
+        with pytest.raises(CaseTransitionRefused):
+            next_status(CaseStatus.RESOLVED, action)
+
+
+@pytest.mark.parametrize(
+    ("action", "reason", "code"), [("SHRUG", "x", "INVALID_ACTION"), ("RESOLVE", " ", "MISSING_FIELD")]
+)
+def test_a_resolution_needs_a_known_action_and_a_reason(action: str, reason: str, code: str) -> None:
+    with pytest.raises(ValidationError) as refused:
+        parse_action(action, reason)
+    assert refused.value.code == code
+    assert parse_action("acknowledge", "seen") is CaseAction.ACKNOWLEDGE
+
+
+class Pending:
+    async def pending(self, account_id: str, older_than_seconds: int) -> list[PendingTransfer]:
+        accepted = datetime.now(UTC) - timedelta(seconds=older_than_seconds + 1)
+        return [PendingTransfer("k-1", account_id, "other", 1234, "EUR", accepted, 3)]
+
+
+async def test_a_transfer_accepted_and_never_posted_is_a_finding_with_its_evidence() -> None:
+    service = ReconciliationService(store=None, ledger=None, accepted=Pending(), not_posted_after_seconds=60)  # type: ignore[arg-type]
+    (found,) = await service._not_posted("bank-1")
+    assert found.kind == "ACCEPTED_NOT_POSTED" and found.transfer_ids == ("k-1",)
+    assert found.amount_minor == 1234 and found.evidence["redriveCount"] == 3
+    assert found.severity == "HIGH"
