@@ -151,31 +151,41 @@ def find_python313() -> str | None:
     return None
 
 
+def _is_built(venv: Path) -> bool:
+    # The marker is written last; without pyvenv.cfg beside it the venv is not one (two builds
+    # interleaved before builds took the lock left exactly that): build again.
+    return (venv / ".payrecon-ready").exists() and (venv / "pyvenv.cfg").exists()
+
+
 def _pip_install(venv: Path, python: str, requirements: list[str], constraints: str | None) -> None:
-    marker = venv / ".payrecon-ready"
+    if _is_built(venv):
+        return
     venv.parent.mkdir(parents=True, exist_ok=True)
-    # Test sessions and `make run` in other checkouts share this cache: one builds, the others wait,
-    # or two half-built venvs end up interleaved under one ready marker.
-    with open(venv.parent / f"{venv.name}.lock", "w") as lock:
+    # Several test runs or stacks may start at once on one machine: one builds, the others wait for it.
+    with open(venv.parent / f".{venv.name}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        # A marker without pyvenv.cfg is what such an interleaving left behind: build again.
-        if marker.exists() and (venv / "pyvenv.cfg").exists():
-            return
-        if venv.exists():
-            shutil.rmtree(venv)
-        print(f"payrecon: building SQS server environment in {venv} (once) ...", file=sys.stderr, flush=True)
-        made = subprocess.run([python, "-m", "venv", str(venv)], capture_output=True, text=True)
-        if made.returncode != 0:
-            raise RuntimeError(f"creating the venv {venv} failed:\n{made.stdout[-3000:]}\n{made.stderr[-3000:]}")
-        args = [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
-        if constraints:
-            constraint_file = venv / "constraints.txt"
-            constraint_file.write_text(constraints)
-            args += ["-c", str(constraint_file)]
-        result = subprocess.run([*args, *requirements], capture_output=True, text=True)
-        if result.returncode != 0:
-            raise RuntimeError(f"installing the SQS server failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
-        marker.write_text("ok\n")
+        if not _is_built(venv):
+            _build_venv(venv, python, requirements, constraints)
+
+
+def _build_venv(venv: Path, python: str, requirements: list[str], constraints: str | None) -> None:
+    """Raises RuntimeError when the venv or the install fails, so the next build can be tried."""
+    marker = venv / ".payrecon-ready"
+    if venv.exists():
+        shutil.rmtree(venv)
+    print(f"payrecon: building SQS server environment in {venv} (once) ...", file=sys.stderr, flush=True)
+    made = subprocess.run([python, "-m", "venv", str(venv)], capture_output=True, text=True)
+    if made.returncode != 0:
+        raise RuntimeError(f"creating the venv {venv} failed:\n{made.stdout[-3000:]}\n{made.stderr[-3000:]}")
+    args = [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
+    if constraints:
+        constraint_file = venv / "constraints.txt"
+        constraint_file.write_text(constraints)
+        args += ["-c", str(constraint_file)]
+    result = subprocess.run([*args, *requirements], capture_output=True, text=True)
+    if result.returncode != 0:
+        raise RuntimeError(f"installing the SQS server failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+    marker.write_text("ok\n")
 
 
 def ensure_server_env() -> tuple[ServerBuild, Path]:

@@ -121,3 +121,17 @@ def test_auto_falls_back_to_the_next_build_only_when_an_install_fails(
     monkeypatch.setenv("PAYRECON_SQS_SERVER", "localstack-py311")  # forced: no fallback
     with pytest.raises(RuntimeError, match="no wheel"):
         sqs_server.ensure_server_env()
+
+
+def test_a_venv_marked_ready_without_pyvenv_cfg_is_built_again(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """What two interleaved builds left behind: the marker, but no venv that Python recognises."""
+    built: list[Path] = []
+    monkeypatch.setattr(sqs_server, "_build_venv", lambda venv, *_: built.append(venv))
+    venv = tmp_path / "localstack-4.9.2-py3.11"
+    venv.mkdir()
+    (venv / ".payrecon-ready").write_text("ok\n")
+    sqs_server._pip_install(venv, "python3", ["localstack-core"], None)
+    assert built == [venv]
+    (venv / "pyvenv.cfg").write_text("home = /usr/bin\n")
+    sqs_server._pip_install(venv, "python3", ["localstack-core"], None)
+    assert built == [venv]  # complete: left alone
