@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import hashlib
 import json
 import os
 import secrets
@@ -24,10 +25,16 @@ from services.provisioning import create_queues, migrate_all
 SERVICES = ("ingest", "ledger", "reconciliation")
 
 
-def default_state_dir() -> Path:
-    # Outside the work tree: embedded PostgreSQL runs as an unprivileged user that must reach it.
-    tag = str(abs(hash(str(REPO_ROOT))) % 10**8)
+def state_dir_for(repo_root: Path) -> Path:
+    """One state dir per checkout, the same on every start (so `make run` finds its data again).
+    Outside the work tree: embedded PostgreSQL runs as an unprivileged user that must reach it."""
+    # A digest, not hash(): str hashes are salted per process.
+    tag = hashlib.sha256(str(repo_root).encode()).hexdigest()[:12]
     return Path(tempfile.gettempdir()) / f"payrecon-{tag}"
+
+
+def default_state_dir() -> Path:
+    return state_dir_for(REPO_ROOT)
 
 
 def create_database(admin_url: str, name: str) -> str:

@@ -8,9 +8,13 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from decimal import Decimal, InvalidOperation
+from decimal import MAX_EMAX, MIN_EMIN, Context, Decimal, Inexact, InvalidOperation, Rounded
 
 INT64_MAX = 2**63 - 1
+# Minor units beyond this have no double of their own at every step: a JSON number is refused there.
+DOUBLE_EXACT_MINOR_MAX = 2**53
+# Every decimal of up to 15 significant digits survives text → double → shortest text (DBL_DIG).
+DOUBLE_EXACT_DIGITS = 15
 
 # ISO 4217 alphabetic code → minor-unit exponent (active codes; funds and metals left out).
 CURRENCY_EXPONENTS: dict[str, int] = {
@@ -52,13 +56,15 @@ def exponent_of(currency: str) -> int:
 
 
 def decimal_from_number(value: float) -> Decimal:
-    """A JSON number (parsed as a double) as the decimal the caller wrote: 100.1 → Decimal('100.1')."""
+    """A JSON number (parsed as a double) as its shortest decimal: 100.1 → Decimal('100.1'). That is
+    what the caller wrote only when the double carries it exactly: see `minor_units_from_number`."""
     if value != value or value in (float("inf"), float("-inf")):
         raise MoneyError("INVALID_AMOUNT", "amount must be a finite number")
     return Decimal(repr(value))
 
 
 def decimal_from_text(text: str) -> Decimal:
+    """Decimal text as written, every digit kept (Decimal's constructor never rounds)."""
     stripped = text.strip()
     if not _DECIMAL_TEXT.match(stripped):
         raise MoneyError("INVALID_AMOUNT", f"amount must be a decimal number, got {text!r}")
@@ -68,11 +74,27 @@ def decimal_from_text(text: str) -> Decimal:
         raise MoneyError("INVALID_AMOUNT", f"amount must be a decimal number, got {text!r}") from None
 
 
+# Beyond 10**19 minor units nothing fits int64: refused before any arithmetic on huge text.
+_INT64_DIGITS = len(str(INT64_MAX))
+
+
 def to_minor_units(amount: Decimal, currency: str) -> int:
     """Exact conversion; more decimals than the currency allows, or beyond int64, is an error."""
     exponent = exponent_of(currency)
-    scaled = amount.scaleb(exponent)
-    if scaled != scaled.to_integral_value():
+    if not amount.is_finite():
+        raise MoneyError("INVALID_AMOUNT", "amount must be a finite number")
+    if amount and amount.adjusted() + exponent >= _INT64_DIGITS:
+        raise MoneyError("AMOUNT_OUT_OF_RANGE", f"amount {amount} {currency} is too large")
+    # Decimal's default context keeps 28 digits and would round longer amounts silently: this one
+    # holds every digit of this amount and traps any rounding instead.
+    exact = Context(
+        prec=max(len(amount.as_tuple().digits), 1),
+        Emax=MAX_EMAX,
+        Emin=MIN_EMIN,
+        traps=[InvalidOperation, Inexact, Rounded],
+    )
+    scaled = amount.scaleb(exponent, context=exact)
+    if scaled != scaled.to_integral_value(context=exact):
         raise MoneyError(
             "AMOUNT_PRECISION",
             f"amount {amount} has more than {exponent} decimal places allowed for {currency}",
@@ -83,20 +105,56 @@ def to_minor_units(amount: Decimal, currency: str) -> int:
     return minor
 
 
+def _significant_digits(value: Decimal) -> int:
+    digits = "".join(map(str, value.as_tuple().digits)).strip("0")
+    return len(digits)
+
+
+def minor_units_from_number(value: float, currency: str) -> int:
+    """A JSON number in exact minor units — only where the double it arrived as stands for exactly
+    one amount of `currency`, so what the caller wrote is known.
+
+    The gateway hands over the nearest double, not the text: 90071992547409.93 arrives as
+    90071992547409.9375. Refused with AMOUNT_NOT_EXACT (send a decimal string instead): more than 15
+    significant digits, more than 2**53 minor units, or a neighbouring amount (± one minor unit) that
+    becomes the same double. Also raises what `to_minor_units` raises.
+    """
+    decimal = decimal_from_number(value)
+    if _significant_digits(decimal) > DOUBLE_EXACT_DIGITS:
+        raise _not_exact(decimal, currency)
+    minor = to_minor_units(decimal, currency)
+    if abs(minor) > DOUBLE_EXACT_MINOR_MAX:
+        raise _not_exact(decimal, currency)
+    exponent = exponent_of(currency)
+    if value in (float(Decimal(minor - 1).scaleb(-exponent)), float(Decimal(minor + 1).scaleb(-exponent))):
+        raise _not_exact(decimal, currency)
+    return minor
+
+
+def _not_exact(decimal: Decimal, currency: str) -> MoneyError:
+    # The double's value is named as what arrived, not as what was meant: it may differ from the text.
+    return MoneyError(
+        "AMOUNT_NOT_EXACT",
+        f"amount arrived as the JSON number {decimal}, which cannot carry an amount of {currency} exactly; "
+        'send the amount as a decimal string, e.g. "1234.56"',
+    )
+
+
 def minor_units_from_json(raw: object, currency: str) -> int:
     """An amount as a JSON API received it — number or decimal string — in exact minor units.
 
     Raises MoneyError: INVALID_AMOUNT (not a number, bool, NaN), AMOUNT_PRECISION, AMOUNT_OUT_OF_RANGE,
-    INVALID_CURRENCY, UNKNOWN_CURRENCY. Sign is not checked here.
+    AMOUNT_NOT_EXACT (a JSON number its double cannot carry exactly), INVALID_CURRENCY,
+    UNKNOWN_CURRENCY. Sign is not checked here.
     """
     if isinstance(raw, bool):
         raise MoneyError("INVALID_AMOUNT", "amount must be a number or a decimal string")
+    if isinstance(raw, float):
+        return minor_units_from_number(raw, currency)
     if isinstance(raw, Decimal):
         value = raw
     elif isinstance(raw, int):
         value = Decimal(raw)
-    elif isinstance(raw, float):
-        value = decimal_from_number(raw)
     elif isinstance(raw, str):
         value = decimal_from_text(raw)
     else:

@@ -114,6 +114,12 @@ def transfer(key: str, source: str, destination: str, amount: Any = 1, **extra: 
     ).encode()
 
 
+def transfer_with_number(key: str, source: str, destination: str, literal: str) -> bytes:
+    """A transfer whose amount is the JSON number `literal` exactly as written (json.dumps would
+    write the shortest repr of Python's double instead)."""
+    return transfer(key, source, destination, "AMOUNT").replace(b'"AMOUNT"', literal.encode())
+
+
 # (case, payload built from a unique key K and account prefix A, expected code). Every case is a 400.
 BAD_INPUT: list[tuple[str, Any, str]] = [
     ("malformed JSON", lambda k, a: b'{"transaction": ', "INVALID_REQUEST"),
@@ -163,6 +169,11 @@ BAD_INPUT: list[tuple[str, Any, str]] = [
         "AMOUNT_OUT_OF_RANGE",
     ),
     ("huge number", lambda k, a: transfer(k, f"{a}-s", f"{a}-d", 1e20), "AMOUNT_OUT_OF_RANGE"),
+    (
+        "number a double cannot carry",
+        lambda k, a: transfer_with_number(k, f"{a}-s", f"{a}-d", "90071992547409.93"),
+        "AMOUNT_NOT_EXACT",
+    ),
     ("unknown currency", lambda k, a: transfer(k, f"{a}-s", f"{a}-d", currency="XYZ"), "UNKNOWN_CURRENCY"),
     ("malformed currency", lambda k, a: transfer(k, f"{a}-s", f"{a}-d", currency="US$"), "INVALID_CURRENCY"),
     ("same account", lambda k, a: transfer(k, f"{a}-s", f"{a}-s"), "SAME_ACCOUNT"),
@@ -214,6 +225,19 @@ def test_bad_input_is_a_400_with_a_stable_code_and_nothing_is_stored(
     )
     assert stored[0]["n"] == 0
     assert client.get(f"/api/v1/transactions/status/{key}").status_code == 404
+
+
+def test_an_amount_a_double_cannot_carry_is_exact_as_a_decimal_string(stack: Stack, client: httpx.Client) -> None:
+    run = uuid.uuid4().hex[:8]
+    key = f"exact-{run}"
+    response = client.post(
+        "/api/v1/transactions", json=seed_body(key, f"exact-s-{run}", f"exact-d-{run}", "90071992547409.93")
+    )
+    assert response.status_code == 202, response.text
+    stored = fetch(stack, "SELECT amount_minor FROM ingest.requests WHERE idempotency_key = $1", key)
+    assert [row["amount_minor"] for row in stored] == [9007199254740993]
+    assert wait_for_outcome(client, key)["status"] == "COMPLETED"
+    assert client.get(f"/api/v1/accounts/exact-d-{run}/balance").json()["balance"] == "90071992547409.93"
 
 
 def test_status_of_a_malformed_key_is_a_400(client: httpx.Client) -> None:
