@@ -237,8 +237,14 @@ class _Builder:
             operation["requestBody"] = {"required": True, "content": {"application/json": {"schema": body}}}
         statuses = SUCCESS_STATUSES.get(f"{rpc.full_service}.{rpc.method}", {"200": "OK."})
         output = self.ref(rpc.output_type)
+        error = self.ref(ERROR_BODY) if ERROR_BODY in self.descriptors.messages else ERROR_FALLBACK
         responses: Schema = {
-            status: {"description": text, "content": {"application/json": {"schema": output}}}
+            # A 4xx the servicer answers with its own message (a refused statement's row errors) may
+            # also be a plain error (a bad field): either shape.
+            status: {
+                "description": text,
+                "content": {"application/json": {"schema": {"oneOf": [output, error]} if status >= "400" else output}},
+            }
             for status, text in statuses.items()
         }
         if rpc.grpc_path in OPEN_METHODS:

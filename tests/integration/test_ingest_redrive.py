@@ -37,9 +37,8 @@ async def accept(store: IngestStore, key: str) -> None:
         submission,
         message_id=str(uuid.uuid4()),
         expires_at=datetime.now(UTC) + timedelta(days=1),
+        accepted_at=datetime.now(UTC),
         message_group="original",
-        payload=b"original",
-        traceparent="",
     )
 
 
