@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cache
 
 import numpy as np
 from numpy.typing import NDArray
@@ -23,12 +24,45 @@ from scipy.optimize import linear_sum_assignment
 from scipy.sparse import coo_matrix, csr_matrix
 from scipy.sparse.csgraph import connected_components, min_weight_full_bipartite_matching
 
+from services.reconciliation.domain.sorted_keys import distinct, factorize, order_by, starts_of_runs
+
 I64 = NDArray[np.int64]
 Identity = Callable[[I64], I64]  # rows -> codes; equal codes mean identical content
 
 # Above this many cells a component's dense score matrix costs more than the sparse solver; below it,
 # per-component dense LSA is far faster (the sparse solver is slow on many tiny blocks).
 DENSE_CELLS_LIMIT = 1_000_000
+# Components of at most this many cells (4 x 4 has 209 matchings) are solved by trying every matching,
+# all components of one shape at once: far cheaper than one solver call each.
+SMALL_CELLS = 16
+
+
+@dataclass(frozen=True)
+class TiedSets:
+    """Items whose partner differs between optima, in numbered sets: `statement[i]` belongs to set
+    `statement_set[i]`, likewise on the ledger side; both sorted by set, then row."""
+
+    count: int
+    statement_set: I64
+    statement: I64
+    ledger_set: I64
+    ledger: I64
+
+    @classmethod
+    def none(cls) -> TiedSets:
+        empty = np.zeros(0, dtype=np.int64)
+        return cls(0, empty, empty, empty, empty)
+
+    def as_tuples(self) -> list[tuple[tuple[int, ...], tuple[int, ...]]]:
+        """(statement rows, ledger rows) of each set, in set order."""
+        sets = np.arange(self.count + 1)
+        s_bounds = np.searchsorted(self.statement_set, sets).tolist()
+        l_bounds = np.searchsorted(self.ledger_set, sets).tolist()
+        s_rows, l_rows = self.statement.tolist(), self.ledger.tolist()
+        return [
+            (tuple(s_rows[s_bounds[i] : s_bounds[i + 1]]), tuple(l_rows[l_bounds[i] : l_bounds[i + 1]]))
+            for i in range(self.count)
+        ]
 
 
 @dataclass(frozen=True)
@@ -37,7 +71,7 @@ class Assignment:
 
     statement: I64
     ledger: I64
-    ambiguous: tuple[tuple[I64, I64], ...]  # (statement rows, ledger rows), each sorted
+    tied: TiedSets
 
 
 def assign_optimally(
@@ -46,16 +80,16 @@ def assign_optimally(
     """Maximises the total points of a one-to-one matching over the given candidate edges (points > 0,
     each (statement, ledger) pair at most once) and reports every item whose partner is not forced."""
     if statement.size == 0:
-        return Assignment(np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64), ())
+        return Assignment(np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64), TiedSets.none())
     lone = (np.bincount(statement)[statement] == 1) & (np.bincount(ledger)[ledger] == 1)
     if lone.all():
-        return Assignment(statement.copy(), ledger.copy(), ())
+        return Assignment(statement.copy(), ledger.copy(), TiedSets.none())
     rest = ~lone
     shared = _assign_shared(statement[rest], ledger[rest], points[rest], statement_identity, ledger_identity)
     return Assignment(
         np.concatenate([statement[lone], shared.statement]),
         np.concatenate([ledger[lone], shared.ledger]),
-        shared.ambiguous,
+        shared.tied,
     )
 
 
@@ -70,9 +104,8 @@ class _Classes:
     @classmethod
     def of(cls, rows: I64, identity: Identity) -> tuple[_Classes, I64]:
         """Returns the classes and, for each of the given (sorted, distinct) rows, its class."""
-        _, class_of = np.unique(identity(rows), return_inverse=True)
-        class_of = class_of.astype(np.int64)
-        order = np.lexsort((rows, class_of))
+        class_of, _ = factorize([identity(rows)])
+        order = order_by([class_of, rows])
         capacity = np.bincount(class_of).astype(np.int64)
         start = np.concatenate([[0], np.cumsum(capacity)[:-1]]).astype(np.int64)
         return cls(rows[order], start, capacity), class_of
@@ -85,28 +118,28 @@ class _Classes:
 def _assign_shared(
     statement: I64, ledger: I64, points: I64, statement_identity: Identity, ledger_identity: Identity
 ) -> Assignment:
-    s_rows, s_at = np.unique(statement, return_inverse=True)
-    l_rows, l_at = np.unique(ledger, return_inverse=True)
+    s_at, s_first = factorize([statement])
+    l_at, l_first = factorize([ledger])
+    s_rows, l_rows = statement[s_first], ledger[l_first]
     s_classes, s_class_of = _Classes.of(s_rows, statement_identity)
     l_classes, l_class_of = _Classes.of(l_rows, ledger_identity)
     n_s, n_l = s_classes.capacity.size, l_classes.capacity.size
 
     # Class-level arcs; identical rows score identically, so any edge of a class pair gives its points.
-    edge_arc_key = s_class_of[s_at] * n_l + l_class_of[l_at]
-    arc_keys, edge_arc = np.unique(edge_arc_key, return_inverse=True)
-    arc_s, arc_l = arc_keys // n_l, arc_keys % n_l
-    arc_points = np.zeros(arc_keys.size, dtype=np.int64)
+    edge_arc, arc_first = factorize([s_class_of[s_at], l_class_of[l_at]])
+    arc_s, arc_l = s_class_of[s_at[arc_first]], l_class_of[l_at[arc_first]]
+    arc_points = np.zeros(arc_first.size, dtype=np.int64)
     np.maximum.at(arc_points, edge_arc, points)
 
     n_nodes = n_s + n_l
-    graph = coo_matrix((np.ones(arc_keys.size), (arc_s, n_s + arc_l)), shape=(n_nodes, n_nodes))
+    graph = coo_matrix((np.ones(arc_first.size), (arc_s, n_s + arc_l)), shape=(n_nodes, n_nodes))
     _, labels = connected_components(graph, directed=False)
     component: I64 = labels.astype(np.int64)
     arc_component = component[arc_s]
     arcs_per_component = np.bincount(arc_component)
 
     # A component with a single class pair has one optimum up to swaps of identical rows.
-    flow = np.zeros(arc_keys.size, dtype=np.int64)
+    flow = np.zeros(arc_first.size, dtype=np.int64)
     single = arcs_per_component[arc_component] == 1
     flow[single] = np.minimum(s_classes.capacity[arc_s[single]], l_classes.capacity[arc_l[single]])
 
@@ -123,23 +156,102 @@ def _assign_shared(
 
 
 def _solve_components(s_at: I64, l_at: I64, points: I64, edge_component: I64) -> NDArray[np.bool_]:
-    """Solves each component for its maximum total; returns which of the given edges are matched."""
+    """Solves each component for its maximum total; returns which of the given edges are matched.
+
+    Most components are tiny: a line with a few candidates (solved at once by each one's best edge),
+    or a few lines sharing a few candidates (solved at once per shape, by scoring every matching of
+    that shape). Larger ones go one by one to linear_sum_assignment, or LAPJVsp when very large."""
     matched = np.zeros(s_at.size, dtype=np.bool_)
-    order = np.argsort(edge_component, kind="stable")
-    bounds = np.flatnonzero(np.diff(edge_component[order])) + 1
-    for edges in np.split(order, bounds):
-        rows, row_at = np.unique(s_at[edges], return_inverse=True)
-        cols, col_at = np.unique(l_at[edges], return_inverse=True)
-        if rows.size * cols.size <= DENSE_CELLS_LIMIT:
+    order = order_by([edge_component, s_at])
+    component, s_at, l_at, points = edge_component[order], s_at[order], l_at[order], points[order]
+    starts = np.flatnonzero(starts_of_runs([component]))
+    ends = np.concatenate([starts[1:], [component.size]])
+    sizes = ends - starts
+    # Each edge's row and column numbered within its component (edges are sorted by component, row).
+    new_row = starts_of_runs([component, s_at])
+    row_local = _count_within(new_row, starts, sizes)
+    del new_row
+    col_order = order_by([component, l_at])
+    new_col = starts_of_runs([component[col_order], l_at[col_order]])
+    col_local = np.empty_like(row_local)
+    col_local[col_order] = _count_within(new_col, starts, sizes)
+    del col_order, new_col, component, s_at, l_at
+    n_rows = np.maximum.reduceat(row_local, starts) + 1
+    n_cols = np.maximum.reduceat(col_local, starts) + 1
+    which = np.repeat(np.arange(starts.size), sizes)  # each edge's component, numbered 0..
+
+    star = (n_rows == 1) | (n_cols == 1)
+    edges = np.flatnonzero(star[which])
+    if edges.size:
+        # The best edge of each star (on equal points, the first; ties are found afterwards).
+        by_points = edges[order_by([which[edges], points[edges], -edges])]
+        best = np.concatenate([which[by_points][1:] != which[by_points][:-1], [True]])
+        matched[order[by_points[best]]] = True
+
+    small = ~star & (n_rows * n_cols <= SMALL_CELLS)
+    for rows, cols in {(int(r), int(c)) for r, c in zip(n_rows[small], n_cols[small], strict=True)}:
+        chosen = np.flatnonzero(small & (n_rows == rows) & (n_cols == cols))
+        slot = np.full(starts.size, -1, dtype=np.int64)
+        slot[chosen] = np.arange(chosen.size)
+        edges = np.flatnonzero(slot[which] >= 0)
+        cell = (slot[which[edges]] * rows + row_local[edges]) * cols + col_local[edges]
+        scores = np.zeros(chosen.size * rows * cols, dtype=np.int64)
+        scores[cell] = points[edges]
+        edge_at = np.full(chosen.size * rows * cols, -1, dtype=np.int64)
+        edge_at[cell] = edges
+        cells = _matchings(rows, cols)  # every matching as its cells, padded with the sentinel cell
+        block = np.concatenate([scores.reshape(chosen.size, rows * cols), np.zeros((chosen.size, 1), np.int64)], axis=1)
+        best = block[:, cells].sum(axis=2).argmax(axis=1)
+        picked_cells = cells[best] + (np.arange(chosen.size) * rows * cols)[:, None]
+        picked_cells = picked_cells[cells[best] < rows * cols]
+        picked = edge_at[picked_cells]
+        matched[order[picked[picked >= 0]]] = True
+
+    for c in np.flatnonzero(~star & ~small).tolist():
+        first, last = int(starts[c]), int(ends[c])
+        rows, cols = int(n_rows[c]), int(n_cols[c])
+        r, k = row_local[first:last], col_local[first:last]
+        if rows * cols <= DENSE_CELLS_LIMIT:
             # Zero marks a non-candidate: candidates score at least one point, so pairing a
             # non-candidate never beats leaving both sides unmatched; such pairs match no edge below.
-            scores = np.zeros((rows.size, cols.size), dtype=np.float64)
-            scores[row_at, col_at] = points[edges]
-            picked_rows, picked_cols = linear_sum_assignment(scores, maximize=True)
+            dense = np.zeros((rows, cols), dtype=np.float64)
+            dense[r, k] = points[first:last]
+            picked_rows, picked_cols = linear_sum_assignment(dense, maximize=True)
+            at = np.full((rows, cols), -1, dtype=np.int64)
+            at[r, k] = np.arange(first, last)
+            picked = at[picked_rows, picked_cols]
+            picked = picked[picked >= 0]
         else:
-            picked_rows, picked_cols = _solve_sparse(row_at, col_at, points[edges], rows.size, cols.size)
-        matched[edges] = np.isin(row_at * cols.size + col_at, picked_rows * cols.size + picked_cols)
+            picked_rows, picked_cols = _solve_sparse(r, k, points[first:last], rows, cols)
+            picked = first + np.flatnonzero(np.isin(r * cols + k, picked_rows * cols + picked_cols))
+        matched[order[picked]] = True
     return matched
+
+
+def _count_within(new: NDArray[np.bool_], starts: I64, sizes: I64) -> I64:
+    """For a run of elements split into groups (starts, sizes): how many `new` marks precede each
+    element within its group, i.e. the rank of its distinct value."""
+    seen = np.cumsum(new) - 1
+    return (seen - np.repeat(seen[starts], sizes)).astype(np.int64)
+
+
+@cache
+def _matchings(rows: int, cols: int) -> I64:
+    """Every matching of a rows x cols grid as row-major cell numbers, padded to `rows` cells with
+    the sentinel rows * cols (a cell scoring nothing)."""
+    found: list[list[int]] = []
+
+    def extend(row: int, used: frozenset[int], cells: list[int]) -> None:
+        if row == rows:
+            found.append(cells + [rows * cols] * (rows - len(cells)))
+            return
+        extend(row + 1, used, cells)
+        for col in range(cols):
+            if col not in used:
+                extend(row + 1, used | {col}, [*cells, row * cols + col])
+
+    extend(0, frozenset(), [])
+    return np.array(found, dtype=np.int64)
 
 
 def _solve_sparse(row_at: I64, col_at: I64, points: I64, n_rows: int, n_cols: int) -> tuple[I64, I64]:
@@ -187,8 +299,8 @@ def _variable_arcs(
 
     used_s = np.bincount(arc_s, weights=flow, minlength=n_s).astype(np.int64)
     used_l = np.bincount(arc_l, weights=flow, minlength=n_l).astype(np.int64)
-    s_nodes = np.unique(arc_s[arcs])
-    l_nodes = np.unique(arc_l[arcs])
+    s_nodes = distinct(arc_s[arcs])
+    l_nodes = distinct(arc_l[arcs])
     z_of_s = n_s + n_l + component[s_nodes]
     z_of_l = n_s + n_l + component[n_s + l_nodes]
     spare_s = s_classes.capacity[s_nodes] - used_s[s_nodes]
@@ -222,24 +334,25 @@ def _variable_arcs(
         return variable, rest_varies, node_group
     src, dst, pair = src[inside], dst[inside], pair[inside]
 
-    pair_ids, pair_arcs = np.unique(pair, return_counts=True)
-    one_way = set(pair_ids[pair_arcs == 1].tolist())
-    adjacency: dict[int, list[tuple[int, int]]] = {}
-    for u, v, p in zip(src.tolist(), dst.tolist(), pair.tolist(), strict=True):
-        adjacency.setdefault(u, []).append((v, p))
-    varying: set[int] = set()
-    for u, v, p in zip(src.tolist(), dst.tolist(), pair.tolist(), strict=True):
-        if p in varying:
-            continue
-        if p in one_way or _reaches_without(adjacency, v, u, p):
-            varying.add(p)
-            node_group[u] = scc[u]
-            node_group[v] = scc[v]
-    for p in varying:
-        if p < n_arcs:
-            variable[p] = True
-        else:
-            rest_varies[p - n_arcs] = True
+    # A one-way tight arc inside a strongly connected set lies on a real cycle; a two-way pair (add and
+    # remove the same unit) only when another tight path joins its ends.
+    pair_code, _ = factorize([pair])
+    varies = np.bincount(pair_code)[pair_code] == 1
+    two_way = np.flatnonzero(~varies)
+    if two_way.size:
+        near = np.isin(scc[src], distinct(scc[src[two_way]]))  # only their sets need walking
+        adjacency: dict[int, list[tuple[int, int]]] = {}
+        for u, v, p in zip(src[near].tolist(), dst[near].tolist(), pair[near].tolist(), strict=True):
+            adjacency.setdefault(u, []).append((v, p))
+        joined = {
+            p for i in two_way.tolist() if _reaches_without(adjacency, int(dst[i]), int(src[i]), p := int(pair[i]))
+        }
+        varies |= np.isin(pair, list(joined))
+    node_group[src[varies]] = scc[src[varies]]
+    node_group[dst[varies]] = scc[dst[varies]]
+    varying = distinct(pair[varies])
+    variable[varying[varying < n_arcs]] = True
+    rest_varies[varying[varying >= n_arcs] - n_arcs] = True
     return variable, rest_varies, node_group
 
 
@@ -286,7 +399,7 @@ def _allocate(
     variable arcs and variable remainders become the tied sets."""
     n_s = s_classes.capacity.size
     fixed = np.flatnonzero((flow > 0) & ~variable)
-    fixed = fixed[np.lexsort((l_classes.first_row[arc_l[fixed]], s_classes.first_row[arc_s[fixed]]))]
+    fixed = fixed[order_by([s_classes.first_row[arc_s[fixed]], l_classes.first_row[arc_l[fixed]]])]
     s_offset = _offsets_within(arc_s[fixed], flow[fixed], s_classes.start)
     l_offset = _offsets_within(arc_l[fixed], flow[fixed], l_classes.start)
     repeat = flow[fixed]
@@ -294,30 +407,41 @@ def _allocate(
     statement = s_classes.rows[np.repeat(s_offset, repeat) + step]
     ledger = l_classes.rows[np.repeat(l_offset, repeat) + step]
 
-    groups: dict[int, tuple[list[int], list[int]]] = {}
-    for side, arc_class, classes, base in ((0, arc_s, s_classes, 0), (1, arc_l, l_classes, n_s)):
+    # Tied units: after a class's fixed pairs, its next rows, labelled with their tied set.
+    tied_rows: list[I64] = []
+    tied_group: list[I64] = []
+    tied_side: list[I64] = []
+    for side_code, arc_class, classes, base in ((0, arc_s, s_classes, 0), (1, arc_l, l_classes, n_s)):
         n = classes.capacity.size
         fixed_count = np.bincount(arc_class[fixed], weights=flow[fixed], minlength=n).astype(np.int64)
         varying = np.bincount(arc_class, weights=flow * variable, minlength=n).astype(np.int64)
         used = np.bincount(arc_class, weights=flow, minlength=n).astype(np.int64)
-        tied = varying + np.where(rest_varies[base : base + n], classes.capacity - used, 0)
-        for c in np.flatnonzero(tied > 0).tolist():
-            # Fixed pairs took the class's first rows; the tied units are the next ones.
-            start = int(classes.start[c] + fixed_count[c])
-            rows = classes.rows[start : start + int(tied[c])].tolist()
-            groups.setdefault(int(node_group[base + c]), ([], []))[side].extend(rows)
-    ambiguous = tuple(
-        (np.array(sorted(s), dtype=np.int64), np.array(sorted(l_), dtype=np.int64))
-        for s, l_ in sorted(groups.values(), key=lambda g: (min(g[0], default=-1), min(g[1], default=-1)))
-        if s or l_
+        tied_units = varying + np.where(rest_varies[base : base + n], classes.capacity - used, 0)
+        c = np.flatnonzero(tied_units > 0)
+        count = tied_units[c]
+        step = np.arange(int(count.sum())) - np.repeat(np.cumsum(count) - count, count)
+        tied_rows.append(classes.rows[np.repeat(classes.start[c] + fixed_count[c], count) + step])
+        tied_group.append(np.repeat(node_group[base + c], count))
+        tied_side.append(np.full(int(count.sum()), side_code, dtype=np.int64))
+    rows, group, side = np.concatenate(tied_rows), np.concatenate(tied_group), np.concatenate(tied_side)
+    order = order_by([group, side, rows])
+    rows, side = rows[order], side[order]
+    number, _ = factorize([group[order]])
+    on_statement = side == 0
+    tied = TiedSets(
+        int(number.max()) + 1 if number.size else 0,
+        number[on_statement],
+        rows[on_statement],
+        number[~on_statement],
+        rows[~on_statement],
     )
-    return Assignment(statement, ledger, ambiguous)
+    return Assignment(statement, ledger, tied)
 
 
 def _offsets_within(classes_of_arcs: I64, flows: I64, class_start: I64) -> I64:
     """For arcs in allocation order, where each arc's first unit sits in its class's row list: the class
     start plus the flows of the same class's earlier arcs."""
-    order = np.argsort(classes_of_arcs, kind="stable")
+    order = order_by([classes_of_arcs])
     sorted_class = classes_of_arcs[order]
     sorted_flow = flows[order]
     running = np.cumsum(sorted_flow) - sorted_flow

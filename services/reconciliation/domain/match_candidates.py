@@ -15,8 +15,10 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
+from services.reconciliation.domain.matching_columns import NO_CODE
+from services.reconciliation.domain.sorted_keys import distinct, factorize, order_by
+
 I64 = NDArray[np.int64]
-NO_KEY = -1
 
 
 @dataclass(frozen=True)
@@ -41,7 +43,7 @@ def keyed_rows(rows: I64, columns: list[I64]) -> tuple[I64, I64]:
     found_rows: list[I64] = []
     found_keys: list[I64] = []
     for i, keys in enumerate(columns):
-        present = keys != NO_KEY
+        present = keys != NO_CODE
         for earlier in columns[:i]:
             present &= keys != earlier
         found_rows.append(rows[present])
@@ -55,9 +57,9 @@ def join_references(
     """Distinct (statement, ledger) row pairs sharing a key; (row, key) pairs are distinct on each side
     (see keyed_rows). A sorted merge: both sides sorted by key, each statement key's run of equal ledger
     keys found by a search in key order."""
-    order = np.argsort(statement_keys, kind="stable")
+    order = order_by([statement_keys])
     s_keys, s_rows = statement_keys[order], statement_rows[order]
-    order = np.argsort(ledger_keys, kind="stable")
+    order = order_by([ledger_keys])
     l_keys, l_rows = ledger_keys[order], ledger_rows[order]
     del order
     first = np.searchsorted(l_keys, s_keys, side="left")
@@ -66,7 +68,7 @@ def join_references(
     s_count = _run_lengths(s_keys)
     per_key = np.repeat(s_count, s_count) * (last - first)
     crowded = per_key > max_pairs_per_key
-    skipped = int(np.unique(s_keys[crowded]).size) if crowded.any() else 0
+    skipped = int(distinct(s_keys[crowded]).size)
     last[crowded] = first[crowded]
     left, positions = expand_ranges(s_rows, first, last)
     pair_s, pair_l = _distinct(left, l_rows[positions])
@@ -92,39 +94,41 @@ def join_amount_date(
     s_rows, s_cur, s_amount, s_day = statement
     l_rows, l_cur, l_amount, l_day = ledger
     if s_rows.size == 0 or l_rows.size == 0:
-        return _pairs([], [])
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
     day_base = min(int(s_day.min()), int(l_day.min())) - day_tolerance - 1
     n_days = max(int(s_day.max()), int(l_day.max())) + day_tolerance + 2 - day_base
-    _, cur_codes = np.unique(np.concatenate([s_cur, l_cur]), return_inverse=True)
-    s_c, l_c = cur_codes[: s_cur.size].astype(np.int64), cur_codes[s_cur.size :].astype(np.int64)
+    cur_codes, _ = factorize([np.concatenate([s_cur, l_cur])])
+    s_c, l_c = cur_codes[: s_cur.size], cur_codes[s_cur.size :]
 
     found_s: list[I64] = []  # positions into the statement arrays
     found_l: list[I64] = []  # positions into the ledger arrays
     if amount_tolerance == 0:
         # One sorted key (currency, amount, day): each row's candidates are one contiguous slice.
-        amounts, amount_codes = np.unique(np.concatenate([s_amount, l_amount]), return_inverse=True)
-        s_a, l_a = amount_codes[: s_amount.size].astype(np.int64), amount_codes[s_amount.size :].astype(np.int64)
+        amount_codes, amounts = factorize([np.concatenate([s_amount, l_amount])])
+        s_a, l_a = amount_codes[: s_amount.size], amount_codes[s_amount.size :]
         group = np.int64(amounts.size)
         l_key = (l_c * group + l_a) * n_days + (l_day - day_base)
         s_key = (s_c * group + s_a) * n_days + (s_day - day_base)
-        order = np.argsort(l_key, kind="stable")
+        order = order_by([l_key])
         l_sorted = l_key[order]
-        first = np.searchsorted(l_sorted, s_key - day_tolerance, side="left")
-        last = np.searchsorted(l_sorted, s_key + day_tolerance, side="right")
-        left, positions = expand_ranges(np.arange(s_rows.size, dtype=np.int64), first, last)
+        # Queries in key order walk the sorted keys forward instead of jumping around memory.
+        queries = order_by([s_key])
+        first = np.searchsorted(l_sorted, s_key[queries] - day_tolerance, side="left")
+        last = np.searchsorted(l_sorted, s_key[queries] + day_tolerance, side="right")
+        left, positions = expand_ranges(queries, first, last)
         found_s.append(left)
         found_l.append(order[positions])
     else:
         # Key (currency, day, amount rank) for each day apart; amounts ranked together with the band
         # edges so that the band is a contiguous range of ranks.
         values = np.concatenate([l_amount, s_amount - amount_tolerance, s_amount + amount_tolerance])
-        ranks_of, ranked = np.unique(values, return_inverse=True)
-        l_r = ranked[: l_amount.size].astype(np.int64)
-        lo_r = ranked[l_amount.size : l_amount.size + s_amount.size].astype(np.int64)
-        hi_r = ranked[l_amount.size + s_amount.size :].astype(np.int64)
+        ranked, ranks_of = factorize([values])
+        l_r = ranked[: l_amount.size]
+        lo_r = ranked[l_amount.size : l_amount.size + s_amount.size]
+        hi_r = ranked[l_amount.size + s_amount.size :]
         width = np.int64(ranks_of.size)
         l_key = (l_c * n_days + (l_day - day_base)) * width + l_r
-        order = np.argsort(l_key, kind="stable")
+        order = order_by([l_key])
         l_sorted = l_key[order]
         for offset in range(-day_tolerance, day_tolerance + 1):
             s_base = (s_c * n_days + (s_day + offset - day_base)) * width
@@ -133,7 +137,8 @@ def join_amount_date(
             left, positions = expand_ranges(np.arange(s_rows.size, dtype=np.int64), first, last)
             found_s.append(left)
             found_l.append(order[positions])
-    pos_s, pos_l = _pairs(found_s, found_l)
+    # Each pair is found once: an entry's day is one offset away from a line's, never several.
+    pos_s, pos_l = np.concatenate(found_s), np.concatenate(found_l)
     same_sign = np.sign(s_amount[pos_s]) == np.sign(l_amount[pos_l])
     return s_rows[pos_s[same_sign]], l_rows[pos_l[same_sign]]
 
@@ -147,13 +152,13 @@ def window_slices(target: tuple[I64, I64, I64], other: tuple[I64, I64, I64], day
     if t_cur.size == 0 or o_cur.size == 0:
         empty = np.zeros(t_cur.size, dtype=np.int64)
         return np.zeros(0, dtype=np.int64), empty, empty
-    _, currency = np.unique(np.concatenate([t_cur, o_cur]), return_inverse=True)
-    t_c, o_c = currency[: t_cur.size].astype(np.int64), currency[t_cur.size :].astype(np.int64)
+    currency, _ = factorize([np.concatenate([t_cur, o_cur])])
+    t_c, o_c = currency[: t_cur.size], currency[t_cur.size :]
     base = min(int(t_day.min()), int(o_day.min())) - days - 1
     n_days = max(int(t_day.max()), int(o_day.max())) + days + 2 - base
     o_key = (o_c * 3 + (o_sign + 1)) * n_days + (o_day - base)
     t_key = (t_c * 3 + (t_sign + 1)) * n_days + (t_day - base)
-    order = np.argsort(o_key, kind="stable").astype(np.int64)
+    order = order_by([o_key])
     o_sorted = o_key[order]
     first = np.searchsorted(o_sorted, t_key - days, side="left").astype(np.int64)
     last = np.searchsorted(o_sorted, t_key + days, side="right").astype(np.int64)
@@ -161,8 +166,8 @@ def window_slices(target: tuple[I64, I64, I64], other: tuple[I64, I64, I64], day
 
 
 def _distinct(first: I64, second: I64) -> tuple[I64, I64]:
-    """Distinct (first, second) pairs of non-negative integers, sorted. Sorting one combined integer is
-    several times faster than np.unique's hashing or a lexsort at a million rows."""
+    """Distinct (first, second) pairs of non-negative integers, sorted, by sorting one combined integer
+    when it fits in 63 bits."""
     if first.size == 0:
         return first.astype(np.int64), second.astype(np.int64)
     span = int(second.max()) + 1
@@ -174,13 +179,7 @@ def _distinct(first: I64, second: I64) -> tuple[I64, I64]:
         high = combined // span
         combined -= high * span
         return high, combined
-    order = np.lexsort((second, first))
+    order = order_by([first, second])
     first, second = first[order], second[order]
     new = np.concatenate([[True], (first[1:] != first[:-1]) | (second[1:] != second[:-1])])
     return first[new].astype(np.int64), second[new].astype(np.int64)
-
-
-def _pairs(found_s: list[I64], found_l: list[I64]) -> tuple[I64, I64]:
-    if not found_s:
-        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
-    return _distinct(np.concatenate(found_s), np.concatenate(found_l))

@@ -33,6 +33,7 @@ from services.reconciliation.domain.matching_columns import (
 )
 from services.reconciliation.domain.matching_engine import match_columns
 from services.reconciliation.domain.matching_rules import MatchingRules, PairScoring, confidence_of
+from services.reconciliation.domain.sorted_keys import factorize, order_by
 
 __all__ = [
     "Break",
@@ -216,33 +217,30 @@ def _as_result(
     points = np.where(referenced, scoring.points(True, amount_gap, day_gap), scoring.points(False, amount_gap, day_gap))
     confidence = points / scoring.max_points
 
-    # Pairs with the same criteria share one read-only breakdown.
-    breakdowns: dict[tuple[bool, int, int], Mapping[str, float]] = {}
-
-    def breakdown(referenced: bool, amount_gap: int, day_gap: int) -> Mapping[str, float]:
-        key = (referenced, abs(amount_gap), abs(day_gap))
-        shared = breakdowns.get(key)
-        if shared is None:
-            shared = breakdowns[key] = MappingProxyType(
-                {
-                    "reference": 1.0 if referenced else 0.0,
-                    "amount": (scoring.amount_denominator - key[1]) / scoring.amount_denominator,
-                    "date": (scoring.day_denominator - key[2]) / scoring.day_denominator,
-                }
-            )
-        return shared
-
+    # Pairs with the same criteria share one read-only breakdown, made once per distinct criteria.
+    criteria, first = factorize([referenced.astype(np.int64), np.abs(amount_gap), np.abs(day_gap)])
+    shared = [
+        MappingProxyType(
+            {
+                "reference": 1.0 if ref else 0.0,
+                "amount": (scoring.amount_denominator - gap) / scoring.amount_denominator,
+                "date": (scoring.day_denominator - days) / scoring.day_denominator,
+            }
+        )
+        for ref, gap, days in zip(
+            referenced[first].tolist(), np.abs(amount_gap[first]).tolist(), np.abs(day_gap[first]).tolist(), strict=True
+        )
+    ]
     one = MatchKind.ONE_TO_ONE
     matches = [
-        Match(one, (s_ids[s],), (l_ids[l_],), PAIR_RULES[rule], conf, breakdown(ref, gap, days), gap)
-        for s, l_, rule, conf, ref, gap, days in zip(
+        Match(one, (s_ids[s],), (l_ids[l_],), PAIR_RULES[rule], conf, shared[c], gap)
+        for s, l_, rule, conf, c, gap in zip(
             ps.tolist(),
             pl.tolist(),
             pr.tolist(),
             confidence.tolist(),
-            referenced.tolist(),
+            criteria.tolist(),
             amount_gap.tolist(),
-            day_gap.tolist(),
             strict=True,
         )
     ]
@@ -267,7 +265,7 @@ def _as_result(
         )
     first_s = np.concatenate([ps, np.array([g.statement[0] for g in found.groups], dtype=np.int64)])
     first_l = np.concatenate([pl, np.array([g.ledger[0] for g in found.groups], dtype=np.int64)])
-    match_order = np.lexsort((first_l, first_s)).tolist()
+    match_order = order_by([first_s, first_l]).tolist()
 
     breaks: list[Break] = []
     for kind, s, l_, gap, days in zip(
@@ -315,7 +313,7 @@ def _as_result(
             found.missing_in_statement,
         ]
     )
-    break_order = np.lexsort((l_key, s_key, kind_key)).tolist()
+    break_order = order_by([kind_key, s_key, l_key]).tolist()
     return MatchResult(
         tuple(matches[i] for i in match_order),
         tuple(breaks[i] for i in break_order),

@@ -19,7 +19,7 @@ from collections import Counter
 import numpy as np
 from numpy.typing import NDArray
 
-from services.reconciliation.domain.assignment import assign_optimally
+from services.reconciliation.domain.assignment import TiedSets, assign_optimally
 from services.reconciliation.domain.group_search import GroupCandidate, GroupSearch, settle_groups
 from services.reconciliation.domain.match_candidates import join_amount_date, join_references, keyed_rows, window_slices
 from services.reconciliation.domain.matching_columns import (
@@ -40,6 +40,7 @@ from services.reconciliation.domain.matching_columns import (
     StatementColumns,
 )
 from services.reconciliation.domain.matching_rules import MatchingPass, MatchingRules, PairScoring
+from services.reconciliation.domain.sorted_keys import distinct, factorize, order_by, starts_of_runs
 
 I64 = NDArray[np.int64]
 Bools = NDArray[np.bool_]
@@ -163,9 +164,12 @@ class _Run:
             self.rules.amount_tolerance_minor,
             self.rules.date_tolerance_days,
         )
-        amount_gap = self.statement.amount_minor[s] - self.ledger.amount_minor[led]
-        day_gap = self.s_day[s] - self.ledger.posted_day[led]
-        self._assign(s, led, self.scoring.points(False, amount_gap, day_gap), RULE_AMOUNT_DATE)
+        points = self.scoring.points(
+            False,
+            self.statement.amount_minor[s] - self.ledger.amount_minor[led],
+            self.s_day[s] - self.ledger.posted_day[led],
+        )
+        self._assign(s, led, points, RULE_AMOUNT_DATE)
 
     def group_pass(self) -> None:
         rules = self.rules
@@ -199,8 +203,7 @@ class _Run:
         self.pairs.append((outcome.statement, outcome.ledger, PAIR_RULES.index(rule)))
         self._consume(outcome.statement, outcome.ledger)
         self.s_partner[outcome.statement] = outcome.ledger
-        for tied_s, tied_l in outcome.ambiguous:
-            self._break(BreakKind.AMBIGUOUS, tuple(tied_s.tolist()), tuple(tied_l.tolist()), rule)
+        self._ties(outcome.tied, rule)
 
     def _reference_groups(self, s: I64, led: I64, same_currency_and_sign: Bools) -> None:
         live = self.s_alive[s] & self.l_alive[led] & same_currency_and_sign
@@ -208,9 +211,9 @@ class _Run:
         s, led = s[live], led[live]
         found: list[GroupCandidate] = []
         for target_is_statement, targets, others in ((True, s, led), (False, led, s)):
-            order = np.lexsort((others, targets))
+            order = order_by([targets, others])
             targets, others = targets[order], others[order]
-            starts = np.flatnonzero(np.concatenate([[True], targets[1:] != targets[:-1]]))
+            starts = np.flatnonzero(starts_of_runs([targets]))
             ends = np.concatenate([starts[1:], [targets.size]]).astype(np.int64)
             several = ends - starts >= 2
             searching = set(self._distinct_targets(targets[starts[several]], target_is_statement).tolist())
@@ -232,13 +235,17 @@ class _Run:
             hub, spoke = (s, led) if statement_is_hub else (led, s)
             if hub.size == 0:
                 break
-            star_edge = (np.bincount(hub)[hub] >= 2) & (np.bincount(spoke)[spoke] == 1)
+            hub_degree = np.bincount(hub)
+            star_edge = (hub_degree[hub] >= 2) & (np.bincount(spoke)[spoke] == 1)
             spoke_identity = self.ledger_identity if statement_is_hub else self.statement_identity
-            for h in np.unique(hub[star_edge]).tolist():
-                edges = np.flatnonzero(hub == h)
-                if not star_edge[edges].all() or (kind[edges] == CURRENCY_BREAK).any():
-                    continue
-                if np.unique(spoke_identity(spoke[edges])).size < edges.size:
+            hubs = np.flatnonzero(star_edge)
+            hubs = hubs[order_by([hub[hubs]])]
+            starts = np.flatnonzero(starts_of_runs([hub[hubs]]))
+            for edges in np.split(hubs, starts[1:]) if hubs.size else []:
+                h = int(hub[edges[0]])
+                if edges.size < hub_degree[h] or (kind[edges] == CURRENCY_BREAK).any():
+                    continue  # some of the hub's references lead elsewhere too, or the currency differs
+                if distinct(spoke_identity(spoke[edges])).size < edges.size:
                     continue  # identical spokes are copies of one item, not parts of a group
                 spokes = tuple(sorted(spoke[edges].tolist()))
                 group_s, group_l = ((h,), spokes) if statement_is_hub else (spokes, (h,))
@@ -252,20 +259,18 @@ class _Run:
             return
         # One-to-one: the break explaining most first, then the closest; ranks keep points small integers.
         gap = np.where(kind == AMOUNT_BREAK, np.abs(amount_gap), np.abs(day_gap))
-        _, rank = np.unique(kind * (int(gap.max()) + 1) + gap, return_inverse=True)
-        rank = rank.reshape(-1).astype(np.int64)
+        rank, _ = factorize([kind, gap])
         worst = int(rank.max()) + 1
         points = (kind * (worst + 1) + (worst - rank)).astype(np.int64)
         outcome = assign_optimally(s, led, points, self.statement_identity, self.ledger_identity)
         edge_key = s * len(self.ledger) + led
-        order = np.argsort(edge_key)
+        order = order_by([edge_key])
         edge = order[np.searchsorted(edge_key[order], outcome.statement * len(self.ledger) + outcome.ledger)]
         breaks = np.array([BREAK_OF[k] for k in kind[edge].tolist()], dtype=np.int64)
         self.pair_breaks.append((outcome.statement, outcome.ledger, breaks, amount_gap[edge], day_gap[edge]))
         self._consume(outcome.statement, outcome.ledger)
         self.s_partner[outcome.statement] = outcome.ledger
-        for tied_s, tied_l in outcome.ambiguous:
-            self._break(BreakKind.AMBIGUOUS, tuple(tied_s.tolist()), tuple(tied_l.tolist()), RULE_REFERENCE)
+        self._ties(outcome.tied, RULE_REFERENCE)
 
     def _record_groups(self, found: list[GroupCandidate], rule: str) -> None:
         accepted, tied = settle_groups(found, len(self.statement))
@@ -295,6 +300,14 @@ class _Run:
                 self.s_linked[r] = g.ledger
         self._consume(s_rows, l_rows)
 
+    def _ties(self, tied: TiedSets, rule: str) -> None:
+        """One AMBIGUOUS case per tied set (many at once: built from lists, consumed as arrays)."""
+        self._consume(tied.statement, tied.ledger)
+        for s_rows, l_rows in tied.as_tuples():
+            self.breaks.append(RowBreak(BreakKind.AMBIGUOUS, s_rows, l_rows, rule))
+            for r in s_rows:
+                self.s_linked[r] = l_rows
+
     def _break(
         self,
         kind: BreakKind,
@@ -323,31 +336,31 @@ class _Run:
         if rows.size < 2:
             return rows
         identity = self.statement_identity(rows) if statement_side else self.ledger_identity(rows)
-        _, first = np.unique(identity, return_index=True)
+        _, first = factorize([identity])
         return rows[np.sort(first)]
 
     # Duplicates.
 
     def _duplicate_sets(self) -> list[I64]:
         """Statement rows with the same currency, amount, value date and the same non-empty references,
-        as sets of at least two rows in row order. Only rows whose reference repeats can be in one, so
-        only those are sorted."""
+        as sets of at least two rows in row order (the sort is stable). Only rows whose reference
+        repeats can be in one, so only those are sorted."""
         s = self.statement
         references = [getattr(s, name) for name in self.rules.statement_reference_fields]
         maybe = np.zeros(len(s), dtype=np.bool_)
         for codes in references:
             present = np.flatnonzero(codes != NO_CODE)
-            ordered = np.sort(codes[present])
-            repeated = ordered[1:][ordered[1:] == ordered[:-1]]
-            maybe[present[np.isin(codes[present], repeated)]] = True
+            same, _ = factorize([codes[present]])
+            maybe[present[np.bincount(same)[same] >= 2]] = True
         rows = np.flatnonzero(maybe)
+        if rows.size == 0:
+            return []
         keys = [s.currency[rows], s.amount_minor[rows], s.value_day[rows], *(codes[rows] for codes in references)]
-        order = np.lexsort(keys[::-1])
+        order = order_by(keys)
         rows = rows[order]
-        ordered_keys = np.stack([k[order] for k in keys], axis=1)
-        starts = np.flatnonzero(np.concatenate([[True], np.any(ordered_keys[1:] != ordered_keys[:-1], axis=1)]))
+        starts = np.flatnonzero(starts_of_runs([k[order] for k in keys]))
         ends = np.concatenate([starts[1:], [rows.size]])
-        return [np.sort(rows[a:b]) for a, b in zip(starts.tolist(), ends.tolist(), strict=True) if b - a >= 2]
+        return [rows[a:b] for a, b in zip(starts.tolist(), ends.tolist(), strict=True) if b - a >= 2]
 
     def settle_duplicates(self, rule: str, final: bool) -> None:
         """Leftover copies of a line that something explained are its duplicates; at the end, copies of a
@@ -398,5 +411,4 @@ def _identity(columns: list[I64]) -> I64:
     """Equal codes for rows equal in every column."""
     if columns[0].size == 0:
         return np.zeros(0, dtype=np.int64)
-    _, codes = np.unique(np.stack(columns, axis=1), axis=0, return_inverse=True)
-    return codes.reshape(-1).astype(np.int64)
+    return factorize(columns)[0]
