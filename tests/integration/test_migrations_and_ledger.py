@@ -40,11 +40,21 @@ async def ingest_engine(database_url: str) -> AsyncIterator[AsyncEngine]:
     await engine.dispose()
 
 
-async def test_every_schema_migrates_from_empty(database_url: str) -> None:
+async def test_every_schema_migrates_from_empty_once_and_refuses_an_edited_migration(database_url: str) -> None:
+    from importlib import resources
+
+    expected_tables = {
+        "ingest": {"requests", "outbox"},
+        "ledger": {"accounts", "transfers", "entries", "outbox", "processed_messages"},
+        "reconciliation": {"ledger_entries", "runs", "statement_imports", "statements", "statement_lines", "cases"},
+    }
     for schema in ("ingest", "ledger", "reconciliation"):
         engine = create_engine(database_url, schema)
         try:
-            await migrate(engine, schema, f"services.{schema}.migrations")
+            package = f"services.{schema}.migrations"
+            files = sorted(f.name for f in resources.files(package).iterdir() if f.name.endswith(".sql"))
+            await migrate(engine, schema, package)
+            assert await migrate(engine, schema, package) == []  # nothing left to apply the second time
             async with engine.connect() as conn:
                 tables = {
                     r[0]
@@ -52,7 +62,20 @@ async def test_every_schema_migrates_from_empty(database_url: str) -> None:
                         text("SELECT table_name FROM information_schema.tables WHERE table_schema = :s"), {"s": schema}
                     )
                 }
-            assert "schema_migrations" in tables
+                applied = (await conn.execute(text("SELECT count(*) FROM schema_migrations"))).scalar_one()
+            assert tables >= expected_tables[schema] | {"schema_migrations"}, (schema, tables)
+            assert applied == len(files), (schema, applied, files)  # every file recorded, with its checksum
+            async with engine.begin() as conn:
+                original = (
+                    await conn.execute(text("SELECT checksum FROM schema_migrations WHERE version = 1"))
+                ).scalar_one()
+                await conn.execute(text("UPDATE schema_migrations SET checksum = 'edited' WHERE version = 1"))
+            with pytest.raises(Exception, match="changed after it was applied"):
+                await migrate(engine, schema, package)
+            async with engine.begin() as conn:
+                await conn.execute(
+                    text("UPDATE schema_migrations SET checksum = :c WHERE version = 1"), {"c": original}
+                )
         finally:
             await engine.dispose()
 
