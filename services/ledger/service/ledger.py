@@ -7,9 +7,10 @@ import binascii
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from datetime import UTC, date, datetime, time
+from datetime import UTC, datetime
 
 from services.kernel.errors import ValidationError
+from services.kernel.instants import parse_window
 from services.kernel.money import Money, MoneyError, minor_units_from_json
 from services.ledger.domain import events, rules
 from services.ledger.domain.errors import (
@@ -111,23 +112,6 @@ def _entry_position(cursor: str) -> int:
     if not value.isdigit():
         raise ValidationError("cursor is not one this API returned", field="cursor", code="INVALID_CURSOR")
     return int(value)
-
-
-def parse_instant(value: str, field: str) -> datetime | None:
-    """RFC 3339 instant or YYYY-MM-DD (UTC midnight); '' → None."""
-    if not value:
-        return None
-    try:
-        if len(value) == 10:
-            return datetime.combine(date.fromisoformat(value), time(), UTC)
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        raise ValidationError(
-            f"{field} must be an RFC 3339 instant or a YYYY-MM-DD date, got {value!r}", field=field, code="INVALID_DATE"
-        ) from None
-    if parsed.tzinfo is None:
-        raise ValidationError(f"{field} needs a time zone offset (or Z)", field=field, code="INVALID_DATE")
-    return parsed
 
 
 def _page_size(limit: int) -> int:
@@ -517,9 +501,7 @@ class LedgerService:
         """
         size = _page_size(limit)
         before = _entry_position(cursor) if cursor else None
-        start, end = parse_instant(since, "since"), parse_instant(until, "until")
-        if start and end and start >= end:
-            raise ValidationError("since must be before until", field="since", code="INVALID_DATE_RANGE")
+        start, end = parse_window(since, until, start_field="since", end_field="until")
         account = await self.account(account_id)
         async with self.uow.reading() as repo:
             rows = await repo.entries(account_id, limit=size + 1, before_id=before, since=start, until=end)

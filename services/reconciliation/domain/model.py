@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import datetime, timedelta
 
+from services.kernel import instants
 from services.kernel.errors import ValidationError
 
 BALANCE_DRIFT = "BALANCE_DRIFT"
 UNBALANCED_TRANSFER = "UNBALANCED_TRANSFER"
 MAX_WINDOW = timedelta(days=366 * 5)
+RESOLUTION = timedelta(microseconds=1)  # of datetime and of PostgreSQL timestamps
 
 
 @dataclass(frozen=True)
@@ -18,35 +20,14 @@ class Window:
     end: datetime
 
 
-def parse_instant(text: str, field_name: str, *, end_of_day: bool) -> datetime:
-    text = text.strip()
-    if not text:
-        raise ValidationError(f"{field_name} is required", field=field_name, code="MISSING_FIELD")
-    try:
-        if len(text) == 10:
-            day = date.fromisoformat(text)
-            moment = datetime.combine(day, time.max if end_of_day else time.min, UTC)
-        else:
-            moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
-            if moment.tzinfo is None:
-                moment = moment.replace(tzinfo=UTC)
-    except ValueError:
-        raise ValidationError(
-            f"{field_name} must be an ISO date (2026-01-31) or an RFC 3339 instant",
-            field=field_name,
-            code="INVALID_DATE",
-        ) from None
-    return moment
-
-
 def parse_window(start: str, end: str) -> Window:
-    """A date-only end means the whole day. Raises ValidationError."""
-    window = Window(parse_instant(start, "startDate", end_of_day=False), parse_instant(end, "endDate", end_of_day=True))
-    if window.end < window.start:
-        raise ValidationError("endDate must not be before startDate", field="endDate", code="INVALID_DATE_RANGE")
-    if window.end - window.start > MAX_WINDOW:
+    """[startDate, endDate) by the one date rule (services.kernel.instants): a date-only endDate
+    includes that day. Raises ValidationError."""
+    first, after = instants.parse_closed_window(start, end, start_field="startDate", end_field="endDate")
+    if after - first > MAX_WINDOW:
         raise ValidationError("the window may span at most five years", field="endDate", code="INVALID_DATE_RANGE")
-    return window
+    # The store reads a window inclusively: its last microsecond is the same set of instants.
+    return Window(first, after - RESOLUTION)
 
 
 @dataclass(frozen=True)
