@@ -20,7 +20,7 @@ from google.protobuf import descriptor_pb2
 
 from services.devstack.stack import Stack
 from services.kernel.config import DEMO_TOKEN
-from services.kernel.errors import machine_code_of
+from services.kernel.grpc_errors import machine_code_of
 
 pytestmark = pytest.mark.e2e
 
