@@ -35,6 +35,7 @@ from services.ledger.domain.model import (
     TransferStatus,
     accounts_to_open,
     check_transfer,
+    invalid_transfer,
     post_in_order,
     settle_hold,
 )
@@ -147,19 +148,26 @@ class LedgerService:
 
         A transfer id seen before answers with its original outcome, or LEDGER_TRANSFER_EXISTS when
         it now names a different transfer. Rejections (insufficient funds, currency mismatch) are
-        outcomes, not errors.
+        outcomes, not errors. So is a transfer that breaks an input rule (rules.instruction_problem:
+        INVALID_CURRENCY, UNKNOWN_CURRENCY, INVALID_AMOUNT, SAME_ACCOUNT, ...): it is answered in its
+        place and nothing of it is stored, so its id stays free for a corrected transfer.
         """
+        refused = {i: r for i, t in enumerate(transfers) if (r := invalid_transfer(t)) is not None}
+        valid = [t for i, t in enumerate(transfers) if i not in refused]
         try:
-            told = await self._post_once(transfers, message_id)
+            told = await self._post_once(valid, message_id)
         except ConcurrentWrite:
             # A concurrent call recorded one of these ids first; now they are known, so this answers
             # with their recorded outcomes.
-            told = await self._post_once(transfers, message_id)
-        missing = [t.transfer_id for t in transfers if t.transfer_id not in told]
+            told = await self._post_once(valid, message_id)
+        missing = [t.transfer_id for t in valid if t.transfer_id not in told]
         if missing:  # in a message applied before: the outcomes recorded then
             async with self.uow.reading() as repo:
                 told.update({tid: r.event() for tid, r in (await repo.transfer_records(missing)).items()})
-        return [told[t.transfer_id] for t in transfers]
+        now = datetime.now(UTC)
+        return [
+            outcome_event(refused[i], now) if i in refused else told[t.transfer_id] for i, t in enumerate(transfers)
+        ]
 
     async def _post_once(
         self, transfers: Sequence[TransferInstruction], message_id: str | None
@@ -167,7 +175,7 @@ class LedgerService:
         async with self.uow.transaction() as repo:
             if message_id is not None and not await repo.claim_messages([message_id]):
                 return {}
-            return {e.transfer_id: e for e in await self._post(repo, list(transfers))}
+            return {e.transfer_id: e for e in await self._post(repo, list(transfers), well_formed=True)}
 
     async def apply_message(self, transfers: Sequence[TransferInstruction], message_id: str) -> None:
         """Worker path: posts one queued batch; a redelivered message changes nothing."""
@@ -183,14 +191,23 @@ class LedgerService:
             await self._post(repo, [t for message_id, batch in messages if message_id in fresh for t in batch])
             return True
 
-    async def _post(self, repo: LedgerRepository, transfers: list[TransferInstruction]) -> list[LedgerEvent]:
-        """Posts (or, for holds, reserves) `transfers` in the caller's transaction; the events told."""
-        known = await repo.transfer_records([t.transfer_id for t in transfers])
+    async def _post(
+        self, repo: LedgerRepository, transfers: list[TransferInstruction], *, well_formed: bool = False
+    ) -> list[LedgerEvent]:
+        """Posts (or, for holds, reserves) `transfers` in the caller's transaction; the events told.
+
+        A transfer breaking an input rule is only told as rejected (see _refuse): checked before
+        anything is read or written for it, it opens no account and leaves no transfer row.
+        `well_formed`: the caller has just refused those itself (post_transfers)."""
         now = await repo.now()
+        refusals: list[LedgerEvent] = []
+        if not well_formed:
+            transfers, refusals = await self._refuse(repo, transfers, now)
+        known = await repo.transfer_records([t.transfer_id for t in transfers])
         plan = plan_posting(transfers, known, now)
         if not plan.fresh:
             await repo.queue_events(plan.repeats)
-            return plan.repeats
+            return [*refusals, *plan.repeats]
         named = {a for t in plan.fresh for a in (t.debit_account_id, t.credit_account_id)}
         accounts = await repo.lock_accounts(named)
         missing = named - accounts.keys()
@@ -203,7 +220,28 @@ class LedgerService:
         await repo.save_accounts(now)
         told = [outcome_event(o, now, next(entry_ids) if isinstance(o, Posted) else None) for o in outcomes]
         await repo.queue_events([*told, *plan.repeats])
-        return [*told, *plan.repeats]
+        return [*refusals, *told, *plan.repeats]
+
+    @staticmethod
+    async def _refuse(
+        repo: LedgerRepository, transfers: list[TransferInstruction], now: datetime
+    ) -> tuple[list[TransferInstruction], list[LedgerEvent]]:
+        """(the well-formed transfers, the rejections of the others). Transfers from the queue were
+        accepted by a sender that waits for an outcome: their rejection goes through the outbox
+        (ingest then shows FAILED with the code), without the metadata that may be what broke the
+        rule. An id that is itself malformed was accepted by nobody: there is no one to tell."""
+        valid: list[TransferInstruction] = []
+        told: list[LedgerEvent] = []
+        for transfer in transfers:
+            refused = invalid_transfer(transfer)
+            if refused is None:
+                valid.append(transfer)
+            else:
+                told.append(outcome_event(replace(refused, transfer=replace(transfer, metadata={})), now))
+        if told:
+            await repo.queue_events([e for e in told if rules.is_transfer_id(e.transfer_id)])
+            log.warning("refused malformed transfers", extra={"fields": {"transfers": len(told)}})
+        return valid, told
 
     async def handle_delivery(
         self, transfers: Sequence[TransferInstruction], message_id: str, *, last_delivery: bool
