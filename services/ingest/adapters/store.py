@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.ingest.codecs import transfer_request_bytes
 from services.ingest.domain.model import RequestStatus, StoredRequest, TransferOutcome, TransferSubmission
+from services.kernel.db import outages_as_unavailable
 from services.kernel.money import Money
 from services.kernel.telemetry import current_traceparent
 
@@ -41,6 +42,8 @@ def _to_request(row: object) -> StoredRequest:
 
 
 class IngestStore:
+    """Every method raises Unavailable when the database cannot be reached (outages_as_unavailable)."""
+
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
 
@@ -55,7 +58,7 @@ class IngestStore:
     ) -> StoredRequest | None:
         """Inserts the request and its outbox row (the TransferRequest to publish, with the current
         trace context) in ONE transaction — one statement, one round trip; None when the key exists."""
-        async with self._engine.begin() as conn:
+        async with outages_as_unavailable(), self._engine.begin() as conn:
             inserted = await conn.execute(
                 text(
                     "WITH request AS ("
@@ -88,7 +91,7 @@ class IngestStore:
             return _to_request(row) if row is not None else None
 
     async def get(self, idempotency_key: str) -> StoredRequest | None:
-        async with self._engine.connect() as conn:
+        async with outages_as_unavailable(), self._engine.connect() as conn:
             row = (await conn.execute(text(_SELECT_REQUEST), {"key": idempotency_key})).first()
             return _to_request(row) if row is not None else None
 
@@ -96,7 +99,7 @@ class IngestStore:
         """Records ledger verdicts on requests still PROCESSING; repeats are no-ops. Returns rows changed."""
         if not outcomes:
             return 0
-        async with self._engine.begin() as conn:
+        async with outages_as_unavailable(), self._engine.begin() as conn:
             result = await conn.execute(
                 text(
                     "UPDATE requests AS r SET status = o.status, error_code = NULLIF(o.code, ''),"
@@ -118,7 +121,7 @@ class IngestStore:
 
     async def purge_expired(self, now: datetime, limit: int) -> int:
         """Deletes up to `limit` requests past `expires_at` that have an outcome, with their outbox rows."""
-        async with self._engine.begin() as conn:
+        async with outages_as_unavailable(), self._engine.begin() as conn:
             result = await conn.execute(
                 text(
                     "WITH expired AS ("
@@ -137,11 +140,11 @@ class IngestStore:
             return int(result.rowcount or 0)
 
     async def outbox_pending(self) -> int:
-        async with self._engine.connect() as conn:
+        async with outages_as_unavailable(), self._engine.connect() as conn:
             return int(
                 (await conn.execute(text("SELECT count(*) FROM outbox WHERE published_at IS NULL"))).scalar_one()
             )
 
     async def ping(self) -> None:
-        async with self._engine.connect() as conn:
+        async with outages_as_unavailable(), self._engine.connect() as conn:
             await conn.execute(text("SELECT 1"))

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
-from services.kernel.errors import ValidationError
+from services.kernel.errors import Unavailable, ValidationError
 from services.kernel.instants import parse_window
 from services.kernel.money import Money, MoneyError, minor_units_from_json
 from services.ledger.domain import events, rules
@@ -259,11 +259,17 @@ class LedgerService:
         that fails alone is posted transfer by transfer, so one poison transfer does not hold back
         the rest. A message with transfers still failing is left for redelivery — and on its last
         delivery those transfers are given up on (REJECTED, LEDGER_POSTING_FAILED) before SQS moves
-        it to the dead-letter queue.
+        it to the dead-letter queue. When the database is unavailable, every message is left for
+        redelivery as it is.
         """
         try:
             await self.apply_messages([(message_id, transfers) for message_id, transfers, _ in deliveries])
             return [True] * len(deliveries)
+        except Unavailable:
+            # The database is down, not the messages bad: smaller batches would fail alike, and giving
+            # up on their transfers would be wrong. SQS redelivers them once it is back.
+            log.warning("database unavailable; messages left for redelivery", extra={"fields": {"n": len(deliveries)}})
+            return [False] * len(deliveries)
         except Exception:
             log.exception(
                 "posting received messages failed",
