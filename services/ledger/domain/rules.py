@@ -40,7 +40,11 @@ def transfer_id(value: str, field: str) -> str:
 
 
 def is_transfer_id(value: str) -> bool:
-    return 0 < len(value) <= TRANSFER_ID_LIMIT and ID_SHAPE.pattern.match(value) is not None
+    return 0 < len(value) <= TRANSFER_ID_LIMIT and ID_SHAPE.pattern.fullmatch(value) is not None
+
+
+def is_account_id(value: str) -> bool:
+    return 0 < len(value) <= ACCOUNT_ID_LIMIT and ID_SHAPE.pattern.fullmatch(value) is not None
 
 
 def metadata(value: dict[str, str], field: str = "metadata") -> dict[str, str]:

@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 
 from services.kernel.errors import Unavailable, ValidationError
 from services.kernel.instants import parse_window
-from services.kernel.money import Money, MoneyError, minor_units_from_json
+from services.kernel.money import INT64_MAX, Money, MoneyError, minor_units_from_json
 from services.ledger.domain import events, rules
 from services.ledger.domain.errors import (
     AccountExists,
@@ -104,15 +104,28 @@ def decode_cursor(cursor: str, prefix: str) -> str:
         raw = ""
     found, _, value = raw.partition(":")
     if found != prefix or not value:
-        raise ValidationError("cursor is not one this API returned", field="cursor", code="INVALID_CURSOR")
+        raise _foreign_cursor()
     return value
 
 
+def _foreign_cursor() -> ValidationError:
+    return ValidationError("cursor is not one this API returned", field="cursor", code="INVALID_CURSOR")
+
+
 def _entry_position(cursor: str) -> int:
+    """An entry id: ASCII digits within int64 (the database refuses a larger one with an error)."""
     value = decode_cursor(cursor, "e")
-    if not value.isdigit():
-        raise ValidationError("cursor is not one this API returned", field="cursor", code="INVALID_CURSOR")
+    if not (value.isascii() and value.isdigit() and int(value) <= INT64_MAX):
+        raise _foreign_cursor()
     return int(value)
+
+
+def _account_position(cursor: str) -> str:
+    """An account id, shaped like one (a NUL, say, is refused by the database with an error)."""
+    value = decode_cursor(cursor, "a")
+    if not rules.is_account_id(value):
+        raise _foreign_cursor()
+    return value
 
 
 def _page_size(limit: int) -> int:
@@ -351,7 +364,8 @@ class LedgerService:
         return account, created
 
     async def account(self, account_id: str) -> Account:
-        """Raises AccountNotFound."""
+        """Raises ValidationError (a malformed id) and AccountNotFound."""
+        rules.account_id(account_id, "account_id")
         async with self.uow.reading() as repo:
             account = await repo.account(account_id)
         if account is None:
@@ -363,7 +377,7 @@ class LedgerService:
     async def accounts(self, *, limit: int, cursor: str) -> tuple[list[Account], str]:
         """Raises ValidationError (limit out of range, foreign cursor)."""
         size = _page_size(limit)
-        after = decode_cursor(cursor, "a") if cursor else None
+        after = _account_position(cursor) if cursor else None
         async with self.uow.reading() as repo:
             rows = await repo.accounts_after(after, size + 1)
         next_cursor = encode_cursor("a", rows[size - 1].id) if len(rows) > size else ""
@@ -405,7 +419,8 @@ class LedgerService:
         return await self.hold(key)
 
     async def hold(self, hold_id: str) -> TransferRecord:
-        """Raises TransferNotFound."""
+        """Raises ValidationError (a malformed id) and TransferNotFound."""
+        rules.transfer_id(hold_id, "hold_id")
         async with self.uow.reading() as repo:
             record = (await repo.transfer_records([hold_id])).get(hold_id)
         if record is None or record.kind is not TransferKind.HOLD:
@@ -476,6 +491,7 @@ class LedgerService:
         """Posts the mirror transfer of a posted one, linked both ways. Raises ValidationError,
         TransferNotFound, NotReversible, TransferExists and TransferRejected (the reversal would
         overdraw an account that does not allow it)."""
+        rules.transfer_id(transfer_id, "transfer_id")
         key = rules.transfer_id(idempotency_key, "idempotencyKey")
         reason = rules.reason(reason)
         async with self.uow.transaction() as repo:
@@ -517,7 +533,8 @@ class LedgerService:
         return Reversal(record, replayed=False)
 
     async def transfer(self, transfer_id: str) -> TransferRecord:
-        """Raises TransferNotFound."""
+        """Raises ValidationError (a malformed id) and TransferNotFound."""
+        rules.transfer_id(transfer_id, "transfer_id")
         async with self.uow.reading() as repo:
             record = (await repo.transfer_records([transfer_id])).get(transfer_id)
         if record is None:

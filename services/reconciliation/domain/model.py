@@ -2,22 +2,31 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from services.kernel import instants
 from services.kernel.errors import ValidationError
+from services.kernel.input_rules import IdentifierShape, require_identifier
 
 BALANCE_DRIFT = "BALANCE_DRIFT"
 UNBALANCED_TRANSFER = "UNBALANCED_TRANSFER"
 MAX_WINDOW = timedelta(days=366 * 5)
 RESOLUTION = timedelta(microseconds=1)  # of datetime and of PostgreSQL timestamps
+# The ledger's account ids: anything else names no account, and must not reach a query or a stored run.
+ACCOUNT_ID = IdentifierShape(re.compile(r"[A-Za-z0-9._:\-]+"), "letters, digits and . _ : -")
 
 
 @dataclass(frozen=True)
 class Window:
     start: datetime
     end: datetime
+
+
+def validate_account_id(value: str) -> str:
+    """Raises ValidationError (MISSING_FIELD, INVALID_ACCOUNT_ID)."""
+    return require_identifier(value, "account_id", shape=ACCOUNT_ID, code="INVALID_ACCOUNT_ID", limit=128)
 
 
 def parse_window(start: str, end: str) -> Window:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from services.reconciliation.domain.model import Report, check_account, parse_window
+from services.reconciliation.domain.model import Report, check_account, parse_window, validate_account_id
 from services.reconciliation.service.ports import LedgerBalances, ReconciliationStore
 
 
@@ -25,8 +25,9 @@ class ReconciliationService:
     async def reconcile_account(self, account_id: str, start: str, end: str) -> StoredReport:
         """Compares the projection with the ledger for the window and stores the run.
 
-        Raises ValidationError for a malformed or reversed window.
+        Raises ValidationError for a malformed account id or a malformed or reversed window.
         """
+        account_id = validate_account_id(account_id)
         window = parse_window(start, end)
         as_of = min(window.end, datetime.now(UTC))
         ledger = await self.ledger.balance_as_of(account_id, as_of)
