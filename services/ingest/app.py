@@ -22,6 +22,7 @@ from services.ingest.service.transactions import TransactionService
 from services.kernel.consumer import Message, consume
 from services.kernel.db import create_engine
 from services.kernel.grpc_server import create_server, scopes_for
+from services.kernel.health import drain, watch_dependencies
 from services.kernel.outbox import OutboxRelay
 from services.kernel.runtime import background, run_periodically
 from services.kernel.sqs import SqsClient, decode_body
@@ -50,7 +51,7 @@ async def running(settings: IngestSettings, stop: asyncio.Event, address: str | 
                 store, settings.redrive_after_seconds, settings.redrive_batch, common.message_groups
             )
             servicer = IngestServicer(transactions, operations, settings.public_base_path)
-            server, port, _ = await create_server(
+            server, port, health = await create_server(
                 address or settings.address,
                 service_names=[SERVICE_NAME],
                 register=[lambda s: ingest_pb2_grpc.add_IngestServiceServicer_to_server(servicer, s)],
@@ -69,6 +70,9 @@ async def running(settings: IngestSettings, stop: asyncio.Event, address: str | 
                 pack=transfer_batch_bytes,
                 rows_per_message=500,
             )
+
+            async def can_serve() -> bool:
+                return (await operations.readiness()).ready  # the database and the queue
 
             async def record(messages: Sequence[Message]) -> Sequence[Message]:
                 outcomes = [o for m in messages for o in outcomes_from_event_batch(decode_body(m))]
@@ -92,12 +96,13 @@ async def running(settings: IngestSettings, stop: asyncio.Event, address: str | 
                     redrive.interval_seconds,
                     what="re-publishing requests stuck in PROCESSING",
                 ),
+                watch_dependencies(health, [SERVICE_NAME], can_serve, stop),
             ):
                 try:
                     yield port
                 finally:
                     stop.set()
-                    await server.stop(5)
+                    await drain(server, health, 5)
     finally:
         await redis_client.aclose()
         await engine.dispose()

@@ -1,14 +1,19 @@
-"""Async SQLAlchemy engines bound to one service's own PostgreSQL schema."""
+"""Async SQLAlchemy engines bound to one service's own PostgreSQL schema, and what an outage of the
+database looks like to the code above the adapters (services.kernel.errors.Unavailable)."""
 
 from __future__ import annotations
 
+import contextlib
 import re
+from collections.abc import AsyncIterator
 from typing import Any
 
+from sqlalchemy import exc as sqlalchemy_errors
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from services.kernel.config import ConfigError
+from services.kernel.errors import Unavailable
 
 _SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
@@ -45,3 +50,44 @@ async def driver_connection(conn: AsyncConnection) -> Any:
     if driver is None:
         raise RuntimeError("the database connection is closed")
     return driver
+
+
+# SQLSTATE classes and codes that say the server cannot serve now, whatever the statement:
+# 08 connection exception, 53 insufficient resources (too many connections, disk full, out of
+# memory), 57P01-57P03 shutting down, crashed, starting up.
+_OUTAGE_CLASSES = ("08", "53")
+_OUTAGE_STATES = frozenset({"57P01", "57P02", "57P03"})
+
+
+def is_outage(error: BaseException | None) -> bool:
+    """Whether `error` (or what it wraps) says the database cannot be reached now — refused or lost
+    connection, server shutting down or starting, too many connections, pool exhausted, timed out —
+    so a retry may succeed; not a statement the database refused (a constraint) or a bug."""
+    seen = 0
+    while error is not None and seen < 6:
+        if isinstance(error, OSError | TimeoutError | sqlalchemy_errors.TimeoutError):
+            return True
+        if getattr(error, "connection_invalidated", False):  # SQLAlchemy recognized a disconnect
+            return True
+        state = getattr(error, "sqlstate", None)
+        if isinstance(state, str) and (state[:2] in _OUTAGE_CLASSES or state in _OUTAGE_STATES):
+            return True
+        error = getattr(error, "orig", None) or error.__cause__
+        seen += 1
+    return False
+
+
+@contextlib.asynccontextmanager
+async def outages_as_unavailable() -> AsyncIterator[None]:
+    """Turns a database outage raised in the block into Unavailable (gRPC UNAVAILABLE, REST 503
+    SERVICE_UNAVAILABLE); every other error passes unchanged. Adapters wrap their transactions in it."""
+    try:
+        yield
+    except Exception as error:
+        if is_outage(error):
+            raise Unavailable(
+                "the database is unavailable; retry the same request in a few seconds",
+                code="SERVICE_UNAVAILABLE",
+                metadata={"dependency": "database"},
+            ) from error
+        raise

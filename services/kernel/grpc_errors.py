@@ -2,7 +2,8 @@
 
 Each context declares one ErrorTable in its `api/errors.py`: error class → gRPC code and stable
 machine code. The error interceptor applies it; anything unmapped becomes INTERNAL with a sanitized
-message and a log line carrying the trace id. The machine code travels as google.rpc.ErrorInfo.reason
+message and a log line carrying the trace id — except a database outage (kernel.db.is_outage), which
+is UNAVAILABLE whichever adapter let it through. The machine code travels as google.rpc.ErrorInfo.reason
 in grpc-status-details-bin, which Envoy turns into the REST body.
 """
 
@@ -17,6 +18,7 @@ import grpc
 from google.protobuf import any_pb2
 from google.rpc import error_details_pb2, status_pb2
 
+from services.kernel.db import is_outage
 from services.kernel.errors import DomainError, NotFound, Unavailable, ValidationError
 
 log = logging.getLogger(__name__)
@@ -151,7 +153,15 @@ class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-
             await abort_with(context, mapping.status, error.code or mapping.code, error.message, metadata)
         except (grpc.aio.AbortError, grpc.RpcError, StopAsyncIteration):
             raise
-        except Exception:
+        except Exception as error:
+            if is_outage(error):  # an adapter that did not say so itself: still an outage, not a bug
+                log.warning("dependency unavailable", exc_info=True, extra={"fields": {"method": method}})
+                await abort_with(
+                    context,
+                    grpc.StatusCode.UNAVAILABLE,
+                    "SERVICE_UNAVAILABLE",
+                    "a dependency is unavailable; retry the same request in a few seconds",
+                )
             log.exception("unhandled error", extra={"fields": {"method": method}})
             await abort_with(context, grpc.StatusCode.INTERNAL, "INTERNAL", "internal error")
 

@@ -31,7 +31,7 @@ def require_identifier(
     """`value` when it is 1-`limit` characters of `shape`; else `error` (MISSING_FIELD when empty)."""
     if not value:
         raise error(f"{field} is required", field=field, code="MISSING_FIELD")
-    if len(value) > limit or not shape.pattern.match(value):
+    if len(value) > limit or not shape.pattern.fullmatch(value):  # not match: `$` lets a final \n through
         raise error(f"{field} must be 1-{limit} characters of {shape.described}", field=field, code=code)
     return value
 

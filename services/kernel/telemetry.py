@@ -28,10 +28,11 @@ def configure_tracing(service: str, otlp_endpoint: str | None) -> None:
 
 
 def grpc_server_interceptor() -> Any:
-    """Server spans for every RPC (rpc.grpc.status_code included)."""
-    from opentelemetry.instrumentation.grpc import aio_server_interceptor
+    """Server spans for every RPC (rpc.grpc.status_code included) but health checks: probes every few
+    seconds are noise, and the interceptor breaks Health.Watch (it iterates the handler, a coroutine)."""
+    from opentelemetry.instrumentation.grpc import aio_server_interceptor, filters
 
-    return aio_server_interceptor()  # type: ignore[no-untyped-call]
+    return aio_server_interceptor(filter_=filters.negate(filters.health_check()))  # type: ignore[no-untyped-call]
 
 
 def grpc_client_interceptors() -> list[Any]:

@@ -12,6 +12,7 @@ from payrecon.ledger.v1 import ledger_pb2_grpc
 from services.kernel.consumer import Message, consume
 from services.kernel.db import create_engine
 from services.kernel.grpc_server import create_server, scopes_for
+from services.kernel.health import drain, watch_dependencies
 from services.kernel.outbox import OutboxRelay
 from services.kernel.runtime import background, run_periodically
 from services.kernel.sqs import SqsClient, decode_body
@@ -37,7 +38,7 @@ async def running(settings: LedgerSettings, stop: asyncio.Event, address: str | 
                 SqlLedgerUnitOfWork(engine), settings.default_currency, settings.auto_create_accounts
             )
             servicer = LedgerServicer(ledger)
-            server, port, _ = await create_server(
+            server, port, health = await create_server(
                 address or settings.address,
                 service_names=[SERVICE_NAME],
                 register=[lambda s: ledger_pb2_grpc.add_LedgerServiceServicer_to_server(servicer, s)],
@@ -59,12 +60,13 @@ async def running(settings: LedgerSettings, stop: asyncio.Event, address: str | 
                 run_periodically(
                     ledger.expire_due_holds, stop, settings.hold_expiry_interval_seconds, what="expiring holds"
                 ),
+                watch_dependencies(health, [SERVICE_NAME], ledger.ping, stop),
             ):
                 try:
                     yield port
                 finally:
                     stop.set()
-                    await server.stop(5)
+                    await drain(server, health, 5)
     finally:
         await engine.dispose()
 

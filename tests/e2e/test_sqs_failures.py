@@ -99,10 +99,20 @@ def test_a_message_that_keeps_failing_reaches_the_dead_letter_queue_and_its_requ
 
     stack = outage_stack
     run = uuid.uuid4().hex[:8]
-    good, poison = f"dlq-good-{run}", f"dlq-poison-{run}"
-    # Both as ingest accepted them. Ingest itself now refuses NUL in metadata, so the poison is put on
-    # the queue directly, as a message from an older or foreign producer would arrive.
-    for key in (good, poison):
+    good, poison, malformed = f"dlq-good-{run}", f"dlq-poison-{run}", f"dlq-malformed-{run}"
+    # The ledger validates what it posts, so no well-formed transfer is refused by the database any
+    # more: the poison is one the database is made to refuse (as a full disk would), every time.
+    for statement in (
+        "CREATE OR REPLACE FUNCTION ledger.refuse_poison() RETURNS trigger LANGUAGE plpgsql AS $$"
+        " BEGIN IF NEW.id LIKE 'dlq-poison-%' AND NEW.status <> 'REJECTED' THEN"
+        " RAISE EXCEPTION 'refused for the test: %', NEW.id; END IF; RETURN NEW; END $$",
+        "CREATE OR REPLACE TRIGGER refuse_poison BEFORE INSERT ON ledger.transfers"
+        " FOR EACH ROW EXECUTE FUNCTION ledger.refuse_poison()",
+    ):
+        fetch(stack, statement)
+    # All three as ingest accepted them, put on the queue directly, as a message from an older or
+    # foreign producer would arrive: ingest itself refuses NUL in metadata.
+    for key in (good, poison, malformed):
         fetch(
             stack,
             "INSERT INTO ingest.requests (idempotency_key, fingerprint, message_id, source_account_id,"
@@ -119,9 +129,9 @@ def test_a_message_that_keeps_failing_reaches_the_dead_letter_queue_and_its_requ
                 debit_account_id=f"dlq-a-{run}",
                 credit_account_id=f"dlq-b-{run}",
                 amount=money_pb2.Money(minor_units=100, currency="USD"),
-                metadata={"note": "nul\x00byte"} if key == poison else {},
+                metadata={"note": "nul\x00byte"} if key == malformed else {},
             )
-            for key in (good, poison)
+            for key in (good, poison, malformed)
         ]
     )
 
@@ -145,4 +155,6 @@ def test_a_message_that_keeps_failing_reaches_the_dead_letter_queue_and_its_requ
         assert failed["error"]["code"] == "LEDGER_POSTING_FAILED"
         assert stats["dlqMessageCount"] >= 1, stats  # visible to operators, kept for a redrive
         assert c.get(f"/api/v1/transactions/status/{good}").json()["status"] == "COMPLETED"
+        refused = c.get(f"/api/v1/transactions/status/{malformed}").json()  # refused at once, by rule
+        assert (refused["status"], refused["error"]["code"]) == ("FAILED", "INVALID_METADATA"), refused
         assert c.get(f"/api/v1/accounts/dlq-b-{run}/balance").json()["balance"] == "1.00"  # the good one, once

@@ -6,7 +6,7 @@ from datetime import timedelta
 
 import pytest
 
-from services.kernel.errors import ValidationError
+from services.kernel.errors import Unavailable, ValidationError
 from services.kernel.money import Money
 from services.ledger.domain import events
 from services.ledger.domain.errors import (
@@ -307,3 +307,26 @@ async def test_history_pages_newest_first_within_a_window() -> None:
         await ledger.history("shop", limit=10, cursor="", since=until, until=since)
     with pytest.raises(ValidationError):
         await ledger.history("shop", limit=0, cursor="e-not-ours")
+
+
+class DownRepository(FakeLedgerRepository):
+    """A database that cannot be reached: what the SQL adapter raises as Unavailable."""
+
+    attempts = 0
+
+    async def now(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        DownRepository.attempts += 1
+        raise Unavailable("the database is unavailable", code="SERVICE_UNAVAILABLE")
+
+    claim_messages = transfer_records = now  # type: ignore[assignment]
+
+
+async def test_an_outage_leaves_the_messages_for_redelivery_and_gives_up_on_nothing() -> None:
+    ledger, uow = service()
+    uow.repository_class = DownRepository
+    batch = [t("a", "x", "y", 100), t("b", "x", "y", 5)]
+    assert await ledger.handle_deliveries([("m1", batch, True), ("m2", batch, True)]) == [False, False]
+    assert DownRepository.attempts == 1  # no message-by-message or transfer-by-transfer retry, no give-up
+    uow.repository_class = FakeLedgerRepository  # the database is back: the redelivery posts them
+    assert await ledger.handle_deliveries([("m1", batch, False)]) == [True]
+    assert uow.balance("y") == 105

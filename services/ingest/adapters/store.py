@@ -19,6 +19,7 @@ from services.ingest.domain.model import (
     TransferSubmission,
 )
 from services.ingest.service.ports import RedriveStatistics
+from services.kernel.db import outages_as_unavailable
 from services.kernel.money import Money
 from services.kernel.telemetry import current_traceparent
 
@@ -58,6 +59,8 @@ def _to_request(row: object) -> StoredRequest:
 
 
 class IngestStore:
+    """Every method raises Unavailable when the database cannot be reached (outages_as_unavailable)."""
+
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
 
@@ -72,7 +75,7 @@ class IngestStore:
     ) -> StoredRequest | None:
         """Inserts the request and its outbox row (the TransferRequest to publish, with the current
         trace context) in ONE transaction — one statement, one round trip; None when the key exists."""
-        async with self._engine.begin() as conn:
+        async with outages_as_unavailable(), self._engine.begin() as conn:
             inserted = await conn.execute(
                 text(
                     "WITH request AS ("
@@ -105,7 +108,7 @@ class IngestStore:
             return _to_request(row) if row is not None else None
 
     async def get(self, idempotency_key: str) -> StoredRequest | None:
-        async with self._engine.connect() as conn:
+        async with outages_as_unavailable(), self._engine.connect() as conn:
             row = (await conn.execute(text(_SELECT_REQUEST), {"key": idempotency_key})).first()
             return _to_request(row) if row is not None else None
 
@@ -113,7 +116,7 @@ class IngestStore:
         """Records ledger verdicts on requests still PROCESSING; repeats are no-ops. Returns rows changed."""
         if not outcomes:
             return 0
-        async with self._engine.begin() as conn:
+        async with outages_as_unavailable(), self._engine.begin() as conn:
             result = await conn.execute(
                 text(
                     "UPDATE requests AS r SET status = o.status, error_code = NULLIF(o.code, ''),"
@@ -135,7 +138,7 @@ class IngestStore:
 
     async def purge_expired(self, now: datetime, limit: int) -> int:
         """Deletes up to `limit` requests past `expires_at` that have an outcome, with their outbox rows."""
-        async with self._engine.begin() as conn:
+        async with outages_as_unavailable(), self._engine.begin() as conn:
             result = await conn.execute(
                 text(
                     "WITH expired AS ("
@@ -247,11 +250,11 @@ class IngestStore:
             return RedriveStatistics(int(row.redriven), int(row.stuck))
 
     async def outbox_pending(self) -> int:
-        async with self._engine.connect() as conn:
+        async with outages_as_unavailable(), self._engine.connect() as conn:
             return int(
                 (await conn.execute(text("SELECT count(*) FROM outbox WHERE published_at IS NULL"))).scalar_one()
             )
 
     async def ping(self) -> None:
-        async with self._engine.connect() as conn:
+        async with outages_as_unavailable(), self._engine.connect() as conn:
             await conn.execute(text("SELECT 1"))

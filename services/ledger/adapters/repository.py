@@ -17,7 +17,7 @@ from payrecon.ledger.v1 import messages_pb2
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from services.kernel.db import driver_connection
+from services.kernel.db import driver_connection, outages_as_unavailable
 from services.kernel.money import Money
 from services.kernel.telemetry import current_traceparent
 from services.ledger.codecs import event_message
@@ -52,13 +52,16 @@ _ACCOUNT_COLUMNS = (
 
 
 class SqlLedgerUnitOfWork:
+    """A database that cannot be reached raises Unavailable from every method (see
+    services.kernel.db.outages_as_unavailable); a unique key refusing a row raises ConcurrentWrite."""
+
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
 
     @contextlib.asynccontextmanager
     async def transaction(self) -> AsyncIterator[SqlLedgerRepository]:
         try:
-            async with self._engine.begin() as conn:
+            async with outages_as_unavailable(), self._engine.begin() as conn:
                 yield SqlLedgerRepository(conn)
         except Exception as error:
             if _is_unique_violation(error):
@@ -67,11 +70,11 @@ class SqlLedgerUnitOfWork:
 
     @contextlib.asynccontextmanager
     async def reading(self) -> AsyncIterator[SqlLedgerRepository]:
-        async with self._engine.connect() as conn:
+        async with outages_as_unavailable(), self._engine.connect() as conn:
             yield SqlLedgerRepository(conn)
 
     async def ping(self) -> None:
-        async with self._engine.connect() as conn:
+        async with outages_as_unavailable(), self._engine.connect() as conn:
             await conn.execute(text("SELECT 1"))
 
 

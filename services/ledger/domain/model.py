@@ -11,11 +11,14 @@ from datetime import datetime
 from enum import StrEnum
 
 from services.kernel.money import Money, format_minor
+from services.ledger.domain import rules
 
 INSUFFICIENT_FUNDS = "LEDGER_INSUFFICIENT_FUNDS"
 CURRENCY_MISMATCH = "LEDGER_CURRENCY_MISMATCH"
-SAME_ACCOUNT = "LEDGER_SAME_ACCOUNT"
-INVALID_AMOUNT = "LEDGER_INVALID_AMOUNT"
+INVALID_TRANSFER = "LEDGER_INVALID_TRANSFER"
+# The input rules' codes for the two that double entry itself rests on (see check_transfer).
+SAME_ACCOUNT = "SAME_ACCOUNT"
+INVALID_AMOUNT = "INVALID_AMOUNT"
 ACCOUNT_NOT_FOUND = "LEDGER_ACCOUNT_NOT_FOUND"
 TRANSFER_EXISTS = "LEDGER_TRANSFER_EXISTS"
 POSTING_FAILED = "LEDGER_POSTING_FAILED"
@@ -147,14 +150,25 @@ class Rejected:
 Outcome = Posted | Held | Rejected
 
 
+def invalid_transfer(transfer: TransferInstruction) -> Rejected | None:
+    """The rejection of a transfer that breaks an input rule (rules.instruction_problem: ids,
+    currency, amount, accounts, metadata), whatever the accounts hold; None when it is well-formed."""
+    problem = rules.instruction_problem(transfer)
+    if problem is None:
+        return None
+    return Rejected(transfer, problem.code or INVALID_TRANSFER, problem.message)
+
+
 def check_transfer(transfer: TransferInstruction, accounts: dict[str, Account]) -> Rejected | None:
-    """The first rule `transfer` breaks against the current account states, or None."""
+    """The first rule `transfer` breaks against the current account states, or None. Input rules are
+    invalid_transfer's, applied once before this by every path; the two double entry rests on are
+    checked again here, so no path can post a one-sided or non-positive pair of entries."""
     amount, currency = transfer.amount.minor_units, transfer.amount.currency
     debit_id, credit_id = transfer.debit_account_id, transfer.credit_account_id
     if amount <= 0:
         return Rejected(transfer, INVALID_AMOUNT, "amount must be greater than zero")
     if debit_id == credit_id:
-        return Rejected(transfer, SAME_ACCOUNT, "debit and credit accounts must differ")
+        return Rejected(transfer, SAME_ACCOUNT, "credit_account_id must differ from debit_account_id")
     debit, credit = accounts.get(debit_id), accounts.get(credit_id)
     if debit is None or credit is None:
         missing = debit_id if debit is None else credit_id

@@ -7,6 +7,7 @@ digits and . _ : - only, so they are safe in URLs, logs and SQS attributes.
 from __future__ import annotations
 
 import re
+from typing import TYPE_CHECKING
 
 from services.kernel.errors import ValidationError
 from services.kernel.input_rules import (
@@ -16,7 +17,10 @@ from services.kernel.input_rules import (
     require_positive_amount,
     require_string_map,
 )
-from services.kernel.money import MoneyError, exponent_of
+from services.kernel.money import INT64_MAX, MoneyError, exponent_of
+
+if TYPE_CHECKING:  # the model checks its transfers with these rules; only the type is needed here
+    from services.ledger.domain.model import TransferInstruction
 
 ID_SHAPE = IdentifierShape(re.compile(r"^[A-Za-z0-9._:\-]+$"), "letters, digits and . _ : -")
 ACCOUNT_ID_LIMIT = 128
@@ -33,6 +37,14 @@ def account_id(value: str, field: str) -> str:
 def transfer_id(value: str, field: str) -> str:
     """Raises ValidationError (MISSING_FIELD, INVALID_IDEMPOTENCY_KEY)."""
     return require_identifier(value, field, shape=ID_SHAPE, code="INVALID_IDEMPOTENCY_KEY", limit=TRANSFER_ID_LIMIT)
+
+
+def is_transfer_id(value: str) -> bool:
+    return 0 < len(value) <= TRANSFER_ID_LIMIT and ID_SHAPE.pattern.fullmatch(value) is not None
+
+
+def is_account_id(value: str) -> bool:
+    return 0 < len(value) <= ACCOUNT_ID_LIMIT and ID_SHAPE.pattern.fullmatch(value) is not None
 
 
 def metadata(value: dict[str, str], field: str = "metadata") -> dict[str, str]:
@@ -61,3 +73,35 @@ def reason(value: str) -> str:
             f"reason must be at most {REASON_LIMIT} characters", field="reason", code="INVALID_REASON"
         )
     return value
+
+
+def instruction_problem(transfer: TransferInstruction) -> ValidationError | None:
+    """The first input rule a transfer instruction breaks, or None. Applied to every transfer the
+    ledger is asked to post, whoever sends it (the batch RPC, the queue, holds): the ledger trusts no
+    caller's validation. Exact, not normalized: between services a currency is already an upper-case
+    ISO 4217 code, so `usd` is refused like `ZZZ`.
+
+    Codes: MISSING_FIELD, INVALID_IDEMPOTENCY_KEY (the transfer id), INVALID_ACCOUNT_ID,
+    SAME_ACCOUNT, INVALID_CURRENCY, UNKNOWN_CURRENCY, INVALID_AMOUNT, AMOUNT_OUT_OF_RANGE,
+    INVALID_METADATA."""
+    try:
+        transfer_id(transfer.transfer_id, "transfer_id")
+        account_id(transfer.debit_account_id, "debit_account_id")
+        account_id(transfer.credit_account_id, "credit_account_id")
+        if transfer.debit_account_id == transfer.credit_account_id:
+            raise ValidationError(
+                "credit_account_id must differ from debit_account_id", field="credit_account_id", code="SAME_ACCOUNT"
+            )
+        try:
+            exponent_of(transfer.amount.currency)
+        except MoneyError as error:
+            raise ValidationError(f"currency: {error.message}", field="currency", code=error.code) from None
+        if transfer.amount.minor_units <= 0:
+            raise ValidationError("amount must be greater than zero", field="amount", code="INVALID_AMOUNT")
+        if transfer.amount.minor_units > INT64_MAX:
+            raise ValidationError("amount exceeds 64-bit minor units", field="amount", code="AMOUNT_OUT_OF_RANGE")
+        if transfer.metadata:
+            metadata(transfer.metadata)
+    except ValidationError as problem:
+        return problem
+    return None

@@ -7,10 +7,11 @@ import binascii
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from datetime import UTC, date, datetime, time
+from datetime import UTC, datetime
 
-from services.kernel.errors import ValidationError
-from services.kernel.money import Money, MoneyError, minor_units_from_json
+from services.kernel.errors import Unavailable, ValidationError
+from services.kernel.instants import parse_window
+from services.kernel.money import INT64_MAX, Money, MoneyError, minor_units_from_json
 from services.ledger.domain import events, rules
 from services.ledger.domain.errors import (
     AccountExists,
@@ -34,6 +35,7 @@ from services.ledger.domain.model import (
     TransferStatus,
     accounts_to_open,
     check_transfer,
+    invalid_transfer,
     post_in_order,
     settle_hold,
 )
@@ -103,32 +105,28 @@ def decode_cursor(cursor: str, prefix: str) -> str:
         raw = ""
     found, _, value = raw.partition(":")
     if found != prefix or not value:
-        raise ValidationError("cursor is not one this API returned", field="cursor", code="INVALID_CURSOR")
+        raise _foreign_cursor()
     return value
 
 
+def _foreign_cursor() -> ValidationError:
+    return ValidationError("cursor is not one this API returned", field="cursor", code="INVALID_CURSOR")
+
+
 def _entry_position(cursor: str) -> int:
+    """An entry id: ASCII digits within int64 (the database refuses a larger one with an error)."""
     value = decode_cursor(cursor, "e")
-    if not value.isdigit():
-        raise ValidationError("cursor is not one this API returned", field="cursor", code="INVALID_CURSOR")
+    if not (value.isascii() and value.isdigit() and int(value) <= INT64_MAX):
+        raise _foreign_cursor()
     return int(value)
 
 
-def parse_instant(value: str, field: str) -> datetime | None:
-    """RFC 3339 instant or YYYY-MM-DD (UTC midnight); '' → None."""
-    if not value:
-        return None
-    try:
-        if len(value) == 10:
-            return datetime.combine(date.fromisoformat(value), time(), UTC)
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        raise ValidationError(
-            f"{field} must be an RFC 3339 instant or a YYYY-MM-DD date, got {value!r}", field=field, code="INVALID_DATE"
-        ) from None
-    if parsed.tzinfo is None:
-        raise ValidationError(f"{field} needs a time zone offset (or Z)", field=field, code="INVALID_DATE")
-    return parsed
+def _account_position(cursor: str) -> str:
+    """An account id, shaped like one (a NUL, say, is refused by the database with an error)."""
+    value = decode_cursor(cursor, "a")
+    if not rules.is_account_id(value):
+        raise _foreign_cursor()
+    return value
 
 
 def _page_size(limit: int) -> int:
@@ -164,19 +162,26 @@ class LedgerService:
 
         A transfer id seen before answers with its original outcome, or LEDGER_TRANSFER_EXISTS when
         it now names a different transfer. Rejections (insufficient funds, currency mismatch) are
-        outcomes, not errors.
+        outcomes, not errors. So is a transfer that breaks an input rule (rules.instruction_problem:
+        INVALID_CURRENCY, UNKNOWN_CURRENCY, INVALID_AMOUNT, SAME_ACCOUNT, ...): it is answered in its
+        place and nothing of it is stored, so its id stays free for a corrected transfer.
         """
+        refused = {i: r for i, t in enumerate(transfers) if (r := invalid_transfer(t)) is not None}
+        valid = [t for i, t in enumerate(transfers) if i not in refused]
         try:
-            told = await self._post_once(transfers, message_id)
+            told = await self._post_once(valid, message_id)
         except ConcurrentWrite:
             # A concurrent call recorded one of these ids first; now they are known, so this answers
             # with their recorded outcomes.
-            told = await self._post_once(transfers, message_id)
-        missing = [t.transfer_id for t in transfers if t.transfer_id not in told]
+            told = await self._post_once(valid, message_id)
+        missing = [t.transfer_id for t in valid if t.transfer_id not in told]
         if missing:  # in a message applied before: the outcomes recorded then
             async with self.uow.reading() as repo:
                 told.update({tid: r.event() for tid, r in (await repo.transfer_records(missing)).items()})
-        return [told[t.transfer_id] for t in transfers]
+        now = datetime.now(UTC)
+        return [
+            outcome_event(refused[i], now) if i in refused else told[t.transfer_id] for i, t in enumerate(transfers)
+        ]
 
     async def _post_once(
         self, transfers: Sequence[TransferInstruction], message_id: str | None
@@ -184,7 +189,7 @@ class LedgerService:
         async with self.uow.transaction() as repo:
             if message_id is not None and not await repo.claim_messages([message_id]):
                 return {}
-            return {e.transfer_id: e for e in await self._post(repo, list(transfers))}
+            return {e.transfer_id: e for e in await self._post(repo, list(transfers), well_formed=True)}
 
     async def apply_message(self, transfers: Sequence[TransferInstruction], message_id: str) -> None:
         """Worker path: posts one queued batch; a redelivered message changes nothing."""
@@ -200,14 +205,23 @@ class LedgerService:
             await self._post(repo, [t for message_id, batch in messages if message_id in fresh for t in batch])
             return True
 
-    async def _post(self, repo: LedgerRepository, transfers: list[TransferInstruction]) -> list[LedgerEvent]:
-        """Posts (or, for holds, reserves) `transfers` in the caller's transaction; the events told."""
-        known = await repo.transfer_records([t.transfer_id for t in transfers])
+    async def _post(
+        self, repo: LedgerRepository, transfers: list[TransferInstruction], *, well_formed: bool = False
+    ) -> list[LedgerEvent]:
+        """Posts (or, for holds, reserves) `transfers` in the caller's transaction; the events told.
+
+        A transfer breaking an input rule is only told as rejected (see _refuse): checked before
+        anything is read or written for it, it opens no account and leaves no transfer row.
+        `well_formed`: the caller has just refused those itself (post_transfers)."""
         now = await repo.now()
+        refusals: list[LedgerEvent] = []
+        if not well_formed:
+            transfers, refusals = await self._refuse(repo, transfers, now)
+        known = await repo.transfer_records([t.transfer_id for t in transfers])
         plan = plan_posting(transfers, known, now)
         if not plan.fresh:
             await repo.queue_events(plan.repeats)
-            return plan.repeats
+            return [*refusals, *plan.repeats]
         named = {a for t in plan.fresh for a in (t.debit_account_id, t.credit_account_id)}
         accounts = await repo.lock_accounts(named)
         missing = named - accounts.keys()
@@ -220,7 +234,28 @@ class LedgerService:
         await repo.save_accounts(now)
         told = [outcome_event(o, now, next(entry_ids) if isinstance(o, Posted) else None) for o in outcomes]
         await repo.queue_events([*told, *plan.repeats])
-        return [*told, *plan.repeats]
+        return [*refusals, *told, *plan.repeats]
+
+    @staticmethod
+    async def _refuse(
+        repo: LedgerRepository, transfers: list[TransferInstruction], now: datetime
+    ) -> tuple[list[TransferInstruction], list[LedgerEvent]]:
+        """(the well-formed transfers, the rejections of the others). Transfers from the queue were
+        accepted by a sender that waits for an outcome: their rejection goes through the outbox
+        (ingest then shows FAILED with the code), without the metadata that may be what broke the
+        rule. An id that is itself malformed was accepted by nobody: there is no one to tell."""
+        valid: list[TransferInstruction] = []
+        told: list[LedgerEvent] = []
+        for transfer in transfers:
+            refused = invalid_transfer(transfer)
+            if refused is None:
+                valid.append(transfer)
+            else:
+                told.append(outcome_event(replace(refused, transfer=replace(transfer, metadata={})), now))
+        if told:
+            await repo.queue_events([e for e in told if rules.is_transfer_id(e.transfer_id)])
+            log.warning("refused malformed transfers", extra={"fields": {"transfers": len(told)}})
+        return valid, told
 
     async def handle_delivery(
         self, transfers: Sequence[TransferInstruction], message_id: str, *, last_delivery: bool
@@ -238,11 +273,17 @@ class LedgerService:
         that fails alone is posted transfer by transfer, so one poison transfer does not hold back
         the rest. A message with transfers still failing is left for redelivery — and on its last
         delivery those transfers are given up on (REJECTED, LEDGER_POSTING_FAILED) before SQS moves
-        it to the dead-letter queue.
+        it to the dead-letter queue. When the database is unavailable, every message is left for
+        redelivery as it is.
         """
         try:
             await self.apply_messages([(message_id, transfers) for message_id, transfers, _ in deliveries])
             return [True] * len(deliveries)
+        except Unavailable:
+            # The database is down, not the messages bad: smaller batches would fail alike, and giving
+            # up on their transfers would be wrong. SQS redelivers them once it is back.
+            log.warning("database unavailable; messages left for redelivery", extra={"fields": {"n": len(deliveries)}})
+            return [False] * len(deliveries)
         except Exception:
             log.exception(
                 "posting received messages failed",
@@ -324,7 +365,8 @@ class LedgerService:
         return account, created
 
     async def account(self, account_id: str) -> Account:
-        """Raises AccountNotFound."""
+        """Raises ValidationError (a malformed id) and AccountNotFound."""
+        rules.account_id(account_id, "account_id")
         async with self.uow.reading() as repo:
             account = await repo.account(account_id)
         if account is None:
@@ -336,7 +378,7 @@ class LedgerService:
     async def accounts(self, *, limit: int, cursor: str) -> tuple[list[Account], str]:
         """Raises ValidationError (limit out of range, foreign cursor)."""
         size = _page_size(limit)
-        after = decode_cursor(cursor, "a") if cursor else None
+        after = _account_position(cursor) if cursor else None
         async with self.uow.reading() as repo:
             rows = await repo.accounts_after(after, size + 1)
         next_cursor = encode_cursor("a", rows[size - 1].id) if len(rows) > size else ""
@@ -378,7 +420,8 @@ class LedgerService:
         return await self.hold(key)
 
     async def hold(self, hold_id: str) -> TransferRecord:
-        """Raises TransferNotFound."""
+        """Raises ValidationError (a malformed id) and TransferNotFound."""
+        rules.transfer_id(hold_id, "hold_id")
         async with self.uow.reading() as repo:
             record = (await repo.transfer_records([hold_id])).get(hold_id)
         if record is None or record.kind is not TransferKind.HOLD:
@@ -449,6 +492,7 @@ class LedgerService:
         """Posts the mirror transfer of a posted one, linked both ways. Raises ValidationError,
         TransferNotFound, NotReversible, TransferExists and TransferRejected (the reversal would
         overdraw an account that does not allow it)."""
+        rules.transfer_id(transfer_id, "transfer_id")
         key = rules.transfer_id(idempotency_key, "idempotencyKey")
         reason = rules.reason(reason)
         async with self.uow.transaction() as repo:
@@ -490,7 +534,8 @@ class LedgerService:
         return Reversal(record, replayed=False)
 
     async def transfer(self, transfer_id: str) -> TransferRecord:
-        """Raises TransferNotFound."""
+        """Raises ValidationError (a malformed id) and TransferNotFound."""
+        rules.transfer_id(transfer_id, "transfer_id")
         async with self.uow.reading() as repo:
             record = (await repo.transfer_records([transfer_id])).get(transfer_id)
         if record is None:
@@ -518,9 +563,7 @@ class LedgerService:
         """
         size = _page_size(limit)
         before = _entry_position(cursor) if cursor else None
-        start, end = parse_instant(since, "since"), parse_instant(until, "until")
-        if start and end and start >= end:
-            raise ValidationError("since must be before until", field="since", code="INVALID_DATE_RANGE")
+        start, end = parse_window(since, until, start_field="since", end_field="until")
         account = await self.account(account_id)
         async with self.uow.reading() as repo:
             rows = await repo.entries(account_id, limit=size + 1, before_id=before, since=start, until=end)

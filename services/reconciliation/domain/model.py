@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, time
+from datetime import datetime, timedelta
 
-from services.kernel.errors import ValidationError
+from services.kernel import instants
+from services.kernel.input_rules import IdentifierShape, require_identifier
 
 BALANCE_DRIFT = "BALANCE_DRIFT"
 UNBALANCED_TRANSFER = "UNBALANCED_TRANSFER"
+RESOLUTION = timedelta(microseconds=1)  # of datetime and of PostgreSQL timestamps
+# The ledger's account ids: anything else names no account, and must not reach a query or a stored run.
+ACCOUNT_ID = IdentifierShape(re.compile(r"[A-Za-z0-9._:\-]+"), "letters, digits and . _ : -")
 
 
 @dataclass(frozen=True)
@@ -17,33 +22,17 @@ class Window:
     end: datetime
 
 
-def parse_instant(text: str, field_name: str, *, end_of_day: bool) -> datetime:
-    text = text.strip()
-    if not text:
-        raise ValidationError(f"{field_name} is required", field=field_name, code="MISSING_FIELD")
-    try:
-        if len(text) == 10:
-            day = date.fromisoformat(text)
-            moment = datetime.combine(day, time.max if end_of_day else time.min, UTC)
-        else:
-            moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
-            if moment.tzinfo is None:
-                moment = moment.replace(tzinfo=UTC)
-    except ValueError:
-        raise ValidationError(
-            f"{field_name} must be an ISO date (2026-01-31) or an RFC 3339 instant",
-            field=field_name,
-            code="INVALID_DATE",
-        ) from None
-    return moment
+def validate_account_id(value: str) -> str:
+    """Raises ValidationError (MISSING_FIELD, INVALID_ACCOUNT_ID)."""
+    return require_identifier(value, "account_id", shape=ACCOUNT_ID, code="INVALID_ACCOUNT_ID", limit=128)
 
 
 def parse_window(start: str, end: str) -> Window:
-    """A date-only end means the whole day. Raises ValidationError."""
-    window = Window(parse_instant(start, "startDate", end_of_day=False), parse_instant(end, "endDate", end_of_day=True))
-    if window.end < window.start:
-        raise ValidationError("endDate must not be before startDate", field="endDate", code="INVALID_DATE_RANGE")
-    return window
+    """[startDate, endDate) by the one date rule (services.kernel.instants): a date-only endDate
+    includes that day. Raises ValidationError."""
+    first, after = instants.parse_closed_window(start, end, start_field="startDate", end_field="endDate")
+    # The store reads a window inclusively: its last microsecond is the same set of instants.
+    return Window(first, after - RESOLUTION)
 
 
 @dataclass(frozen=True)

@@ -38,6 +38,7 @@ from services.reconciliation.domain.model import (
     Window,
     check_account,
     parse_window,
+    validate_account_id,
 )
 from services.reconciliation.domain.statements import (
     BalanceCheck,
@@ -266,7 +267,7 @@ class ReconciliationService:
     async def reconcile_account(self, account_id: str, start: str, end: str) -> StoredReport:
         """The seed's call: matches the window, updates its cases, stores the run. Raises
         ValidationError (malformed or reversed window) and UnknownAccount."""
-        account_id = _account_id(account_id)
+        account_id = validate_account_id(account_id)
         window = parse_window(start, end)
         return await self.reconcile_window(account_id, window, wait=True)
 

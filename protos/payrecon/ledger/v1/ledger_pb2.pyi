@@ -120,8 +120,8 @@ class ListLedgerEntriesRequest(_message.Message):
     cursor: _builtins.str
     """Opaque cursor from a previous page's nextCursor."""
     since: _builtins.str
-    """Optional window on the entries' posting time: RFC 3339 instants or YYYY-MM-DD dates (UTC);
-    `since` inclusive, `until` exclusive (a date means the start of that day).
+    """Optional window on the entries' posting time, [since, until): RFC 3339 instants with an offset
+    or Z, or YYYY-MM-DD dates (UTC days); a date as `until` includes that whole day.
     """
     until: _builtins.str
     def __init__(
@@ -272,7 +272,10 @@ class PostTransfersResponse(_message.Message):
     OUTCOMES_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def outcomes(self) -> _containers.RepeatedCompositeFieldContainer[_messages_pb2.LedgerEvent]:
-        """One outcome per request, same order."""
+        """One outcome per request, same order. A malformed transfer (bad id, account, currency, amount or
+        metadata) is a TransferRejected with the rule's code (UNKNOWN_CURRENCY, INVALID_AMOUNT, ...);
+        nothing of it is stored, and the others in the batch are posted.
+        """
 
     def __init__(
         self,

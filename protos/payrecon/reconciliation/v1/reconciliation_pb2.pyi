@@ -651,9 +651,9 @@ class ReconcileAccountRequest(_message.Message):
     account_id: _builtins.str
     """Account to reconcile (from the path)."""
     start_date: _builtins.str
-    """First day of the window, ISO date (2026-01-01) or RFC 3339 instant."""
+    """Start of the window, inclusive: ISO date (2026-01-01, a UTC day) or RFC 3339 instant with an offset."""
     end_date: _builtins.str
-    """Last day of the window, inclusive when a date; ISO date or RFC 3339 instant."""
+    """End of the window: an ISO date includes that whole day; an RFC 3339 instant (with an offset) is exclusive."""
     def __init__(
         self,
         *,
