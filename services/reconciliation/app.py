@@ -14,6 +14,7 @@ from payrecon.reconciliation.v1 import reconciliation_pb2_grpc
 from services.kernel.consumer import Message, consume
 from services.kernel.db import create_engine
 from services.kernel.grpc_server import create_server, scopes_for
+from services.kernel.health import drain, watch_dependencies
 from services.kernel.runtime import background, run_periodically
 from services.kernel.sqs import SqsClient, decode_body
 from services.reconciliation.adapters.ingest_client import IngestClient
@@ -50,7 +51,7 @@ async def running(
                 settings.not_posted_after_seconds,
             )
             servicer = ReconciliationServicer(service)
-            server, port, _ = await create_server(
+            server, port, health = await create_server(
                 address or settings.address,
                 service_names=[SERVICE_NAME],
                 register=[lambda s: reconciliation_pb2_grpc.add_ReconciliationServiceServicer_to_server(servicer, s)],
@@ -79,12 +80,13 @@ async def running(
                 run_periodically(
                     service.match_touched, stop, settings.continuous_interval_seconds, what="continuous matching"
                 ),
+                watch_dependencies(health, [SERVICE_NAME], store.ping, stop),
             ):
                 try:
                     yield port
                 finally:
                     stop.set()
-                    await server.stop(5)
+                    await drain(server, health, 5)
     finally:
         await ledger.close()
         await ingest.close()

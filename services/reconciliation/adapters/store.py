@@ -133,6 +133,10 @@ class ReconciliationStore:
             )
             return [TransferSides(r.transfer_id, int(r.d), int(r.c)) for r in rows]
 
+    async def ping(self) -> None:
+        async with self._engine.connect() as conn:
+            await conn.execute(text("SELECT 1"))
+
     async def holds_entry(self, account_id: str, entry_id: int) -> bool:
         async with self._engine.connect() as conn:
             found = await conn.execute(
