@@ -103,7 +103,11 @@ def _as(principal: str, handler: Any) -> Any:
         async def produce(request: Any, context: Context) -> AsyncIterator[Any]:
             token = _principal.set(principal)
             try:
-                async for item in producing(request, context):
+                produced = producing(request, context)
+                if not hasattr(produced, "__aiter__"):  # a handler that writes with context.write()
+                    await produced
+                    return
+                async for item in produced:
                     yield item
             finally:
                 _principal.reset(token)

@@ -123,7 +123,11 @@ class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-
             mapped = self._mapped
 
             async def mapped_stream_out(request: Any, context: Context) -> AsyncIterator[Any]:
-                items = producing(request, context).__aiter__()
+                produced = producing(request, context)
+                if not hasattr(produced, "__aiter__"):  # a handler that writes with context.write()
+                    await mapped(method, context, produced)
+                    return
+                items = produced.__aiter__()
                 while True:
                     try:
                         item = await mapped(method, context, items.__anext__())
