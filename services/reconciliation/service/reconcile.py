@@ -62,6 +62,8 @@ from services.reconciliation.service.ports import (
 log = logging.getLogger(__name__)
 
 SUSPENSE_ACCOUNT = "suspense"
+# Ages reach back from now: beyond a century there is nothing to find, and far beyond it no datetime.
+MAX_AGE_SECONDS = 100 * 366 * 86400
 MAX_PAGE = 500
 DEFAULT_PAGE = 50
 
@@ -484,10 +486,9 @@ class ReconciliationService:
     async def cases(
         self, *, account_id: str, kind: str, status: str, min_age_seconds: int, limit: int, cursor: str
     ) -> tuple[list[CaseRecord], str]:
-        """Raises ValidationError (unknown kind or status, negative age, bad limit or cursor)."""
+        """Raises ValidationError (unknown kind or status, age out of 0-MAX_AGE_SECONDS, bad limit or cursor)."""
         size = _page_size(limit)
-        if min_age_seconds < 0:
-            raise ValidationError("minAgeSeconds must not be negative", field="minAgeSeconds", code="INVALID_AGE")
+        _check_age(min_age_seconds, "minAgeSeconds")
         try:
             wanted = CaseStatus(status.upper()) if status else None
         except ValueError:
@@ -513,10 +514,9 @@ class ReconciliationService:
     ) -> AsyncIterator[CaseRecord | StoredRun]:
         """Cases as they open, change or resolve, and runs as they finish, in the order they happened,
         for as long as the caller listens. Reads the store (not this process's memory), so it sees
-        what every replica does. Raises ValidationError for a bad account id or a negative age."""
+        what every replica does. Raises ValidationError for a bad account id or an age out of range."""
         account = _account_id(account_id) if account_id else None
-        if since_seconds < 0:
-            raise ValidationError("sinceSeconds must not be negative", field="sinceSeconds", code="INVALID_AGE")
+        _check_age(since_seconds, "sinceSeconds")
         cases_after = runs_after = (datetime.now(UTC) - timedelta(seconds=since_seconds), "")
         while stop is None or not stop.is_set():
             cases, _ = await self.store.changes_since(account, cases_after, 500)
@@ -816,6 +816,13 @@ def _format(value: str) -> StatementFormat | None:
             field="format",
             code="INVALID_FORMAT",
         ) from None
+
+
+def _check_age(seconds: int, field: str) -> None:
+    if not 0 <= seconds <= MAX_AGE_SECONDS:
+        raise ValidationError(
+            f"{field} must be between 0 and {MAX_AGE_SECONDS} (a century)", field=field, code="INVALID_AGE"
+        )
 
 
 def _page_size(limit: int) -> int:
