@@ -13,7 +13,7 @@ import asyncio
 import hashlib
 import logging
 from collections.abc import AsyncIterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
@@ -29,7 +29,8 @@ from services.reconciliation.domain.cases import (
     parse_action,
     plan_cases,
 )
-from services.reconciliation.domain.matching import LedgerItem, MatchResult, StatementItem, match_items
+from services.reconciliation.domain.matching import Break, LedgerItem, MatchResult, StatementItem, match_items
+from services.reconciliation.domain.matching_columns import MAX_ABS_AMOUNT_MINOR, RULE_UNMATCHED, BreakKind
 from services.reconciliation.domain.matching_rules import MatchingRules
 from services.reconciliation.domain.model import (
     BALANCE_DRIFT,
@@ -407,7 +408,13 @@ class ReconciliationService:
             )
             for e in entries
         ]
-        result = await asyncio.to_thread(match_items, statement_items, ledger_items, rules)
+        result = await asyncio.to_thread(
+            match_items,
+            [i for i in statement_items if abs(i.amount_minor) <= MAX_ABS_AMOUNT_MINOR],
+            [i for i in ledger_items if abs(i.amount_minor) <= MAX_ABS_AMOUNT_MINOR],
+            rules,
+        )
+        result = _with_unmatchable(result, statement_items, ledger_items)
         findings = _findings(result, by_line, by_entry, debit_normal, currency, covered_first, covered_last)
         matches = [
             MatchRecord(
@@ -634,6 +641,24 @@ _MESSAGES = {
     "DUPLICATE": "the statement shows the same line twice",
     "AMBIGUOUS": "several candidates fit equally well: not guessed, a person decides",
 }
+
+
+def _with_unmatchable(
+    result: MatchResult, statement: Sequence[StatementItem], ledger: Sequence[LedgerItem]
+) -> MatchResult:
+    """The matching engine takes amounts within ±MAX_ABS_AMOUNT_MINOR; the ledger holds any int64 and a
+    statement may say anything. An item beyond that range is left out of matching and reported unmatched
+    on its own side, for a person to look at, instead of stopping the account's matching altogether."""
+    beyond = tuple(
+        Break(BreakKind.MISSING_IN_LEDGER, (i.id,), (), RULE_UNMATCHED)
+        for i in statement
+        if abs(i.amount_minor) > MAX_ABS_AMOUNT_MINOR
+    ) + tuple(
+        Break(BreakKind.MISSING_IN_STATEMENT, (), (i.id,), RULE_UNMATCHED)
+        for i in ledger
+        if abs(i.amount_minor) > MAX_ABS_AMOUNT_MINOR
+    )
+    return replace(result, breaks=result.breaks + beyond) if beyond else result
 
 
 def _findings(
