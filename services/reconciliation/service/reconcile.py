@@ -63,6 +63,8 @@ from services.reconciliation.service.ports import (
 log = logging.getLogger(__name__)
 
 SUSPENSE_ACCOUNT = "suspense"
+# Row errors of a rejected file carried in its error's details: gRPC trailers are limited to a few KiB.
+MAX_REPORTED_ROW_ERRORS = 20
 # Ages reach back from now: beyond a century there is nothing to find, and far beyond it no datetime.
 MAX_AGE_SECONDS = 100 * 366 * 86400
 MAX_PAGE = 500
@@ -70,15 +72,21 @@ DEFAULT_PAGE = 50
 
 
 class StatementRejected(ValidationError):
-    """The file cannot be imported as it is; nothing was imported. `errors` lists every problem by line."""
+    """The file cannot be imported as it is; nothing was imported. `errors` lists every problem by line;
+    the first MAX_REPORTED_ROW_ERRORS travel as violations (error details are bounded in size)."""
 
     def __init__(self, parsed_errors: StatementFileError) -> None:
+        errors = parsed_errors.errors
+        shown = errors[:MAX_REPORTED_ROW_ERRORS]
         super().__init__(
-            f"the statement file is invalid: {len(parsed_errors.errors)} problem(s), nothing was imported",
+            f"the statement file is invalid: {len(errors)} problem(s), nothing was imported"
+            + (f"; the first {len(shown)} are in details" if len(errors) > len(shown) else ""),
             field="content",
             code="STATEMENT_INVALID",
+            metadata={"errors": str(len(errors))},
+            violations=[("content", f"line {e.line}: {e.message}"[:200]) for e in shown],
         )
-        self.errors = parsed_errors.errors
+        self.errors = errors
 
 
 class UnknownAccount(NotFound):
