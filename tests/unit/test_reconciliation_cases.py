@@ -20,7 +20,7 @@ from services.reconciliation.domain.cases import (
 )
 from services.reconciliation.domain.matching_rules import MatchingRules
 from services.reconciliation.domain.model import Window
-from services.reconciliation.service.ports import PendingTransfer, ProjectedEntry, StatementLineRecord
+from services.reconciliation.service.ports import PendingTransfer, ProjectedEntry, StatementLineRecord, StoredRun
 from services.reconciliation.service.reconcile import ReconciliationService
 
 
@@ -112,3 +112,30 @@ async def test_an_amount_beyond_the_matching_range_is_reported_not_fatal() -> No
     assert [(m.statement_line_ids, m.transfer_ids) for m in matches] == [((1,), ("t-1",))]
     assert [(f.kind, f.transfer_ids) for f in findings] == [("MISSING_IN_STATEMENT", ("t-huge",))]
     assert counts["matched"] == 1
+
+
+class Runs:
+    """Stored runs, newest first, each report listing 2,000 discrepancies (about 200 KiB of JSON)."""
+
+    def __init__(self) -> None:
+        start = datetime(2026, 11, 26, tzinfo=UTC)
+        busy = {"discrepancies": [{"type": "MISSING_IN_LEDGER", "message": "x" * 80}] * 2000}
+        self.all = [StoredRun(f"run-{n:02d}", start - timedelta(minutes=n), busy) for n in range(12)]
+
+    async def runs(self, account_id: str | None, before: tuple[datetime, str] | None, limit: int) -> list[StoredRun]:
+        after = [r for r in self.all if before is None or (r.created_at, r.id) < before]
+        return after[:limit]
+
+
+async def test_a_page_of_busy_runs_stays_small_enough_for_the_gateway() -> None:
+    """50 such reports (10 MiB) were one answer: more than Envoy buffers to transcode, a 500."""
+    service = ReconciliationService(store=Runs(), ledger=None, accepted=None)  # type: ignore[arg-type]
+    seen: list[str] = []
+    page, cursor = await service.runs("", 50, "")
+    while True:
+        assert 1 <= len(page) <= 3
+        seen += [run.id for run in page]
+        if not cursor:
+            break
+        page, cursor = await service.runs("", 50, cursor)
+    assert seen == [f"run-{n:02d}" for n in range(12)]

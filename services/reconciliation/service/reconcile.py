@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import logging
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -68,6 +69,8 @@ MAX_REPORTED_ROW_ERRORS = 20
 # Ages reach back from now: beyond a century there is nothing to find, and far beyond it no datetime.
 MAX_AGE_SECONDS = 100 * 366 * 86400
 MAX_PAGE = 500
+# A page of stored runs stops growing past this much report JSON: the gateway buffers a whole answer.
+MAX_RUNS_PAGE_BYTES = 512 * 1024
 DEFAULT_PAGE = 50
 
 
@@ -483,12 +486,20 @@ class ReconciliationService:
     # -- runs --------------------------------------------------------------------------------------
 
     async def runs(self, account_id: str, limit: int, cursor: str) -> tuple[list[StoredRun], str]:
+        """Newest first, at most `limit` runs and about MAX_RUNS_PAGE_BYTES of reports (at least one):
+        a report lists every discrepancy of its window, so a page of busy runs can weigh megabytes."""
         size = _page_size(limit)
         before = _decode_cursor(cursor) if cursor else None
         rows = await self.store.runs(account_id or None, before, size + 1)
-        more = len(rows) > size
-        rows = rows[:size]
-        return rows, _encode_cursor(rows[-1].created_at, rows[-1].id) if more else ""
+        page: list[StoredRun] = []
+        weight = 0
+        for row in rows[:size]:
+            weight += len(json.dumps(row.report, default=str))
+            if page and weight > MAX_RUNS_PAGE_BYTES:
+                break
+            page.append(row)
+        more = len(rows) > len(page)
+        return page, _encode_cursor(page[-1].created_at, page[-1].id) if more else ""
 
     async def run(self, run_id: str) -> StoredRun:
         found = await self.store.run(run_id.strip()) if _looks_like_uuid(run_id) else None
