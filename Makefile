@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run test unit bench protos lint clean
+.PHONY: install run test unit bench fuzz protos lint clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,9 @@ unit: install
 
 bench: install  ## throughput and latency figures, written to tests/bench/RESULTS.md (never asserted)
 	$(BIN)/python -m tests.bench.run
+
+fuzz: install  ## >= 10,000 generated REST requests through Envoy on loopback; prints counts, fails on a 5xx
+	$(BIN)/python -m tests.fuzz.run
 
 protos: install  ## regenerate contract code, .pyi stubs, gateway/descriptor.pb, its routes and OpenAPI
 	$(BIN)/python protos/generate.py

@@ -137,6 +137,8 @@ def _import_statement(path: str, account: str, fmt: str, mapping_file: str | Non
     from google.protobuf import json_format, struct_pb2
     from payrecon.reconciliation.v1 import reconciliation_pb2, reconciliation_pb2_grpc
 
+    from services.kernel.grpc_errors import violations_of
+
     file = Path(path)
     if not file.is_file():
         print(f"payrecon: no such file: {path}", file=sys.stderr)
@@ -179,6 +181,8 @@ def _import_statement(path: str, account: str, fmt: str, mapping_file: str | Non
             reply = stub.ImportStatementStream(chunks(), metadata=(("authorization", f"Bearer {token}"),), timeout=3600)
         except grpc.RpcError as error:
             print(f"payrecon: import failed: {error.code().name}: {error.details()}", file=sys.stderr)
+            for field, description in violations_of(error):
+                print(f"  {field}: {description}", file=sys.stderr)
             return 1
     print(json.dumps(json_format.MessageToDict(reply), indent=2))
     return 0 if reply.status != "REJECTED" else 1

@@ -6,12 +6,13 @@ status and a stable machine code (see services.kernel.grpc_errors for the mechan
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 
 class DomainError(Exception):
     """Base of every business error. `field` names the offending input when there is one; `code`, when
-    given, refines the table's machine code (VALIDATION_ERROR → AMOUNT_PRECISION)."""
+    given, refines the table's machine code (VALIDATION_ERROR → AMOUNT_PRECISION); `violations` lists
+    (field, description) pairs when the input has several problems (google.rpc.BadRequest on the wire)."""
 
     def __init__(
         self,
@@ -20,12 +21,14 @@ class DomainError(Exception):
         field: str | None = None,
         code: str | None = None,
         metadata: Mapping[str, str] | None = None,
+        violations: Sequence[tuple[str, str]] = (),
     ):
         super().__init__(message)
         self.message = message
         self.field = field
         self.code = code
         self.metadata = dict(metadata or {})
+        self.violations = tuple(violations)
 
 
 class ValidationError(DomainError):

@@ -10,7 +10,7 @@ in grpc-status-details-bin, which Envoy turns into the REST body.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeAlias
 
@@ -49,12 +49,26 @@ class ErrorTable:
 
 
 def rich_status_metadata(
-    status: grpc.StatusCode, code: str, message: str, metadata: Mapping[str, str] | None = None
+    status: grpc.StatusCode,
+    code: str,
+    message: str,
+    metadata: Mapping[str, str] | None = None,
+    violations: Sequence[tuple[str, str]] = (),
 ) -> tuple[tuple[str, bytes], ...]:
     info = error_details_pb2.ErrorInfo(reason=code, domain=ERROR_DOMAIN, metadata=dict(metadata or {}))
     detail = any_pb2.Any()
     detail.Pack(info)
-    rpc_status = status_pb2.Status(code=status.value[0], message=message, details=[detail])
+    details = [detail]
+    if violations:
+        bad_request = error_details_pb2.BadRequest(
+            field_violations=[
+                error_details_pb2.BadRequest.FieldViolation(field=field, description=description)
+                for field, description in violations
+            ]
+        )
+        details.append(any_pb2.Any())
+        details[-1].Pack(bad_request)
+    rpc_status = status_pb2.Status(code=status.value[0], message=message, details=details)
     return (("grpc-status-details-bin", rpc_status.SerializeToString()),)
 
 
@@ -64,9 +78,12 @@ async def abort_with(
     code: str,
     message: str,
     metadata: Mapping[str, str] | None = None,
+    violations: Sequence[tuple[str, str]] = (),
 ) -> None:
-    """Ends the RPC with `status`, carrying the machine code as google.rpc.ErrorInfo."""
-    await context.abort(status, message, trailing_metadata=rich_status_metadata(status, code, message, metadata))
+    """Ends the RPC with `status`, carrying the machine code as google.rpc.ErrorInfo (and the
+    violations, if any, as google.rpc.BadRequest)."""
+    trailers = rich_status_metadata(status, code, message, metadata, violations)
+    await context.abort(status, message, trailing_metadata=trailers)
 
 
 def machine_code_of(error: grpc.aio.AioRpcError) -> str | None:
@@ -80,6 +97,19 @@ def machine_code_of(error: grpc.aio.AioRpcError) -> str | None:
                 if detail.Unpack(info):
                     return str(info.reason)
     return None
+
+
+def violations_of(error: grpc.RpcError) -> list[tuple[str, str]]:
+    """The (field, description) pairs a payrecon service put in an error's google.rpc.BadRequest (client side)."""
+    metadata: Any = (error.trailing_metadata() if isinstance(error, grpc.Call) else None) or ()
+    found: list[tuple[str, str]] = []
+    for key, value in metadata:
+        if key == "grpc-status-details-bin" and isinstance(value, bytes):
+            for detail in status_pb2.Status.FromString(value).details:
+                bad_request = error_details_pb2.BadRequest()
+                if detail.Unpack(bad_request):
+                    found += [(v.field, v.description) for v in bad_request.field_violations]
+    return found
 
 
 Handler = Callable[[Any, Context], Awaitable[Any]]
@@ -154,7 +184,9 @@ class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-
             metadata = dict(error.metadata)
             if error.field:
                 metadata["field"] = error.field
-            await abort_with(context, mapping.status, error.code or mapping.code, error.message, metadata)
+            await abort_with(
+                context, mapping.status, error.code or mapping.code, error.message, metadata, error.violations
+            )
         except (grpc.aio.AbortError, grpc.RpcError, StopAsyncIteration):
             raise
         except Exception as error:

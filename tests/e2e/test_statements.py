@@ -155,8 +155,10 @@ def test_a_broken_file_is_refused_with_line_numbers_and_imports_nothing(client: 
     response = client.post("/api/v1/statements", json={"accountId": f"bank-{run}", "content": statement})
     assert response.status_code == 400, response.text
     body = response.json()
-    assert body["code"] == "STATEMENT_INVALID" and body["status"] == "REJECTED"
-    assert body["errors"] and body["errors"][0]["line"] > 1
+    # The one error shape: the row errors are google.rpc.BadRequest violations, "line N: …".
+    assert set(body) == {"code", "message", "details"} and body["code"] == "STATEMENT_INVALID"
+    (violations,) = [d["fieldViolations"] for d in body["details"] if d["@type"].endswith("google.rpc.BadRequest")]
+    assert violations and int(violations[0]["description"].split(":")[0].removeprefix("line ")) > 1
     assert (
         client.get("/api/v1/discrepancies", params={"accountId": f"bank-{run}"}).json().get("discrepancies", []) == []
     )

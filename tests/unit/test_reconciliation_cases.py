@@ -18,7 +18,9 @@ from services.reconciliation.domain.cases import (
     parse_action,
     plan_cases,
 )
-from services.reconciliation.service.ports import PendingTransfer
+from services.reconciliation.domain.matching_rules import MatchingRules
+from services.reconciliation.domain.model import Window
+from services.reconciliation.service.ports import PendingTransfer, ProjectedEntry, StatementLineRecord, StoredRun
 from services.reconciliation.service.reconcile import ReconciliationService
 
 
@@ -83,3 +85,57 @@ async def test_a_transfer_accepted_and_never_posted_is_a_finding_with_its_eviden
     assert found.kind == "ACCEPTED_NOT_POSTED" and found.transfer_ids == ("k-1",)
     assert found.amount_minor == 1234 and found.evidence["redriveCount"] == 3
     assert found.severity == "HIGH"
+
+
+class Book:
+    """A statement line and ledger entries of one day, one of them beyond the matching engine's range."""
+
+    day = datetime(2026, 11, 26, tzinfo=UTC)
+
+    async def lines_in(self, account_id: str, first: object, last: object) -> list[StatementLineRecord]:
+        return [StatementLineRecord(1, 2, 500, "USD", None, self.day.date(), "t-1", None, "", None, "BANK")]
+
+    async def entries_in(self, account_id: str, start: object, end: object) -> list[ProjectedEntry]:
+        return [
+            ProjectedEntry(10, "t-1", "DEBIT", 500, "USD", self.day, None, None),
+            # 17,930,859,886,660,936.00 USD: a transfer the fuzzer got posted, within int64.
+            ProjectedEntry(11, "t-huge", "DEBIT", 1_793_085_988_666_093_600, "USD", self.day, None, None),
+        ]
+
+
+async def test_an_amount_beyond_the_matching_range_is_reported_not_fatal() -> None:
+    """It used to raise ValueError on every run of the account: reconcile answered 500 and continuous
+    matching failed every 2 s, for ever."""
+    service = ReconciliationService(store=Book(), ledger=None, accepted=None)  # type: ignore[arg-type]
+    window = Window(Book.day, Book.day + timedelta(days=1))
+    findings, matches, counts = await service._match("bank-1", window, MatchingRules(), True, "USD")
+    assert [(m.statement_line_ids, m.transfer_ids) for m in matches] == [((1,), ("t-1",))]
+    assert [(f.kind, f.transfer_ids) for f in findings] == [("MISSING_IN_STATEMENT", ("t-huge",))]
+    assert counts["matched"] == 1
+
+
+class Runs:
+    """Stored runs, newest first, each report listing 2,000 discrepancies (about 200 KiB of JSON)."""
+
+    def __init__(self) -> None:
+        start = datetime(2026, 11, 26, tzinfo=UTC)
+        busy = {"discrepancies": [{"type": "MISSING_IN_LEDGER", "message": "x" * 80}] * 2000}
+        self.all = [StoredRun(f"run-{n:02d}", start - timedelta(minutes=n), busy) for n in range(12)]
+
+    async def runs(self, account_id: str | None, before: tuple[datetime, str] | None, limit: int) -> list[StoredRun]:
+        after = [r for r in self.all if before is None or (r.created_at, r.id) < before]
+        return after[:limit]
+
+
+async def test_a_page_of_busy_runs_stays_small_enough_for_the_gateway() -> None:
+    """50 such reports (10 MiB) were one answer: more than Envoy buffers to transcode, a 500."""
+    service = ReconciliationService(store=Runs(), ledger=None, accepted=None)  # type: ignore[arg-type]
+    seen: list[str] = []
+    page, cursor = await service.runs("", 50, "")
+    while True:
+        assert 1 <= len(page) <= 3
+        seen += [run.id for run in page]
+        if not cursor:
+            break
+        page, cursor = await service.runs("", 50, cursor)
+    assert seen == [f"run-{n:02d}" for n in range(12)]

@@ -24,6 +24,9 @@ from services.ingest.service.ports import CachedAcceptance, IdempotencyCache, Re
 
 log = logging.getLogger(__name__)
 
+# Ages reach back from now: beyond a century there is nothing to find, and far beyond it no datetime.
+MAX_AGE_SECONDS = 100 * 366 * 86400
+
 
 @dataclass
 class TransactionService:
@@ -86,12 +89,14 @@ class TransactionService:
 
     async def pending(self, account_id: str, older_than_seconds: int, limit: int) -> list[PendingRequest]:
         """Requests still waiting for the ledger past an age. Raises InvalidSubmission (bad account id,
-        negative age, limit out of 0-1000)."""
+        age out of 0-MAX_AGE_SECONDS, limit out of 0-1000)."""
         if account_id:
             validate_account_id(account_id, "accountId")
-        if older_than_seconds < 0:
+        if not 0 <= older_than_seconds <= MAX_AGE_SECONDS:
             raise InvalidSubmission(
-                "olderThanSeconds must not be negative", field="olderThanSeconds", code="INVALID_AGE"
+                f"olderThanSeconds must be between 0 and {MAX_AGE_SECONDS} (a century)",
+                field="olderThanSeconds",
+                code="INVALID_AGE",
             )
         if not 0 <= limit <= 1000:
             raise InvalidSubmission("limit must be between 1 and 1000", field="limit", code="INVALID_LIMIT")

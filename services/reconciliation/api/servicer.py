@@ -21,7 +21,6 @@ from services.reconciliation.service.reconcile import (
     ImportCommand,
     ImportOutcome,
     ReconciliationService,
-    StatementRejected,
     StoredReport,
 )
 
@@ -79,17 +78,6 @@ def _import_message(outcome: ImportOutcome) -> pb.StatementImport:
 
 def _snake(name: str) -> str:
     return "".join(f"_{c.lower()}" if c.isupper() else c for c in name)
-
-
-def _rejected(error: StatementRejected, account_id: str, fmt: str) -> pb.StatementImport:
-    return pb.StatementImport(
-        status="REJECTED",
-        account_id=account_id,
-        format=fmt.upper(),
-        errors=[pb.RowError(line=e.line, message=e.message) for e in error.errors[:1000]],
-        code=error.code or "STATEMENT_INVALID",
-        message=error.message,
-    )
 
 
 def _report_message(run_id: str, created_at: datetime, rendered: Mapping[str, Any]) -> pb.ReconciliationReport:
@@ -178,11 +166,9 @@ class ReconciliationServicer(reconciliation_pb2_grpc.ReconciliationServiceServic
         return _report_message(stored.run_id, stored.created_at, stored.rendered)
 
     async def _import(self, command: ImportCommand, context: Context) -> pb.StatementImport:
-        try:
-            outcome = await self._service.import_statement(command)
-        except StatementRejected as rejected:
-            await set_http_status(context, 400)
-            return _rejected(rejected, command.account_id, command.format)
+        # A rejected file (StatementRejected) is an error like any other: 400 STATEMENT_INVALID in the
+        # one error shape, its row errors as google.rpc.BadRequest violations.
+        outcome = await self._service.import_statement(command)
         await set_http_status(context, 200 if outcome.replayed else 201)
         return _import_message(outcome)
 

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import logging
 from collections.abc import AsyncIterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
@@ -29,7 +30,8 @@ from services.reconciliation.domain.cases import (
     parse_action,
     plan_cases,
 )
-from services.reconciliation.domain.matching import LedgerItem, MatchResult, StatementItem, match_items
+from services.reconciliation.domain.matching import Break, LedgerItem, MatchResult, StatementItem, match_items
+from services.reconciliation.domain.matching_columns import MAX_ABS_AMOUNT_MINOR, RULE_UNMATCHED, BreakKind
 from services.reconciliation.domain.matching_rules import MatchingRules
 from services.reconciliation.domain.model import (
     BALANCE_DRIFT,
@@ -63,20 +65,32 @@ from services.reconciliation.service.ports import (
 log = logging.getLogger(__name__)
 
 SUSPENSE_ACCOUNT = "suspense"
+# Row errors of a rejected file carried in its error's details: gRPC trailers are limited to a few KiB.
+MAX_REPORTED_ROW_ERRORS = 20
+# Ages reach back from now: beyond a century there is nothing to find, and far beyond it no datetime.
+MAX_AGE_SECONDS = 100 * 366 * 86400
 MAX_PAGE = 500
+# A page of stored runs stops growing past this much report JSON: the gateway buffers a whole answer.
+MAX_RUNS_PAGE_BYTES = 512 * 1024
 DEFAULT_PAGE = 50
 
 
 class StatementRejected(ValidationError):
-    """The file cannot be imported as it is; nothing was imported. `errors` lists every problem by line."""
+    """The file cannot be imported as it is; nothing was imported. `errors` lists every problem by line;
+    the first MAX_REPORTED_ROW_ERRORS travel as violations (error details are bounded in size)."""
 
     def __init__(self, parsed_errors: StatementFileError) -> None:
+        errors = parsed_errors.errors
+        shown = errors[:MAX_REPORTED_ROW_ERRORS]
         super().__init__(
-            f"the statement file is invalid: {len(parsed_errors.errors)} problem(s), nothing was imported",
+            f"the statement file is invalid: {len(errors)} problem(s), nothing was imported"
+            + (f"; the first {len(shown)} are in details" if len(errors) > len(shown) else ""),
             field="content",
             code="STATEMENT_INVALID",
+            metadata={"errors": str(len(errors))},
+            violations=[("content", f"line {e.line}: {e.message}"[:200]) for e in shown],
         )
-        self.errors = parsed_errors.errors
+        self.errors = errors
 
 
 class UnknownAccount(NotFound):
@@ -406,7 +420,13 @@ class ReconciliationService:
             )
             for e in entries
         ]
-        result = await asyncio.to_thread(match_items, statement_items, ledger_items, rules)
+        result = await asyncio.to_thread(
+            match_items,
+            [i for i in statement_items if abs(i.amount_minor) <= MAX_ABS_AMOUNT_MINOR],
+            [i for i in ledger_items if abs(i.amount_minor) <= MAX_ABS_AMOUNT_MINOR],
+            rules,
+        )
+        result = _with_unmatchable(result, statement_items, ledger_items)
         findings = _findings(result, by_line, by_entry, debit_normal, currency, covered_first, covered_last)
         matches = [
             MatchRecord(
@@ -467,12 +487,20 @@ class ReconciliationService:
     # -- runs --------------------------------------------------------------------------------------
 
     async def runs(self, account_id: str, limit: int, cursor: str) -> tuple[list[StoredRun], str]:
+        """Newest first, at most `limit` runs and about MAX_RUNS_PAGE_BYTES of reports (at least one):
+        a report lists every discrepancy of its window, so a page of busy runs can weigh megabytes."""
         size = _page_size(limit)
         before = _decode_cursor(cursor) if cursor else None
         rows = await self.store.runs(account_id or None, before, size + 1)
-        more = len(rows) > size
-        rows = rows[:size]
-        return rows, _encode_cursor(rows[-1].created_at, rows[-1].id) if more else ""
+        page: list[StoredRun] = []
+        weight = 0
+        for row in rows[:size]:
+            weight += len(json.dumps(row.report, default=str))
+            if page and weight > MAX_RUNS_PAGE_BYTES:
+                break
+            page.append(row)
+        more = len(rows) > len(page)
+        return page, _encode_cursor(page[-1].created_at, page[-1].id) if more else ""
 
     async def run(self, run_id: str) -> StoredRun:
         found = await self.store.run(run_id.strip()) if _looks_like_uuid(run_id) else None
@@ -485,10 +513,9 @@ class ReconciliationService:
     async def cases(
         self, *, account_id: str, kind: str, status: str, min_age_seconds: int, limit: int, cursor: str
     ) -> tuple[list[CaseRecord], str]:
-        """Raises ValidationError (unknown kind or status, negative age, bad limit or cursor)."""
+        """Raises ValidationError (unknown kind or status, age out of 0-MAX_AGE_SECONDS, bad limit or cursor)."""
         size = _page_size(limit)
-        if min_age_seconds < 0:
-            raise ValidationError("minAgeSeconds must not be negative", field="minAgeSeconds", code="INVALID_AGE")
+        _check_age(min_age_seconds, "minAgeSeconds")
         try:
             wanted = CaseStatus(status.upper()) if status else None
         except ValueError:
@@ -514,10 +541,9 @@ class ReconciliationService:
     ) -> AsyncIterator[CaseRecord | StoredRun]:
         """Cases as they open, change or resolve, and runs as they finish, in the order they happened,
         for as long as the caller listens. Reads the store (not this process's memory), so it sees
-        what every replica does. Raises ValidationError for a bad account id or a negative age."""
+        what every replica does. Raises ValidationError for a bad account id or an age out of range."""
         account = _account_id(account_id) if account_id else None
-        if since_seconds < 0:
-            raise ValidationError("sinceSeconds must not be negative", field="sinceSeconds", code="INVALID_AGE")
+        _check_age(since_seconds, "sinceSeconds")
         cases_after = runs_after = (datetime.now(UTC) - timedelta(seconds=since_seconds), "")
         while stop is None or not stop.is_set():
             cases, _ = await self.store.changes_since(account, cases_after, 500)
@@ -635,6 +661,24 @@ _MESSAGES = {
     "DUPLICATE": "the statement shows the same line twice",
     "AMBIGUOUS": "several candidates fit equally well: not guessed, a person decides",
 }
+
+
+def _with_unmatchable(
+    result: MatchResult, statement: Sequence[StatementItem], ledger: Sequence[LedgerItem]
+) -> MatchResult:
+    """The matching engine takes amounts within ±MAX_ABS_AMOUNT_MINOR; the ledger holds any int64 and a
+    statement may say anything. An item beyond that range is left out of matching and reported unmatched
+    on its own side, for a person to look at, instead of stopping the account's matching altogether."""
+    beyond = tuple(
+        Break(BreakKind.MISSING_IN_LEDGER, (i.id,), (), RULE_UNMATCHED)
+        for i in statement
+        if abs(i.amount_minor) > MAX_ABS_AMOUNT_MINOR
+    ) + tuple(
+        Break(BreakKind.MISSING_IN_STATEMENT, (), (i.id,), RULE_UNMATCHED)
+        for i in ledger
+        if abs(i.amount_minor) > MAX_ABS_AMOUNT_MINOR
+    )
+    return replace(result, breaks=result.breaks + beyond) if beyond else result
 
 
 def _findings(
@@ -817,6 +861,13 @@ def _format(value: str) -> StatementFormat | None:
             field="format",
             code="INVALID_FORMAT",
         ) from None
+
+
+def _check_age(seconds: int, field: str) -> None:
+    if not 0 <= seconds <= MAX_AGE_SECONDS:
+        raise ValidationError(
+            f"{field} must be between 0 and {MAX_AGE_SECONDS} (a century)", field=field, code="INVALID_AGE"
+        )
 
 
 def _page_size(limit: int) -> int:
