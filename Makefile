@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run test unit bench protos lint clean
+.PHONY: install run test unit bench chaos protos lint clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,9 @@ unit: install
 
 bench: install  ## throughput and latency figures, written to tests/bench/RESULTS.md (never asserted)
 	$(BIN)/python -m tests.bench.run
+
+chaos: install  ## load under crashes and restarts, then the invariants table (exit 1 if one fails); CHAOS_ARGS="--duration 300"
+	$(BIN)/python -m tests.chaos.run $(CHAOS_ARGS)
 
 protos: install  ## regenerate contract code, .pyi stubs, gateway/descriptor.pb, its routes and OpenAPI
 	$(BIN)/python protos/generate.py
