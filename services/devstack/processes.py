@@ -68,6 +68,16 @@ class Child:
             os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait(5)
 
+    def kill(self) -> None:
+        """SIGKILL to the whole process group, then reap it."""
+        if self.process.poll() is not None:
+            return
+        try:
+            os.killpg(self.process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            return
+        self.process.wait(10)
+
 
 def spawn(
     name: str, argv: Sequence[str], *, log_dir: Path, env: Mapping[str, str] | None = None, cwd: Path | None = None

@@ -161,25 +161,11 @@ class Stack:
             self._mark("migrations+queues", t)
 
             t = time.monotonic()
-            for name in SERVICES:
-                self.children[name] = spawn(
-                    name,
-                    [sys.executable, "-m", "services.cli", "serve", name],
-                    log_dir=log_dir,
-                    env=self.env,
-                    cwd=REPO_ROOT,
-                )
-            for replica in range(2, opts.ingest_replicas + 1):
-                name = f"ingest-{replica}"
-                self.addresses[name] = f"127.0.0.1:{free_port()}"
-                self.children[name] = spawn(
-                    name,
-                    [sys.executable, "-m", "services.cli", "serve", "ingest"],
-                    log_dir=log_dir,
-                    env={**self.env, "PAYRECON_INGEST_ADDRESS": self.addresses[name]},
-                    cwd=REPO_ROOT,
-                )
             self.log_dir = log_dir
+            for replica in range(2, opts.ingest_replicas + 1):
+                self.addresses[f"ingest-{replica}"] = f"127.0.0.1:{free_port()}"
+            for name in self.addresses:
+                self.start_service(name)
             self.start_worker()
             for name in self.addresses:
                 port = int(self.addresses[name].rsplit(":", 1)[1])
@@ -220,6 +206,22 @@ class Stack:
     def stop_worker(self) -> None:
         self.children["ledger-worker"].stop()
 
+    def start_service(self, name: str) -> None:
+        """(Re)starts a service process — `ingest`, `ingest-2`, …, `ledger`, `reconciliation` — on
+        its address, e.g. after `kill`."""
+        context = name.split("-")[0]
+        self.children[name] = spawn(
+            name,
+            [sys.executable, "-m", "services.cli", "serve", context],
+            log_dir=self.log_dir,
+            env={**self.env, f"PAYRECON_{context.upper()}_ADDRESS": self.addresses[name]},
+            cwd=REPO_ROOT,
+        )
+
+    def kill(self, name: str) -> None:
+        """SIGKILLs a child (`ledger-worker`, `ingest-2`, …) as a crash would: nothing of it cleans up."""
+        self.children[name].kill()
+
     def stop_sqs(self) -> int:
         """Takes the SQS server away, for outage drills; returns its port for `restart_sqs`."""
         assert self.sqs is not None
@@ -231,6 +233,17 @@ class Stack:
         queues are created again, as an operator restoring it would."""
         self.sqs = SqsServer.start(self.options.state_dir, port=port)
         asyncio.run(create_queues(self.env))
+
+    def stop_postgres(self, mode: str = "immediate") -> None:
+        """Takes the stack's own embedded PostgreSQL away (by default as a crash would), for outage
+        drills; `start_postgres` brings it back on the same data directory and port."""
+        if self.postgres is None:
+            raise RuntimeError("this stack uses an external PostgreSQL: it is not the stack's to stop")
+        self.postgres.stop(mode)
+
+    def start_postgres(self) -> None:
+        assert self.postgres is not None
+        self.postgres = EmbeddedPostgres.start(self.options.state_dir, port=self.postgres.port)
 
     def ready(self) -> bool:
         try:

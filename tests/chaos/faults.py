@@ -1,0 +1,137 @@
+"""What goes wrong, on a schedule: processes SIGKILLed and restarted, Redis flushed, the stack's own
+PostgreSQL crashed and restarted on its data directory, the SQS server restarted empty. Each fault
+brings back what it took away before the next one starts."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import redis
+
+from services.devstack.processes import port_open, wait_until
+from services.devstack.stack import Stack
+
+# The order faults come in; a run cycles through it, spread evenly over the load.
+FULL_CYCLE = (
+    "kill-worker",
+    "flush-redis",
+    "kill-ingest-replica",
+    "restart-sqs",
+    "kill-worker",
+    "restart-postgres",
+    "kill-ingest",
+    "flush-redis",
+    "kill-worker",
+    "restart-sqs",
+    "restart-postgres",
+    "kill-ingest-replica",
+    "kill-ledger",
+    "kill-worker",
+)
+SHORT_CYCLE = ("kill-worker", "flush-redis", "restart-sqs")
+
+
+@dataclass(frozen=True)
+class FaultDone:
+    at: float  # seconds into the load
+    name: str
+    seconds: float  # from the fault to everything back
+    note: str = ""
+
+
+def _kill_worker(stack: Stack, down: float) -> str:
+    stack.kill("ledger-worker")
+    time.sleep(down)
+    stack.start_worker()
+    return ""
+
+
+def _kill_service(stack: Stack, name: str, down: float) -> str:
+    stack.kill(name)
+    time.sleep(down)
+    stack.start_service(name)
+    child = stack.children[name]
+    port = int(stack.addresses[name].rsplit(":", 1)[1])
+    wait_until(lambda: port_open(port), timeout=60, what=name, process=child.process, log=child.log)
+    return ""
+
+
+def _flush_redis(stack: Stack, down: float) -> str:
+    # Only ever the stack's own redis-server: the machine's Redis is not ours to empty.
+    if stack.redis is None:
+        return "skipped: Redis is not the stack's own"
+    client = redis.Redis.from_url(stack.redis.url)
+    try:
+        keys = client.dbsize()
+        client.flushdb()
+    finally:
+        client.close()
+    return f"{keys} keys"
+
+
+def _restart_postgres(stack: Stack, down: float) -> str:
+    if stack.postgres is None:
+        return "skipped: PostgreSQL is not the stack's own"
+    stack.stop_postgres("immediate")
+    time.sleep(down)
+    stack.start_postgres()
+    return "crash (immediate), WAL recovery"
+
+
+def _restart_sqs(stack: Stack, down: float) -> str:
+    assert stack.sqs is not None
+    port = stack.sqs.port
+    stack.sqs.child.kill()  # a crash; the local server keeps nothing either way
+    time.sleep(down)
+    stack.restart_sqs(port)
+    return "SIGKILL, queues back empty"
+
+
+FAULTS: dict[str, Callable[[Stack, float], str]] = {
+    "kill-worker": _kill_worker,
+    "kill-ingest": lambda stack, down: _kill_service(stack, "ingest", down),  # the one Envoy routes to
+    "kill-ingest-replica": lambda stack, down: _kill_service(stack, "ingest-2", down),
+    # Holds, balances and the relay of the ledger's events.
+    "kill-ledger": lambda stack, down: _kill_service(stack, "ledger", down),
+    "flush-redis": _flush_redis,
+    "restart-postgres": _restart_postgres,
+    "restart-sqs": _restart_sqs,
+}
+
+
+def schedule(cycle: Sequence[str], first_at: float, last_at: float) -> list[tuple[float, str]]:
+    """`cycle`'s faults spread evenly from `first_at` to `last_at` seconds into the load."""
+    step = max(0.0, last_at - first_at) / max(1, len(cycle) - 1)
+    return [(first_at + i * step, name) for i, name in enumerate(cycle)]
+
+
+def applicable(stack: Stack, cycle: Sequence[str]) -> list[str]:
+    """The faults this stack can take: no replica to kill without one, no restart of a PostgreSQL or
+    Redis that is not the stack's own."""
+    names = []
+    for name in cycle:
+        if name == "kill-ingest-replica" and "ingest-2" not in stack.children:
+            continue
+        if name == "restart-postgres" and stack.postgres is None:
+            continue
+        if name == "flush-redis" and stack.redis is None:
+            continue
+        names.append(name)
+    return names
+
+
+def run_faults(
+    stack: Stack, plan: Sequence[tuple[float, str]], started: float, stop: threading.Event, down: float = 2.0
+) -> list[FaultDone]:
+    """Applies `plan` (seconds after `started`, fault) one fault at a time until `stop` is set; blocks."""
+    done = []
+    for at, name in plan:
+        if stop.wait(max(0.0, started + at - time.monotonic())):
+            break
+        began = time.monotonic()
+        note = FAULTS[name](stack, down)
+        done.append(FaultDone(round(began - started, 1), name, round(time.monotonic() - began, 1), note))
+    return done
