@@ -14,7 +14,7 @@ import asyncpg
 
 from services.devstack.envoy import REPO_ROOT
 from tests.chaos.faults import FaultDone
-from tests.chaos.workload import Record, TransferBody
+from tests.chaos.workload import Record, TransferBody, TransferIntent
 
 
 @dataclass(frozen=True)
@@ -90,6 +90,24 @@ def stored_body(row: asyncpg.Record) -> TransferBody:
     return TransferBody(row["debit_account_id"], row["credit_account_id"], row["amount_minor"], row["currency"].strip())
 
 
+def posted_out_of_order(record: Record, debit_entry: dict[str, int]) -> list[str]:
+    """Transfers the ledger posted after a transfer from the same source account that its client
+    sent only once it had this one's 202 — an order the README promises per account."""
+    by_source: dict[str, list[TransferIntent]] = {}
+    for key, intent in record.transfers.items():
+        if intent.accepted is not None and key in debit_entry:
+            by_source.setdefault(intent.accepted.source, []).append(intent)
+    late = []
+    for intents in by_source.values():
+        latest_sent = float("-inf")  # over the transfers posted so far
+        for intent in sorted(intents, key=lambda i: debit_entry[i.key]):
+            assert intent.accepted_at is not None
+            if latest_sent > intent.accepted_at:
+                late.append(intent.key)
+            latest_sent = max(latest_sent, intent.sent_at)
+    return late
+
+
 async def judge(
     record: Record,
     database_url: str,
@@ -132,6 +150,10 @@ async def judge(
             "         sum(amount_minor) FILTER (WHERE direction = 'CREDIT') AS credits"
             "  FROM ledger.entries GROUP BY account_id) e ON e.account_id = a.id"
         )
+        debit_entry = {
+            r["transfer_id"]: r["id"]
+            for r in await conn.fetch("SELECT transfer_id, id FROM ledger.entries WHERE direction = 'DEBIT'")
+        }
         totals = {
             r["id"]: (r["debits_posted"], r["credits_posted"])
             for r in await conn.fetch("SELECT id, debits_posted, credits_posted FROM ledger.accounts")
@@ -200,6 +222,8 @@ async def judge(
         if totals.get(account, (0, 0)) != (told[account, "debit"], told[account, "credit"])
     )
 
+    out_of_order = posted_out_of_order(record, debit_entry)
+
     holds = [h for h in record.holds.values() if h.created]
     hold_states = Counter(h.told[0] if h.told else "not settled" for h in holds)
     hold_mismatch = []
@@ -239,6 +263,7 @@ async def judge(
     verdict.add(f"stuck PROCESSING (after {settled_after:.0f} s of ≤ {settle_timeout:.0f} s)", int(stuck), stuck == 0)
     verdict.add("ingest status ≠ ledger status", len(disagree), not disagree)
     verdict.add("ledger transfer ≠ the request answered 202", len(unlike_request), not unlike_request)
+    verdict.add("posted after a later transfer of its source account", len(out_of_order))
     verdict.add("requests redriven (redrives)", f"{redriven['requests']:,} ({redriven['redrives']:,})")
     if latency["p50"] is not None:
         verdict.add(
@@ -283,6 +308,7 @@ async def judge(
         ("unlike its request", unlike_request),
         ("hold mismatch", hold_mismatch),
         ("balance unlike what clients were told", balances_unlike_told),
+        ("posted out of order", out_of_order),
     ):
         if keys:
             verdict.details.append(f"{what}: {', '.join(keys[:10])}{' …' if len(keys) > 10 else ''}")

@@ -60,8 +60,10 @@ class TransferIntent:
     """One idempotency key and everything sent and answered under it."""
 
     key: str
+    sent_at: float  # monotonic: when its first request went out
     bodies: list[TransferBody] = field(default_factory=list)
     accepted: TransferBody | None = None  # the body answered 202
+    accepted_at: float | None = None  # monotonic: when the client had its (first) 202
     message_ids: set[str] = field(default_factory=set)
 
 
@@ -164,7 +166,7 @@ class Clients:
         while time.monotonic() < self._load_ends:
             n += 1
             key = f"{self.run_id}-t{client}-{n}"
-            intent = self.record.transfers[key] = TransferIntent(key)
+            intent = self.record.transfers[key] = TransferIntent(key, time.monotonic())
             body = self._body()
             roll = self.rng.random()
             if roll < 0.10:  # concurrent requests with one key (one to the other replica when there is one)
@@ -208,6 +210,7 @@ class Clients:
 
     def _note_accepted(self, intent: TransferIntent, body: TransferBody, answers: list[Answer]) -> None:
         intent.accepted = body
+        intent.accepted_at = intent.accepted_at or time.monotonic()
         intent.message_ids.update(str(a.body.get("messageId") or a.body.get("message_id")) for a in answers)
         if len(intent.message_ids) > 1:
             self._anomaly(intent.key, f"one key answered with {len(intent.message_ids)} message ids")
