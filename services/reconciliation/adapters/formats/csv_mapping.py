@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import codecs
 import csv
-import io
+import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass, fields
 from datetime import date, datetime
@@ -41,6 +41,7 @@ Column = str | int  # a header name, or a 0-based index (the only way into a hea
 DEFAULT_ENCODINGS: tuple[str, ...] = ("utf-8", "cp1252")  # cp852/cp1257 cannot be told apart: name them
 _SNIFFED_DELIMITERS = (",", ";", "\t", "|")
 _SNIFF_ROWS = 20
+_LINE_BREAK = re.compile(r"\r\n|\r|\n")  # what decoding.physical_lines splits on
 # Per-file caches of dates and repeated texts stop growing here: past it, texts are simply not shared.
 _MOST_TEXTS_SHARED = 100_000
 _DECIMAL_SEPARATORS = (".", ",")
@@ -374,58 +375,57 @@ class _RowReader:
 
 def parse_csv(content: bytes, mapping: CsvMapping) -> ParsedFile:
     """One statement per account and currency in the file, or StatementFileError listing every bad row."""
-    text = _without_trailing_blank_lines(
-        _lf_lines(decode_text(content, (mapping.encoding,) if mapping.encoding else DEFAULT_ENCODINGS))
-    )
-    delimiter = mapping.delimiter or _sniff_delimiter(_head_lines(text, mapping), mapping)
-    rows, errors = _read_rows(_records(text, delimiter, mapping), mapping, text)
+    text = decode_text(content, (mapping.encoding,) if mapping.encoding else DEFAULT_ENCODINGS)
+    end = _end_of_last_line(text)  # trailing blank lines are no part of the file
+    delimiter = mapping.delimiter or _sniff_delimiter(_head_lines(text, end, mapping), mapping)
+    rows, errors = _read_rows(_records(text, end, delimiter, mapping), mapping, text, end)
     statements = [] if errors else _statements(rows, mapping, errors)
     if errors:
         raise StatementFileError(errors)
     return ParsedFile(format=StatementFormat.CSV, statements=tuple(statements))
 
 
-def _lf_lines(text: str) -> str:
-    """The text with every line break (CR, LF or CRLF, as editors count lines) written as LF."""
-    if "\r" not in text:
-        return text
-    return text.replace("\r\n", "\n").replace("\r", "\n")
+def _physical_lines(text: str, end: int) -> Iterator[str]:
+    """The lines of text[:end] as an editor numbers them (CR, LF and CRLF end a line), each ending in
+    LF as the csv module reads them; one at a time, so a large file is never copied whole."""
+    if end == 0:
+        return
+    start = 0
+    for line_break in _LINE_BREAK.finditer(text, 0, end):
+        yield text[start : line_break.start()] + "\n"
+        start = line_break.end()
+    yield text[start:end] + "\n"
 
 
-def _without_trailing_blank_lines(text: str) -> str:
+def _end_of_last_line(text: str) -> int:
+    """Where the text ends once blank lines at its end are dropped."""
     end = len(text)
     while end > 0:
-        start = text.rfind("\n", 0, end) + 1
+        start = max(text.rfind("\n", 0, end), text.rfind("\r", 0, end)) + 1
         if text[start:end].strip():
             break
-        end = start - 1 if start > 0 else 0
-    return text[:end]
+        end = max(start - 1, 0)
+    return end
 
 
-def _head_lines(text: str, mapping: CsvMapping) -> list[str]:
+def _head_lines(text: str, end: int, mapping: CsvMapping) -> list[str]:
     """The first lines the delimiter is sniffed from: up to _SNIFF_ROWS non-blank ones after skip_rows."""
     head: list[str] = []
-    lines = io.StringIO(text, newline="\n")
-    for number, line in enumerate(lines):
+    for number, line in enumerate(_physical_lines(text, end)):
         if number >= mapping.skip_rows and line.strip():
-            head.append(line.rstrip("\n"))
+            head.append(line[:-1])
             if len(head) == _SNIFF_ROWS:
                 break
     return head
 
 
-def _line_count(text: str) -> int:
-    return text.count("\n") + 1 if text else 0
-
-
-def _records(text: str, delimiter: str, mapping: CsvMapping) -> Iterator[tuple[int, list[str]]]:
+def _records(text: str, end: int, delimiter: str, mapping: CsvMapping) -> Iterator[tuple[int, list[str]]]:
     """Each non-empty CSV record after the skipped rows, with the line it starts on.
 
     Raises StatementFileError for the first record the csv module cannot read: that is then the
     file's only error, whatever was found in the rows before it.
     """
-    lines = io.StringIO(text + "\n", newline="\n")
-    reader = csv.reader(lines, delimiter=delimiter, quotechar=mapping.quotechar, strict=True)
+    reader = csv.reader(_physical_lines(text, end), delimiter=delimiter, quotechar=mapping.quotechar, strict=True)
     consumed = 0
     index = -1
     skip_rows = mapping.skip_rows
@@ -447,7 +447,7 @@ def _records(text: str, delimiter: str, mapping: CsvMapping) -> Iterator[tuple[i
 
 
 def _read_rows(
-    records: Iterator[tuple[int, list[str]]], mapping: CsvMapping, text: str
+    records: Iterator[tuple[int, list[str]]], mapping: CsvMapping, text: str, end: int
 ) -> tuple[list[_Entry], list[RowError]]:
     """The rows of the file and the problems of each one that cannot be read, in file order.
 
@@ -479,7 +479,7 @@ def _read_rows(
         if entry is not None:
             rows.append(entry)
     if not rows and not errors:
-        errors.append(RowError(_line_count(text), "no transaction rows"))
+        errors.append(RowError(sum(1 for _ in _physical_lines(text, end)), "no transaction rows"))
     return rows, errors
 
 
