@@ -140,6 +140,31 @@ def _not_exact(decimal: Decimal, currency: str) -> MoneyError:
     )
 
 
+# Plain decimals up to 14 integer digits stay below 10**18 in minor units (at most 4 decimals), inside int64.
+_PLAIN_INTEGER_DIGITS = 14
+_POWERS_OF_TEN: tuple[int, ...] = tuple(10**n for n in range(max(CURRENCY_EXPONENTS.values()) + 1))
+
+
+def plain_decimal_to_minor_units(text: str, exponent: int) -> int | None:
+    """`text` in minor units when it is an unsigned plain decimal (`1234`, `1234.5`, `1234.`) with at
+    most `exponent` decimals and 14 integer digits; None for any other shape (a sign, blanks, more
+    decimals, exponent notation), which `decimal_from_text` + `to_minor_units` then decide.
+
+    The fast path of bulk statement imports: it answers exactly what the Decimal path answers for the
+    texts it accepts, in a fraction of the time.
+    """
+    units, _, fraction = text.partition(".")
+    if (
+        0 < len(units) <= _PLAIN_INTEGER_DIGITS
+        and len(fraction) <= exponent
+        and units.isascii()
+        and units.isdigit()
+        and (not fraction or (fraction.isascii() and fraction.isdigit()))
+    ):
+        return int(units + fraction) * _POWERS_OF_TEN[exponent - len(fraction)]
+    return None
+
+
 def minor_units_from_json(raw: object, currency: str) -> int:
     """An amount as a JSON API received it — number or decimal string — in exact minor units.
 

@@ -22,6 +22,8 @@ from tests.bench.ledger_throughput import (
     worker_drain_throughput,
 )
 from tests.bench.post_latency import measure_post_latency
+from tests.bench.statement_import import DEFAULT_ENTRIES, run_benchmark
+from tests.bench.statement_import import section as statement_import_table
 
 RESULTS = Path(__file__).with_name("RESULTS.md")
 TARGET_PER_SECOND = 10_000
@@ -120,6 +122,13 @@ def throughput_section(stack: Stack) -> str:
     )
 
 
+def statement_import_section(stack: Stack) -> str:
+    # Import only needs PostgreSQL: it creates (and drops) fresh databases on the stack's server.
+    server = stack.admin_database_url or stack.env["PAYRECON_DATABASE_URL"]
+    figures = run_benchmark(server, DEFAULT_ENTRIES)
+    return statement_import_table(figures, "make bench (or python -m tests.bench.statement_import)")
+
+
 def main() -> int:
     # SIGTERM (a CI timeout, `kill`) unwinds like Ctrl-C, so the stack below is stopped, not orphaned.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
@@ -136,7 +145,7 @@ def main() -> int:
         " One run on a shared machine: compare figures from the same run, not across runs.\n"
     ]
     try:
-        for measure in (latency_section, throughput_section):
+        for measure in (latency_section, throughput_section, statement_import_section):
             section = measure(stack)
             print(section, flush=True)
             sections.append(section)

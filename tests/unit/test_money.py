@@ -12,6 +12,7 @@ from services.kernel.money import (
     exponent_of,
     format_minor,
     minor_units_from_json,
+    plain_decimal_to_minor_units,
     to_minor_units,
 )
 
@@ -151,3 +152,36 @@ def test_format_minor() -> None:
     assert format_minor(-10000, "USD") == "-100.00"
     assert format_minor(5, "USD") == "0.05"
     assert format_minor(100, "JPY") == "100"
+
+
+# The fast path of bulk imports answers exactly what the Decimal path answers, or leaves the text to it.
+_PLAIN_TEXTS = st.one_of(
+    st.from_regex(r"\A[0-9]{1,16}(\.[0-9]{0,5})?\Z"),
+    st.from_regex(r"\A[+-]?[0-9]{0,3}\.?[0-9]{0,3}\Z"),
+    st.text(alphabet="0123456789.,+- e_\u0663\u00a0", max_size=8),
+)
+
+
+@given(_PLAIN_TEXTS, st.sampled_from(["USD", "JPY", "KWD", "CLF"]))
+def test_plain_decimal_fast_path_agrees_with_the_decimal_path(text: str, currency: str) -> None:
+    fast = plain_decimal_to_minor_units(text, exponent_of(currency))
+    try:
+        exact: int | None = to_minor_units(decimal_from_text(text), currency)
+    except MoneyError:
+        exact = None
+    assert fast is None or fast == exact
+
+
+@pytest.mark.parametrize(
+    ("text", "exponent", "minor"),
+    [("1234.5", 2, 123450), ("1234.", 2, 123400), ("7", 0, 7), ("0.001", 3, 1), ("00012.30", 2, 1230)],
+)
+def test_plain_decimal_fast_path(text: str, exponent: int, minor: int) -> None:
+    assert plain_decimal_to_minor_units(text, exponent) == minor
+
+
+@pytest.mark.parametrize(
+    "text", ["-1.00", "+1.00", " 1.00", "1.001", "1e3", ".5", "1_000", "\u0663", "123456789012345"]
+)
+def test_plain_decimal_fast_path_declines_other_shapes(text: str) -> None:
+    assert plain_decimal_to_minor_units(text, 2) is None

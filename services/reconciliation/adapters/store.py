@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import date, datetime
+from itertools import islice
 from typing import Any
 
 from payrecon.ledger.v1 import messages_pb2
@@ -32,6 +33,54 @@ from services.reconciliation.service.ports import (
 # Transfer metadata keys that carry the payment's references, as payment systems name them.
 REFERENCE_KEYS = ("reference", "bank_reference", "bankReference", "payment_reference", "paymentReference")
 END_TO_END_KEYS = ("end_to_end_id", "endToEndId", "e2e_id")
+
+
+_LINES_PER_COPY = 50_000
+_STATEMENT_LINE_COLUMNS = (
+    "import_id",
+    "statement_id",
+    "account_id",
+    "line_no",
+    "amount_minor",
+    "currency",
+    "booking_date",
+    "value_date",
+    "reference",
+    "end_to_end_id",
+    "description",
+    "counterparty",
+    "reversal",
+    "status",
+)
+
+
+def _statement_line_records(
+    import_id: uuid.UUID, account_id: str, statement_ids: Sequence[int], statements: Sequence[tuple[Statement, str]]
+) -> Iterator[tuple[object, ...]]:
+    """The statement_lines rows of an import, in _STATEMENT_LINE_COLUMNS order, made as COPY asks for them."""
+    for statement_id, (statement, _) in zip(statement_ids, statements, strict=True):
+        fallback_day: date | None = None  # the day of a line that names none: the closing date, else today
+        for line in statement.lines:
+            day = line.value_date or line.booking_date
+            if day is None:
+                fallback_day = fallback_day or statement.closing_date or date.today()
+                day = fallback_day
+            yield (
+                import_id,
+                statement_id,
+                account_id,
+                line.line,
+                line.amount_minor,
+                line.currency,
+                line.booking_date,
+                day,
+                line.reference,
+                line.end_to_end_id,
+                line.description,
+                line.counterparty,
+                line.reversal,
+                line.status.value,
+            )
 
 
 def _first(metadata: Mapping[str, str], keys: Sequence[str]) -> str | None:
@@ -267,48 +316,12 @@ class ReconciliationStore:
                     },
                 )
             ).scalars()
-            records: list[tuple[object, ...]] = []
-            for statement_id, (st, _) in zip(list(ids), statements, strict=True):
-                for line in st.lines:
-                    records.append(
-                        (
-                            uuid.UUID(import_id),
-                            statement_id,
-                            account_id,
-                            line.line,
-                            line.amount_minor,
-                            line.currency,
-                            line.booking_date,
-                            line.value_date or line.booking_date or st.closing_date or date.today(),
-                            line.reference,
-                            line.end_to_end_id,
-                            line.description,
-                            line.counterparty,
-                            line.reversal,
-                            line.status.value,
-                        )
-                    )
-            if records:
-                await (await driver_connection(conn)).copy_records_to_table(
-                    "statement_lines",
-                    records=records,
-                    columns=[
-                        "import_id",
-                        "statement_id",
-                        "account_id",
-                        "line_no",
-                        "amount_minor",
-                        "currency",
-                        "booking_date",
-                        "value_date",
-                        "reference",
-                        "end_to_end_id",
-                        "description",
-                        "counterparty",
-                        "reversal",
-                        "status",
-                    ],
-                )
+            lines = _statement_line_records(uuid.UUID(import_id), account_id, list(ids), statements)
+            driver = await driver_connection(conn)
+            # COPY in chunks: a million lines never sit in memory as rows at once, and the event loop
+            # gets a turn between chunks (each one waits for the server's answer).
+            while chunk := list(islice(lines, _LINES_PER_COPY)):
+                await driver.copy_records_to_table("statement_lines", records=chunk, columns=_STATEMENT_LINE_COLUMNS)
             return StoredImport(import_id, {**summary, "id": import_id}, created)
 
     async def csv_mapping(self, account_id: str) -> dict[str, Any] | None:

@@ -9,14 +9,21 @@ from __future__ import annotations
 
 import codecs
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import date
 from functools import cache
 
 from lxml import etree
 
-from services.kernel.money import MoneyError, decimal_from_text, exponent_of, to_minor_units
+from services.kernel.money import (
+    CURRENCY_EXPONENTS,
+    MoneyError,
+    decimal_from_text,
+    exponent_of,
+    plain_decimal_to_minor_units,
+    to_minor_units,
+)
 from services.reconciliation.domain.statements import (
     EntryDetail,
     EntryStatus,
@@ -54,6 +61,10 @@ _TRUE_TEXTS = ("true", "1")  # xs:boolean
 _FEED_BYTES = 1 << 20
 _LINES_KEPT_EXACTLY = 65535  # libxml2 stores element lines below this as they are
 _SNIFF_BYTES = 1 << 16
+# Per-file caches of tag names and of repeated texts (dates, currencies, codes, names) stop growing
+# here, so a hostile file cannot make them large; past it, texts are simply not shared.
+_MOST_NAMES_KEPT = 10_000
+_MOST_TEXTS_SHARED = 100_000
 
 _DECLARED_ENCODING = re.compile(rb"""^\s*<\?xml[^>]*?\bencoding\s*=\s*["']([A-Za-z][A-Za-z0-9._:-]*)["']""")
 _DAY_PREFIX = re.compile(r"^(\d{4}-\d{2}-\d{2})(?:T.*|Z|[+-]\d{2}:\d{2})?$")
@@ -102,6 +113,11 @@ class _MessageReader:
         self.lines_of_open_statement: list[StatementLine] = []
         self.errors: list[RowError] = []
         self.warnings: list[RowError] = []
+        self.entries = _EntryReader()
+        # the statement element the last entry sat in, once checked, and the last entry read (kept
+        # in the tree, emptied, until the next one ends: see _take)
+        self._statement: etree._Element | None = None
+        self._last_entry: etree._Element | None = None
 
     def read(self, content: bytes) -> None:
         parser = etree.XMLPullParser(
@@ -117,9 +133,9 @@ class _MessageReader:
         try:
             for start in range(0, len(content), _FEED_BYTES):
                 parser.feed(content[start : start + _FEED_BYTES])
-                self._take(_ended_elements(parser))
+                self._take(parser.read_events())
             root = parser.close()
-            self._take(_ended_elements(parser))
+            self._take(parser.read_events())
         except etree.XMLSyntaxError as error:
             self.errors.append(RowError(error.lineno or 0, f"not well-formed XML: {error.msg}"))
             return
@@ -138,31 +154,45 @@ class _MessageReader:
             warnings=tuple(sorted(self.warnings, key=lambda warning: warning.line)),
         )
 
-    def _take(self, elements: Iterator[etree._Element]) -> None:
-        for element in elements:
+    def _take(self, events: Iterator[tuple[str, object]]) -> None:
+        """Reads each entry and statement that ended, then lets it go.
+
+        An element read is emptied at once, but taken out of the tree only once the next one has
+        ended: the parser may still be adding to the text that follows the newest element, so that
+        one stays where it is. The tree never holds more than one (empty) entry per statement.
+        """
+        local_name = self.entries.local_name
+        for _, element in events:
+            if not isinstance(element, etree._Element):
+                continue
             parent = element.getparent()
             if parent is None:
                 continue
-            if _local_name(element) == "Ntry":
-                if _is_statement(parent):
+            if local_name(element.tag) == "Ntry":
+                if parent is self._statement or _is_statement(parent):
+                    self._statement = parent
                     self._take_entry(element)
-                    # read: free it (emptied first, or lxml moves the whole subtree to a new document)
-                    element.clear()
-                    parent.remove(element)
+                    element.clear(keep_tail=True)  # type: ignore[call-arg]  # lxml-stubs lag: keep_tail is lxml 4.4+
+                    last = self._last_entry
+                    if last is not None and last.getparent() is parent:
+                        parent.remove(last)
+                    self._last_entry = element
             elif _is_statement(element):
                 self._take_statement(element, _MESSAGES[_local_name(parent)][0])
-                element.clear()
-                parent.remove(element)
+                element.clear(keep_tail=True)  # type: ignore[call-arg]
+                self._statement = self._last_entry = None
 
     def _take_entry(self, entry: etree._Element) -> None:
         line = _line_of(entry)
         problems: list[str] = []
-        read = _read_entry(entry, problems)
-        self.errors.extend(RowError(line, problem) for problem in problems)
+        read = self.entries.read(entry, line, problems)
+        if problems:
+            self.errors.extend(RowError(line, problem) for problem in problems)
         if read is None:
             return
         statement_line, notes = read
-        self.warnings.extend(RowError(line, note) for note in notes)
+        if notes:
+            self.warnings.extend(RowError(line, note) for note in notes)
         self.lines_of_open_statement.append(statement_line)
 
     def _take_statement(self, statement: etree._Element, message_format: StatementFormat) -> None:
@@ -259,144 +289,345 @@ def _first_balance_currency(statement: etree._Element) -> str | None:
     return None
 
 
-def _read_entry(entry: etree._Element, problems: list[str]) -> tuple[StatementLine, list[str]] | None:
-    """One Ntry as a statement line plus warnings, or None with `problems` saying why not."""
-    notes: list[str] = []
-    amount = _amount(_find(entry, "Amt"), "entry amount (Amt)", problems)
-    sign = _sign(entry, "entry", problems)
-    # RvslInd only flags the entry: its CdtDbtInd already says which way the money moved
-    reversal = (_text(entry, "RvslInd") or "").lower() in _TRUE_TEXTS
-    status = _status(entry, notes)
-    booking_date = _day(_find(entry, "BookgDt"), "booking date (BookgDt)", problems)
-    value_date = _day(_find(entry, "ValDt"), "value date (ValDt)", problems)
-    transactions = _find_all(entry, "NtryDtls/TxDtls")
-    details = [
-        _read_detail(transaction, index, sign or 1, reversal, problems)
-        for index, transaction in enumerate(transactions, start=1)
-    ]
-    if amount is None or sign is None:
-        return None
-    amount_minor, currency = sign * amount[0], amount[1]
-    original = _original_amount(entry, transactions, sign, (amount_minor, currency), problems)
-    if problems:
-        return None
-    only = details[0] if len(details) == 1 else None
-    only_transaction = transactions[0] if len(transactions) == 1 else None
-    entry_reference = _reference(entry, "NtryRef")
-    reference = _reference(entry, "AcctSvcrRef") or entry_reference
-    if reference is None and only_transaction is not None:
-        reference = _reference(only_transaction, "Refs/AcctSvcrRef")
-    bank_code = _bank_code(entry)
-    if bank_code is None and only_transaction is not None:
-        bank_code = _bank_code(only_transaction)
-    description = _prose(entry, "AddtlNtryInf") or " ".join(d.description for d in details if d.description)
-    return (
-        StatementLine(
-            line=_line_of(entry),
-            amount_minor=amount_minor,
-            currency=currency,
-            booking_date=booking_date,
-            value_date=value_date,
-            reference=reference,
-            end_to_end_id=only.end_to_end_id if only else None,
-            description=description,
-            counterparty=only.counterparty if only else None,
-            reversal=reversal,
-            status=status,
-            bank_code=bank_code,
-            original_amount_minor=original[0] if original else None,
-            original_currency=original[1] if original else None,
-            details=tuple(details),
-            entry_reference=entry_reference,
-        ),
-        notes,
-    )
+class _EntryReader:
+    """Reads Ntry elements into statement lines: the hot path of a large statement.
 
+    Each element's children are indexed by local name in one pass, and only the elements a field
+    needs are visited (a path walk per field costs a tag matcher per step, which dominated). Tag
+    names, dates, currencies and codes that a file repeats are decoded once per file and shared by
+    the lines that hold them. Every decision and message is the one the path-based reading of a
+    statement (`_read_statement`, `_amount`, `_sign`, `_day`) would give.
+    """
 
-def _read_detail(
-    transaction: etree._Element, index: int, entry_sign: int, reversal: bool, problems: list[str]
-) -> EntryDetail:
-    """One TxDtls: its own references, counterparty, remittance text and, when given, amount."""
-    where = f"TxDtls {index} (line {_line_of(transaction)})"
-    detail_problems: list[str] = []
-    sign = entry_sign
-    if _find(transaction, "CdtDbtInd") is not None:
-        sign = _sign(transaction, where, detail_problems) or entry_sign
-    amount_element = _find_first(transaction, "Amt", "AmtDtls/TxAmt/Amt")
-    amount = None if amount_element is None else _amount(amount_element, f"{where} amount", detail_problems)
-    problems.extend(detail_problems)
-    # a reversal keeps the original parties: the payer of a reversed credit is still the Dbtr
-    credits_account = (sign > 0) != reversal
-    return EntryDetail(
-        amount_minor=sign * amount[0] if amount else None,
-        currency=amount[1] if amount else None,
-        end_to_end_id=_reference(transaction, "Refs/EndToEndId"),
-        reference=_first_reference(
-            transaction, "Refs/AcctSvcrRef", "Refs/TxId", "Refs/InstrId", "Refs/Prtry/Ref", "Refs/PmtInfId"
-        ),
-        counterparty=_counterparty(transaction, credits_account),
-        description=_remittance_text(transaction),
-    )
+    def __init__(self) -> None:
+        self._names: dict[object, str] = {}  # tag as lxml spells it ({namespace}Name) → Name
+        self._days: dict[str, date] = {}
+        self._shared: dict[str, str] = {}
 
+    def local_name(self, tag: object) -> str:
+        name = self._names.get(tag)
+        if name is None:
+            name = str(tag).rpartition("}")[2]
+            if isinstance(tag, str) and len(self._names) < _MOST_NAMES_KEPT:
+                self._names[tag] = name
+        return name
 
-def _original_amount(
-    entry: etree._Element,
-    transactions: list[etree._Element],
-    sign: int,
-    booked: tuple[int, str],
-    problems: list[str],
-) -> tuple[int, str] | None:
-    """The instructed (else transaction) amount from AmtDtls, signed like the entry, when it says more
-    than the entry amount itself: another currency or another figure."""
-    holders = [entry, transactions[0]] if len(transactions) == 1 else [entry]
-    for holder in holders:
-        element = _find_first(holder, "AmtDtls/InstdAmt/Amt", "AmtDtls/TxAmt/Amt")
-        if element is None:
-            continue
-        amount = _amount(element, f"instructed amount (line {_line_of(element)})", problems)
-        if amount is None:
+    def children(self, element: etree._Element) -> dict[str, etree._Element]:
+        """The first child element of each local name: what a one-step path finds."""
+        found: dict[str, etree._Element] = {}
+        names = self._names
+        for child in element:
+            tag = child.tag
+            name = names.get(tag)
+            if name is None:
+                if not isinstance(tag, str):
+                    continue  # an entity reference left unresolved: paths only ever match elements
+                name = self.local_name(tag)
+            if name not in found:
+                found[name] = child
+        return found
+
+    def every(self, element: etree._Element, name: str) -> list[etree._Element]:
+        """Every child element with this local name, in document order."""
+        names = self._names
+        return [child for child in element if (names.get(child.tag) or self.local_name(child.tag)) == name]
+
+    def first_and_following(self, first: etree._Element, name: str) -> list[etree._Element]:
+        """`first` (the first child of its name) and its later siblings of that name: every one of them,
+        found without going over the siblings before it."""
+        found = [first]
+        names = self._names
+        sibling = first.getnext()
+        while sibling is not None:
+            if (names.get(sibling.tag) or self.local_name(sibling.tag)) == name:
+                found.append(sibling)
+            sibling = sibling.getnext()
+        return found
+
+    def shared(self, text: str) -> str:
+        """One string object for a text the file repeats (currencies, bank codes, names)."""
+        kept = self._shared.get(text)
+        if kept is None:
+            if len(self._shared) >= _MOST_TEXTS_SHARED:
+                return text
+            kept = self._shared[text] = text
+        return kept
+
+    def read(self, entry: etree._Element, line: int, problems: list[str]) -> tuple[StatementLine, list[str]] | None:
+        """One Ntry as a statement line plus warnings, or None with `problems` saying why not."""
+        notes: list[str] = []
+        fields = self.children(entry)
+        amount_element = fields.get("Amt")
+        amount = self.plain_amount(amount_element) or _amount(amount_element, "entry amount (Amt)", problems)
+        indicator = fields.get("CdtDbtInd")
+        sign = _SIGN_OF_INDICATOR.get(_text_of(indicator) or "") or _sign_of(indicator, "entry", problems)
+        # RvslInd only flags the entry: its CdtDbtInd already says which way the money moved
+        reversal = "RvslInd" in fields and (_text_of(fields["RvslInd"]) or "").lower() in _TRUE_TEXTS
+        status = self.status(fields.get("Sts"), notes)
+        booking_date = self.day(fields.get("BookgDt"), "booking date (BookgDt)", problems)
+        value_date = self.day(fields.get("ValDt"), "value date (ValDt)", problems)
+        transactions: list[etree._Element] = []
+        if "NtryDtls" in fields:
+            for entry_details in self.first_and_following(fields["NtryDtls"], "NtryDtls"):
+                transactions += self.every(entry_details, "TxDtls")
+        transaction_fields = [self.children(transaction) for transaction in transactions]
+        details = [
+            self.detail(transaction, detail_fields, index, sign or 1, reversal, problems)
+            for index, (transaction, detail_fields) in enumerate(
+                zip(transactions, transaction_fields, strict=True), start=1
+            )
+        ]
+        if amount is None or sign is None:
             return None
-        original = (sign * amount[0], amount[1])
-        return None if original == booked else original
-    return None
+        amount_minor, currency = sign * amount[0], amount[1]
+        only_fields = transaction_fields[0] if len(transactions) == 1 else None
+        original = None
+        if "AmtDtls" in fields or (only_fields is not None and "AmtDtls" in only_fields):
+            original = self.original_amount(fields, only_fields, sign, (amount_minor, currency), problems)
+        if problems:
+            return None
+        only = details[0] if len(details) == 1 else None
+        entry_reference = _reference_of(fields.get("NtryRef"))
+        reference = _reference_of(fields.get("AcctSvcrRef")) or entry_reference
+        if reference is None and only_fields is not None and "Refs" in only_fields:
+            reference = _reference_of(self.children(only_fields["Refs"]).get("AcctSvcrRef"))
+        bank_code = self.bank_code(fields)
+        if bank_code is None and only_fields is not None:
+            bank_code = self.bank_code(only_fields)
+        description = _prose_of(fields.get("AddtlNtryInf")) or " ".join(d.description for d in details if d.description)
+        return (
+            StatementLine(
+                line=line,
+                amount_minor=amount_minor,
+                currency=currency,
+                booking_date=booking_date,
+                value_date=value_date,
+                reference=reference,
+                end_to_end_id=only.end_to_end_id if only else None,
+                description=description,
+                counterparty=only.counterparty if only else None,
+                reversal=reversal,
+                status=status,
+                bank_code=bank_code,
+                original_amount_minor=original[0] if original else None,
+                original_currency=original[1] if original else None,
+                details=tuple(details),
+                entry_reference=entry_reference,
+            ),
+            notes,
+        )
+
+    def detail(
+        self,
+        transaction: etree._Element,
+        fields: dict[str, etree._Element],
+        index: int,
+        entry_sign: int,
+        reversal: bool,
+        problems: list[str],
+    ) -> EntryDetail:
+        """One TxDtls: its own references, counterparty, remittance text and, when given, amount."""
+        sign = entry_sign
+        if "CdtDbtInd" in fields:
+            indicator = fields["CdtDbtInd"]
+            sign = (
+                _SIGN_OF_INDICATOR.get(_text_of(indicator) or "")
+                or _sign_of(indicator, _detail_label(transaction, index), problems)
+                or entry_sign
+            )
+        amount_element = fields.get("Amt")
+        if amount_element is None and "AmtDtls" in fields:
+            amount_element = self.children(fields["AmtDtls"]).get("TxAmt")
+            amount_element = None if amount_element is None else self.children(amount_element).get("Amt")
+        amount = None
+        if amount_element is not None:
+            amount = self.plain_amount(amount_element) or _amount(
+                amount_element, f"{_detail_label(transaction, index)} amount", problems
+            )
+        # a reversal keeps the original parties: the payer of a reversed credit is still the Dbtr
+        credits_account = (sign > 0) != reversal
+        end_to_end_id = reference = None
+        if "Refs" in fields:
+            references = self.children(fields["Refs"])
+            end_to_end_id = _reference_of(references.get("EndToEndId"))
+            for name in ("AcctSvcrRef", "TxId", "InstrId"):
+                reference = _reference_of(references.get(name))
+                if reference is not None:
+                    break
+            else:
+                if "Prtry" in references:
+                    reference = _reference_of(self.children(references["Prtry"]).get("Ref"))
+                reference = reference or _reference_of(references.get("PmtInfId"))
+        counterparty = None
+        if "RltdPties" in fields:
+            counterparty = self.counterparty(fields["RltdPties"], credits_account)
+        return EntryDetail(
+            amount_minor=sign * amount[0] if amount else None,
+            currency=amount[1] if amount else None,
+            end_to_end_id=end_to_end_id,
+            reference=reference,
+            counterparty=counterparty,
+            description=self.remittance_text(fields),
+        )
+
+    def original_amount(
+        self,
+        fields: dict[str, etree._Element],
+        only_transaction: dict[str, etree._Element] | None,
+        sign: int,
+        booked: tuple[int, str],
+        problems: list[str],
+    ) -> tuple[int, str] | None:
+        """The instructed (else transaction) amount from AmtDtls, signed like the entry, when it says more
+        than the entry amount itself: another currency or another figure."""
+        for holder in (fields, only_transaction):
+            if holder is None or "AmtDtls" not in holder:
+                continue
+            amounts = self.children(holder["AmtDtls"])
+            element = None
+            for kind in ("InstdAmt", "TxAmt"):
+                if kind in amounts:
+                    element = self.children(amounts[kind]).get("Amt")
+                    if element is not None:
+                        break
+            if element is None:
+                continue
+            amount = self.plain_amount(element) or _amount(
+                element, f"instructed amount (line {_line_of(element)})", problems
+            )
+            if amount is None:
+                return None
+            original = (sign * amount[0], amount[1])
+            return None if original == booked else original
+        return None
+
+    def status(self, status: etree._Element | None, notes: list[str]) -> EntryStatus:
+        # Sts is a bare code up to .001.06 and Sts/Cd (or Sts/Prtry) from .001.07 on
+        code = None
+        if status is not None:
+            if len(status):
+                codes = self.children(status)
+                code = _text_of(codes.get("Cd")) or _text_of(codes.get("Prtry"))
+            code = code or _text_of(status)
+        if code is None:
+            notes.append("entry has no status (Sts): read as booked")
+            return EntryStatus.BOOKED
+        known = _STATUS_OF_CODE.get(code.upper())
+        if known is None:
+            notes.append(f"entry status {code!r} is not BOOK, PDNG, INFO or FUTR: read as pending")
+            return EntryStatus.PENDING
+        return known
+
+    def bank_code(self, fields: dict[str, etree._Element]) -> str | None:
+        """BkTxCd as DOMAIN/FAMILY/SUBFAMILY (e.g. PMNT/RCDT/DMCT), else the proprietary code."""
+        if "BkTxCd" not in fields:
+            return None
+        kinds = self.children(fields["BkTxCd"])
+        domain_fields = self.children(kinds["Domn"]) if "Domn" in kinds else {}
+        domain = _text_of(domain_fields.get("Cd"))
+        if domain is not None:
+            family_fields = self.children(domain_fields["Fmly"]) if "Fmly" in domain_fields else {}
+            family = _text_of(family_fields.get("Cd"))
+            sub_family = _text_of(family_fields.get("SubFmlyCd"))
+            return self.shared("/".join(code for code in (domain, family, sub_family) if code))
+        proprietary = _text_of(self.children(kinds["Prtry"]).get("Cd")) if "Prtry" in kinds else None
+        return None if proprietary is None else self.shared(proprietary)
+
+    def counterparty(self, parties: etree._Element, credits_account: bool) -> str | None:
+        roles = self.children(parties)
+        # names sit in Dbtr/Nm up to .001.07 and in Dbtr/Pty/Nm from .001.08 on
+        first, second = ("Dbtr", "Cdtr") if credits_account else ("Cdtr", "Dbtr")
+        name = None
+        if first in roles:
+            name = self.party_name(roles[first])
+        if name is None and second in roles:
+            name = self.party_name(roles[second])
+        return None if name is None else self.shared(name)
+
+    def party_name(self, party: etree._Element) -> str | None:
+        fields = self.children(party)
+        name = _prose_of(fields.get("Nm"))
+        if name is None and "Pty" in fields:
+            name = _prose_of(self.children(fields["Pty"]).get("Nm"))
+        return name
+
+    def remittance_text(self, fields: dict[str, etree._Element]) -> str:
+        """Unstructured remittance lines and structured creditor references (QRR, SCOR), else AddtlTxInf."""
+        lines: list[str] = []
+        structured: list[etree._Element] = []
+        if "RmtInf" in fields:
+            names = self._names
+            for remittance in self.first_and_following(fields["RmtInf"], "RmtInf"):
+                for part in remittance:
+                    name = names.get(part.tag) or self.local_name(part.tag)
+                    if name == "Ustrd":
+                        lines.append(_collapse(part.text))
+                    elif name == "Strd":
+                        structured.append(part)
+            for creditor_references in structured:
+                for holder in self.every(creditor_references, "CdtrRefInf"):
+                    lines += [_collapse(ref.text) for ref in self.every(holder, "Ref")]
+        text = " ".join(line for line in lines if line)
+        return text or _prose_of(fields.get("AddtlTxInf")) or ""
+
+    def plain_amount(self, element: etree._Element | None) -> tuple[int, str] | None:
+        """A plain figure (`1234.50`) in a known currency in minor units without going through Decimal;
+        None for anything else, which `_amount` then reads or refuses."""
+        if element is None:
+            return None
+        currency = element.get("Ccy") or ""
+        exponent = CURRENCY_EXPONENTS.get(currency)
+        if exponent is None:
+            return None
+        minor = plain_decimal_to_minor_units((element.text or "").strip(), exponent)
+        return None if minor is None else (minor, self.shared(currency))
+
+    def day(self, holder: etree._Element | None, what: str, problems: list[str]) -> date | None:
+        """`_day`, each distinct date text of the file parsed once."""
+        if holder is None:
+            return None
+        fields = self.children(holder)
+        text = _text_of(fields.get("Dt")) or _text_of(fields.get("DtTm"))
+        if text is None:
+            return None
+        day = self._days.get(text)
+        if day is None:
+            day = _day_of_text(text, what, problems)
+            if day is not None and len(self._days) < _MOST_TEXTS_SHARED:
+                self._days[text] = day
+        return day
 
 
-def _status(entry: etree._Element, notes: list[str]) -> EntryStatus:
-    # Sts is a bare code up to .001.06 and Sts/Cd (or Sts/Prtry) from .001.07 on
-    code = _text(entry, "Sts/Cd") or _text(entry, "Sts/Prtry") or _text(entry, "Sts")
-    if code is None:
-        notes.append("entry has no status (Sts): read as booked")
-        return EntryStatus.BOOKED
-    status = _STATUS_OF_CODE.get(code.upper())
-    if status is None:
-        notes.append(f"entry status {code!r} is not BOOK, PDNG, INFO or FUTR: read as pending")
-        return EntryStatus.PENDING
-    return status
+def _detail_label(transaction: etree._Element, index: int) -> str:
+    return f"TxDtls {index} (line {_line_of(transaction)})"
 
 
-def _bank_code(holder: etree._Element) -> str | None:
-    """BkTxCd as DOMAIN/FAMILY/SUBFAMILY (e.g. PMNT/RCDT/DMCT), else the proprietary code."""
-    domain = _text(holder, "BkTxCd/Domn/Cd")
-    if domain is not None:
-        family = _text(holder, "BkTxCd/Domn/Fmly/Cd")
-        sub_family = _text(holder, "BkTxCd/Domn/Fmly/SubFmlyCd")
-        return "/".join(code for code in (domain, family, sub_family) if code)
-    return _text(holder, "BkTxCd/Prtry/Cd")
+def _text_of(element: etree._Element | None) -> str | None:
+    """The element's text, stripped; None when the element is absent or empty."""
+    return None if element is None else (element.text or "").strip() or None
 
 
-def _counterparty(transaction: etree._Element, credits_account: bool) -> str | None:
-    # names sit in Dbtr/Nm up to .001.07 and in Dbtr/Pty/Nm from .001.08 on
-    debtor = _prose(transaction, "RltdPties/Dbtr/Nm") or _prose(transaction, "RltdPties/Dbtr/Pty/Nm")
-    creditor = _prose(transaction, "RltdPties/Cdtr/Nm") or _prose(transaction, "RltdPties/Cdtr/Pty/Nm")
-    return (debtor or creditor) if credits_account else (creditor or debtor)
+def _prose_of(element: etree._Element | None) -> str | None:
+    """Free text with its line breaks and runs of blanks folded into single spaces."""
+    return None if element is None else _collapse(element.text) or None
 
 
-def _remittance_text(transaction: etree._Element) -> str:
-    """Unstructured remittance lines and structured creditor references (QRR, SCOR), else AddtlTxInf."""
-    parts = [_collapse(element.text) for element in _find_all(transaction, "RmtInf/Ustrd")]
-    parts += [_collapse(element.text) for element in _find_all(transaction, "RmtInf/Strd/CdtrRefInf/Ref")]
-    text = " ".join(part for part in parts if part)
-    return text or _prose(transaction, "AddtlTxInf") or ""
+def _reference_of(element: etree._Element | None) -> str | None:
+    text = _text_of(element)
+    return None if text is None or text.upper() == _NO_REFERENCE else text
+
+
+def _sign_of(
+    indicator_element: etree._Element | None, what: str | Callable[[], str], problems: list[str]
+) -> int | None:
+    indicator = _text_of(indicator_element)
+    if indicator is None:
+        problems.append(f"{what if isinstance(what, str) else what()} has no credit/debit indicator (CdtDbtInd)")
+        return None
+    sign = _SIGN_OF_INDICATOR.get(indicator)
+    if sign is None:
+        problems.append(f"{what if isinstance(what, str) else what()} CdtDbtInd {indicator!r} is neither CRDT nor DBIT")
+    return sign
 
 
 def _amount(element: etree._Element | None, what: str, problems: list[str]) -> tuple[int, str] | None:
@@ -421,14 +652,7 @@ def _amount(element: etree._Element | None, what: str, problems: list[str]) -> t
 
 
 def _sign(holder: etree._Element, what: str, problems: list[str]) -> int | None:
-    indicator = _text(holder, "CdtDbtInd")
-    if indicator is None:
-        problems.append(f"{what} has no credit/debit indicator (CdtDbtInd)")
-        return None
-    sign = _SIGN_OF_INDICATOR.get(indicator)
-    if sign is None:
-        problems.append(f"{what} CdtDbtInd {indicator!r} is neither CRDT nor DBIT")
-    return sign
+    return _sign_of(_find(holder, "CdtDbtInd"), what, problems)
 
 
 def _day(holder: etree._Element | None, what: str, problems: list[str]) -> date | None:
@@ -436,8 +660,10 @@ def _day(holder: etree._Element | None, what: str, problems: list[str]) -> date 
     if holder is None:
         return None
     text = _text(holder, "Dt") or _text(holder, "DtTm")
-    if text is None:
-        return None
+    return None if text is None else _day_of_text(text, what, problems)
+
+
+def _day_of_text(text: str, what: str, problems: list[str]) -> date | None:
     match = _DAY_PREFIX.match(text)
     try:
         if match is None:
@@ -504,8 +730,9 @@ def _steps(path: str) -> tuple[str, ...]:
     return tuple(f"{{*}}{step}" for step in path.split("/"))
 
 
-# Paths are walked child by child: lxml's iterchildren(tag) runs in C, while find()/findtext() go
-# through ElementPath at several times the cost per call, which shows on statements of 10⁵ entries.
+# Statement-level paths are walked child by child: lxml's iterchildren(tag) runs in C, while
+# find()/findtext() go through ElementPath at several times the cost per call. Entries, which a
+# statement holds by the million, go through _EntryReader's one pass over each element's children.
 def _find(holder: etree._Element, path: str) -> etree._Element | None:
     found = holder
     for step in _steps(path):
@@ -523,47 +750,13 @@ def _find_all(holder: etree._Element, path: str) -> list[etree._Element]:
     return found
 
 
-def _find_first(holder: etree._Element, *paths: str) -> etree._Element | None:
-    for path in paths:
-        element = _find(holder, path)
-        if element is not None:  # never `or`: an lxml element without children is falsy
-            return element
-    return None
-
-
 def _text(holder: etree._Element, path: str) -> str | None:
-    """The element's text, stripped; None when the element is absent or empty."""
-    element = _find(holder, path)
-    return None if element is None else (element.text or "").strip() or None
-
-
-def _prose(holder: etree._Element, path: str) -> str | None:
-    """Free text with its line breaks and runs of blanks folded into single spaces."""
-    element = _find(holder, path)
-    return None if element is None else _collapse(element.text) or None
+    """The text of the element at `path`, stripped; None when it is absent or empty."""
+    return _text_of(_find(holder, path))
 
 
 def _collapse(text: str | None) -> str:
     return " ".join((text or "").split())
-
-
-def _reference(holder: etree._Element, path: str) -> str | None:
-    text = _text(holder, path)
-    return None if text is None or text.upper() == _NO_REFERENCE else text
-
-
-def _first_reference(holder: etree._Element, *paths: str) -> str | None:
-    for path in paths:
-        reference = _reference(holder, path)
-        if reference is not None:
-            return reference
-    return None
-
-
-def _ended_elements(parser: etree.XMLPullParser) -> Iterator[etree._Element]:
-    for _, element in parser.read_events():
-        if isinstance(element, etree._Element):
-            yield element
 
 
 def _is_statement(element: etree._Element) -> bool:

@@ -11,14 +11,22 @@ from __future__ import annotations
 
 import codecs
 import csv
-from collections.abc import Callable, Mapping
+import re
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass, fields
 from datetime import date, datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, NamedTuple
 
-from services.kernel.money import MoneyError, decimal_from_text, exponent_of, format_minor, to_minor_units
-from services.reconciliation.adapters.formats.decoding import decode_text, physical_lines
+from services.kernel.money import (
+    MoneyError,
+    decimal_from_text,
+    exponent_of,
+    format_minor,
+    plain_decimal_to_minor_units,
+    to_minor_units,
+)
+from services.reconciliation.adapters.formats.decoding import decode_text
 from services.reconciliation.domain.statements import (
     ParsedFile,
     RowError,
@@ -33,6 +41,9 @@ Column = str | int  # a header name, or a 0-based index (the only way into a hea
 DEFAULT_ENCODINGS: tuple[str, ...] = ("utf-8", "cp1252")  # cp852/cp1257 cannot be told apart: name them
 _SNIFFED_DELIMITERS = (",", ";", "\t", "|")
 _SNIFF_ROWS = 20
+_LINE_BREAK = re.compile(r"\r\n|\r|\n")  # what decoding.physical_lines splits on
+# Per-file caches of dates and repeated texts stop growing here: past it, texts are simply not shared.
+_MOST_TEXTS_SHARED = 100_000
 _DECIMAL_SEPARATORS = (".", ",")
 _THOUSANDS_SEPARATORS = ("", ".", ",", " ", "'", "\u00a0")
 _COLUMN_FIELDS = (
@@ -187,50 +198,293 @@ class _Row:
     balance_minor: int | None
 
 
+class _Entry(NamedTuple):
+    """A row read: its statement line, and what grouping and the balance chain need besides."""
+
+    account: str
+    balance_minor: int | None
+    line: StatementLine
+
+
+class _RowReader:
+    """Reads the common row — every mapped cell present, plain figures, known dates and currency —
+    with as little work per row as a million-row file needs; None for any other row, which
+    `_read_row` then reads with every check and message. Both give the same line for a row they
+    both read.
+
+    Dates, currencies, accounts and counterparties repeat down a file: each is read once and the
+    lines share one object.
+    """
+
+    def __init__(self, mapping: CsvMapping, indexes: dict[str, int]) -> None:
+        def index(column: Column | None) -> int:
+            """The 0-based position of a mapped column; -1 for one the mapping leaves out."""
+            if column is None:
+                return -1
+            return indexes[column] if isinstance(column, str) else column
+
+        self.mapping = mapping
+        self.date = index(mapping.date)
+        self.value_date = index(mapping.value_date)
+        self.value_date_format = mapping.value_date_format or mapping.date_format
+        self.amount = index(mapping.amount)
+        self.debit = index(mapping.debit)
+        self.credit = index(mapping.credit)
+        self.direction = index(mapping.direction)
+        self.account = index(mapping.account_column)
+        self.currency = index(mapping.currency_column)
+        self.reference = index(mapping.reference)
+        self.end_to_end_id = index(mapping.end_to_end_id)
+        self.counterparty = index(mapping.counterparty)
+        self.balance = index(mapping.balance)
+        self.description = tuple(index(column) for column in mapping.description)
+        self.fields_needed = 1 + max(
+            self.date,
+            self.value_date,
+            self.amount,
+            self.debit,
+            self.credit,
+            self.direction,
+            self.account,
+            self.currency,
+            self.reference,
+            self.end_to_end_id,
+            self.counterparty,
+            self.balance,
+            *self.description,
+        )
+        self.credit_markers = frozenset(marker.upper() for marker in mapping.credit_markers)
+        self.debit_markers = frozenset(marker.upper() for marker in mapping.debit_markers)
+        self.exponents: dict[str, int] = {}
+        self.days: dict[tuple[str, str], date] = {}
+        self.shared: dict[str, str] = {}
+
+    def read(self, line: int, cells: list[str]) -> _Entry | None:
+        if len(cells) < self.fields_needed:
+            return None
+        mapping = self.mapping
+        currency = mapping.currency or cells[self.currency].strip().upper()
+        exponent = self.exponents.get(currency)
+        if exponent is None:
+            try:
+                exponent = exponent_of(currency)
+            except MoneyError:
+                return None
+            currency = self._shared(currency)
+            self.exponents[currency] = exponent
+        account = mapping.account or self._shared(cells[self.account].strip())
+        if not account:
+            return None
+        booking_date = self._day(cells[self.date].strip(), mapping.date_format)
+        if booking_date is None:
+            return None
+        value_date = None
+        if self.value_date >= 0:
+            value_date = self._day(cells[self.value_date].strip(), self.value_date_format)
+            if value_date is None:
+                return None
+        amount = self._signed_amount(cells, exponent)
+        if amount is None:
+            return None
+        balance = None
+        if self.balance >= 0 and cells[self.balance].strip():
+            balance = self._minor(cells[self.balance].strip(), exponent)
+            if balance is None:
+                return None
+        if len(self.description) == 1:
+            description = cells[self.description[0]].strip()
+        else:
+            description = " ".join([part for part in [cells[i].strip() for i in self.description] if part])
+        reference = cells[self.reference].strip() or None if self.reference >= 0 else None
+        end_to_end_id = cells[self.end_to_end_id].strip() or None if self.end_to_end_id >= 0 else None
+        counterparty = None
+        if self.counterparty >= 0:
+            counterparty = self._shared(cells[self.counterparty].strip()) or None
+        return _Entry(
+            account,
+            balance,
+            StatementLine(
+                line=line,
+                amount_minor=amount,
+                currency=currency,
+                booking_date=booking_date,
+                value_date=value_date or booking_date,
+                reference=reference,
+                end_to_end_id=end_to_end_id,
+                description=description,
+                counterparty=counterparty,
+            ),
+        )
+
+    def _signed_amount(self, cells: list[str], exponent: int) -> int | None:
+        """`_signed_amount` in minor units, for rows it can read without a word to say."""
+        if self.amount >= 0:
+            amount = self._minor(cells[self.amount].strip(), exponent)
+            if amount is None or self.direction < 0:
+                return amount
+            marker = cells[self.direction].strip().upper()
+            if marker in self.credit_markers:
+                return None if amount < 0 else amount
+            if marker in self.debit_markers:
+                return -abs(amount)
+            return None
+        debit_text = cells[self.debit].strip()
+        credit_text = cells[self.credit].strip()
+        debit = self._minor(debit_text, exponent) if debit_text else None
+        credit = self._minor(credit_text, exponent) if credit_text else None
+        if (debit_text and debit is None) or (credit_text and credit is None):
+            return None
+        if (debit and credit) or (debit is None and credit is None):
+            return None
+        # A debit column holds the amount taken, whether the bank writes it as 12.00 or -12.00.
+        return abs(credit) if credit else -abs(debit or 0)
+
+    def _minor(self, text: str, exponent: int) -> int | None:
+        """`_number` + `to_minor_units` for a plain figure (`-1.234,50` as the mapping writes numbers)."""
+        mapping = self.mapping
+        plain = text.replace("\u00a0", "").strip()
+        if mapping.thousands_separator:
+            plain = plain.replace(mapping.thousands_separator, "")
+        if mapping.decimal_separator == ",":
+            plain = plain.replace(",", ".")
+        if plain[:1] == "-":
+            minor = plain_decimal_to_minor_units(plain[1:], exponent)
+            return None if minor is None else -minor
+        return plain_decimal_to_minor_units(plain, exponent)
+
+    def _day(self, text: str, date_format: str) -> date | None:
+        key = (text, date_format)
+        day = self.days.get(key)
+        if day is None:
+            try:
+                day = datetime.strptime(text, date_format).date()
+            except ValueError:
+                return None
+            if len(self.days) < _MOST_TEXTS_SHARED:
+                self.days[key] = day
+        return day
+
+    def _shared(self, text: str) -> str:
+        kept = self.shared.get(text)
+        if kept is None:
+            if len(self.shared) >= _MOST_TEXTS_SHARED:
+                return text
+            kept = self.shared[text] = text
+        return kept
+
+
 def parse_csv(content: bytes, mapping: CsvMapping) -> ParsedFile:
     """One statement per account and currency in the file, or StatementFileError listing every bad row."""
     text = decode_text(content, (mapping.encoding,) if mapping.encoding else DEFAULT_ENCODINGS)
-    lines = physical_lines(text)
-    while lines and not lines[-1].strip():
-        lines.pop()
-    delimiter = mapping.delimiter or _sniff_delimiter(lines, mapping)
-    records = _records(lines, delimiter, mapping)
-    if mapping.has_header:
-        if not records:
-            raise StatementFileError([RowError(mapping.skip_rows + 1, "no header row")])
-        header_line, header = records.pop(0)
-        indexes = _resolve_columns(mapping, header, header_line)
-    else:
-        indexes = {}
-    errors: list[RowError] = []
-    rows = [row for line, cells in records if (row := _read_row(mapping, indexes, line, cells, errors)) is not None]
-    if not rows and not errors:
-        errors.append(RowError(len(lines), "no transaction rows"))
+    end = _end_of_last_line(text)  # trailing blank lines are no part of the file
+    delimiter = mapping.delimiter or _sniff_delimiter(_head_lines(text, end, mapping), mapping)
+    rows, errors = _read_rows(_records(text, end, delimiter, mapping), mapping, text, end)
     statements = [] if errors else _statements(rows, mapping, errors)
     if errors:
         raise StatementFileError(errors)
     return ParsedFile(format=StatementFormat.CSV, statements=tuple(statements))
 
 
-def _records(lines: list[str], delimiter: str, mapping: CsvMapping) -> list[tuple[int, list[str]]]:
-    """Each non-empty CSV record after the skipped rows, with the line it starts on."""
-    reader = csv.reader((line + "\n" for line in lines), delimiter=delimiter, quotechar=mapping.quotechar, strict=True)
-    records: list[tuple[int, list[str]]] = []
+def _physical_lines(text: str, end: int) -> Iterator[str]:
+    """The lines of text[:end] as an editor numbers them (CR, LF and CRLF end a line), each ending in
+    LF as the csv module reads them; one at a time, so a large file is never copied whole."""
+    if end == 0:
+        return
+    start = 0
+    for line_break in _LINE_BREAK.finditer(text, 0, end):
+        yield text[start : line_break.start()] + "\n"
+        start = line_break.end()
+    yield text[start:end] + "\n"
+
+
+def _end_of_last_line(text: str) -> int:
+    """Where the text ends once blank lines at its end are dropped."""
+    end = len(text)
+    while end > 0:
+        start = max(text.rfind("\n", 0, end), text.rfind("\r", 0, end)) + 1
+        if text[start:end].strip():
+            break
+        end = max(start - 1, 0)
+    return end
+
+
+def _head_lines(text: str, end: int, mapping: CsvMapping) -> list[str]:
+    """The first lines the delimiter is sniffed from: up to _SNIFF_ROWS non-blank ones after skip_rows."""
+    head: list[str] = []
+    for number, line in enumerate(_physical_lines(text, end)):
+        if number >= mapping.skip_rows and line.strip():
+            head.append(line[:-1])
+            if len(head) == _SNIFF_ROWS:
+                break
+    return head
+
+
+def _records(text: str, end: int, delimiter: str, mapping: CsvMapping) -> Iterator[tuple[int, list[str]]]:
+    """Each non-empty CSV record after the skipped rows, with the line it starts on.
+
+    Raises StatementFileError for the first record the csv module cannot read: that is then the
+    file's only error, whatever was found in the rows before it.
+    """
+    reader = csv.reader(_physical_lines(text, end), delimiter=delimiter, quotechar=mapping.quotechar, strict=True)
     consumed = 0
-    try:
-        for index, cells in enumerate(reader):
-            start, consumed = consumed + 1, reader.line_num
-            if index < mapping.skip_rows or not any(cell.strip() for cell in cells):
-                continue
-            records.append((start, cells))
-    except csv.Error as error:
-        raise StatementFileError([RowError(consumed + 1, f"unreadable CSV: {error}")]) from None
-    return records
+    index = -1
+    skip_rows = mapping.skip_rows
+    while True:
+        try:
+            cells = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as error:
+            raise StatementFileError([RowError(consumed + 1, f"unreadable CSV: {error}")]) from None
+        index += 1
+        start, consumed = consumed + 1, reader.line_num
+        if index < skip_rows:
+            continue
+        for cell in cells:
+            if cell and not cell.isspace():
+                yield start, cells
+                break
 
 
-def _sniff_delimiter(lines: list[str], mapping: CsvMapping) -> str:
+def _read_rows(
+    records: Iterator[tuple[int, list[str]]], mapping: CsvMapping, text: str, end: int
+) -> tuple[list[_Entry], list[RowError]]:
+    """The rows of the file and the problems of each one that cannot be read, in file order.
+
+    Raises StatementFileError for a file without a header (when one is expected) or whose header
+    lacks a mapped column, and for a record the csv module cannot read, which takes precedence.
+    """
+    errors: list[RowError] = []
+    rows: list[_Entry] = []
+    if mapping.has_header:
+        first = next(records, None)
+        if first is None:
+            raise StatementFileError([RowError(mapping.skip_rows + 1, "no header row")])
+        header_line, header = first
+        try:
+            indexes = _resolve_columns(mapping, header, header_line)
+        except StatementFileError:
+            for _ in records:  # an unreadable record further down is reported instead
+                pass
+            raise
+    else:
+        indexes = {}
+    reader = _RowReader(mapping, indexes)
+    for line, cells in records:
+        entry = reader.read(line, cells)
+        if entry is None:  # the row needs a closer look: read it the thorough way, problems and all
+            row = _read_row(mapping, indexes, line, cells, errors)
+            if row is not None:
+                entry = _Entry(row.account, row.balance_minor, _statement_line(row))
+        if entry is not None:
+            rows.append(entry)
+    if not rows and not errors:
+        errors.append(RowError(sum(1 for _ in _physical_lines(text, end)), "no transaction rows"))
+    return rows, errors
+
+
+def _sniff_delimiter(sample: list[str], mapping: CsvMapping) -> str:
     """The candidate that splits the first rows into the same number (>1) of fields most often."""
-    sample = [line for line in lines[mapping.skip_rows :] if line.strip()][:_SNIFF_ROWS]
     best: tuple[int, int, str] | None = None
     for candidate in _SNIFFED_DELIMITERS:
         try:
@@ -380,10 +634,10 @@ def _date(text: str, date_format: str, label: str, line: int, errors: list[RowEr
         return None
 
 
-def _statements(rows: list[_Row], mapping: CsvMapping, errors: list[RowError]) -> list[Statement]:
-    groups: dict[tuple[str, str], list[_Row]] = {}
+def _statements(rows: list[_Entry], mapping: CsvMapping, errors: list[RowError]) -> list[Statement]:
+    groups: dict[tuple[str, str], list[_Entry]] = {}
     for row in rows:
-        groups.setdefault((row.account, row.currency), []).append(row)
+        groups.setdefault((row.account, row.line.currency), []).append(row)
     statements = []
     for (account, currency), group in groups.items():
         chronological = group[::-1] if mapping.newest_first else group
@@ -392,40 +646,42 @@ def _statements(rows: list[_Row], mapping: CsvMapping, errors: list[RowError]) -
             Statement(
                 account=account,
                 currency=currency,
-                lines=tuple(_statement_line(row) for row in group),
+                lines=tuple(row.line for row in group),
                 opening_balance_minor=opening,
                 closing_balance_minor=closing,
-                opening_date=chronological[0].booking_date if opening is not None else None,
-                closing_date=chronological[-1].booking_date if closing is not None else None,
-                line=group[0].line,
+                opening_date=chronological[0].line.booking_date if opening is not None else None,
+                closing_date=chronological[-1].line.booking_date if closing is not None else None,
+                line=group[0].line.line,
             )
         )
     return statements
 
 
-def _balance_chain(rows: list[_Row], before_entry: bool, errors: list[RowError]) -> tuple[int | None, int | None]:
+def _balance_chain(rows: list[_Entry], before_entry: bool, errors: list[RowError]) -> tuple[int | None, int | None]:
     """Opening and closing balances from a running-balance column, with each step checked."""
     if all(row.balance_minor is None for row in rows):
         return None, None
     first = rows[0]
     opening = None
     if first.balance_minor is not None:
-        opening = first.balance_minor if before_entry else first.balance_minor - first.amount_minor
+        opening = first.balance_minor if before_entry else first.balance_minor - first.line.amount_minor
     running = opening
     for row in rows:
+        amount = row.line.amount_minor
         if row.balance_minor is not None:
-            stated = row.balance_minor if before_entry else row.balance_minor - row.amount_minor
+            stated = row.balance_minor if before_entry else row.balance_minor - amount
             if running is not None and stated != running:
-                shown = running if before_entry else running + row.amount_minor
+                shown = running if before_entry else running + amount
+                currency = row.line.currency
                 errors.append(
                     RowError(
-                        row.line,
-                        f"balance {format_minor(row.balance_minor, row.currency)} breaks the chain: "
-                        f"{format_minor(shown, row.currency)} follows from the rows before",
+                        row.line.line,
+                        f"balance {format_minor(row.balance_minor, currency)} breaks the chain: "
+                        f"{format_minor(shown, currency)} follows from the rows before",
                     )
                 )
             running = stated
-        running = running + row.amount_minor if running is not None else None
+        running = running + amount if running is not None else None
     return opening, running
 
 
