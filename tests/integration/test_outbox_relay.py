@@ -73,19 +73,29 @@ async def test_two_relays_deliver_each_group_in_outbox_order(outbox_engine: Asyn
         )
         for sqs in clients
     ]
+
+
+    async def insert(start: int) -> None:
+        async with outbox_engine.begin() as conn:
+            await conn.execute(
+                text(
+                    "INSERT INTO outbox (message_group, payload)"
+                    " SELECT 'g' || (n % :groups), convert_to(n::text, 'UTF8')"
+                    " FROM generate_series(CAST(:start AS int), CAST(:stop AS int)) AS n ORDER BY n"
+                ),
+                {"groups": GROUPS, "start": start, "stop": start + 199},
+            )
+
+    # Each relay publishes one poll, one after the other, so that both take part whatever the timing
+    # of what follows: the second continues every group where the first stopped.
+    await insert(0)
+    assert await relays[0].relay_once() == 150
+    assert await relays[1].relay_once() == 50
     stop = asyncio.Event()
     running = [asyncio.create_task(relay.run(stop)) for relay in relays]
     try:
-        for start in range(0, ROWS, 200):  # rows keep arriving while both relays publish
-            async with outbox_engine.begin() as conn:
-                await conn.execute(
-                    text(
-                        "INSERT INTO outbox (message_group, payload)"
-                        " SELECT 'g' || (n % :groups), convert_to(n::text, 'UTF8')"
-                        " FROM generate_series(CAST(:start AS int), CAST(:stop AS int)) AS n ORDER BY n"
-                    ),
-                    {"groups": GROUPS, "start": start, "stop": start + 199},
-                )
+        for start in range(200, ROWS, 200):  # rows keep arriving while both relays publish
+            await insert(start)
             await asyncio.sleep(0.01)
         async with asyncio.timeout(30):
             while True:
@@ -107,3 +117,50 @@ async def test_two_relays_deliver_each_group_in_outbox_order(outbox_engine: Asyn
     assert sorted(n for ns in arrived.values() for n in ns) == list(range(ROWS))  # each row exactly once
     for group, numbers in arrived.items():
         assert numbers == sorted(numbers), f"group {group} arrived out of outbox order"
+
+
+class GatedSqs(SqsClient):
+    """Holds every send until `gate` opens, so a relay keeps its claim as long as the test wants."""
+
+    def __init__(self, gate: asyncio.Event) -> None:
+        super().__init__(client=None)
+        self.gate = gate
+        self.groups: set[str] = set()
+
+    async def send_batch(self, queue_name: str, messages: Sequence[OutgoingMessage]) -> list[str]:
+        await self.gate.wait()
+        self.groups.update(m.group_id for m in messages)
+        return [m.deduplication_id for m in messages]
+
+
+async def test_a_second_relay_publishes_other_groups_while_the_first_holds_its_own(
+    outbox_engine: AsyncEngine,
+) -> None:
+    held = GatedSqs(asyncio.Event())
+    free_gate = asyncio.Event()
+    free_gate.set()
+    free = GatedSqs(free_gate)
+
+    def relay(sqs: SqsClient) -> OutboxRelay:
+        return OutboxRelay(outbox_engine, sqs, source="relay-test", queues=["q.fifo"], pack=b",".join)
+
+    async def insert(groups: list[str], rows: int) -> None:
+        async with outbox_engine.begin() as conn:
+            await conn.execute(
+                text(
+                    "INSERT INTO outbox (message_group, payload)"
+                    " SELECT (CAST(:groups AS text[]))[1 + n % 2], convert_to(n::text, 'UTF8')"
+                    " FROM generate_series(1, :rows) AS n ORDER BY n"
+                ),
+                {"groups": groups, "rows": rows},
+            )
+
+    await insert(["a", "b"], 10)
+    first = asyncio.create_task(relay(held).relay_once())
+    await asyncio.sleep(0.2)  # the first relay has claimed a and b and waits on its sends
+    await insert(["a", "c"], 10)
+    assert await relay(free).relay_once() == 5  # c's rows only: a stays with the first relay
+    assert free.groups == {"c"}
+    held.gate.set()
+    assert await first == 10
+    assert held.groups == {"a", "b"}
