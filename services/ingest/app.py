@@ -16,6 +16,7 @@ from services.ingest.api.errors import INGEST_ERRORS, PUBLIC_METHODS, SCOPES, SE
 from services.ingest.api.servicer import IngestServicer
 from services.ingest.codecs import outcomes_from_event_batch, transfer_batch_bytes
 from services.ingest.config import IngestSettings
+from services.ingest.service.group_commit import GroupCommit
 from services.ingest.service.operations import OperationsService
 from services.ingest.service.redrive import RedriveService
 from services.ingest.service.transactions import TransactionService
@@ -43,8 +44,19 @@ async def running(settings: IngestSettings, stop: asyncio.Event, address: str | 
             cache = RedisIdempotencyCache(
                 redis_client, prefix=settings.cache_prefix, ttl_seconds=settings.idempotency_ttl_seconds
             )
+            commits = GroupCommit(
+                store,
+                cache,
+                window_seconds=settings.group_commit_window_ms / 1000,
+                max_rows=settings.group_commit_max_rows,
+            )
             transactions = TransactionService(
-                store, cache, settings.idempotency_ttl_seconds, settings.default_currency, common.message_groups
+                store,
+                cache,
+                settings.idempotency_ttl_seconds,
+                settings.default_currency,
+                common.message_groups,
+                commits,
             )
             operations = OperationsService(store, cache, sqs, settings.transfers_queue, settings.redrive_after_seconds)
             redrive = RedriveService(
