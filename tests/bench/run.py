@@ -40,7 +40,7 @@ def latency_section(stack: Stack) -> str:
     return (
         "## POST /api/v1/transactions through Envoy\n\n"
         "Each client sends its next request when the 202 of the previous one arrives; the 202 covers validation,"
-        " the Redis check and the PostgreSQL commit of request + outbox row. The relay, the ledger worker and"
+        " the group commit of request + outbox row in PostgreSQL and the key's Redis write. The relay, the ledger worker and"
         " the SQS server keep running on the same two cores meanwhile.\n\n"
         "| clients | requests | p50 | p99 | max | requests/s |\n|---|---|---|---|---|---|\n"
         + "".join(
