@@ -20,10 +20,10 @@ def submit(key: str, amount: object = "1.00") -> SubmitTransaction:
 
 
 def service(
-    *, window_seconds: float = 10.0, max_rows: int = 256
+    *, window_seconds: float = 10.0, max_rows: int = 256, max_writes: int = 4
 ) -> tuple[TransactionService, FakeRequestStore, FakeIdempotencyCache]:
     store, cache = FakeRequestStore(), FakeIdempotencyCache()
-    commits = GroupCommit(store, cache, window_seconds=window_seconds, max_rows=max_rows)
+    commits = GroupCommit(store, cache, window_seconds=window_seconds, max_rows=max_rows, max_writes=max_writes)
     return TransactionService(store, cache, 86400, "USD", 16, commits), store, cache
 
 
@@ -114,6 +114,19 @@ async def test_a_full_batch_goes_at_once_and_a_slow_write_holds_others_only_for_
     assert all(not a.replayed for a in await asyncio.gather(*stuck))
 
 
+async def test_beyond_max_writes_arrivals_wait_for_a_write_to_finish_then_go_max_rows_at_a_time() -> None:
+    transactions, store, _ = service(window_seconds=0.001, max_rows=2, max_writes=1)
+    gate = store.gate = asyncio.Event()
+    first = asyncio.create_task(transactions.submit(submit("first")))
+    await store.called.wait()  # the one write allowed, held at the gate
+    later = [asyncio.create_task(transactions.submit(submit(f"d{n}"))) for n in range(5)]
+    await asyncio.sleep(0.02)  # many windows: still no second write while the first runs
+    assert store.batches == [["first"]]
+    gate.set()
+    await asyncio.gather(first, *later)
+    assert store.batches == [["first"], ["d0", "d1"], ["d2", "d3"], ["d4"]]
+
+
 async def test_a_caller_that_gives_up_leaves_the_others_their_answers() -> None:
     transactions, store, _ = service()
     gate = store.gate = asyncio.Event()
@@ -133,3 +146,5 @@ def test_the_batch_limits_are_checked() -> None:
         GroupCommit(store, cache, max_rows=0)
     with pytest.raises(ValueError):
         GroupCommit(store, cache, window_seconds=-1)
+    with pytest.raises(ValueError):
+        GroupCommit(store, cache, max_writes=0)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import itertools
 import logging
 from typing import TypeAlias
 
@@ -24,7 +25,9 @@ class GroupCommit:
     A batch is written as soon as the previous write is done (nothing is in flight: at the end of the
     current turn of the event loop, with whatever else arrived in it), or when it holds `max_rows`
     keys, or `window_seconds` after its first arrival while earlier writes are still running. So a
-    lone caller waits for nobody, and under load a batch holds what arrived during one write.
+    lone caller waits for nobody, and under load a batch holds what arrived during one write. At
+    most `max_writes` writes run at once (each holds a pooled connection); what arrives beyond that
+    goes, `max_rows` keys at a time, as they finish.
     """
 
     def __init__(
@@ -34,13 +37,15 @@ class GroupCommit:
         *,
         window_seconds: float = 0.002,
         max_rows: int = 256,
+        max_writes: int = 4,
     ) -> None:
-        if window_seconds < 0 or max_rows < 1:
-            raise ValueError("window_seconds must be ≥ 0 and max_rows ≥ 1")
+        if window_seconds < 0 or max_rows < 1 or max_writes < 1:
+            raise ValueError("window_seconds must be ≥ 0, max_rows and max_writes ≥ 1")
         self._store = store
         self._cache = cache
         self._window = window_seconds
         self._max_rows = max_rows
+        self._max_writes = max_writes
         self._waiting: Waiting = {}
         self._scheduled: asyncio.Handle | None = None
         self._writes: set[asyncio.Task[None]] = set()
@@ -53,7 +58,7 @@ class GroupCommit:
         loop = asyncio.get_running_loop()
         answer: asyncio.Future[Recorded] = loop.create_future()
         self._waiting.setdefault(request.submission.idempotency_key, []).append((request, answer))
-        if len(self._waiting) >= self._max_rows:
+        if len(self._waiting) >= self._max_rows and len(self._writes) < self._max_writes:
             self._flush()
         elif self._scheduled is None:
             if self._writes:
@@ -66,13 +71,13 @@ class GroupCommit:
         if self._scheduled is not None:
             self._scheduled.cancel()
             self._scheduled = None
-        if not self._waiting:
-            return
-        batch, self._waiting = self._waiting, {}
-        # An empty context: the writing task must not run in (and leak) one caller's trace or principal.
-        write = asyncio.get_running_loop().create_task(self._write(batch), context=contextvars.Context())
-        self._writes.add(write)
-        write.add_done_callback(self._written)
+        while self._waiting and len(self._writes) < self._max_writes:
+            keys = list(itertools.islice(self._waiting, self._max_rows))
+            batch = {key: self._waiting.pop(key) for key in keys}
+            # An empty context: the writing task must not run in (and leak) one caller's trace or principal.
+            write = asyncio.get_running_loop().create_task(self._write(batch), context=contextvars.Context())
+            self._writes.add(write)
+            write.add_done_callback(self._written)
 
     def _written(self, write: asyncio.Task[None]) -> None:
         self._writes.discard(write)
