@@ -4,7 +4,7 @@ when the 202 of the previous one arrives) and reads utime + stime from /proc/<pi
 process (and its children) and of the PostgreSQL backends serving the stack's database, before and
 after each round. Linux only.
 
-    python -m tests.bench.post_cpu [--clients 32] [--per-client 125] [--rounds 3]
+    python -m tests.bench.post_cpu [--clients 32] [--per-client 125] [--rounds 3] [--set NAME=VALUE ...]
 """
 
 from __future__ import annotations
@@ -74,6 +74,7 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=32)
     parser.add_argument("--per-client", type=int, default=125)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", help="environment of the stack")
     args = parser.parse_args()
     stack = Stack(
         StackOptions(
@@ -82,6 +83,7 @@ def main() -> None:
             redis_url=os.environ.get("PAYRECON_REDIS_URL"),
             state_dir=default_state_dir() / "bench-cpu",
             isolated=True,
+            extra_env=dict(setting.split("=", 1) for setting in args.set),
         )
     ).start()
     try:
