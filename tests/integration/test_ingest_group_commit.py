@@ -196,3 +196,31 @@ async def test_each_outbox_row_carries_its_own_callers_trace(
             text("SELECT idempotency_key, traceparent FROM outbox WHERE idempotency_key LIKE :p"), {"p": run + "%"}
         )
         assert {r.idempotency_key: r.traceparent for r in rows} == traces
+
+
+async def test_a_connection_the_server_dropped_is_a_503_once_and_never_reused(
+    ingest_engine: AsyncEngine, database_url: str
+) -> None:
+    """The hot statements run on the asyncpg driver, behind SQLAlchemy's back: a connection that broke
+    there must be dropped from the pool, not handed to the next request."""
+    engine = create_engine(database_url, "ingest", pool_size=1)
+    store = IngestStore(engine)
+    run = f"gc6-{uuid.uuid4().hex[:8]}"
+    try:
+        assert await store.get(run) is None
+        async with engine.connect() as conn:  # the one pooled connection
+            backend = (await conn.execute(text("SELECT pg_backend_pid()"))).scalar_one()
+        async with ingest_engine.connect() as admin:
+            await admin.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": backend})
+        with pytest.raises(Unavailable):
+            await store.get(run)
+        assert await store.get(run) is None  # on a fresh connection
+        recorded = await store.record_requests(
+            [
+                NewRequest(s, s.fingerprint(), str(uuid.uuid4()), datetime.now(UTC), datetime.now(UTC), "g")
+                for s in [validate_submission(command(run), default_currency="USD")]
+            ]
+        )
+        assert [r.created for r in recorded] == [True]
+    finally:
+        await engine.dispose()

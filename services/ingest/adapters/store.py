@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -36,7 +38,7 @@ _SELECT_REQUEST = """
 SELECT idempotency_key, fingerprint, message_id::text AS message_id, source_account_id,
        destination_account_id, amount_minor, currency, status, error_code, error_message,
        accepted_at, expires_at, completed_at
-FROM requests WHERE idempotency_key = :key
+FROM requests WHERE idempotency_key = $1
 """
 
 
@@ -65,8 +67,7 @@ _BINDINGS = (
 )
 
 
-def _to_request(row: object) -> StoredRequest:
-    r = row._mapping  # type: ignore[attr-defined]
+def _to_request(r: Mapping[str, Any]) -> StoredRequest:
     return StoredRequest(
         idempotency_key=r["idempotency_key"],
         fingerprint=r["fingerprint"],
@@ -89,44 +90,14 @@ class IngestStore:
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
 
-    async def record_requests(self, requests: Sequence[NewRequest]) -> list[Recorded]:
-        """Inserts the requests whose key is new and their outbox rows (the TransferRequest to publish,
-        with the caller's trace context) in one statement, so one transaction and one round trip; a
-        second statement reads what the other keys are bound to. Straight on asyncpg, whose prepared
-        statement is reused: the hot path builds no SQL per call."""
-        if not requests:
-            return []
-        keys = [r.submission.idempotency_key for r in requests]
-        if len(set(keys)) != len(keys):
-            raise ValueError("record_requests takes distinct idempotency keys")
+    @contextlib.asynccontextmanager
+    async def _driver(self) -> AsyncIterator[Any]:
+        """A pooled connection's asyncpg driver, for the hot statements: asyncpg prepares each once
+        per connection and reuses it, and nothing is built per call in SQLAlchemy."""
         async with outages_as_unavailable(), self._engine.connect() as conn:
             driver = await driver_connection(conn)
             try:
-                created = {
-                    row[0]
-                    for row in await driver.fetch(
-                        _RECORD_REQUESTS,
-                        keys,
-                        [r.fingerprint for r in requests],
-                        [r.message_id for r in requests],
-                        [r.submission.source_account_id for r in requests],
-                        [r.submission.destination_account_id for r in requests],
-                        [r.submission.amount.minor_units for r in requests],
-                        [r.submission.amount.currency for r in requests],
-                        [json.dumps(r.submission.metadata) for r in requests],
-                        [r.expires_at for r in requests],
-                        [r.message_group for r in requests],
-                        [transfer_request_bytes(r.submission, r.accepted_at) for r in requests],
-                        [r.context.run(current_traceparent) for r in requests],
-                    )
-                }
-                taken = [key for key in keys if key not in created]
-                # A new statement, so a new snapshot: it sees the rows whose commit the insert waited for.
-                bound = (
-                    {row[0]: KeyBinding(row[1], row[2], row[3]) for row in await driver.fetch(_BINDINGS, taken)}
-                    if taken
-                    else {}
-                )
+                yield driver
             except Exception as error:
                 # SQLAlchemy did not see this failure: a broken connection must not go back to its pool.
                 if driver.is_closed() or is_outage(error):
@@ -134,6 +105,42 @@ class IngestStore:
                     if not is_outage(error):
                         raise ConnectionError("the database connection is closed") from error
                 raise
+
+    async def record_requests(self, requests: Sequence[NewRequest]) -> list[Recorded]:
+        """Inserts the requests whose key is new and their outbox rows (the TransferRequest to publish,
+        with the caller's trace context) in one statement, so one transaction and one round trip; a
+        second statement reads what the other keys are bound to."""
+        if not requests:
+            return []
+        keys = [r.submission.idempotency_key for r in requests]
+        if len(set(keys)) != len(keys):
+            raise ValueError("record_requests takes distinct idempotency keys")
+        async with self._driver() as driver:
+            created = {
+                row[0]
+                for row in await driver.fetch(
+                    _RECORD_REQUESTS,
+                    keys,
+                    [r.fingerprint for r in requests],
+                    [r.message_id for r in requests],
+                    [r.submission.source_account_id for r in requests],
+                    [r.submission.destination_account_id for r in requests],
+                    [r.submission.amount.minor_units for r in requests],
+                    [r.submission.amount.currency for r in requests],
+                    [json.dumps(r.submission.metadata) for r in requests],
+                    [r.expires_at for r in requests],
+                    [r.message_group for r in requests],
+                    [transfer_request_bytes(r.submission, r.accepted_at) for r in requests],
+                    [r.context.run(current_traceparent) for r in requests],
+                )
+            }
+            taken = [key for key in keys if key not in created]
+            # A new statement, so a new snapshot: it sees the rows whose commit the insert waited for.
+            bound = (
+                {row[0]: KeyBinding(row[1], row[2], row[3]) for row in await driver.fetch(_BINDINGS, taken)}
+                if taken
+                else {}
+            )
         return [
             Recorded(True, r.binding) if key in created else Recorded(False, bound.get(key))
             for key, r in zip(keys, requests, strict=True)
@@ -154,9 +161,10 @@ class IngestStore:
         return await self.get(submission.idempotency_key) if recorded.created else None
 
     async def get(self, idempotency_key: str) -> StoredRequest | None:
-        async with outages_as_unavailable(), self._engine.connect() as conn:
-            row = (await conn.execute(text(_SELECT_REQUEST), {"key": idempotency_key})).first()
-            return _to_request(row) if row is not None else None
+        """What status polling reads: on the driver, like the submits."""
+        async with self._driver() as driver:
+            row = await driver.fetchrow(_SELECT_REQUEST, idempotency_key)
+        return _to_request(row) if row is not None else None
 
     async def record_outcomes(self, outcomes: Sequence[TransferOutcome]) -> int:
         """Records ledger verdicts on requests still PROCESSING; repeats are no-ops. Returns rows changed."""
