@@ -2,7 +2,9 @@
 from this checkout, runs tests/bench/post_latency.py's closed loop (each client sends its next request
 when the 202 of the previous one arrives) and reads utime + stime from /proc/<pid>/stat of every stack
 process (and its children) and of the PostgreSQL backends serving the stack's database, before and
-after each round. Linux only.
+after each round. Processes also burn CPU while idle (polling loops, health checks): that rate is
+measured first, with no load, and ingest's CPU beyond it is reported too, since at a low request
+rate the idle share would swamp the per-request cost. Linux only.
 
     python -m tests.bench.post_cpu [--clients 32] [--per-client 125] [--rounds 3] [--set NAME=VALUE ...]
 """
@@ -13,6 +15,7 @@ import argparse
 import asyncio
 import os
 import re
+import time
 from pathlib import Path
 
 from services.devstack.processes import free_port
@@ -75,6 +78,7 @@ def main() -> None:
     parser.add_argument("--per-client", type=int, default=125)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", help="environment of the stack")
+    parser.add_argument("--idle-seconds", type=float, default=10.0)
     args = parser.parse_args()
     stack = Stack(
         StackOptions(
@@ -87,11 +91,20 @@ def main() -> None:
         )
     ).start()
     try:
+        time.sleep(3)  # past start-up work
+        before = snapshot(stack)
+        time.sleep(args.idle_seconds)
+        idle = {
+            name: used(before.get(name, {}), seconds) / args.idle_seconds for name, seconds in snapshot(stack).items()
+        }
+        print("idle CPU per second: " + ", ".join(f"{name} {rate * 1000:.0f} ms" for name, rate in idle.items()))
         for _ in range(args.rounds):
             before = snapshot(stack)
+            started = time.monotonic()
             figures = asyncio.run(
                 measure_post_latency(stack.base_url, clients=args.clients, per_client=args.per_client)
             )
+            elapsed = time.monotonic() - started
             after = snapshot(stack)
             accepted = figures.requests + 5 * args.clients  # with the warm-up round
             per_process = {name: used(before.get(name, {}), after[name]) for name in after}
@@ -99,7 +112,8 @@ def main() -> None:
                 f"{args.clients} clients, {figures.requests} requests: p50 {figures.p50_ms:.1f} ms,"
                 f" p99 {figures.p99_ms:.1f} ms, {figures.per_second:,.0f}/s; CPU per accepted request: "
                 + ", ".join(f"{name} {seconds / accepted * 1000:.2f} ms" for name, seconds in per_process.items())
-                + f"; all {sum(per_process.values()) / accepted * 1000:.2f} ms",
+                + f"; all {sum(per_process.values()) / accepted * 1000:.2f} ms; ingest beyond its idle rate"
+                f" {(per_process['ingest'] - idle['ingest'] * elapsed) / accepted * 1000:.2f} ms",
                 flush=True,
             )
     finally:
