@@ -93,3 +93,21 @@ def test_ingest_redrive_defaults_and_refuses_a_zero_age() -> None:
         IngestSettings.from_env(Env({**base, "INGEST_REDRIVE_AFTER_SECONDS": "0"}))
     with pytest.raises(ConfigError, match="INGEST_REDRIVE_BATCH"):
         IngestSettings.from_env(Env({**base, "INGEST_REDRIVE_BATCH": "-1"}))
+
+
+def test_ingest_group_commit_defaults_and_refuses_limits_out_of_range() -> None:
+    base = {
+        "PAYRECON_ENV": "development",
+        "PAYRECON_DATABASE_URL": "postgresql://x/y",
+        "PAYRECON_REDIS_URL": "redis://x",
+    }
+    settings = IngestSettings.from_env(Env(base))
+    assert (settings.group_commit_window_ms, settings.group_commit_max_rows) == (2, 256)
+    for name, value in (
+        ("INGEST_GROUP_COMMIT_WINDOW_MS", "-1"),
+        ("INGEST_GROUP_COMMIT_WINDOW_MS", "101"),
+        ("INGEST_GROUP_COMMIT_MAX_ROWS", "0"),
+        ("INGEST_GROUP_COMMIT_MAX_ROWS", "10001"),
+    ):
+        with pytest.raises(ConfigError, match=name):
+            IngestSettings.from_env(Env({**base, name: value}))
