@@ -49,6 +49,7 @@ async def running(settings: IngestSettings, stop: asyncio.Event, address: str | 
                 cache,
                 window_seconds=settings.group_commit_window_ms / 1000,
                 max_rows=settings.group_commit_max_rows,
+                max_writes=settings.group_commit_max_writes,
             )
             transactions = TransactionService(
                 store,

@@ -22,8 +22,9 @@ class IngestSettings:
     events_queue: str  # the ledger's outcome events, ingest's copy
     redrive_after_seconds: int
     redrive_batch: int
-    group_commit_window_ms: int  # how long a batch of submits may wait for company while writes run
+    group_commit_window_ms: int  # how long a batch of submits waits for a running write before its own
     group_commit_max_rows: int  # most submits written in one statement
+    group_commit_max_writes: int  # most batches being written at once
 
     @classmethod
     def from_env(cls, env: Env | None = None) -> IngestSettings:
@@ -45,12 +46,15 @@ class IngestSettings:
         redrive_batch = env.integer("INGEST_REDRIVE_BATCH", 500)
         if redrive_batch < 1:
             raise ConfigError("INGEST_REDRIVE_BATCH must be at least 1")
-        window = env.integer("INGEST_GROUP_COMMIT_WINDOW_MS", 2)
+        window = env.integer("INGEST_GROUP_COMMIT_WINDOW_MS", 5)
         if not 0 <= window <= 100:
             raise ConfigError("INGEST_GROUP_COMMIT_WINDOW_MS must be between 0 and 100")
         max_rows = env.integer("INGEST_GROUP_COMMIT_MAX_ROWS", 256)
         if not 1 <= max_rows <= 10_000:
             raise ConfigError("INGEST_GROUP_COMMIT_MAX_ROWS must be between 1 and 10000")
+        max_writes = env.integer("INGEST_GROUP_COMMIT_MAX_WRITES", 2)
+        if not 1 <= max_writes <= 16:
+            raise ConfigError("INGEST_GROUP_COMMIT_MAX_WRITES must be between 1 and 16")
         return cls(
             common=common,
             redis_url=common.redis_url,
@@ -66,4 +70,5 @@ class IngestSettings:
             redrive_batch=redrive_batch,
             group_commit_window_ms=window,
             group_commit_max_rows=max_rows,
+            group_commit_max_writes=max_writes,
         )

@@ -102,12 +102,14 @@ def test_ingest_group_commit_defaults_and_refuses_limits_out_of_range() -> None:
         "PAYRECON_REDIS_URL": "redis://x",
     }
     settings = IngestSettings.from_env(Env(base))
-    assert (settings.group_commit_window_ms, settings.group_commit_max_rows) == (2, 256)
+    defaults = (settings.group_commit_window_ms, settings.group_commit_max_rows, settings.group_commit_max_writes)
+    assert defaults == (5, 256, 2)
     for name, value in (
         ("INGEST_GROUP_COMMIT_WINDOW_MS", "-1"),
         ("INGEST_GROUP_COMMIT_WINDOW_MS", "101"),
         ("INGEST_GROUP_COMMIT_MAX_ROWS", "0"),
         ("INGEST_GROUP_COMMIT_MAX_ROWS", "10001"),
+        ("INGEST_GROUP_COMMIT_MAX_WRITES", "0"),
     ):
         with pytest.raises(ConfigError, match=name):
             IngestSettings.from_env(Env({**base, name: value}))

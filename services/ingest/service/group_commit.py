@@ -35,9 +35,9 @@ class GroupCommit:
         store: RequestStore,
         cache: IdempotencyCache,
         *,
-        window_seconds: float = 0.002,
+        window_seconds: float = 0.005,
         max_rows: int = 256,
-        max_writes: int = 4,
+        max_writes: int = 2,
     ) -> None:
         if window_seconds < 0 or max_rows < 1 or max_writes < 1:
             raise ValueError("window_seconds must be ≥ 0, max_rows and max_writes ≥ 1")
