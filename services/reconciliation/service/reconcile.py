@@ -491,7 +491,7 @@ class ReconciliationService:
         a report lists every discrepancy of its window, so a page of busy runs can weigh megabytes."""
         size = _page_size(limit)
         before = _decode_cursor(cursor) if cursor else None
-        rows = await self.store.runs(account_id or None, before, size + 1)
+        rows = await self.store.runs(_account_filter(account_id), before, size + 1)
         page: list[StoredRun] = []
         weight = 0
         for row in rows[:size]:
@@ -525,7 +525,7 @@ class ReconciliationService:
         if kind and kind.upper() not in KINDS:
             raise ValidationError(f"kind must be one of {', '.join(KINDS)}", field="kind", code="INVALID_KIND")
         where = CaseFilter(
-            account_id or None,
+            _account_filter(account_id),
             kind.upper() or None,
             wanted,
             datetime.now(UTC) - timedelta(seconds=min_age_seconds) if min_age_seconds else None,
@@ -542,7 +542,7 @@ class ReconciliationService:
         """Cases as they open, change or resolve, and runs as they finish, in the order they happened,
         for as long as the caller listens. Reads the store (not this process's memory), so it sees
         what every replica does. Raises ValidationError for a bad account id or an age out of range."""
-        account = _account_id(account_id) if account_id else None
+        account = _account_filter(account_id)
         _check_age(since_seconds, "sinceSeconds")
         cases_after = runs_after = (datetime.now(UTC) - timedelta(seconds=since_seconds), "")
         while stop is None or not stop.is_set():
@@ -833,6 +833,11 @@ def _summary(
         "matched": 0,
         "discrepanciesOpened": 0,
     }
+
+
+def _account_filter(value: str) -> str | None:
+    """An optional account filter: absent (empty) means every account, anything else must be an account id."""
+    return _account_id(value) if value else None
 
 
 def _account_id(value: str) -> str:
