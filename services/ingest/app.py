@@ -19,7 +19,7 @@ from services.ingest.config import IngestSettings
 from services.ingest.service.operations import OperationsService
 from services.ingest.service.redrive import RedriveService
 from services.ingest.service.transactions import TransactionService
-from services.kernel.consumer import Message, consume
+from services.kernel.consumer import LONG_POLL_SECONDS, Message, consume
 from services.kernel.db import create_engine
 from services.kernel.grpc_server import create_server, scopes_for
 from services.kernel.health import drain, watch_dependencies
@@ -97,6 +97,8 @@ async def running(settings: IngestSettings, stop: asyncio.Event, address: str | 
                     what="re-publishing requests stuck in PROCESSING",
                 ),
                 watch_dependencies(health, [SERVICE_NAME], can_serve, stop),
+                # The events consumer finishes the receive it has in flight (see consume).
+                grace_seconds=LONG_POLL_SECONDS + 1,
             ):
                 try:
                     yield port
