@@ -76,7 +76,17 @@ async def running(
             await server.start()
             log.info("reconciliation listening", extra={"fields": {"port": port}})
             async with background(
-                consume(sqs, settings.events_queue, project, stop, visibility_seconds=common.sqs_visibility_seconds),
+                # One receiver lingering 0.1 s after a partial batch: fewer, fuller receives and
+                # deletes (the queue's own CPU) for at most 0.1 s more before the batch is applied.
+                consume(
+                    sqs,
+                    settings.events_queue,
+                    project,
+                    stop,
+                    receivers=1,
+                    linger_seconds=0.1,
+                    visibility_seconds=common.sqs_visibility_seconds,
+                ),
                 run_periodically(
                     service.match_touched, stop, settings.continuous_interval_seconds, what="continuous matching"
                 ),
