@@ -93,7 +93,7 @@ def _run_stack(port: int) -> None:
         f"""
 payrecon is READY in {elapsed:.1f}s ({", ".join(f"{k} {v}s" for k, v in stack.timings.items())})
   REST gateway (Envoy)  {stack.base_url}/api/v1   token: Bearer demo-token-for-testing
-  ingest gRPC           {stack.addresses["ingest"]}
+  ingest gRPC           {", ".join(stack.ingest_addresses)} ({len(stack.ingest_addresses)} processes, INGEST_PROCESSES)
   ledger gRPC           {stack.addresses["ledger"]}
   reconciliation gRPC   {stack.addresses["reconciliation"]}
   PostgreSQL            {stack.env["PAYRECON_DATABASE_URL"]}
