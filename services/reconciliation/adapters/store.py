@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from datetime import date, datetime
 from itertools import islice
 from typing import Any
@@ -22,7 +22,12 @@ from services.reconciliation.service.ports import (
     CaseEventRecord,
     CaseFilter,
     CaseRecord,
+    EntryChunk,
+    ExportCase,
+    ExportMatch,
+    LineChunk,
     MatchRecord,
+    PairMatches,
     ProjectedEntry,
     StatementLineRecord,
     StoredImport,
@@ -36,6 +41,30 @@ END_TO_END_KEYS = ("end_to_end_id", "endToEndId", "e2e_id")
 
 
 _LINES_PER_COPY = 50_000
+_ROWS_PER_FETCH = 50_000
+_EXPORT_ROWS = 5_000
+_MATCH_COLUMNS = (
+    "run_id",
+    "account_id",
+    "kind",
+    "statement_line_ids",
+    "transfer_ids",
+    "rule",
+    "confidence",
+    "breakdown",
+    "amount_difference_minor",
+)
+# date - _DAY_ZERO is Python's date.toordinal() (0001-01-01 is day 1).
+_DAY_ZERO = "(DATE '0001-01-01' - 1)"
+_LINE_COLUMNS = (
+    "SELECT l.id, l.line_no, l.amount_minor, l.currency, l.booking_date, l.value_date, l.reference,"
+    " l.end_to_end_id, l.description, l.counterparty, s.bank_account"
+    " FROM statement_lines l JOIN statements s ON s.id = l.statement_id"
+)
+_ENTRY_COLUMNS = (
+    "SELECT entry_id, transfer_id, direction, amount_minor, currency, posted_at, reference, end_to_end_id"
+    " FROM ledger_entries"
+)
 _STATEMENT_LINE_COLUMNS = (
     "import_id",
     "statement_id",
@@ -165,22 +194,29 @@ class ReconciliationStore:
             ).one()
             return int(r.d), int(r.c), r.cur
 
-    async def transfers_in(self, account_id: str, window: Window) -> list[TransferSides]:
-        """Each transfer touching the account in the window, with both of its projected sides."""
+    async def unbalanced_transfers(self, account_id: str, window: Window) -> tuple[int, list[TransferSides]]:
+        """(transfers touching the account in the window, those whose projected sides differ), summed by
+        the server: a window of a million transfers is counted, not loaded."""
         async with self._engine.connect() as conn:
-            rows = await conn.execute(
-                text(
-                    "SELECT e.transfer_id,"
-                    " coalesce(sum(e.amount_minor) FILTER (WHERE e.direction = 'DEBIT'), 0) AS d,"
-                    " coalesce(sum(e.amount_minor) FILTER (WHERE e.direction = 'CREDIT'), 0) AS c"
-                    " FROM ledger_entries e WHERE e.transfer_id IN ("
-                    "   SELECT transfer_id FROM ledger_entries"
-                    "   WHERE account_id = :a AND posted_at BETWEEN :s AND :e)"
-                    " GROUP BY e.transfer_id ORDER BY min(e.entry_id)"
-                ),
-                {"a": account_id, "s": window.start, "e": window.end},
-            )
-            return [TransferSides(r.transfer_id, int(r.d), int(r.c)) for r in rows]
+            r = (
+                await conn.execute(
+                    text(
+                        "WITH t AS (SELECT e.transfer_id, min(e.entry_id) AS first,"
+                        " coalesce(sum(e.amount_minor) FILTER (WHERE e.direction = 'DEBIT'), 0) AS d,"
+                        " coalesce(sum(e.amount_minor) FILTER (WHERE e.direction = 'CREDIT'), 0) AS c"
+                        " FROM ledger_entries e WHERE e.transfer_id IN ("
+                        "   SELECT transfer_id FROM ledger_entries"
+                        "   WHERE account_id = :a AND posted_at BETWEEN :s AND :e)"
+                        " GROUP BY e.transfer_id)"
+                        " SELECT count(*) AS n,"
+                        " coalesce(array_agg(transfer_id ORDER BY first) FILTER (WHERE d <> c), '{}') AS ids,"
+                        " coalesce(array_agg(d ORDER BY first) FILTER (WHERE d <> c), '{}') AS ds,"
+                        " coalesce(array_agg(c ORDER BY first) FILTER (WHERE d <> c), '{}') AS cs FROM t"
+                    ),
+                    {"a": account_id, "s": window.start, "e": window.end},
+                )
+            ).one()
+            return int(r.n), [TransferSides(i, int(d), int(c)) for i, d, c in zip(r.ids, r.ds, r.cs, strict=True)]
 
     async def ping(self) -> None:
         async with self._engine.connect() as conn:
@@ -198,8 +234,7 @@ class ReconciliationStore:
         async with self._engine.connect() as conn:
             rows = await conn.execute(
                 text(
-                    "SELECT entry_id, transfer_id, direction, amount_minor, currency, posted_at, reference, end_to_end_id"
-                    " FROM ledger_entries WHERE account_id = :a AND posted_at >= :s AND posted_at < :e ORDER BY entry_id"
+                    _ENTRY_COLUMNS + " WHERE account_id = :a AND posted_at >= :s AND posted_at < :e ORDER BY entry_id"
                 ),
                 {"a": account_id, "s": start, "e": end},
             )
@@ -365,15 +400,85 @@ class ReconciliationStore:
         async with self._engine.connect() as conn:
             rows = await conn.execute(
                 text(
-                    "SELECT l.id, l.line_no, l.amount_minor, l.currency, l.booking_date, l.value_date, l.reference,"
-                    " l.end_to_end_id, l.description, l.counterparty, s.bank_account"
-                    " FROM statement_lines l JOIN statements s ON s.id = l.statement_id"
-                    " WHERE l.account_id = :a AND l.value_date BETWEEN :f AND :l AND l.status = 'BOOKED'"
+                    _LINE_COLUMNS
+                    + " WHERE l.account_id = :a AND l.value_date BETWEEN :f AND :l AND l.status = 'BOOKED'"
                     " ORDER BY l.id"
                 ),
                 {"a": account_id, "f": first, "l": last},
             )
             return [StatementLineRecord(*r) for r in rows]
+
+    async def count_lines(self, account_id: str, first: date, last: date) -> int:
+        async with self._engine.connect() as conn:
+            found = await conn.execute(
+                text(
+                    "SELECT count(*) FROM statement_lines"
+                    " WHERE account_id = :a AND value_date BETWEEN :f AND :l AND status = 'BOOKED'"
+                ),
+                {"a": account_id, "f": first, "l": last},
+            )
+            return int(found.scalar_one())
+
+    async def line_columns(
+        self, account_id: str, first: date, last: date, chunk: int = _ROWS_PER_FETCH
+    ) -> AsyncIterator[LineChunk]:
+        """The window's booked statement lines as matching reads them, in chunks of columns (id order):
+        days are `date.toordinal()` (NO_CODE for no booking date), computed by the server."""
+        async for columns in self._columns(
+            "SELECT l.id, l.amount_minor, l.currency,"
+            f" l.value_date - {_DAY_ZERO}, coalesce(l.booking_date - {_DAY_ZERO}, -1),"
+            " l.reference, l.end_to_end_id, l.description"
+            " FROM statement_lines l"
+            " WHERE l.account_id = $1 AND l.value_date BETWEEN $2 AND $3 AND l.status = 'BOOKED' ORDER BY l.id",
+            (account_id, first, last),
+            chunk,
+        ):
+            yield LineChunk(*columns)
+
+    async def entry_columns(
+        self, account_id: str, start: datetime, end: datetime, debit_normal: bool, chunk: int = _ROWS_PER_FETCH
+    ) -> AsyncIterator[EntryChunk]:
+        """The account's projected entries posted in [start, end) in chunks of columns (entry id order),
+        amounts signed from the account's view (+ raises its balance), days as `date.toordinal()` in UTC."""
+        async for columns in self._columns(
+            "SELECT entry_id, CASE WHEN (direction = 'DEBIT') = $4 THEN amount_minor ELSE -amount_minor END,"
+            f" currency, (posted_at AT TIME ZONE 'UTC')::date - {_DAY_ZERO}, reference, end_to_end_id, transfer_id"
+            " FROM ledger_entries WHERE account_id = $1 AND posted_at >= $2 AND posted_at < $3 ORDER BY entry_id",
+            (account_id, start, end, debit_normal),
+            chunk,
+        ):
+            yield EntryChunk(*columns)
+
+    async def _columns(self, query: str, args: tuple[Any, ...], chunk: int) -> AsyncIterator[list[tuple[Any, ...]]]:
+        async for records in self._batches(query, args, chunk):
+            yield [tuple(column) for column in zip(*records, strict=True)]
+
+    async def _batches(self, query: str, args: tuple[Any, ...], chunk: int) -> AsyncIterator[list[Any]]:
+        # A server-side cursor: a million rows never sit in memory as records at once.
+        async with self._engine.connect() as conn:
+            driver = await driver_connection(conn)
+            async with driver.transaction(readonly=True):
+                cursor = await driver.cursor(query, *args)
+                while records := await cursor.fetch(chunk):
+                    yield records
+                    del records
+
+    async def lines_by_id(self, ids: Sequence[int]) -> list[StatementLineRecord]:
+        async with self._engine.connect() as conn:
+            rows = await conn.execute(
+                text(_LINE_COLUMNS + " WHERE l.id = ANY(CAST(:i AS bigint[])) ORDER BY l.id"), {"i": list(ids)}
+            )
+            return [StatementLineRecord(*r) for r in rows]
+
+    async def entries_by_id(self, account_id: str, entry_ids: Sequence[int]) -> list[ProjectedEntry]:
+        async with self._engine.connect() as conn:
+            rows = await conn.execute(
+                text(
+                    _ENTRY_COLUMNS + " WHERE account_id = :a AND entry_id = ANY(CAST(:i AS bigint[])) ORDER BY entry_id"
+                ),
+                {"a": account_id, "i": list(entry_ids)},
+            )
+            return [ProjectedEntry(*r) for r in rows]
 
     # -- rules -----------------------------------------------------------------------------------
 
@@ -415,6 +520,7 @@ class ReconciliationStore:
         matches: Sequence[MatchRecord],
         rules_version: int,
         watermark: str,
+        pairs: PairMatches | None = None,
     ) -> tuple[str, datetime]:
         run_id = str(uuid.uuid4())
         async with self._engine.begin() as conn:
@@ -457,19 +563,47 @@ class ReconciliationStore:
                         )
                         for m in matches
                     ],
-                    columns=[
-                        "run_id",
-                        "account_id",
-                        "kind",
-                        "statement_line_ids",
-                        "transfer_ids",
-                        "rule",
-                        "confidence",
-                        "breakdown",
-                        "amount_difference_minor",
-                    ],
+                    columns=_MATCH_COLUMNS,
                 )
+            if pairs is not None and len(pairs):
+                await self._save_pairs(conn, run_id, report.account_id, pairs)
             return run_id, created
+
+    @staticmethod
+    async def _save_pairs(conn: Any, run_id: str, account_id: str, pairs: PairMatches) -> None:
+        """One-to-one matches from columns: their numbers by binary COPY into a temporary table, then one
+        INSERT that adds each entry's transfer id and the shared texts (rule, breakdown)."""
+        driver = await driver_connection(conn)
+        await driver.execute(
+            "CREATE TEMPORARY TABLE run_pairs (n bigint, line_id bigint, entry_id bigint, rule integer,"
+            " confidence double precision, breakdown integer, difference bigint) ON COMMIT DROP"
+        )
+        size = len(pairs)
+        for start in range(0, size, _LINES_PER_COPY):
+            end = min(start + _LINES_PER_COPY, size)
+            await driver.copy_records_to_table(
+                "run_pairs",
+                records=zip(
+                    range(start, end),
+                    pairs.statement_line_id[start:end].tolist(),
+                    pairs.entry_id[start:end].tolist(),
+                    pairs.rule_index[start:end].tolist(),
+                    pairs.confidence[start:end].tolist(),
+                    pairs.breakdown_index[start:end].tolist(),
+                    pairs.amount_difference_minor[start:end].tolist(),
+                    strict=True,
+                ),
+            )
+        await driver.execute(
+            "INSERT INTO matches (" + ", ".join(_MATCH_COLUMNS) + ")"
+            " SELECT $1, $2, 'ONE_TO_ONE', ARRAY[p.line_id], ARRAY[e.transfer_id], ($3::text[])[p.rule + 1],"
+            " p.confidence, ($4::jsonb[])[p.breakdown + 1], p.difference"
+            " FROM run_pairs p JOIN ledger_entries e ON e.account_id = $2 AND e.entry_id = p.entry_id ORDER BY p.n",
+            uuid.UUID(run_id),
+            account_id,
+            list(pairs.rules),
+            [json.dumps(b) for b in pairs.breakdowns],
+        )
 
     async def runs(self, account_id: str | None, before: tuple[datetime, str] | None, limit: int) -> list[StoredRun]:
         async with self._engine.connect() as conn:
@@ -492,6 +626,60 @@ class ReconciliationStore:
                 )
             ).first()
             return StoredRun(row.id, row.created_at, dict(row.report)) if row else None
+
+    async def run_matches(self, run_id: str, chunk: int = _EXPORT_ROWS) -> AsyncIterator[list[ExportMatch]]:
+        async for records in self._batches(
+            "SELECT m.kind, m.rule, m.confidence, m.breakdown::text, m.amount_difference_minor, m.statement_line_ids,"
+            " m.transfer_ids, s.amount, s.currency FROM matches m LEFT JOIN LATERAL ("
+            "   SELECT sum(l.amount_minor) AS amount, min(l.currency) AS currency FROM statement_lines l"
+            "   WHERE l.id = ANY(m.statement_line_ids)) s ON true"
+            " WHERE m.run_id = $1 ORDER BY m.id",
+            (uuid.UUID(run_id),),
+            chunk,
+        ):
+            yield [
+                ExportMatch(
+                    r[0],
+                    r[1],
+                    r[2],
+                    json.loads(r[3]),
+                    r[4],
+                    tuple(r[5]),
+                    tuple(r[6]),
+                    None if r[7] is None else int(r[7]),
+                    (r[8] or "").strip(),
+                )
+                for r in records
+            ]
+
+    async def run_cases(self, run_id: str, chunk: int = _EXPORT_ROWS) -> AsyncIterator[list[ExportCase]]:
+        async for records in self._batches(
+            "SELECT d.value ->> 'case_id', d.value ->> 'type', coalesce(c.status, ''),"
+            " coalesce(d.value ->> 'severity', ''), coalesce(d.value ->> 'message', ''),"
+            " (d.value ->> 'amount_minor')::bigint, coalesce(d.value ->> 'currency', ''),"
+            " coalesce(d.value -> 'statement_line_ids', '[]')::text, coalesce(d.value -> 'ledger_transfer_ids', '[]')::text,"
+            " coalesce(c.evidence, '{}')::text"
+            " FROM runs r CROSS JOIN LATERAL jsonb_array_elements(r.report -> 'discrepancies') WITH ORDINALITY AS d(value, n)"
+            " LEFT JOIN cases c ON c.id::text = d.value ->> 'case_id'"
+            " WHERE r.id = $1 ORDER BY d.n",
+            (uuid.UUID(run_id),),
+            chunk,
+        ):
+            yield [
+                ExportCase(
+                    r[0] or "",
+                    r[1],
+                    r[2],
+                    r[3],
+                    r[4],
+                    r[5],
+                    r[6],
+                    tuple(json.loads(r[7])),
+                    tuple(json.loads(r[8])),
+                    json.loads(r[9]),
+                )
+                for r in records
+            ]
 
     async def cases_of(self, account_id: str, window: Window) -> tuple[dict[str, CaseState], list[str]]:
         async with self._engine.connect() as conn:
