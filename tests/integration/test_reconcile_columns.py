@@ -137,7 +137,7 @@ async def test_columns_and_objects_store_the_same_matches_cases_and_report(
     assert objects["report"]["matched"] > 2500
     assert {m[0] for m in objects["matches"]} >= {'"ONE_TO_ONE"', '"ONE_TO_MANY"'}
     evidence = [json.loads(c[7]) for c in objects["cases"] if c[1] == "MISSING_IN_LEDGER"]
-    assert any(e["statementLines"][0]["amount"] == "10000000000000.00" for e in evidence)
+    assert any(e["statementLines"][0]["amount"] == "100000000000000.00" for e in evidence)
 
 
 async def test_a_columnar_rerun_keeps_cases_and_resolves_what_late_data_explains(
@@ -161,24 +161,26 @@ async def test_a_columnar_rerun_keeps_cases_and_resolves_what_late_data_explains
     acknowledged = next(r for r in rows if r.id != missing.id)
     await store.transition_case(acknowledged.id, CaseStatus.ACKNOWLEDGED, "ACKNOWLEDGED", "ops", "looking")
 
-    # The ledger catches up: an entry explaining the line the bank booked.
+    # The ledger catches up: a transfer (both sides) explaining the line the bank booked.
+    amount = int(line["amount"].replace(".", ""))
+    ours, theirs = ("DEBIT", "CREDIT") if amount > 0 else ("CREDIT", "DEBIT")
     async with engine.begin() as conn:
-        amount = int(line["amount"].replace(".", ""))
-        await conn.execute(
-            text(
-                "INSERT INTO ledger_entries (transfer_id, account_id, direction, amount_minor, currency, entry_id,"
-                " posted_at, reference) VALUES (:t, :a, :d, :m, 'EUR', :e, :p, :r)"
-            ),
-            {
-                "t": f"{account}:late",
-                "a": account,
-                "d": "DEBIT" if amount > 0 else "CREDIT",
-                "m": abs(amount),
-                "e": 10**8,
-                "p": datetime.fromisoformat(line["valueDate"]).replace(hour=8, tzinfo=UTC),
-                "r": line["reference"],
-            },
-        )
+        for side, entry_account, entry_id in ((ours, account, 10**8), (theirs, "bench-customers", 10**8 + 1)):
+            await conn.execute(
+                text(
+                    "INSERT INTO ledger_entries (transfer_id, account_id, direction, amount_minor, currency, entry_id,"
+                    " posted_at, reference) VALUES (:t, :a, :d, :m, 'EUR', :e, :p, :r)"
+                ),
+                {
+                    "t": f"{account}:late",
+                    "a": entry_account,
+                    "d": side,
+                    "m": abs(amount),
+                    "e": entry_id,
+                    "p": datetime.fromisoformat(line["valueDate"]).replace(hour=8, tzinfo=UTC),
+                    "r": line["reference"],
+                },
+            )
     second = await run.reconcile_account(account, START, END)
     async with engine.connect() as conn:
         status = dict(
@@ -195,5 +197,5 @@ async def test_a_columnar_rerun_keeps_cases_and_resolves_what_late_data_explains
         ("RESOLVED", "system"),
     ]
     assert status[acknowledged.id] == "ACKNOWLEDGED"  # found again: left as the person set it, not reopened
-    assert len(status) == len(rows)  # nothing opened twice
+    assert set(status) == {r.id for r in rows}  # nothing opened twice, nothing new
     assert missing.id not in second.rendered["case_ids"]
