@@ -125,6 +125,13 @@ async def seed(database_url: str, n: int, seed: int = 7, account_id: str = ACCOU
                 account_id,
                 CURRENCY,
             )
+            # The account's rules: payouts net fees of up to 0.50 (the generator's), as a processor's do.
+            await conn.execute(
+                "INSERT INTO matching_rules (account_id, version, rules, created_by)"
+                " VALUES ($1, 1, $2::jsonb, 'bench')",
+                account_id,
+                json.dumps({"fee_tolerance_minor": matching_scale.FEE_TOLERANCE}),
+            )
             lines, entries, injected = _rows(n, seed, account_id, import_id, statement_id)
             for table, rows, columns in (
                 ("statement_lines", lines, _LINE_COLUMNS),

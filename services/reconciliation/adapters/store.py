@@ -56,6 +56,12 @@ _MATCH_COLUMNS = (
 )
 # date - _DAY_ZERO is Python's date.toordinal() (0001-01-01 is day 1).
 _DAY_ZERO = "(DATE '0001-01-01' - 1)"
+# A currency (char(3): at most three characters) as one integer, its code points side by side: equal
+# codes, equal currencies, without a Python string per row.
+_CURRENCY_CODE = (
+    "(ascii(substr(btrim({0}), 1, 1))::bigint << 42 | ascii(substr(btrim({0}), 2, 1))::bigint << 21"
+    " | ascii(substr(btrim({0}), 3, 1))::bigint)"
+)
 _LINE_COLUMNS = (
     "SELECT l.id, l.line_no, l.amount_minor, l.currency, l.booking_date, l.value_date, l.reference,"
     " l.end_to_end_id, l.description, l.counterparty, s.bank_account"
@@ -423,9 +429,10 @@ class ReconciliationStore:
         self, account_id: str, first: date, last: date, chunk: int = _ROWS_PER_FETCH
     ) -> AsyncIterator[LineChunk]:
         """The window's booked statement lines as matching reads them, in chunks of columns (id order):
-        days are `date.toordinal()` (NO_CODE for no booking date), computed by the server."""
+        days are `date.toordinal()` (NO_CODE for no booking date) and currencies integers (equal when
+        the currencies are), computed by the server."""
         async for columns in self._columns(
-            "SELECT l.id, l.amount_minor, l.currency,"
+            f"SELECT l.id, l.amount_minor, {_CURRENCY_CODE.format('l.currency')},"
             f" l.value_date - {_DAY_ZERO}, coalesce(l.booking_date - {_DAY_ZERO}, -1),"
             " l.reference, l.end_to_end_id, l.description"
             " FROM statement_lines l"
@@ -442,7 +449,7 @@ class ReconciliationStore:
         amounts signed from the account's view (+ raises its balance), days as `date.toordinal()` in UTC."""
         async for columns in self._columns(
             "SELECT entry_id, CASE WHEN (direction = 'DEBIT') = $4 THEN amount_minor ELSE -amount_minor END,"
-            f" currency, (posted_at AT TIME ZONE 'UTC')::date - {_DAY_ZERO}, reference, end_to_end_id, transfer_id"
+            f" {_CURRENCY_CODE.format('currency')}, (posted_at AT TIME ZONE 'UTC')::date - {_DAY_ZERO}, reference, end_to_end_id, transfer_id"
             " FROM ledger_entries WHERE account_id = $1 AND posted_at >= $2 AND posted_at < $3 ORDER BY entry_id",
             (account_id, start, end, debit_normal),
             chunk,
@@ -594,11 +601,12 @@ class ReconciliationStore:
                     strict=True,
                 ),
             )
+        await driver.execute("ANALYZE run_pairs")  # a temporary table has no statistics: a hash join, not a loop
         await driver.execute(
             "INSERT INTO matches (" + ", ".join(_MATCH_COLUMNS) + ")"
             " SELECT $1, $2, 'ONE_TO_ONE', ARRAY[p.line_id], ARRAY[e.transfer_id], ($3::text[])[p.rule + 1],"
             " p.confidence, ($4::jsonb[])[p.breakdown + 1], p.difference"
-            " FROM run_pairs p JOIN ledger_entries e ON e.account_id = $2 AND e.entry_id = p.entry_id ORDER BY p.n",
+            " FROM run_pairs p JOIN ledger_entries e ON e.account_id = $2 AND e.entry_id = p.entry_id",
             uuid.UUID(run_id),
             account_id,
             list(pairs.rules),

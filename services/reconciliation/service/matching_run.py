@@ -299,7 +299,7 @@ def _int64(values: Sequence[int]) -> I64:
         raise ValueError("amounts must fit in 64 bits") from None
 
 
-async def _load_lines(store: ReconciliationStore, scope: _Scope, references: CodeBook, currencies: CodeBook) -> _Side:
+async def _load_lines(store: ReconciliationStore, scope: _Scope, references: CodeBook) -> _Side:
     descriptions = CodeBook()
     parts: list[list[Any]] = []
     async for chunk in store.line_columns(scope.account_id, scope.first, scope.last):
@@ -307,7 +307,7 @@ async def _load_lines(store: ReconciliationStore, scope: _Scope, references: Cod
             [
                 np.array(chunk.id, dtype=np.int64),
                 _int64(chunk.amount_minor),
-                currencies.codes(chunk.currency),
+                np.array(chunk.currency, dtype=np.int64),
                 np.array(chunk.value_day, dtype=np.int64),
                 np.array(chunk.booking_day, dtype=np.int64),
                 references.codes(chunk.reference),
@@ -324,7 +324,6 @@ async def _load_entries(
     start: datetime,
     end: datetime,
     references: CodeBook,
-    currencies: CodeBook,
 ) -> _Side:
     parts: list[list[Any]] = []
     async for chunk in store.entry_columns(scope.account_id, start, end, scope.debit_normal):
@@ -332,7 +331,7 @@ async def _load_entries(
             [
                 np.array(chunk.entry_id, dtype=np.int64),
                 _int64(chunk.amount_minor),
-                currencies.codes(chunk.currency),
+                np.array(chunk.currency, dtype=np.int64),
                 np.array(chunk.posted_day, dtype=np.int64),
                 references.codes(chunk.reference),
                 references.codes(chunk.end_to_end_id),
@@ -344,8 +343,7 @@ async def _load_entries(
 
 async def _match_columns(store: ReconciliationStore, scope: _Scope) -> MatchOutcome:
     references = CodeBook(casefold=not scope.rules.references_case_sensitive)
-    currencies = CodeBook()
-    lines = await _load_lines(store, scope, references, currencies)
+    lines = await _load_lines(store, scope, references)
     if lines.total == 0:
         return MatchOutcome([], [], {"statement_lines": 0, "ledger_entries": 0, "matched": 0})
     value_days = lines.columns["value_day"]
@@ -354,10 +352,12 @@ async def _match_columns(store: ReconciliationStore, scope: _Scope) -> MatchOutc
     if lines.beyond:
         covered += [r.value_date.toordinal() for r in await store.lines_by_id(lines.beyond)]
     covered_first, covered_last = date.fromordinal(min(covered)), date.fromordinal(max(covered))
-    entries = await _load_entries(
-        store, scope, *scope.entries_between(covered_first, covered_last), references, currencies
-    )
-    del references, currencies  # a million interned references: not needed once coded
+    entries = await _load_entries(store, scope, *scope.entries_between(covered_first, covered_last), references)
+    del references  # a million interned references: not needed once coded
+    # Currencies numbered densely over both sides: small keys sort fast.
+    _, dense = np.unique(np.concatenate([lines.columns["currency"], entries.columns["currency"]]), return_inverse=True)
+    n_lines = lines.columns["currency"].size
+    lines.columns["currency"], entries.columns["currency"] = dense[:n_lines], dense[n_lines:]
     s_columns = StatementColumns(**lines.columns)
     l_columns = LedgerColumns(**entries.columns)
     lines.columns, entries.columns = {}, {}

@@ -184,11 +184,12 @@ class PairMatches:
 
 @dataclass(frozen=True)
 class LineChunk:
-    """Statement lines as matching reads them, a column each: days are `date.toordinal()`, -1 for none."""
+    """Statement lines as matching reads them, a column each: days are `date.toordinal()`, -1 for none;
+    currencies as integers, equal when the currencies are."""
 
     id: tuple[int, ...]
     amount_minor: tuple[int, ...]
-    currency: tuple[str, ...]
+    currency: tuple[int, ...]
     value_day: tuple[int, ...]
     booking_day: tuple[int, ...]
     reference: tuple[str | None, ...]
@@ -202,7 +203,7 @@ class EntryChunk:
 
     entry_id: tuple[int, ...]
     amount_minor: tuple[int, ...]
-    currency: tuple[str, ...]
+    currency: tuple[int, ...]
     posted_day: tuple[int, ...]
     reference: tuple[str | None, ...]
     end_to_end_id: tuple[str | None, ...]
