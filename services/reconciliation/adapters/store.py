@@ -42,6 +42,7 @@ END_TO_END_KEYS = ("end_to_end_id", "endToEndId", "e2e_id")
 
 _LINES_PER_COPY = 50_000
 _ROWS_PER_FETCH = 50_000
+_PAIRS_PER_ROW = 100_000
 _EXPORT_ROWS = 5_000
 _MATCH_COLUMNS = (
     "run_id",
@@ -578,40 +579,28 @@ class ReconciliationStore:
 
     @staticmethod
     async def _save_pairs(conn: Any, run_id: str, account_id: str, pairs: PairMatches) -> None:
-        """One-to-one matches from columns: their numbers by binary COPY into a temporary table, then one
-        INSERT that adds each entry's transfer id and the shared texts (rule, breakdown)."""
+        """One-to-one matches from columns: a row of arrays per _PAIRS_PER_ROW pairs in match_pairs."""
         driver = await driver_connection(conn)
-        await driver.execute(
-            "CREATE TEMPORARY TABLE run_pairs (n bigint, line_id bigint, entry_id bigint, rule integer,"
-            " confidence double precision, breakdown integer, difference bigint) ON COMMIT DROP"
-        )
+        breakdowns = json.dumps(pairs.breakdowns)
         size = len(pairs)
-        for start in range(0, size, _LINES_PER_COPY):
-            end = min(start + _LINES_PER_COPY, size)
-            await driver.copy_records_to_table(
-                "run_pairs",
-                records=zip(
-                    range(start, end),
-                    pairs.statement_line_id[start:end].tolist(),
-                    pairs.entry_id[start:end].tolist(),
-                    pairs.rule_index[start:end].tolist(),
-                    pairs.confidence[start:end].tolist(),
-                    pairs.breakdown_index[start:end].tolist(),
-                    pairs.amount_difference_minor[start:end].tolist(),
-                    strict=True,
-                ),
+        for chunk, start in enumerate(range(0, size, _PAIRS_PER_ROW)):
+            end = min(start + _PAIRS_PER_ROW, size)
+            await driver.execute(
+                "INSERT INTO match_pairs (run_id, chunk, account_id, statement_line_ids, entry_ids, rule_index, rules,"
+                " confidences, breakdown_index, breakdowns, amount_differences)"
+                " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10::jsonb, $11)",
+                uuid.UUID(run_id),
+                chunk,
+                account_id,
+                pairs.statement_line_id[start:end].tolist(),
+                pairs.entry_id[start:end].tolist(),
+                pairs.rule_index[start:end].tolist(),
+                list(pairs.rules),
+                pairs.confidence[start:end].tolist(),
+                pairs.breakdown_index[start:end].tolist(),
+                breakdowns,
+                pairs.amount_difference_minor[start:end].tolist(),
             )
-        await driver.execute("ANALYZE run_pairs")  # a temporary table has no statistics: a hash join, not a loop
-        await driver.execute(
-            "INSERT INTO matches (" + ", ".join(_MATCH_COLUMNS) + ")"
-            " SELECT $1, $2, 'ONE_TO_ONE', ARRAY[p.line_id], ARRAY[e.transfer_id], ($3::text[])[p.rule + 1],"
-            " p.confidence, ($4::jsonb[])[p.breakdown + 1], p.difference"
-            " FROM run_pairs p JOIN ledger_entries e ON e.account_id = $2 AND e.entry_id = p.entry_id",
-            uuid.UUID(run_id),
-            account_id,
-            list(pairs.rules),
-            [json.dumps(b) for b in pairs.breakdowns],
-        )
 
     async def runs(self, account_id: str | None, before: tuple[datetime, str] | None, limit: int) -> list[StoredRun]:
         async with self._engine.connect() as conn:
@@ -636,12 +625,26 @@ class ReconciliationStore:
             return StoredRun(row.id, row.created_at, dict(row.report)) if row else None
 
     async def run_matches(self, run_id: str, chunk: int = _EXPORT_ROWS) -> AsyncIterator[list[ExportMatch]]:
+        """The run's matches: those stored one per row, then the one-to-one pairs stored in columns (with
+        their entries' transfer ids), each with the sum and currency of its statement lines."""
         async for records in self._batches(
-            "SELECT m.kind, m.rule, m.confidence, m.breakdown::text, m.amount_difference_minor, m.statement_line_ids,"
-            " m.transfer_ids, s.amount, s.currency FROM matches m LEFT JOIN LATERAL ("
+            "WITH m AS ("
+            "   SELECT 0 AS part, m.id AS n, m.kind, m.rule, m.confidence, m.breakdown, m.amount_difference_minor,"
+            "   m.statement_line_ids, m.transfer_ids FROM matches m WHERE m.run_id = $1"
+            " UNION ALL"
+            "   SELECT 1, p.chunk::bigint * 1000000000 + u.n, 'ONE_TO_ONE', p.rules[u.rule + 1], u.confidence,"
+            "   p.breakdowns -> u.breakdown, u.difference, ARRAY[u.line_id], ARRAY[e.transfer_id]"
+            "   FROM match_pairs p"
+            "   CROSS JOIN LATERAL unnest(p.statement_line_ids, p.entry_ids, p.rule_index, p.confidences,"
+            "     p.breakdown_index, p.amount_differences) WITH ORDINALITY AS u(line_id, entry_id, rule, confidence,"
+            "     breakdown, difference, n)"
+            "   JOIN ledger_entries e ON e.account_id = p.account_id AND e.entry_id = u.entry_id"
+            "   WHERE p.run_id = $1)"
+            " SELECT m.kind, m.rule, m.confidence, m.breakdown::text, m.amount_difference_minor, m.statement_line_ids,"
+            " m.transfer_ids, s.amount, s.currency FROM m LEFT JOIN LATERAL ("
             "   SELECT sum(l.amount_minor) AS amount, min(l.currency) AS currency FROM statement_lines l"
             "   WHERE l.id = ANY(m.statement_line_ids)) s ON true"
-            " WHERE m.run_id = $1 ORDER BY m.id",
+            " ORDER BY m.part, m.n",
             (uuid.UUID(run_id),),
             chunk,
         ):

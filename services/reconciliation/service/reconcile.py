@@ -288,10 +288,28 @@ class ReconciliationService:
         if balance is not None and balance.last_entry_id:
             watermark = await self._await_projection(account_id, balance.last_entry_id, wait)
         debit_normal = balance.debit_normal if balance else True
-        debits, credits, projected_currency = await self.store.totals_until(account_id, as_of)
-        projected = debits - credits if debit_normal else credits - debits
-        currency = (balance.currency if balance else None) or projected_currency or ""
-        transaction_count, unbalanced = await self.store.unbalanced_transfers(account_id, window)
+        # The server sums the window's transfers (its own work) while this process matches.
+        transfers = asyncio.create_task(self.store.unbalanced_transfers(account_id, window))
+        try:
+            debits, credits, projected_currency = await self.store.totals_until(account_id, as_of)
+            projected = debits - credits if debit_normal else credits - debits
+            currency = (balance.currency if balance else None) or projected_currency or ""
+            version, saved, _, _ = await self.store.rules(account_id)
+            rules = _rules(version, saved)
+            first, last = window.start.date(), (window.end - timedelta(microseconds=1)).date()
+            matched = await match_window(
+                self.store,
+                account_id,
+                first,
+                last,
+                rules,
+                debit_normal,
+                currency,
+                columnar_from_lines=self.columnar_from_lines,
+            )
+            transaction_count, unbalanced = await transfers
+        finally:
+            transfers.cancel()
         report = check_account(
             account_id,
             currency,
@@ -304,19 +322,6 @@ class ReconciliationService:
         if watermark != "CURRENT":
             # Events still in flight: a difference now says nothing about the ledger.
             report.discrepancies[:] = [d for d in report.discrepancies if d.kind != BALANCE_DRIFT]
-        version, saved, _, _ = await self.store.rules(account_id)
-        rules = _rules(version, saved)
-        first, last = window.start.date(), (window.end - timedelta(microseconds=1)).date()
-        matched = await match_window(
-            self.store,
-            account_id,
-            first,
-            last,
-            rules,
-            debit_normal,
-            currency,
-            columnar_from_lines=self.columnar_from_lines,
-        )
         findings, counts = matched.findings, matched.counts
         statement_drift = await self._statement_drift(account_id, window, currency, debit_normal)
         if statement_drift is not None:
