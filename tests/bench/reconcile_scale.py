@@ -189,7 +189,7 @@ def _peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
-async def _reconcile(database_url: str) -> dict[str, Any]:
+async def _reconcile(database_url: str, on_objects: bool = False) -> dict[str, Any]:
     from sqlalchemy import text
 
     from services.kernel.db import create_engine
@@ -199,6 +199,8 @@ async def _reconcile(database_url: str) -> dict[str, Any]:
     engine = create_engine(database_url, "reconciliation", pool_size=2)
     try:
         service = ReconciliationService(ReconciliationStore(engine), ProjectionLedger(engine))
+        if on_objects:  # the path every window took before: records, objects, a row per match
+            service.columnar_from_lines = 10**12
         async with engine.connect() as warm:  # connections open, as in a running service
             await warm.exec_driver_sql("SELECT 1")
         rss_before = _peak_rss_mib()
@@ -243,7 +245,7 @@ def _load() -> str:
     return f"load average {one:.1f} (5 min: {five:.1f}) on {os.cpu_count()} cores"
 
 
-def run_benchmark(admin_url: str, lines: int = DEFAULT_LINES) -> Figures:
+def run_benchmark(admin_url: str, lines: int = DEFAULT_LINES, on_objects: bool = False) -> Figures:
     from services.devstack.stack import create_database, drop_database
     from services.provisioning import migrate_all
 
@@ -257,7 +259,8 @@ def run_benchmark(admin_url: str, lines: int = DEFAULT_LINES) -> Figures:
         load = _load()
         try:
             done = subprocess.run(
-                [sys.executable, "-m", "tests.bench.reconcile_scale", "--measure", url],
+                [sys.executable, "-m", "tests.bench.reconcile_scale", "--measure", url]
+                + (["--on-objects"] if on_objects else []),
                 check=True,
                 capture_output=True,
                 text=True,
@@ -327,12 +330,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("lines", nargs="?", type=int, default=DEFAULT_LINES, help="ledger items (N)")
     parser.add_argument("--measure", metavar="DATABASE_URL", help=argparse.SUPPRESS)
     parser.add_argument("--no-write", action="store_true", help="print the table without updating RESULTS.md")
+    parser.add_argument(
+        "--on-objects", action="store_true", help="force the object path (records, a row per match): the before"
+    )
     args = parser.parse_args(argv)
     if args.measure:
-        print(json.dumps(asyncio.run(_reconcile(args.measure))))
+        print(json.dumps(asyncio.run(_reconcile(args.measure, args.on_objects))))
         return 0
     with _database_server() as admin_url:
-        figures = run_benchmark(admin_url, args.lines)
+        figures = run_benchmark(admin_url, args.lines, args.on_objects)
+    if args.on_objects:
+        print(json.dumps(figures.result | {"load": figures.load}), flush=True)
+        return 0
     command = "python -m tests.bench.reconcile_scale" + ("" if args.lines == DEFAULT_LINES else f" {args.lines}")
     text = section(figures, command)
     print(text, flush=True)

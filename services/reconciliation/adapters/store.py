@@ -42,6 +42,8 @@ END_TO_END_KEYS = ("end_to_end_id", "endToEndId", "e2e_id")
 
 _LINES_PER_COPY = 50_000
 _ROWS_PER_FETCH = 50_000
+# One encoder for every case's evidence (json.dumps with options makes one per call).
+_encode_evidence = json.JSONEncoder(default=str).encode
 _PAIRS_PER_ROW = 100_000
 _EXPORT_ROWS = 5_000
 _MATCH_COLUMNS = (
@@ -742,7 +744,7 @@ class ReconciliationStore:
                         "m": [f.message for f in open_],
                         "am": [f.amount_minor for f in open_],
                         "c": [f.currency for f in open_],
-                        "ev": [json.dumps(f.evidence, default=str) for f in open_],
+                        "ev": [_encode_evidence(f.evidence) for f in open_],
                     },
                 )
                 opened = {r.fingerprint: r.id for r in rows}
@@ -769,7 +771,7 @@ class ReconciliationStore:
                     ),
                     {
                         "i": [c for c, _ in refresh],
-                        "ev": [json.dumps(f.evidence, default=str) for _, f in refresh],
+                        "ev": [_encode_evidence(f.evidence) for _, f in refresh],
                         "m": [f.message for _, f in refresh],
                         "am": [f.amount_minor for _, f in refresh],
                     },

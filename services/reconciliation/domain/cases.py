@@ -14,6 +14,7 @@ import hashlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
+from functools import cached_property
 
 from services.kernel.errors import DomainError, ValidationError
 
@@ -74,7 +75,7 @@ class Finding:
     def severity(self) -> str:
         return SEVERITY.get(self.kind, "MEDIUM")
 
-    @property
+    @cached_property
     def fingerprint(self) -> str:
         """Same kind, same records: the same break, whichever run found it."""
         canonical = "|".join(

@@ -33,6 +33,7 @@ from services.reconciliation.domain.matching import (
 )
 from services.reconciliation.domain.matching_columns import (
     MAX_ABS_AMOUNT_MINOR,
+    NO_CODE,
     PAIR_RULES,
     RULE_UNMATCHED,
     BreakKind,
@@ -299,6 +300,13 @@ def _int64(values: Sequence[int]) -> I64:
         raise ValueError("amounts must fit in 64 bits") from None
 
 
+def _codes(book: CodeBook, values: Sequence[str | None]) -> I64:
+    """The book's codes; a column with no value at all (often the end-to-end ids) is not looked up."""
+    if not any(values):
+        return np.full(len(values), NO_CODE, dtype=np.int64)
+    return book.codes(values)
+
+
 async def _load_lines(store: ReconciliationStore, scope: _Scope, references: CodeBook) -> _Side:
     descriptions = CodeBook()
     parts: list[list[Any]] = []
@@ -310,9 +318,9 @@ async def _load_lines(store: ReconciliationStore, scope: _Scope, references: Cod
                 np.array(chunk.currency, dtype=np.int64),
                 np.array(chunk.value_day, dtype=np.int64),
                 np.array(chunk.booking_day, dtype=np.int64),
-                references.codes(chunk.reference),
-                references.codes(chunk.end_to_end_id),
-                descriptions.codes(chunk.description),
+                _codes(references, chunk.reference),
+                _codes(references, chunk.end_to_end_id),
+                _codes(descriptions, chunk.description),
             ]
         )
     return _side(_stack(parts, _LINE_FIELDS))
@@ -333,9 +341,9 @@ async def _load_entries(
                 _int64(chunk.amount_minor),
                 np.array(chunk.currency, dtype=np.int64),
                 np.array(chunk.posted_day, dtype=np.int64),
-                references.codes(chunk.reference),
-                references.codes(chunk.end_to_end_id),
-                references.codes(chunk.transfer_id),
+                _codes(references, chunk.reference),
+                _codes(references, chunk.end_to_end_id),
+                _codes(references, chunk.transfer_id),
             ]
         )
     return _side(_stack(parts, _ENTRY_FIELDS))
