@@ -42,6 +42,7 @@ END_TO_END_KEYS = ("end_to_end_id", "endToEndId", "e2e_id")
 
 _LINES_PER_COPY = 50_000
 _ROWS_PER_FETCH = 50_000
+_CASES_PER_COPY = 20_000
 # One encoder for every case's evidence (json.dumps with options makes one per call).
 _encode_evidence = json.JSONEncoder(default=str).encode
 _PAIRS_PER_ROW = 100_000
@@ -722,34 +723,7 @@ class ReconciliationStore:
         ids: dict[str, str] = {}
         async with self._engine.begin() as conn:
             if open_:
-                new_ids = [str(uuid.uuid4()) for _ in open_]
-                rows = await conn.execute(
-                    text(
-                        "INSERT INTO cases (id, account_id, kind, fingerprint, status, severity, message, amount_minor,"
-                        " currency, evidence, window_start, window_end)"
-                        " SELECT CAST(i AS uuid), :a, k, f, 'OPEN', sv, m, am, c, CAST(ev AS jsonb), :ws, :we"
-                        " FROM unnest(CAST(:i AS text[]), CAST(:k AS text[]), CAST(:f AS text[]), CAST(:sv AS text[]),"
-                        " CAST(:m AS text[]), CAST(:am AS bigint[]), CAST(:c AS text[]), CAST(:ev AS text[]))"
-                        " AS n(i, k, f, sv, m, am, c, ev)"
-                        " ON CONFLICT (account_id, fingerprint) DO NOTHING RETURNING id::text, fingerprint"
-                    ),
-                    {
-                        "a": account_id,
-                        "ws": window.start,
-                        "we": window.end,
-                        "i": new_ids,
-                        "k": [f.kind for f in open_],
-                        "f": [f.fingerprint for f in open_],
-                        "sv": [f.severity for f in open_],
-                        "m": [f.message for f in open_],
-                        "am": [f.amount_minor for f in open_],
-                        "c": [f.currency for f in open_],
-                        "ev": [_encode_evidence(f.evidence) for f in open_],
-                    },
-                )
-                opened = {r.fingerprint: r.id for r in rows}
-                ids.update(opened)
-                await self._events(conn, list(opened.values()), CaseEventKind.OPENED, "run found it")
+                ids.update(await self._open_cases(conn, account_id, window, open_))
             for case_id, finding in [*reopen, *refresh]:
                 ids[finding.fingerprint] = case_id
             if reopen:
@@ -787,6 +761,53 @@ class ReconciliationStore:
                     conn, list(auto_resolve), CaseEventKind.RESOLVED, "a later run no longer finds the break"
                 )
         return ids
+
+    @staticmethod
+    async def _open_cases(conn: Any, account_id: str, window: Window, found: Sequence[Finding]) -> dict[str, str]:
+        """New cases with their OPENED event: by binary COPY into a temporary table (evidence encoded a
+        chunk at a time), then one statement that inserts both. Returns fingerprint → id of those
+        inserted (a case a concurrent run opened first is left to it)."""
+        # Through SQLAlchemy, which begins the transaction (ON COMMIT DROP outside one drops it at once).
+        await conn.execute(
+            text(
+                "CREATE TEMPORARY TABLE new_cases (id uuid, kind text, fingerprint text, severity text, message text,"
+                " amount_minor bigint, currency text, evidence jsonb) ON COMMIT DROP"
+            )
+        )
+        driver = await driver_connection(conn)
+        for start in range(0, len(found), _CASES_PER_COPY):
+            await driver.copy_records_to_table(
+                "new_cases",
+                records=[
+                    (
+                        uuid.uuid4(),
+                        f.kind,
+                        f.fingerprint,
+                        f.severity,
+                        f.message,
+                        f.amount_minor,
+                        f.currency,
+                        _encode_evidence(f.evidence),
+                    )
+                    for f in found[start : start + _CASES_PER_COPY]
+                ],
+            )
+        rows = await driver.fetch(
+            "WITH opened AS ("
+            "   INSERT INTO cases (id, account_id, kind, fingerprint, status, severity, message, amount_minor,"
+            "   currency, evidence, window_start, window_end)"
+            "   SELECT id, $1, kind, fingerprint, 'OPEN', severity, message, amount_minor, currency, evidence, $2, $3"
+            "   FROM new_cases ON CONFLICT (account_id, fingerprint) DO NOTHING RETURNING id, fingerprint),"
+            " events AS ("
+            "   INSERT INTO case_events (case_id, action, actor, reason)"
+            "   SELECT id, $4, 'system', 'run found it' FROM opened)"
+            " SELECT id::text AS id, fingerprint FROM opened",
+            account_id,
+            window.start,
+            window.end,
+            CaseEventKind.OPENED.value,
+        )
+        return {r["fingerprint"]: r["id"] for r in rows}
 
     @staticmethod
     async def _events(conn: Any, case_ids: list[str], kind: CaseEventKind, reason: str, actor: str = "system") -> None:
