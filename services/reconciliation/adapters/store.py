@@ -15,7 +15,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.kernel.db import driver_connection
-from services.reconciliation.domain.cases import CaseEventKind, CaseState, CaseStatus, Finding
+from services.reconciliation.domain.cases import CaseEventKind, CaseState, CaseStatus, Finding, evidence_json
 from services.reconciliation.domain.model import Report, TransferSides, Window
 from services.reconciliation.domain.statements import Statement, StatementFormat
 from services.reconciliation.service.ports import (
@@ -43,8 +43,6 @@ END_TO_END_KEYS = ("end_to_end_id", "endToEndId", "e2e_id")
 _LINES_PER_COPY = 50_000
 _ROWS_PER_FETCH = 50_000
 _CASES_PER_COPY = 20_000
-# One encoder for every case's evidence (json.dumps with options makes one per call).
-_encode_evidence = json.JSONEncoder(default=str).encode
 _PAIRS_PER_ROW = 100_000
 _EXPORT_ROWS = 5_000
 _MATCH_COLUMNS = (
@@ -745,7 +743,7 @@ class ReconciliationStore:
                     ),
                     {
                         "i": [c for c, _ in refresh],
-                        "ev": [_encode_evidence(f.evidence) for _, f in refresh],
+                        "ev": [evidence_json(f.evidence) for _, f in refresh],
                         "m": [f.message for _, f in refresh],
                         "am": [f.amount_minor for _, f in refresh],
                     },
@@ -787,7 +785,7 @@ class ReconciliationStore:
                         f.message,
                         f.amount_minor,
                         f.currency,
-                        _encode_evidence(f.evidence),
+                        evidence_json(f.evidence),
                     )
                     for f in found[start : start + _CASES_PER_COPY]
                 ],

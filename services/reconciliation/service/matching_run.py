@@ -20,7 +20,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from services.kernel.money import format_minor
-from services.reconciliation.domain.cases import Finding
+from services.reconciliation.domain.cases import EncodedEvidence, Finding
 from services.reconciliation.domain.matching import (
     Break,
     CodeBook,
@@ -489,10 +489,12 @@ def findings_of(
             tuple(e.transfer_id for e in side_entries),
             amount,
             cur,
-            {
-                "rule": brk.rule,
-                "statementLines": [line_evidence(line) for line in side_lines],
-                "ledgerEntries": [entry_evidence(e, debit_normal) for e in side_entries],
-                **({"daysApart": brk.days_apart} if brk.days_apart is not None else {}),
-            },
+            EncodedEvidence(
+                {
+                    "rule": brk.rule,
+                    "statementLines": [line_evidence(line) for line in side_lines],
+                    "ledgerEntries": [entry_evidence(e, debit_normal) for e in side_entries],
+                    **({"daysApart": brk.days_apart} if brk.days_apart is not None else {}),
+                }
+            ),
         )
