@@ -3,6 +3,8 @@ matching rules, stored runs with their matches, and cases with their history."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import uuid
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
@@ -118,6 +120,10 @@ def _statement_line_records(
                 line.reversal,
                 line.status.value,
             )
+
+
+def _transposed(records: Sequence[Any]) -> list[tuple[Any, ...]]:
+    return list(zip(*records, strict=True))
 
 
 def _first(metadata: Mapping[str, str], keys: Sequence[str]) -> str | None:
@@ -460,17 +466,28 @@ class ReconciliationStore:
 
     async def _columns(self, query: str, args: tuple[Any, ...], chunk: int) -> AsyncIterator[list[tuple[Any, ...]]]:
         async for records in self._batches(query, args, chunk):
-            yield [tuple(column) for column in zip(*records, strict=True)]
+            # In a thread, so the next chunk is being read meanwhile.
+            yield await asyncio.to_thread(_transposed, records)
 
     async def _batches(self, query: str, args: tuple[Any, ...], chunk: int) -> AsyncIterator[list[Any]]:
-        # A server-side cursor: a million rows never sit in memory as records at once.
+        """The query's rows in chunks through a server-side cursor (a million rows never sit in memory as
+        records at once), the next chunk asked for before this one is handed over: the server reads it
+        while the caller works on this one."""
         async with self._engine.connect() as conn:
             driver = await driver_connection(conn)
             async with driver.transaction(readonly=True):
                 cursor = await driver.cursor(query, *args)
-                while records := await cursor.fetch(chunk):
-                    yield records
-                    del records
+                pending = asyncio.ensure_future(cursor.fetch(chunk))
+                try:
+                    while records := await pending:
+                        pending = asyncio.ensure_future(cursor.fetch(chunk))
+                        yield records
+                        del records
+                finally:
+                    if not pending.done():
+                        pending.cancel()
+                        with contextlib.suppress(asyncio.CancelledError, Exception):
+                            await pending
 
     async def lines_by_id(self, ids: Sequence[int]) -> list[StatementLineRecord]:
         async with self._engine.connect() as conn:

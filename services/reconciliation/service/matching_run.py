@@ -43,6 +43,8 @@ from services.reconciliation.domain.matching_columns import (
 from services.reconciliation.domain.matching_engine import match_columns
 from services.reconciliation.domain.matching_rules import MatchingRules
 from services.reconciliation.service.ports import (
+    EntryChunk,
+    LineChunk,
     MatchRecord,
     PairMatches,
     ProjectedEntry,
@@ -260,7 +262,7 @@ class _Side:
     total: int
 
 
-def _stack(parts: list[list[Any]], names: Sequence[str]) -> dict[str, I64]:
+def _stack(parts: list[list[I64]], names: Sequence[str]) -> dict[str, I64]:
     return {
         name: np.concatenate([p[i] for p in parts]) if parts else np.zeros(0, dtype=np.int64)
         for i, name in enumerate(names)
@@ -307,45 +309,49 @@ def _codes(book: CodeBook, values: Sequence[str | None]) -> I64:
     return book.codes(values)
 
 
+def _line_parts(chunk: LineChunk, references: CodeBook, descriptions: CodeBook) -> list[I64]:
+    return [
+        np.array(chunk.id, dtype=np.int64),
+        _int64(chunk.amount_minor),
+        np.array(chunk.currency, dtype=np.int64),
+        np.array(chunk.value_day, dtype=np.int64),
+        np.array(chunk.booking_day, dtype=np.int64),
+        _codes(references, chunk.reference),
+        _codes(references, chunk.end_to_end_id),
+        _codes(descriptions, chunk.description),
+    ]
+
+
+def _entry_parts(chunk: EntryChunk, references: CodeBook) -> list[I64]:
+    return [
+        np.array(chunk.entry_id, dtype=np.int64),
+        _int64(chunk.amount_minor),
+        np.array(chunk.currency, dtype=np.int64),
+        np.array(chunk.posted_day, dtype=np.int64),
+        _codes(references, chunk.reference),
+        _codes(references, chunk.end_to_end_id),
+        _codes(references, chunk.transfer_id),
+    ]
+
+
+# Each chunk is coded in a thread, one after the other (the code books see the same order every run),
+# while the event loop reads the next chunk from the server.
+
+
 async def _load_lines(store: ReconciliationStore, scope: _Scope, references: CodeBook) -> _Side:
     descriptions = CodeBook()
-    parts: list[list[Any]] = []
+    parts: list[list[I64]] = []
     async for chunk in store.line_columns(scope.account_id, scope.first, scope.last):
-        parts.append(
-            [
-                np.array(chunk.id, dtype=np.int64),
-                _int64(chunk.amount_minor),
-                np.array(chunk.currency, dtype=np.int64),
-                np.array(chunk.value_day, dtype=np.int64),
-                np.array(chunk.booking_day, dtype=np.int64),
-                _codes(references, chunk.reference),
-                _codes(references, chunk.end_to_end_id),
-                _codes(descriptions, chunk.description),
-            ]
-        )
+        parts.append(await asyncio.to_thread(_line_parts, chunk, references, descriptions))
     return _side(_stack(parts, _LINE_FIELDS))
 
 
 async def _load_entries(
-    store: ReconciliationStore,
-    scope: _Scope,
-    start: datetime,
-    end: datetime,
-    references: CodeBook,
+    store: ReconciliationStore, scope: _Scope, start: datetime, end: datetime, references: CodeBook
 ) -> _Side:
-    parts: list[list[Any]] = []
+    parts: list[list[I64]] = []
     async for chunk in store.entry_columns(scope.account_id, start, end, scope.debit_normal):
-        parts.append(
-            [
-                np.array(chunk.entry_id, dtype=np.int64),
-                _int64(chunk.amount_minor),
-                np.array(chunk.currency, dtype=np.int64),
-                np.array(chunk.posted_day, dtype=np.int64),
-                _codes(references, chunk.reference),
-                _codes(references, chunk.end_to_end_id),
-                _codes(references, chunk.transfer_id),
-            ]
-        )
+        parts.append(await asyncio.to_thread(_entry_parts, chunk, references))
     return _side(_stack(parts, _ENTRY_FIELDS))
 
 
@@ -398,8 +404,11 @@ async def _match_columns(store: ReconciliationStore, scope: _Scope) -> MatchOutc
     group_rows = [r for g in found.groups for r in g.ledger]
     line_ids = sorted({int(i) for b in breaks for i in b.statement_ids})
     entry_ids = sorted({int(i) for b in breaks for i in b.ledger_ids} | set(entries.ids[group_rows].tolist()))
-    by_line = {str(r.id): r for r in await store.lines_by_id(line_ids)} if line_ids else {}
-    by_entry = {str(e.entry_id): e for e in await store.entries_by_id(scope.account_id, entry_ids)} if entry_ids else {}
+    line_records, entry_records = await asyncio.gather(
+        store.lines_by_id(line_ids), store.entries_by_id(scope.account_id, entry_ids)
+    )
+    by_line = {str(r.id): r for r in line_records}
+    by_entry = {str(e.entry_id): e for e in entry_records}
     findings = list(
         findings_of(breaks, by_line, by_entry, scope.debit_normal, scope.currency, covered_first, covered_last)
     )
