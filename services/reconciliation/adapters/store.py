@@ -436,7 +436,8 @@ class ReconciliationStore:
     async def line_columns(
         self, account_id: str, first: date, last: date, chunk: int = _ROWS_PER_FETCH
     ) -> AsyncIterator[LineChunk]:
-        """The window's booked statement lines as matching reads them, in chunks of columns (id order):
+        """The window's booked statement lines as matching reads them, in chunks of columns, in no particular
+        order (the rows stream as the server reads them, unsorted):
         days are `date.toordinal()` (NO_CODE for no booking date) and currencies integers (equal when
         the currencies are), computed by the server."""
         async for columns in self._columns(
@@ -444,7 +445,7 @@ class ReconciliationStore:
             f" l.value_date - {_DAY_ZERO}, coalesce(l.booking_date - {_DAY_ZERO}, -1),"
             " l.reference, l.end_to_end_id, l.description"
             " FROM statement_lines l"
-            " WHERE l.account_id = $1 AND l.value_date BETWEEN $2 AND $3 AND l.status = 'BOOKED' ORDER BY l.id",
+            " WHERE l.account_id = $1 AND l.value_date BETWEEN $2 AND $3 AND l.status = 'BOOKED'",
             (account_id, first, last),
             chunk,
         ):
@@ -453,12 +454,12 @@ class ReconciliationStore:
     async def entry_columns(
         self, account_id: str, start: datetime, end: datetime, debit_normal: bool, chunk: int = _ROWS_PER_FETCH
     ) -> AsyncIterator[EntryChunk]:
-        """The account's projected entries posted in [start, end) in chunks of columns (entry id order),
+        """The account's projected entries posted in [start, end) in chunks of columns, in no particular order,
         amounts signed from the account's view (+ raises its balance), days as `date.toordinal()` in UTC."""
         async for columns in self._columns(
             "SELECT entry_id, CASE WHEN (direction = 'DEBIT') = $4 THEN amount_minor ELSE -amount_minor END,"
             f" {_CURRENCY_CODE.format('currency')}, (posted_at AT TIME ZONE 'UTC')::date - {_DAY_ZERO}, reference, end_to_end_id, transfer_id"
-            " FROM ledger_entries WHERE account_id = $1 AND posted_at >= $2 AND posted_at < $3 ORDER BY entry_id",
+            " FROM ledger_entries WHERE account_id = $1 AND posted_at >= $2 AND posted_at < $3",
             (account_id, start, end, debit_normal),
             chunk,
         ):

@@ -273,7 +273,7 @@ def _side(columns: dict[str, I64]) -> _Side:
     ids = columns.pop("id")
     total = int(ids.size)
     beyond_rows = np.abs(columns["amount_minor"]) > MAX_ABS_AMOUNT_MINOR
-    beyond = ids[beyond_rows].tolist()
+    beyond = sorted(ids[beyond_rows].tolist())  # in id order, as the object path lists them
     if beyond:
         keep = ~beyond_rows
         ids = ids[keep]

@@ -300,13 +300,13 @@ class ReconciliationStore(Protocol):
         ...
 
     def line_columns(self, account_id: str, first: date, last: date) -> AsyncIterator[LineChunk]:
-        """`lines_in`'s lines as columns, in chunks, in id order."""
+        """`lines_in`'s lines as columns, in chunks, in any order."""
         ...
 
     def entry_columns(
         self, account_id: str, start: datetime, end: datetime, debit_normal: bool
     ) -> AsyncIterator[EntryChunk]:
-        """`entries_in`'s entries as columns, in chunks, in entry id order."""
+        """`entries_in`'s entries as columns, in chunks, in any order."""
         ...
 
     async def lines_by_id(self, ids: Sequence[int]) -> list[StatementLineRecord]: ...
