@@ -279,7 +279,9 @@ def _side(columns: dict[str, I64]) -> _Side:
         ids = ids[keep]
         columns = {name: c[keep] for name, c in columns.items()}
     order = _text_order(ids)
-    return _Side(ids[order], {name: c[order] for name, c in columns.items()}, beyond, total)
+    for name in list(columns):  # one column at a time: never two copies of every column at once
+        columns[name] = columns[name][order]
+    return _Side(ids[order], columns, beyond, total)
 
 
 _LINE_FIELDS = (
@@ -343,7 +345,9 @@ async def _load_lines(store: ReconciliationStore, scope: _Scope, references: Cod
     parts: list[list[I64]] = []
     async for chunk in store.line_columns(scope.account_id, scope.first, scope.last):
         parts.append(await asyncio.to_thread(_line_parts, chunk, references, descriptions))
-    return _side(_stack(parts, _LINE_FIELDS))
+    columns = _stack(parts, _LINE_FIELDS)
+    parts.clear()
+    return _side(columns)
 
 
 async def _load_entries(
@@ -352,7 +356,9 @@ async def _load_entries(
     parts: list[list[I64]] = []
     async for chunk in store.entry_columns(scope.account_id, start, end, scope.debit_normal):
         parts.append(await asyncio.to_thread(_entry_parts, chunk, references))
-    return _side(_stack(parts, _ENTRY_FIELDS))
+    columns = _stack(parts, _ENTRY_FIELDS)
+    parts.clear()
+    return _side(columns)
 
 
 async def _match_columns(store: ReconciliationStore, scope: _Scope) -> MatchOutcome:
