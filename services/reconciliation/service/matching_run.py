@@ -263,10 +263,16 @@ class _Side:
 
 
 def _stack(parts: list[list[I64]], names: Sequence[str]) -> dict[str, I64]:
-    return {
-        name: np.concatenate([p[i] for p in parts]) if parts else np.zeros(0, dtype=np.int64)
-        for i, name in enumerate(names)
-    }
+    """The chunks' columns end to end, each chunk's piece let go once copied."""
+    stacked: dict[str, I64] = {}
+    for i, name in enumerate(names):
+        stacked[name] = np.concatenate([p[i] for p in parts]) if parts else np.zeros(0, dtype=np.int64)
+        for p in parts:
+            p[i] = _EMPTY
+    return stacked
+
+
+_EMPTY = np.zeros(0, dtype=np.int64)
 
 
 def _side(columns: dict[str, I64]) -> _Side:
