@@ -115,3 +115,43 @@ def test_an_unknown_format_is_refused() -> None:
     with pytest.raises(ValidationError) as refused:
         parse_format("xlsx")
     assert refused.value.code == "INVALID_FORMAT"
+
+
+class FakeService:
+    """A run whose file comes in uneven pieces adding up to several MiB."""
+
+    def __init__(self, pieces: list[bytes]) -> None:
+        self.pieces = pieces
+
+    async def export_run(self, run_id: str, fmt: str) -> tuple[str, AsyncIterator[bytes]]:
+        async def pieces() -> AsyncIterator[bytes]:
+            for piece in self.pieces:
+                yield piece
+
+        return ExportFormat(fmt).content_type, pieces()
+
+
+class Context:
+    def __init__(self) -> None:
+        self.metadata: tuple[tuple[str, str], ...] = ()
+
+    async def send_initial_metadata(self, metadata: tuple[tuple[str, str], ...]) -> None:
+        self.metadata = metadata
+
+
+async def test_a_large_export_goes_out_in_bounded_messages() -> None:
+    from payrecon.reconciliation.v1 import reconciliation_pb2 as pb
+
+    from services.reconciliation.api.servicer import EXPORT_PIECE_BYTES, ReconciliationServicer
+
+    pieces = [bytes([n % 251]) * (n * 37_003 % 900_000 + 1) for n in range(12)]
+    servicer = ReconciliationServicer(FakeService(pieces))  # type: ignore[arg-type]
+    context = Context()
+    request = pb.ExportReconciliationRequest(run_id="r-1", format="csv")
+    sent = [m async for m in servicer.ExportReconciliation(request, context)]  # type: ignore[arg-type]
+    assert b"".join(m.data for m in sent) == b"".join(pieces)
+    assert len(sent) >= sum(map(len, pieces)) // EXPORT_PIECE_BYTES and all(
+        len(m.data) <= EXPORT_PIECE_BYTES for m in sent
+    )
+    assert {m.content_type for m in sent} == {"text/csv; charset=utf-8"}
+    assert dict(context.metadata)["content-disposition"] == 'attachment; filename="reconciliation-r-1.csv"'
