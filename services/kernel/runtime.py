@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -20,14 +21,26 @@ async def serve_until_signalled(running: Running) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     async with running(stop):
+        settle_garbage_collector()
         await stop.wait()
         log.info("stopping")
 
 
+def settle_garbage_collector() -> None:
+    """Once a service has started: what it loaded (modules, descriptors, pools) moves out of the cyclic
+    collector's sight, and the youngest generation is collected less often. A posting batch allocates
+    tens of thousands of short-lived objects; with the defaults each of them pays for rescanning the
+    whole heap every few hundred allocations. Reference counting still frees them at once."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 20)
+
+
 @contextlib.asynccontextmanager
-async def background(*coroutines: object) -> AsyncIterator[list[asyncio.Task[object]]]:
-    """Runs coroutines as tasks for the block's duration; a task that dies is logged, then the
-    block's exit cancels what is still running."""
+async def background(*coroutines: object, grace_seconds: float = 0.0) -> AsyncIterator[list[asyncio.Task[object]]]:
+    """Runs coroutines as tasks for the block's duration; a task that dies is logged. The block's
+    exit gives the tasks up to `grace_seconds` to return (set their stop event before leaving the
+    block), then cancels what is still running."""
     tasks: list[asyncio.Task[object]] = [asyncio.create_task(c) for c in coroutines]  # type: ignore[arg-type]
 
     def report(task: asyncio.Task[object]) -> None:
@@ -39,6 +52,8 @@ async def background(*coroutines: object) -> AsyncIterator[list[asyncio.Task[obj
     try:
         yield tasks
     finally:
+        if grace_seconds > 0:
+            await asyncio.wait(tasks, timeout=grace_seconds)
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)

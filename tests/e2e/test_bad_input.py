@@ -405,6 +405,12 @@ CASES += [
     for method, path, code, body in ID_ROUTES
     for what, value in BAD_IDS
 ]
+# A list's optional account filter is an account id like any other (a NUL once reached PostgreSQL).
+CASES += [
+    Case(f"{path} accountId filter: {what}", "GET", path, 400, "INVALID_ACCOUNT_ID", params={"accountId": value})
+    for path in ("/api/v1/reconciliations", "/api/v1/discrepancies")
+    for what, value in (("NUL", "a\x00b"), ("bad characters", "bad$id here"), ("too long", LONG_ID))
+]
 # An encoded slash either reaches the service as part of the id (refused as malformed) or matches
 # no route at all: either way a 4xx with a stable code, checked below.
 SLASHED = [

@@ -74,7 +74,6 @@ async def test_two_relays_deliver_each_group_in_outbox_order(outbox_engine: Asyn
         for sqs in clients
     ]
 
-
     async def insert(start: int) -> None:
         async with outbox_engine.begin() as conn:
             await conn.execute(

@@ -1,6 +1,6 @@
 import pytest
 
-from services.ingest.config import IngestSettings
+from services.ingest.config import IngestSettings, cores, ingest_process_count
 from services.kernel.auth import find_token
 from services.kernel.config import DEMO_TOKEN, CommonSettings, ConfigError, Env, hash_token
 
@@ -113,3 +113,11 @@ def test_ingest_group_commit_defaults_and_refuses_limits_out_of_range() -> None:
     ):
         with pytest.raises(ConfigError, match=name):
             IngestSettings.from_env(Env({**base, name: value}))
+
+
+def test_ingest_processes_default_to_the_cores_and_refuse_zero() -> None:
+    assert ingest_process_count(Env({})) == cores() >= 1
+    assert ingest_process_count(Env({"INGEST_PROCESSES": "3"})) == 3
+    for bad in ("0", "65", "two"):
+        with pytest.raises(ConfigError, match="INGEST_PROCESSES"):
+            ingest_process_count(Env({"INGEST_PROCESSES": bad}))
