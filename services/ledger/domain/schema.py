@@ -37,6 +37,7 @@ import json
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
@@ -45,7 +46,15 @@ import yaml
 
 from services.kernel.errors import ValidationError
 from services.kernel.money import MoneyError, exponent_of
-from services.ledger.domain.model import AccountType, Direction
+from services.ledger.domain import rules
+from services.ledger.domain.model import (
+    Account,
+    AccountDefinition,
+    AccountType,
+    Direction,
+    Rejected,
+    TransferInstruction,
+)
 
 # Stable codes of the rules a posting or an account can break.
 TRANSFER_TYPE_REQUIRED = "SCHEMA_TRANSFER_TYPE_REQUIRED"
@@ -69,7 +78,6 @@ SCHEMA_STRANDS_ACCOUNTS = "SCHEMA_STRANDS_ACCOUNTS"
 SCHEMA_VERSION_CONFLICT = "SCHEMA_VERSION_CONFLICT"
 
 NAME_SHAPE = re.compile(r"^[A-Za-z][A-Za-z0-9_\-]{0,63}$")
-CODE_SHAPE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
 # A placeholder stands for one segment of an id: id characters except the ':' that separates segments.
 _PLACEHOLDER = re.compile(r"\{([A-Za-z][A-Za-z0-9_]*)\}")
 _LITERAL = re.compile(r"^[A-Za-z0-9._:\-]*$")
@@ -88,6 +96,20 @@ class SchemaStrandsAccounts(ValidationError):
 
 class SchemaVersionConflict(ValidationError):
     """The schema in force is not the version the caller expected (someone applied another first)."""
+
+
+class SchemaViolation(ValidationError):
+    """A posting or an account the schema in force refuses; `code` is the rule's (SCHEMA_*)."""
+
+
+@dataclass(frozen=True)
+class AppliedSchema:
+    """A version as the ledger keeps it, for ever: who applied it and when."""
+
+    version: int
+    document: Mapping[str, Any]
+    applied_by: str
+    applied_at: datetime
 
 
 class PostingKind(StrEnum):
@@ -602,7 +624,7 @@ def _parse_types(value: object, class_names: set[str], problems: _Problems) -> d
     types: dict[str, TransferType] = {}
     for code, spec in _mapping(value, "$.transferTypes", problems).items():
         path = f"$.transferTypes.{code}"
-        if not isinstance(code, str) or not CODE_SHAPE.fullmatch(code):
+        if not isinstance(code, str) or not rules.is_transfer_type(code):
             problems.add(path, "a transfer type code is 1-64 letters, digits, _ . or -")
             continue
         spec = _mapping(spec, path, problems)
@@ -726,3 +748,62 @@ def strands_error(stranded: list[StrandedAccount], limit: int = 100) -> SchemaSt
         violations=[(f"accounts/{s.id}", s.reason) for s in shown],
         metadata={"stranded": str(len(stranded))},
     )
+
+
+# -- enforcement on the ledger's own objects ---------------------------------------------------
+
+
+def account_ref(account_id: str, accounts: Mapping[str, Account]) -> AccountRef:
+    account = accounts.get(account_id)
+    if account is None:
+        return AccountRef(account_id, None, exists=False)
+    return AccountRef(account_id, account.account_class)
+
+
+def posting_of(transfer: TransferInstruction, kind: PostingKind, accounts: Mapping[str, Account]) -> Posting:
+    return Posting(
+        kind,
+        transfer.code,
+        account_ref(transfer.debit_account_id, accounts),
+        account_ref(transfer.credit_account_id, accounts),
+        transfer.amount.minor_units,
+        transfer.amount.currency,
+        transfer.metadata,
+    )
+
+
+def refuse_breaking(
+    schema: Schema, transfers: list[TransferInstruction], accounts: Mapping[str, Account]
+) -> tuple[list[TransferInstruction], list[Rejected]]:
+    """(the transfers and holds `schema` allows, in order; the rejections of the others). Accounts not
+    in `accounts` would be opened by the transfer."""
+    allowed: list[TransferInstruction] = []
+    refused: list[Rejected] = []
+    for transfer in transfers:
+        kind = PostingKind.HOLD if transfer.pending else PostingKind.TRANSFER
+        violation = schema.check(posting_of(transfer, kind, accounts))
+        if violation is None:
+            allowed.append(transfer)
+        else:
+            refused.append(Rejected(transfer, violation.code, violation.message))
+    return allowed, refused
+
+
+def accounts_opened_under(schema: Schema, currencies: Mapping[str, str]) -> list[AccountDefinition]:
+    """The definitions of accounts a transfer opens (id → currency) under their class: its type and
+    overdraft policy, no metadata. Every id has a class: refuse_breaking checked them."""
+    opened = []
+    for account_id, currency in sorted(currencies.items()):
+        cls = schema.class_by_id(account_id)
+        if cls is None:
+            raise ValueError(f"account {account_id!r} matches no class")
+        opened.append(
+            AccountDefinition(
+                account_id, currency, cls.type, cls.overdraft_allowed, cls.overdraft_limit_minor, {}, cls.name
+            )
+        )
+    return opened
+
+
+def violation_error(violation: Violation) -> SchemaViolation:
+    return SchemaViolation(violation.message, code=violation.code)
