@@ -80,8 +80,9 @@ class IngestStore:
                 text(
                     "WITH request AS ("
                     "  INSERT INTO requests (idempotency_key, fingerprint, message_id, source_account_id,"
-                    "   destination_account_id, amount_minor, currency, metadata, expires_at)"
-                    "  VALUES (:key, :fp, CAST(:mid AS uuid), :src, :dst, :amount, :cur, CAST(:meta AS jsonb), :exp)"
+                    "   destination_account_id, amount_minor, currency, metadata, expires_at, transfer_type)"
+                    "  VALUES (:key, :fp, CAST(:mid AS uuid), :src, :dst, :amount, :cur, CAST(:meta AS jsonb), :exp,"
+                    "   :ttype)"
                     "  ON CONFLICT (idempotency_key) DO NOTHING"
                     "  RETURNING *),"
                     " queued AS ("
@@ -99,6 +100,7 @@ class IngestStore:
                     "cur": submission.amount.currency,
                     "meta": json.dumps(submission.metadata),
                     "exp": expires_at,
+                    "ttype": submission.code or None,
                     "grp": message_group,
                     "payload": transfer_request_bytes(submission, accepted_at),
                     "tp": current_traceparent(),
@@ -166,7 +168,7 @@ class IngestStore:
                 await conn.execute(
                     text(
                         "SELECT idempotency_key, source_account_id, destination_account_id, amount_minor, currency,"
-                        " metadata, accepted_at FROM requests r"
+                        " metadata, accepted_at, transfer_type FROM requests r"
                         " WHERE status = 'PROCESSING' AND accepted_at < now() - make_interval(secs => :age)"
                         " AND (redriven_at IS NULL OR redriven_at < now() - make_interval(secs => :age))"
                         " AND NOT EXISTS (SELECT 1 FROM outbox o"
@@ -186,6 +188,7 @@ class IngestStore:
                         r.destination_account_id,
                         Money(r.amount_minor, r.currency),
                         dict(json.loads(r.metadata) if isinstance(r.metadata, str) else r.metadata),
+                        r.transfer_type or "",
                     ),
                     r.accepted_at,
                 )

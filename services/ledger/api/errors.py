@@ -54,4 +54,8 @@ SCOPES = {
     "ReverseTransfer": "transactions:write",
     "GetHold": "transactions:read",
     "GetTransfer": "transactions:read",
+    "GetSchema": "schema:read",
+    "ListSchemaVersions": "schema:read",
+    # Changes what every later posting may do: an administrator's scope.
+    "PutSchema": "schema:write",
 }
