@@ -4,6 +4,8 @@ with the code). A stack of its own: a schema in force would refuse the other sui
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,13 +31,18 @@ LEGACY = """
 
 
 @pytest.fixture(scope="module")
-def client(server_database_url: str, redis_url: str, state_dir: Path) -> Iterator[httpx.Client]:
-    running: Stack = start_stack(server_database_url, redis_url, state_dir)
+def schema_stack(server_database_url: str, redis_url: str, state_dir: Path) -> Iterator[Stack]:
+    running = start_stack(server_database_url, redis_url, state_dir)
     try:
-        with httpx.Client(base_url=running.base_url, headers=AUTH, timeout=30) as c:
-            yield c
+        yield running
     finally:
         running.stop()
+
+
+@pytest.fixture(scope="module")
+def client(schema_stack: Stack) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=schema_stack.base_url, headers=AUTH, timeout=30) as c:
+        yield c
 
 
 def with_legacy(document: str) -> str:
@@ -175,3 +182,47 @@ def test_a_marketplace_schema_is_applied_inspected_and_enforced(client: httpx.Cl
         "SCHEMA_INVALID",
     )
     assert "$.accountClasses.x.type" in str(bad["details"])
+
+
+def test_the_cli_prints_the_diff_applies_and_shows(schema_stack: Stack, client: httpx.Client, tmp_path: Path) -> None:
+    def payrecon(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "services.cli", "schema", *args, "--address", schema_stack.addresses["ledger"]],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    base = tmp_path / "marketplace.yaml"
+    base.write_text(with_legacy(MARKETPLACE))
+    first = payrecon("apply", str(base))
+    assert first.returncode == 0, first.stderr
+    in_force = client.get("/api/v1/schema").json()["version"]
+    assert in_force >= 1
+
+    raised = tmp_path / "raised.yaml"
+    raised.write_text(
+        with_legacy(MARKETPLACE).replace("min: 100, max: 1000000}\n      EUR", "min: 100, max: 2000000}\n      EUR")
+    )
+    preview = payrecon("apply", str(raised), "--dry-run")
+    assert preview.returncode == 0, preview.stderr
+    assert (
+        f"schema in force: version {in_force}" in preview.stdout and "~ transfer type TOPUP (limits)" in preview.stdout
+    )
+    assert client.get("/api/v1/schema").json()["version"] == in_force  # a dry run applies nothing
+    applied = payrecon("apply", str(raised))
+    assert applied.returncode == 0 and f"applied: version {in_force + 1}" in applied.stdout, (
+        applied.stdout + applied.stderr
+    )
+
+    shown = payrecon("show")
+    assert shown.returncode == 0 and shown.stdout.startswith(f"# version {in_force + 1}, applied by demo")
+    assert yaml.safe_load(shown.stdout)["transferTypes"]["TOPUP"]["limits"]["USD"] == {"min": 100, "max": 2000000}
+    assert payrecon("versions").stdout.count("\tdemo") == in_force + 1
+
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("accountClasses: {x: {type: ROCK, idPattern: 'x:{id}'}}\ntransferTypes: {}\n")
+    refused = payrecon("apply", str(broken))
+    assert (
+        refused.returncode == 1 and "SCHEMA_INVALID" in refused.stderr and "$.accountClasses.x.type" in refused.stderr
+    )
