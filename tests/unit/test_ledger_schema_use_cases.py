@@ -19,7 +19,7 @@ from services.ledger.domain.schema import (
 from services.ledger.service.ledger import LedgerService, NewAccount, NewHold
 from tests.unit.fakes.ledger import FakeLedgerUnitOfWork
 
-MARKETPLACE = (Path(__file__).parents[1] / "fixtures" / "schemas" / "marketplace.yaml").read_text()
+MARKETPLACE = (Path(__file__).parents[2] / "examples" / "marketplace.schema.yaml").read_text()
 
 
 def t(tid: str, debit: str, credit: str, minor: int, code: str = "", **metadata: str) -> TransferInstruction:
