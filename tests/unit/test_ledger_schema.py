@@ -388,3 +388,8 @@ def test_any_valid_document_round_trips(doc: dict[str, Any]) -> None:
     schema = s.parse_schema(doc)
     assert s.parse_schema(schema.document()).document() == schema.document()
     assert s.diff(schema, s.parse_schema(schema.document())) == []
+
+
+def test_an_oversized_document_is_refused_before_it_is_parsed() -> None:
+    with pytest.raises(s.SchemaInvalid, match="at most"):
+        s.load_schema("# " + "x" * s.DOCUMENT_LIMIT)

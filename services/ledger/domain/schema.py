@@ -527,8 +527,16 @@ class _Problems:
         self.found.append((path, message))
 
 
+# A chart of accounts is a few kilobytes; this bounds what one PutSchema makes the ledger parse.
+DOCUMENT_LIMIT = 1_000_000
+
+
 def load_schema(text: str) -> Schema:
     """A schema from YAML or JSON text (JSON is YAML). Raises SchemaInvalid."""
+    if len(text) > DOCUMENT_LIMIT:
+        raise SchemaInvalid(
+            f"the document must be at most {DOCUMENT_LIMIT:,} characters", code=SCHEMA_INVALID, field="document"
+        )
     try:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as error:
