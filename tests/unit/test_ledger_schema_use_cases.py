@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from services.kernel.errors import NotFound
 from services.kernel.money import Money
 from services.ledger.domain import events
 from services.ledger.domain.model import AccountType, TransferInstruction, TransferStatus
 from services.ledger.domain.schema import (
+    AccountRef,
+    Posting,
+    PostingKind,
     SchemaInvalid,
     SchemaStrandsAccounts,
     SchemaVersionConflict,
@@ -18,6 +25,7 @@ from services.ledger.domain.schema import (
 )
 from services.ledger.service.ledger import LedgerService, NewAccount, NewHold
 from tests.unit.fakes.ledger import FakeLedgerUnitOfWork
+from tests.unit.test_ledger_schema import satisfies, schema_documents
 
 MARKETPLACE = (Path(__file__).parents[2] / "examples" / "marketplace.schema.yaml").read_text()
 
@@ -215,3 +223,77 @@ async def test_a_bad_document_changes_nothing() -> None:
             "accountClasses: {}\ntransferTypes: {X: {debit: [nope], credit: [nope]}}", applied_by="ops"
         )
     assert len(uow.state.schemas) == 1
+
+
+# -- property: through the use cases, every transfer posted satisfies the version in force then ------
+
+
+def account_ids(doc: dict[str, Any]) -> list[str]:
+    """Ids of each class of `doc` (its patterns filled in), and one that matches none."""
+    ids = ["nowhere:1"]
+    for spec in doc["accountClasses"].values():
+        pattern = spec["idPattern"]
+        ids += [pattern.replace("{id}", f"u{n}").replace("{a}", f"a{n}").replace("{b}", "b") for n in (1, 2)]
+    return sorted(set(ids))
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(schema_documents(), schema_documents(), st.data())
+async def test_every_transfer_posted_satisfied_the_version_in_force_when_it_was_posted(
+    first: dict[str, Any], second: dict[str, Any], data: st.DataObject
+) -> None:
+    ids = sorted(set(account_ids(first)) | set(account_ids(second)))
+    codes = ["", "T9", *first["transferTypes"], *second["transferTypes"]]
+    moves = data.draw(
+        st.lists(
+            st.tuples(
+                st.sampled_from(ids),
+                st.sampled_from(ids),
+                st.sampled_from(codes),
+                st.integers(1, 3000),
+                st.sampled_from(["USD", "USD", "EUR"]),
+                st.sampled_from([{}, {"ref": "r1"}, {"ref": "r2"}, {"ref": "x"}]),
+                st.sampled_from([False, False, False, True]),
+            ),
+            min_size=4,
+            max_size=24,
+        )
+    )
+    uow = FakeLedgerUnitOfWork()
+    ledger = LedgerService(uow)
+    await ledger.apply_schema(json.dumps(first), applied_by="prop")
+    opened = data.draw(st.lists(st.sampled_from(ids), unique=True, max_size=len(ids)))
+    for account_id in opened:  # some accounts exist (under their class) before any transfer
+        try:
+            await ledger.create_account(NewAccount(account_id, "USD", "", False, None, {}))
+        except SchemaViolation:
+            pass
+    for i, (debit, credit, code, minor, currency, metadata, hold) in enumerate(moves):
+        if i == len(moves) // 2:  # a new version midway, unless it strands an account opened since
+            try:
+                await ledger.apply_schema(json.dumps(second), applied_by="prop")
+            except SchemaStrandsAccounts:
+                pass
+        in_force = uow.state.schemas[-1].document
+        before = {a.id: a.account_class for a in uow.state.accounts.values()}
+        if debit == credit:
+            continue
+        transfer = TransferInstruction(
+            f"t{i}", debit, credit, Money(minor, currency), metadata, pending=hold, code=code
+        )
+        (told,) = await ledger.post_transfers([transfer])
+        posting = Posting(
+            PostingKind.HOLD if hold else PostingKind.TRANSFER,
+            code,
+            AccountRef(debit, before.get(debit), debit in before),
+            AccountRef(credit, before.get(credit), credit in before),
+            minor,
+            currency,
+            metadata,
+        )
+        if isinstance(told, events.TransferRejected) and told.code.startswith("SCHEMA_"):
+            assert f"t{i}" not in uow.state.transfers and set(uow.state.accounts) == set(before)
+        else:
+            # Allowed by the schema; posted, or refused by the ledger's own rules (funds, currency).
+            assert satisfies(dict(in_force), posting), (in_force, posting, told)
+            assert not isinstance(told, events.TransferRejected) or told.code.startswith("LEDGER_"), told
