@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -101,3 +102,32 @@ async def test_a_new_version_waits_for_postings_in_flight_and_applies_to_the_nex
     assert set(versions.values()) <= {1}
     (late,) = await ledger.post_transfers([t("c-late", "bank:operating", "wallet:alice", 200, "TOPUP")])
     assert isinstance(late, TransferRejected) and late.code == "SCHEMA_AMOUNT_BELOW_MINIMUM"
+
+
+async def test_applying_waits_for_postings_in_flight_and_postings_after_it_read_the_new_version(
+    engine: AsyncEngine,
+) -> None:
+    uow = SqlLedgerUnitOfWork(engine)
+    ledger = LedgerService(uow)
+
+    async def version_a_posting_reads() -> int:
+        async with uow.transaction() as repo:
+            return await repo.schema_version_in_force()
+
+    async with uow.transaction() as posting:  # a posting in flight
+        in_force = await posting.schema_version_in_force()
+        assert await asyncio.wait_for(version_a_posting_reads(), 5) == in_force  # postings share the lock
+        changed = MARKETPLACE + "  REFUND:\n    debit: [merchant]\n    credit: [wallet]\n"
+        applying = asyncio.create_task(ledger.apply_schema(changed, applied_by="ops"))
+        await asyncio.sleep(0.5)
+        assert not applying.done()  # waits for the posting
+    plan = await asyncio.wait_for(applying, 10)
+    assert plan.applied is not None and plan.applied.version == in_force + 1
+
+    async with uow.transaction() as applier:  # a version being applied
+        current = await applier.lock_schema()
+        reader = asyncio.create_task(version_a_posting_reads())
+        await asyncio.sleep(0.5)
+        assert not reader.done()  # held back until the version is in
+        await applier.add_schema_version(current + 1, json.dumps({"accountClasses": {}, "transferTypes": {}}), "t")
+    assert await asyncio.wait_for(reader, 10) == current + 1

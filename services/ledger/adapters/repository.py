@@ -7,7 +7,6 @@ over unnest(…) arrays, so a batch of thousands of transfers costs a handful of
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import zlib
 from collections.abc import AsyncIterator, Sequence
@@ -51,9 +50,6 @@ _ACCOUNT_COLUMNS = (
     "id, currency, type, allow_overdraft, overdraft_limit_minor, debits_posted, credits_posted,"
     " debits_pending, credits_pending, account_class"
 )
-# Postings hold it shared while they read the schema version in force; a new version takes it
-# exclusively (see LedgerRepository.schema_version_in_force).
-_SCHEMA_LOCK = int.from_bytes(hashlib.sha256(b"payrecon:ledger:schema").digest()[:8], "big", signed=True)
 
 
 class SqlLedgerUnitOfWork:
@@ -390,19 +386,13 @@ class SqlLedgerRepository:
         return [r.id for r in rows]
 
     async def schema_version_in_force(self) -> int:
-        # Two statements: a statement's snapshot is taken before it waits for the lock, so a read in
-        # the locking statement could miss a version committed while it waited.
-        await self._conn.execute(text("SELECT pg_advisory_xact_lock_shared(:k)"), {"k": _SCHEMA_LOCK})
-        return await self._newest_schema_version()
+        version: int = (
+            await self._conn.execute(text("SELECT version FROM schema_in_force FOR KEY SHARE"))
+        ).scalar_one()
+        return version
 
     async def lock_schema(self) -> int:
-        await self._conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _SCHEMA_LOCK})
-        return await self._newest_schema_version()
-
-    async def _newest_schema_version(self) -> int:
-        version: int = (
-            await self._conn.execute(text("SELECT coalesce(max(version), 0) FROM schema_versions"))
-        ).scalar_one()
+        version: int = (await self._conn.execute(text("SELECT version FROM schema_in_force FOR UPDATE"))).scalar_one()
         return version
 
     async def schema_versions(self, version: int | None = None) -> list[AppliedSchema]:
@@ -419,7 +409,8 @@ class SqlLedgerRepository:
         r = (
             await self._conn.execute(
                 text(
-                    "INSERT INTO schema_versions (version, document, applied_by) VALUES (:v, CAST(:doc AS jsonb), :by)"
+                    "WITH head AS (UPDATE schema_in_force SET version = :v)"
+                    " INSERT INTO schema_versions (version, document, applied_by) VALUES (:v, CAST(:doc AS jsonb), :by)"
                     " RETURNING version, document, applied_by, applied_at"
                 ),
                 {"v": version, "doc": document, "by": applied_by},

@@ -18,5 +18,14 @@ $$;
 CREATE TRIGGER schema_versions_are_kept BEFORE UPDATE OR DELETE ON schema_versions
     FOR EACH ROW EXECUTE FUNCTION schema_versions_are_kept();
 
+-- The version in force, one row: a posting reads it FOR KEY SHARE (concurrent postings do not block
+-- each other), a new version is applied under FOR UPDATE, which waits for postings in flight and
+-- holds new ones back until it commits; they then read the new version.
+CREATE TABLE schema_in_force (
+    only_row boolean PRIMARY KEY DEFAULT true CHECK (only_row),
+    version integer NOT NULL DEFAULT 0
+);
+INSERT INTO schema_in_force DEFAULT VALUES;
+
 ALTER TABLE accounts ADD COLUMN account_class text;
 ALTER TABLE transfers ADD COLUMN transfer_type text, ADD COLUMN schema_version integer;

@@ -80,7 +80,7 @@ class LedgerRepository(Protocol):
 
     async def due_holds(self, limit: int) -> list[str]: ...
 
-    # -- the schema: a posting transaction reads the version in force under a shared lock, and a
+    # -- the schema: a posting transaction reads the version in force under a shared row lock, and a
     # new version is written under the exclusive one, so no posting straddles a change.
 
     async def schema_version_in_force(self) -> int:
