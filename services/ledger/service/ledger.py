@@ -208,7 +208,9 @@ class LedgerService:
         it now names a different transfer. Rejections (insufficient funds, currency mismatch) are
         outcomes, not errors. So is a transfer that breaks an input rule (rules.instruction_problem:
         INVALID_CURRENCY, UNKNOWN_CURRENCY, INVALID_AMOUNT, SAME_ACCOUNT, ...): it is answered in its
-        place and nothing of it is stored, so its id stays free for a corrected transfer.
+        place and nothing of it is stored, so its id stays free for a corrected transfer. The same goes
+        for a transfer the schema in force refuses (SCHEMA_TRANSFER_TYPE_FORBIDS_CREDIT, ...; see
+        services.ledger.domain.schema): nothing stored, no account opened.
         """
         refused = {i: r for i, t in enumerate(transfers) if (r := invalid_transfer(t)) is not None}
         valid = [t for i, t in enumerate(transfers) if i not in refused]
