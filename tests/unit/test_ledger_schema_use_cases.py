@@ -297,3 +297,16 @@ async def test_every_transfer_posted_satisfied_the_version_in_force_when_it_was_
             # Allowed by the schema; posted, or refused by the ledger's own rules (funds, currency).
             assert satisfies(dict(in_force), posting), (in_force, posting, told)
             assert not isinstance(told, events.TransferRejected) or told.code.startswith("LEDGER_"), told
+
+
+def test_a_json_document_keeps_its_whole_numbers_and_refuses_rounded_ones() -> None:
+    from services.kernel.errors import ValidationError
+    from services.ledger.api.servicer import _whole_numbers
+
+    assert _whole_numbers({"limits": {"USD": {"min": 100.0, "max": 2.0**53}}, "ratio": 0.5, "xs": [1.0]}) == {
+        "limits": {"USD": {"min": 100, "max": 2**53}},
+        "ratio": 0.5,
+        "xs": [1],
+    }
+    with pytest.raises(ValidationError, match="documentText"):
+        _whole_numbers({"limits": {"USD": {"max": 2.0**60}}})
