@@ -325,7 +325,7 @@ class LedgerServicer(ledger_pb2_grpc.LedgerServiceServicer):
             expected_version=_expected_version(request, context),
             dry_run=request.dry_run,
         )
-        in_force = plan.applied or (await self._ledger.schema() if plan.in_force else None)
+        in_force = plan.applied or plan.current
         return ledger_pb2.PutSchemaResponse(
             applied=plan.applied is not None,
             previous_version=plan.in_force,

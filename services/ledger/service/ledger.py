@@ -122,6 +122,7 @@ class SchemaPlan:
     in_force: int
     changes: list[SchemaChange]
     stranded: list[StrandedAccount]
+    current: AppliedSchema | None = None  # the version in force before (None: no schema yet)
     applied: AppliedSchema | None = None
 
 
@@ -704,13 +705,13 @@ class LedgerService:
                     code="SCHEMA_VERSION_CONFLICT",
                     metadata={"version": str(in_force)},
                 )
-            current = None
+            current, record = None, None
             if in_force:
-                (applied,) = await repo.schema_versions(in_force)
-                current = parse_schema(applied.document)
+                (record,) = await repo.schema_versions(in_force)
+                current = parse_schema(record.document)
             changes = diff(current, new)
             stranded = stranded_accounts(new, await repo.existing_accounts())
-            plan = SchemaPlan(in_force, changes, stranded)
+            plan = SchemaPlan(in_force, changes, stranded, record)
             if dry_run or (current is not None and not changes):
                 return plan
             if stranded:
