@@ -93,7 +93,7 @@ def _run_stack(port: int) -> None:
         f"""
 payrecon is READY in {elapsed:.1f}s ({", ".join(f"{k} {v}s" for k, v in stack.timings.items())})
   REST gateway (Envoy)  {stack.base_url}/api/v1   token: Bearer demo-token-for-testing
-  ingest gRPC           {stack.addresses["ingest"]}
+  ingest gRPC           {", ".join(stack.ingest_addresses)} ({len(stack.ingest_addresses)} processes, INGEST_PROCESSES)
   ledger gRPC           {stack.addresses["ledger"]}
   reconciliation gRPC   {stack.addresses["reconciliation"]}
   PostgreSQL            {stack.env["PAYRECON_DATABASE_URL"]}
@@ -263,6 +263,42 @@ def _whole(value: object) -> object:
     return value
 
 
+def _export_run(run_id: str, fmt: str, address: str, token: str) -> int:
+    """`payrecon reconcile export RUN_ID --format csv|json > file`: streams a stored run's report (matches
+    and cases with their evidence) from the reconciliation service to standard output as it arrives."""
+    import grpc
+    from payrecon.reconciliation.v1 import reconciliation_pb2, reconciliation_pb2_grpc
+
+    out = sys.stdout.buffer
+    with grpc.insecure_channel(address) as channel:
+        stub = reconciliation_pb2_grpc.ReconciliationServiceStub(channel)
+        request = reconciliation_pb2.ExportReconciliationRequest(run_id=run_id, format=fmt)
+        try:
+            for piece in stub.ExportReconciliation(
+                request, metadata=(("authorization", f"Bearer {token}"),), timeout=3600
+            ):
+                out.write(piece.data)
+        except grpc.RpcError as error:
+            out.flush()
+            print(f"payrecon: export failed: {error.code().name}: {error.details()}", file=sys.stderr)
+            return 1
+    out.flush()
+    return 0
+
+
+def _address_and_token(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--address",
+        default=os.environ.get("PAYRECON_RECONCILIATION_ADDRESS", "127.0.0.1:50053"),
+        help="reconciliation gRPC address",
+    )
+    parser.add_argument(
+        "--token",
+        default=os.environ.get("PAYRECON_TOKEN", "demo-token-for-testing"),
+        help="bearer token (PAYRECON_TOKEN)",
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="payrecon", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -287,16 +323,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--format", default="", help="CAMT053, CAMT052, CAMT054, MT940, BAI2, OFX or CSV (default: detect)"
     )
     importer.add_argument("--csv-mapping", help="a JSON file with the CSV column mapping (saved for the account)")
-    importer.add_argument(
-        "--address",
-        default=os.environ.get("PAYRECON_RECONCILIATION_ADDRESS", "127.0.0.1:50053"),
-        help="reconciliation gRPC address",
+    _address_and_token(importer)
+    reconcile = sub.add_parser("reconcile", help="reconciliation runs")
+    reconcile_sub = reconcile.add_subparsers(dest="reconcile_command", required=True)
+    exporter = reconcile_sub.add_parser(
+        "export", help="write a stored run's report (matches, cases with evidence) to standard output"
     )
-    importer.add_argument(
-        "--token",
-        default=os.environ.get("PAYRECON_TOKEN", "demo-token-for-testing"),
-        help="bearer token (PAYRECON_TOKEN)",
-    )
+    exporter.add_argument("run_id", help="the run's report_id")
+    exporter.add_argument("--format", choices=["csv", "json"], default="csv")
+    _address_and_token(exporter)
     schema = sub.add_parser("schema", help="the ledger's schema: account classes and transfer types")
     schema_sub = schema.add_subparsers(dest="schema_command", required=True)
     apply = schema_sub.add_parser("apply", help="apply a YAML/JSON schema file as the next version (diff first)")
@@ -334,6 +369,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _schema_command(args)
         elif args.command == "statements":
             return _import_statement(args.file, args.account, args.format, args.csv_mapping, args.address, args.token)
+        elif args.command == "reconcile":
+            return _export_run(args.run_id, args.format, args.address, args.token)
         elif args.command == "run":
             _run_stack(args.port)
     except ConfigError as error:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 from services.kernel.config import CommonSettings, ConfigError, Env
@@ -57,3 +58,19 @@ class IngestSettings:
             redrive_after_seconds=redrive_after,
             redrive_batch=redrive_batch,
         )
+
+
+def cores() -> int:
+    """The cores this process may run on (its CPU affinity where the platform tells it)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def ingest_process_count(env: Env | None = None) -> int:
+    """INGEST_PROCESSES: how many ingest processes the local stack runs behind Envoy (default: the
+    number of cores). One Python process serves on one core; more share the load."""
+    count = (env or Env()).integer("INGEST_PROCESSES", cores())
+    if not 1 <= count <= 64:
+        raise ConfigError(f"INGEST_PROCESSES must be between 1 and 64, got {count}")
+    return count

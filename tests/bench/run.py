@@ -22,6 +22,9 @@ from tests.bench.ledger_throughput import (
     worker_drain_throughput,
 )
 from tests.bench.post_latency import measure_post_latency
+from tests.bench.reconcile_scale import DEFAULT_LINES
+from tests.bench.reconcile_scale import run_benchmark as run_reconcile_benchmark
+from tests.bench.reconcile_scale import section as reconcile_table
 from tests.bench.statement_import import DEFAULT_ENTRIES, run_benchmark
 from tests.bench.statement_import import section as statement_import_table
 
@@ -129,6 +132,13 @@ def statement_import_section(stack: Stack) -> str:
     return statement_import_table(figures, "make bench (or python -m tests.bench.statement_import)")
 
 
+def reconcile_section(stack: Stack) -> str:
+    # The reconcile runs against a fresh database of its own on the stack's server, in a child process.
+    server = stack.admin_database_url or stack.env["PAYRECON_DATABASE_URL"]
+    figures = run_reconcile_benchmark(server, DEFAULT_LINES)
+    return reconcile_table(figures, "make bench (or python -m tests.bench.reconcile_scale)")
+
+
 def main() -> int:
     # SIGTERM (a CI timeout, `kill`) unwinds like Ctrl-C, so the stack below is stopped, not orphaned.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
@@ -145,7 +155,7 @@ def main() -> int:
         " One run on a shared machine: compare figures from the same run, not across runs.\n"
     ]
     try:
-        for measure in (latency_section, throughput_section, statement_import_section):
+        for measure in (latency_section, throughput_section, statement_import_section, reconcile_section):
             section = measure(stack)
             print(section, flush=True)
             sections.append(section)

@@ -291,5 +291,12 @@ def test_answers_match_the_published_openapi_description(stack: Stack) -> None:
         document = "accountClasses: {any: {type: LIABILITY, idPattern: '{id}'}}\ntransferTypes: {}\n"
         preview = check("PUT", "/api/v1/schema", {"documentText": document, "dryRun": True})
         assert preview.get("applied", False) is False and preview["changes"], preview
+        # A file, not a JSON answer: its content type is one the description lists.
+        export = "/api/v1/reconciliations/{run_id}/export"
+        for fmt in ("csv", "json"):
+            exported = c.get(export.format(run_id=report["report_id"]), params={"format": fmt})
+            content = spec["paths"][export]["get"]["responses"]["200"]["content"]
+            assert exported.status_code == 200 and exported.headers["content-type"].split(";")[0] in content
+        checked.add(("GET", export))
     streamed = {("POST", "/api/v1/statements:stream"), ("GET", "/api/v1/discrepancies:watch")}  # not one JSON answer
     assert checked | streamed >= {(verb.upper(), path) for path, item in spec["paths"].items() for verb in item}

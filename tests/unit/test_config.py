@@ -1,6 +1,6 @@
 import pytest
 
-from services.ingest.config import IngestSettings
+from services.ingest.config import IngestSettings, cores, ingest_process_count
 from services.kernel.auth import find_token
 from services.kernel.config import DEMO_TOKEN, CommonSettings, ConfigError, Env, hash_token
 
@@ -93,3 +93,11 @@ def test_ingest_redrive_defaults_and_refuses_a_zero_age() -> None:
         IngestSettings.from_env(Env({**base, "INGEST_REDRIVE_AFTER_SECONDS": "0"}))
     with pytest.raises(ConfigError, match="INGEST_REDRIVE_BATCH"):
         IngestSettings.from_env(Env({**base, "INGEST_REDRIVE_BATCH": "-1"}))
+
+
+def test_ingest_processes_default_to_the_cores_and_refuse_zero() -> None:
+    assert ingest_process_count(Env({})) == cores() >= 1
+    assert ingest_process_count(Env({"INGEST_PROCESSES": "3"})) == 3
+    for bad in ("0", "65", "two"):
+        with pytest.raises(ConfigError, match="INGEST_PROCESSES"):
+            ingest_process_count(Env({"INGEST_PROCESSES": bad}))
