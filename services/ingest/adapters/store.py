@@ -47,12 +47,13 @@ FROM requests WHERE idempotency_key = $1
 _RECORD_REQUESTS = """
 WITH input AS (
   SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[], $7::text[],
-                       $8::text[], $9::timestamptz[], $10::text[], $11::bytea[], $12::text[])
-    WITH ORDINALITY AS i(key, fp, mid, src, dst, amount, cur, meta, exp, grp, payload, tp, ord)),
+                       $8::text[], $9::timestamptz[], $10::text[], $11::bytea[], $12::text[], $13::text[])
+    WITH ORDINALITY AS i(key, fp, mid, src, dst, amount, cur, meta, exp, grp, payload, tp, ttype, ord)),
 request AS (
   INSERT INTO requests (idempotency_key, fingerprint, message_id, source_account_id, destination_account_id,
-                        amount_minor, currency, metadata, expires_at)
-  SELECT key, fp, CAST(mid AS uuid), src, dst, amount, cur, CAST(meta AS jsonb), exp FROM input ORDER BY key
+                        amount_minor, currency, metadata, expires_at, transfer_type)
+  SELECT key, fp, CAST(mid AS uuid), src, dst, amount, cur, CAST(meta AS jsonb), exp, NULLIF(ttype, '')
+  FROM input ORDER BY key
   ON CONFLICT (idempotency_key) DO NOTHING
   RETURNING idempotency_key),
 queued AS (
@@ -132,6 +133,7 @@ class IngestStore:
                     [r.message_group for r in requests],
                     [transfer_request_bytes(r.submission, r.accepted_at) for r in requests],
                     [r.context.run(current_traceparent) for r in requests],
+                    [r.submission.code for r in requests],
                 )
             }
             taken = [key for key in keys if key not in created]
@@ -220,7 +222,7 @@ class IngestStore:
                 await conn.execute(
                     text(
                         "SELECT idempotency_key, source_account_id, destination_account_id, amount_minor, currency,"
-                        " metadata, accepted_at FROM requests r"
+                        " metadata, accepted_at, transfer_type FROM requests r"
                         " WHERE status = 'PROCESSING' AND accepted_at < now() - make_interval(secs => :age)"
                         " AND (redriven_at IS NULL OR redriven_at < now() - make_interval(secs => :age))"
                         " AND NOT EXISTS (SELECT 1 FROM outbox o"
@@ -240,6 +242,7 @@ class IngestStore:
                         r.destination_account_id,
                         Money(r.amount_minor, r.currency),
                         dict(json.loads(r.metadata) if isinstance(r.metadata, str) else r.metadata),
+                        r.transfer_type or "",
                     ),
                     r.accepted_at,
                 )
