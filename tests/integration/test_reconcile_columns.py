@@ -40,7 +40,9 @@ def service(engine: AsyncEngine, columnar_from_lines: int) -> ReconciliationServ
 
 async def add_awkward_rows(engine: AsyncEngine, account: str) -> None:
     """What the generator does not make: a reference in other case and spacing, a booking date, an
-    end-to-end id, amounts beyond the engine's range on both sides; and rows stored out of id order (an
+    end-to-end id, amounts beyond the engine's range on both sides; texts that are not plain ASCII,
+    whose stripping and case-folding the server leaves to Python (a no-break space, a Kelvin sign that
+    folds to k, an ß that folds to ss, a tab at the end of a description); and rows stored out of id order (an
     update writes a new row version at the end of the table), since columns are read unsorted."""
     async with engine.begin() as conn:
         for table in ("statement_lines", "ledger_entries"):
@@ -59,20 +61,25 @@ async def add_awkward_rows(engine: AsyncEngine, account: str) -> None:
             (None, f"{account}:E2E-X", 777, None),
             (f"{account}:HUGE", None, 10**16, None),
             (f"{account}:T00000005", None, -(10**16), None),
+            (f"\u00a0{account}:T00000007\u2003", None, 4242, None),
+            (f"{account}:\u212aELVIN", None, 888, None),
+            (f"{account}:STRASSE", None, 999, None),
         ]
         for n, (reference, e2e, amount, booked) in enumerate(rows):
             await conn.execute(
                 text(
                     "INSERT INTO statement_lines (import_id, statement_id, account_id, line_no, amount_minor, currency,"
                     " booking_date, value_date, reference, end_to_end_id, description)"
-                    " VALUES (:i, :s, :a, :n, :m, 'EUR', :b, :d, :r, :e, 'odd one')"
+                    " VALUES (:i, :s, :a, :n, :m, 'EUR', :b, :d, :r, :e, :x)"
                 ),
                 {"i": import_id, "s": statement, "a": account, "n": 10_000 + n, "m": amount, "b": booked, "d": day}
-                | {"r": reference, "e": e2e},
+                | {"r": reference, "e": e2e, "x": "odd one" if n % 2 else "Zahlung für Miete\t"},
             )
         for entry_id, transfer, amount, e2e in (
             (10**7 + 1, f"{account}:E2E-X-t", 777, f"{account}:e2e-x"),
             (10**7 + 3, f"{account}:BIG", 9 * 10**17, None),
+            (10**7 + 5, f"{account}:K-t", 888, f"{account}:kelvin"),
+            (10**7 + 7, f"{account}:\u00dfe-t", 999, f"{account}:stra\u00dfe "),
         ):
             await conn.execute(
                 text(

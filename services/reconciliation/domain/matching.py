@@ -123,6 +123,52 @@ class MatchResult:
         return tuple(b for b in self.breaks if b.kind is kind)
 
 
+def normalised_text(value: str | None, casefold: bool) -> str:
+    """The text a string is compared on: stripped, case-folded with `casefold`; "" when absent."""
+    if not value:
+        return ""
+    return value.strip().casefold() if casefold else value.strip()
+
+
+def separate_collisions(codes: Sequence[I64], checks: Sequence[I64]) -> list[I64]:
+    """Columns of codes made by hashing texts (equal texts, equal codes), each with `checks`: a second,
+    independent hash of the same texts. Two different texts could share a code, however unlikely (64
+    bits); they would then share a code and differ in check. The codes come back as they are when no
+    code has two checks, otherwise re-coded on (code, check), densely, so that no two texts are ever
+    taken for one. NO_CODE stays NO_CODE."""
+    if not codes:
+        return []
+    every, every_check = np.concatenate(codes), np.concatenate(checks)
+    present = every != NO_CODE
+    every, every_check = every[present], every_check[present]
+    order = np.argsort(every, kind="stable")
+    ordered, ordered_checks = every[order], every_check[order]
+    shared = ordered[1:] == ordered[:-1]
+    if not (shared & (ordered_checks[1:] != ordered_checks[:-1])).any():
+        return list(codes)
+    pairs = np.unique(np.stack([every, every_check], axis=1), axis=0)
+    recoded = []
+    for column, check in zip(codes, checks, strict=True):
+        keys = np.stack([column, check], axis=1)
+        at = _rows_of(pairs, keys)
+        recoded.append(np.where(column == NO_CODE, NO_CODE, at).astype(np.int64))
+    return recoded
+
+
+def _rows_of(table: NDArray[np.int64], keys: NDArray[np.int64]) -> I64:
+    """Row of each (code, check) key in `table` (sorted, unique rows); 0 for keys not in it (NO_CODE)."""
+    lo = np.searchsorted(table[:, 0], keys[:, 0], side="left")
+    hi = np.searchsorted(table[:, 0], keys[:, 0], side="right")
+    rows = lo.copy()
+    # Rows sharing a code are few (a collision): walk them.
+    for i in np.flatnonzero(hi - lo > 1).tolist():
+        for row in range(int(lo[i]), int(hi[i])):
+            if table[row, 1] == keys[i, 1]:
+                rows[i] = row
+                break
+    return np.minimum(rows, len(table) - 1).astype(np.int64)
+
+
 class CodeBook:
     """Interns strings as integer codes so the engine joins integers. One book per run and per kind of
     value, shared by both sides; absent and blank values get NO_CODE."""
@@ -133,10 +179,7 @@ class CodeBook:
         self._next = 0
 
     def codes(self, values: Iterable[str | None]) -> I64:
-        if self._casefold:
-            normalised = [v.strip().casefold() if v else "" for v in values]
-        else:
-            normalised = [v.strip() if v else "" for v in values]
+        normalised = [normalised_text(v, self._casefold) for v in values]
         # setdefault with a running counter: new strings get fresh codes, known ones keep theirs; codes
         # are unique but not dense, which is all an equality join needs.
         found = np.fromiter(

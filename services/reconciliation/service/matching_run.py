@@ -23,17 +23,16 @@ from services.kernel.money import format_minor
 from services.reconciliation.domain.cases import EncodedEvidence, Finding
 from services.reconciliation.domain.matching import (
     Break,
-    CodeBook,
     LedgerItem,
     StatementItem,
     as_breaks,
     group_score,
     match_items,
     pair_scores,
+    separate_collisions,
 )
 from services.reconciliation.domain.matching_columns import (
     MAX_ABS_AMOUNT_MINOR,
-    NO_CODE,
     PAIR_RULES,
     RULE_UNMATCHED,
     BreakKind,
@@ -43,8 +42,6 @@ from services.reconciliation.domain.matching_columns import (
 from services.reconciliation.domain.matching_engine import match_columns
 from services.reconciliation.domain.matching_rules import MatchingRules
 from services.reconciliation.service.ports import (
-    EntryChunk,
-    LineChunk,
     MatchRecord,
     PairMatches,
     ProjectedEntry,
@@ -303,83 +300,56 @@ _LINE_FIELDS = (
 _ENTRY_FIELDS = ("id", "amount_minor", "currency", "posted_day", "reference", "end_to_end_id", "transfer_id")
 
 
-def _int64(values: Sequence[int]) -> I64:
-    try:
-        return np.array(values, dtype=np.int64)
-    except OverflowError:  # beyond int64 cannot come from a bigint column; refuse rather than wrap
-        raise ValueError("amounts must fit in 64 bits") from None
+# Each side is read as columns of integers (the server codes the texts); the codes of both sides are
+# then checked together for two texts sharing a code (`separate_collisions`).
 
 
-def _codes(book: CodeBook, values: Sequence[str | None]) -> I64:
-    """The book's codes; a column with no value at all (often the end-to-end ids) is not looked up."""
-    if not any(values):
-        return np.full(len(values), NO_CODE, dtype=np.int64)
-    return book.codes(values)
-
-
-def _line_parts(chunk: LineChunk, references: CodeBook, descriptions: CodeBook) -> list[I64]:
-    return [
-        np.array(chunk.id, dtype=np.int64),
-        _int64(chunk.amount_minor),
-        np.array(chunk.currency, dtype=np.int64),
-        np.array(chunk.value_day, dtype=np.int64),
-        np.array(chunk.booking_day, dtype=np.int64),
-        _codes(references, chunk.reference),
-        _codes(references, chunk.end_to_end_id),
-        _codes(descriptions, chunk.description),
-    ]
-
-
-def _entry_parts(chunk: EntryChunk, references: CodeBook) -> list[I64]:
-    return [
-        np.array(chunk.entry_id, dtype=np.int64),
-        _int64(chunk.amount_minor),
-        np.array(chunk.currency, dtype=np.int64),
-        np.array(chunk.posted_day, dtype=np.int64),
-        _codes(references, chunk.reference),
-        _codes(references, chunk.end_to_end_id),
-        _codes(references, chunk.transfer_id),
-    ]
-
-
-# Each chunk is coded in a thread, one after the other (the code books see the same order every run),
-# while the event loop reads the next chunk from the server.
-
-
-async def _load_lines(store: ReconciliationStore, scope: _Scope, references: CodeBook) -> _Side:
-    descriptions = CodeBook()
+async def _load_lines(store: ReconciliationStore, scope: _Scope) -> dict[str, I64]:
     parts: list[list[I64]] = []
-    async for chunk in store.line_columns(scope.account_id, scope.first, scope.last):
-        parts.append(await asyncio.to_thread(_line_parts, chunk, references, descriptions))
-    columns = _stack(parts, _LINE_FIELDS)
-    parts.clear()
-    return _side(columns)
+    casefold = not scope.rules.references_case_sensitive
+    async for chunk in store.line_columns(scope.account_id, scope.first, scope.last, casefold=casefold):
+        parts.append([getattr(chunk, name) for name in _LINE_FIELDS] + _split(chunk.checks, 3))
+    return _stack(parts, _LINE_FIELDS + _CHECKS)
 
 
-async def _load_entries(
-    store: ReconciliationStore, scope: _Scope, start: datetime, end: datetime, references: CodeBook
-) -> _Side:
+async def _load_entries(store: ReconciliationStore, scope: _Scope, start: datetime, end: datetime) -> dict[str, I64]:
     parts: list[list[I64]] = []
-    async for chunk in store.entry_columns(scope.account_id, start, end, scope.debit_normal):
-        parts.append(await asyncio.to_thread(_entry_parts, chunk, references))
-    columns = _stack(parts, _ENTRY_FIELDS)
-    parts.clear()
-    return _side(columns)
+    casefold = not scope.rules.references_case_sensitive
+    async for chunk in store.entry_columns(scope.account_id, start, end, scope.debit_normal, casefold=casefold):
+        parts.append([getattr(chunk, name) for name in _ENTRY_FIELDS] + _split(chunk.checks, 3))
+    return _stack(parts, _ENTRY_FIELDS + _CHECKS)
+
+
+def _split(checks: I64, parts: int) -> list[I64]:
+    return list(np.split(checks, parts))
+
+
+_LINE_CODED = ("reference", "end_to_end_id", "description")
+_ENTRY_CODED = ("reference", "end_to_end_id", "transfer_id")
+_CHECKS = ("check_0", "check_1", "check_2")
+
+
+def _separate(lines: dict[str, I64], entries: dict[str, I64]) -> None:
+    """Re-codes the coded columns of both sides in place should two texts share a code; drops the checks."""
+    codes = [lines[n] for n in _LINE_CODED] + [entries[n] for n in _ENTRY_CODED]
+    checks = [lines.pop(n) for n in _CHECKS] + [entries.pop(n) for n in _CHECKS]
+    separated = separate_collisions(codes, checks)
+    for name, column in zip(_LINE_CODED, separated[:3], strict=True):
+        lines[name] = column
+    for name, column in zip(_ENTRY_CODED, separated[3:], strict=True):
+        entries[name] = column
 
 
 async def _match_columns(store: ReconciliationStore, scope: _Scope) -> MatchOutcome:
-    references = CodeBook(casefold=not scope.rules.references_case_sensitive)
-    lines = await _load_lines(store, scope, references)
-    if lines.total == 0:
+    line_columns = await _load_lines(store, scope)
+    if line_columns["id"].size == 0:
         return MatchOutcome([], [], {"statement_lines": 0, "ledger_entries": 0, "matched": 0})
-    value_days = lines.columns["value_day"]
-    covered = [int(value_days.min()), int(value_days.max())] if value_days.size else []
-    # The lines beyond the engine's range count for the dates covered too, as on objects.
-    if lines.beyond:
-        covered += [r.value_date.toordinal() for r in await store.lines_by_id(lines.beyond)]
+    value_days = line_columns["value_day"]
+    covered = [int(value_days.min()), int(value_days.max())]
     covered_first, covered_last = date.fromordinal(min(covered)), date.fromordinal(max(covered))
-    entries = await _load_entries(store, scope, *scope.entries_between(covered_first, covered_last), references)
-    del references  # a million interned references: not needed once coded
+    entry_columns = await _load_entries(store, scope, *scope.entries_between(covered_first, covered_last))
+    _separate(line_columns, entry_columns)
+    lines, entries = _side(line_columns), _side(entry_columns)
     # Currencies numbered densely over both sides: small keys sort fast.
     _, dense = np.unique(np.concatenate([lines.columns["currency"], entries.columns["currency"]]), return_inverse=True)
     n_lines = lines.columns["currency"].size
