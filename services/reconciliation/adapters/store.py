@@ -86,18 +86,42 @@ def _normalised_sql(column: str, casefold: bool) -> str:
     return f'lower({stripped} COLLATE "C")' if casefold else stripped
 
 
-def _text_code(column: str, casefold: bool, seed: int = 0) -> str:
-    text_ = _normalised_sql(column, casefold)
-    hashed = f"hashtextextended({text_}, {seed})" + (f" & {_CODE_MASK}" if seed == 0 else "")
-    return (
-        f"CASE WHEN {column} IS NULL OR {column} = '' THEN {NO_CODE}"
-        f" WHEN octet_length({column}) <> char_length({column}) THEN {_OTHER_TEXT}"
-        f" WHEN {text_} = '' THEN {NO_CODE} ELSE {hashed} END"
-    )
+def _coded_query(plain: str, width: int, texts: Sequence[tuple[str, bool]], source: str) -> str:
+    """SELECT of `width` plain bigint columns, then the code of each text, then its check. Each text is
+    normalised once, in a subquery kept apart (OFFSET 0: otherwise the planner would repeat the
+    expressions in every CASE that uses them)."""
+    inner = [f"{column} AS p{i}" for i, column in enumerate(_split_columns(plain, width))]
+    codes: list[str] = []
+    checks: list[str] = []
+    for i, (column, casefold) in enumerate(texts):
+        inner += [
+            f"{_normalised_sql(column, casefold)} AS t{i}",
+            f"octet_length({column}) <> char_length({column}) AS o{i}",
+        ]
+        for seed, out in ((0, codes), (1, checks)):
+            hashed = f"hashtextextended(t{i}, {seed})" + (f" & {_CODE_MASK}" if seed == 0 else "")
+            out.append(
+                f"CASE WHEN t{i} IS NULL THEN {NO_CODE} WHEN o{i} THEN {_OTHER_TEXT}"
+                f" WHEN t{i} = '' THEN {NO_CODE} ELSE {hashed} END"
+            )
+    outer = [f"p{i}" for i in range(width)] + codes + checks
+    return f"SELECT {', '.join(outer)} FROM (SELECT {', '.join(inner)} FROM {source} OFFSET 0) AS q"
 
 
-def _text_check(column: str, casefold: bool) -> str:
-    return _text_code(column, casefold, seed=1)
+def _split_columns(plain: str, width: int) -> list[str]:
+    """The top-level, comma-separated expressions of `plain` (commas inside parentheses belong to them)."""
+    parts, depth, current = [], 0, ""
+    for char in plain:
+        if char == "," and depth == 0:
+            parts.append(current.strip())
+            current = ""
+            continue
+        depth += (char == "(") - (char == ")")
+        current += char
+    parts.append(current.strip())
+    if len(parts) != width:
+        raise ValueError(f"expected {width} columns, got {len(parts)}")
+    return parts
 
 
 class _Int8Rows:
@@ -522,16 +546,16 @@ class ReconciliationStore:
         """The window's booked statement lines as matching reads them, as columns of integers computed by
         the server and sent by binary COPY (no Python object per row), in no particular order:
         days are `date.toordinal()` (NO_CODE for no booking date), currencies integers (equal when the
-        currencies are), texts coded (`_text_code`)."""
+        currencies are), texts coded (`_coded_query`)."""
         texts = (("reference", casefold), ("end_to_end_id", casefold), ("description", False))
         columns = await self._int8_copy(
-            f"SELECT l.id::bigint, l.amount_minor::bigint, {_CURRENCY_CODE.format('l.currency')},"
-            f" (l.value_date - {_DAY_ZERO})::bigint, coalesce(l.booking_date - {_DAY_ZERO}, -1)::bigint, "
-            + ", ".join(_text_code(c, f) for c, f in texts)
-            + ", "
-            + ", ".join(_text_check(c, f) for c, f in texts)
-            + " FROM statement_lines l"
-            " WHERE l.account_id = $1 AND l.value_date BETWEEN $2 AND $3 AND l.status = 'BOOKED'",
+            _coded_query(
+                f"l.id::bigint, l.amount_minor::bigint, {_CURRENCY_CODE.format('l.currency')},"
+                f" (l.value_date - {_DAY_ZERO})::bigint, coalesce(l.booking_date - {_DAY_ZERO}, -1)::bigint",
+                5,
+                texts,
+                "statement_lines l WHERE l.account_id = $1 AND l.value_date BETWEEN $2 AND $3 AND l.status = 'BOOKED'",
+            ),
             (account_id, first, last),
             11,
         )
@@ -557,12 +581,13 @@ class ReconciliationStore:
         `date.toordinal()` in UTC."""
         texts = (("reference", casefold), ("end_to_end_id", casefold), ("transfer_id", casefold))
         columns = await self._int8_copy(
-            "SELECT entry_id::bigint, CASE WHEN (direction = 'DEBIT') = $4 THEN amount_minor ELSE -amount_minor END::bigint,"
-            f" {_CURRENCY_CODE.format('currency')}, ((posted_at AT TIME ZONE 'UTC')::date - {_DAY_ZERO})::bigint, "
-            + ", ".join(_text_code(c, f) for c, f in texts)
-            + ", "
-            + ", ".join(_text_check(c, f) for c, f in texts)
-            + " FROM ledger_entries WHERE account_id = $1 AND posted_at >= $2 AND posted_at < $3",
+            _coded_query(
+                "entry_id::bigint, CASE WHEN (direction = 'DEBIT') = $4 THEN amount_minor ELSE -amount_minor END::bigint,"
+                f" {_CURRENCY_CODE.format('currency')}, ((posted_at AT TIME ZONE 'UTC')::date - {_DAY_ZERO})::bigint",
+                4,
+                texts,
+                "ledger_entries WHERE account_id = $1 AND posted_at >= $2 AND posted_at < $3",
+            ),
             (account_id, start, end, debit_normal),
             10,
         )
@@ -585,7 +610,7 @@ class ReconciliationStore:
         self, columns: list[I64], first_text: int, table: str, key: str, texts: Sequence[tuple[str, bool]]
     ) -> None:
         """Codes the texts the server left to Python (_OTHER_TEXT: not plain ASCII, where stripping and
-        case-folding are Python's own): normalised here, hashed by the server as `_text_code` does."""
+        case-folding are Python's own): normalised here, hashed by the server as `_coded_query` does."""
         width = len(texts)
         other = np.zeros(columns[0].size, dtype=bool)
         for i in range(width):
@@ -924,12 +949,12 @@ class ReconciliationStore:
     @staticmethod
     async def _open_cases(conn: Any, account_id: str, window: Window, found: Sequence[Finding]) -> dict[str, str]:
         """New cases with their OPENED event: by binary COPY into a temporary table (evidence encoded a
-        chunk at a time), then one statement that inserts both. Returns fingerprint → id of those
+        chunk at a time), then one statement that inserts both (the server draws the case ids). Returns fingerprint → id of those
         inserted (a case a concurrent run opened first is left to it)."""
         # Through SQLAlchemy, which begins the transaction (ON COMMIT DROP outside one drops it at once).
         await conn.execute(
             text(
-                "CREATE TEMPORARY TABLE new_cases (id uuid, kind text, fingerprint text, severity text, message text,"
+                "CREATE TEMPORARY TABLE new_cases (kind text, fingerprint text, severity text, message text,"
                 " amount_minor bigint, currency text, evidence jsonb) ON COMMIT DROP"
             )
         )
@@ -939,7 +964,6 @@ class ReconciliationStore:
                 "new_cases",
                 records=[
                     (
-                        uuid.uuid4(),
                         f.kind,
                         f.fingerprint,
                         f.severity,
@@ -955,7 +979,8 @@ class ReconciliationStore:
             "WITH opened AS ("
             "   INSERT INTO cases (id, account_id, kind, fingerprint, status, severity, message, amount_minor,"
             "   currency, evidence, window_start, window_end)"
-            "   SELECT id, $1, kind, fingerprint, 'OPEN', severity, message, amount_minor, currency, evidence, $2, $3"
+            "   SELECT gen_random_uuid(), $1, kind, fingerprint, 'OPEN', severity, message, amount_minor, currency,"
+            "   evidence, $2, $3"
             "   FROM new_cases ON CONFLICT (account_id, fingerprint) DO NOTHING RETURNING id, fingerprint),"
             " events AS ("
             "   INSERT INTO case_events (case_id, action, actor, reason)"
