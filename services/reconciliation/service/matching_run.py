@@ -341,13 +341,14 @@ def _separate(lines: dict[str, I64], entries: dict[str, I64]) -> None:
 
 
 async def _match_columns(store: ReconciliationStore, scope: _Scope) -> MatchOutcome:
-    line_columns = await _load_lines(store, scope)
-    if line_columns["id"].size == 0:
+    span = await store.line_span(scope.account_id, scope.first, scope.last)
+    if span is None:
         return MatchOutcome([], [], {"statement_lines": 0, "ledger_entries": 0, "matched": 0})
-    value_days = line_columns["value_day"]
-    covered = [int(value_days.min()), int(value_days.max())]
-    covered_first, covered_last = date.fromordinal(min(covered)), date.fromordinal(max(covered))
-    entry_columns = await _load_entries(store, scope, *scope.entries_between(covered_first, covered_last))
+    # The dates the lines cover, asked first, so that both sides are read at once (two server backends).
+    covered_first, covered_last = span
+    line_columns, entry_columns = await asyncio.gather(
+        _load_lines(store, scope), _load_entries(store, scope, *scope.entries_between(covered_first, covered_last))
+    )
     _separate(line_columns, entry_columns)
     lines, entries = _side(line_columns), _side(entry_columns)
     # Currencies numbered densely over both sides: small keys sort fast.

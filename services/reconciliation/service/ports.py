@@ -305,6 +305,10 @@ class ReconciliationStore(Protocol):
 
     async def lines_in(self, account_id: str, first: date, last: date) -> list[StatementLineRecord]: ...
 
+    async def line_span(self, account_id: str, first: date, last: date) -> tuple[date, date] | None:
+        """The first and last value dates of `lines_in`'s lines; None when there are none."""
+        ...
+
     async def count_lines(self, account_id: str, first: date, last: date) -> int:
         """Booked lines valued from `first` to `last`: what `lines_in` would return."""
         ...
