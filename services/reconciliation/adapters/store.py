@@ -124,6 +124,9 @@ def _split_columns(plain: str, width: int) -> list[str]:
     return parts
 
 
+_NO_ROWS = np.zeros(0, dtype=np.int64)
+
+
 class _Int8Rows:
     """Rows of bigint columns, none NULL, from COPY … TO STDOUT (FORMAT binary), parsed a few MiB at a
     time as they arrive: a fixed-size record per row (field count, then length and value per field)."""
@@ -169,10 +172,11 @@ class _Int8Rows:
         self._parse()
         if bytes(self._pending) != b"\xff\xff":
             raise ValueError("a binary COPY stream ended early")
-        columns = [
-            np.concatenate([p[i] for p in self._parts]) if self._parts else np.zeros(0, dtype=np.int64)
-            for i in range(self._width)
-        ]
+        columns = []
+        for i in range(self._width):  # a column at a time, each piece let go once copied
+            columns.append(np.concatenate([p[i] for p in self._parts]) if self._parts else _NO_ROWS)
+            for p in self._parts:
+                p[i] = _NO_ROWS
         self._parts.clear()
         return columns
 

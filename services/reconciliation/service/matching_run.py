@@ -261,6 +261,8 @@ class _Side:
 
 def _stack(parts: list[list[I64]], names: Sequence[str]) -> dict[str, I64]:
     """The chunks' columns end to end, each chunk's piece let go once copied."""
+    if len(parts) == 1:
+        return dict(zip(names, parts.pop(), strict=True))
     stacked: dict[str, I64] = {}
     for i, name in enumerate(names):
         stacked[name] = np.concatenate([p[i] for p in parts]) if parts else np.zeros(0, dtype=np.int64)
