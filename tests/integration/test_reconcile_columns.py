@@ -108,6 +108,12 @@ async def snapshot(engine: AsyncEngine, account: str, stored: StoredReport) -> d
                 {"a": account},
             )
         ).all()
+        # The stored report is the answer's, its discrepancies built by the server from a COPY.
+        kept = (
+            await conn.execute(text("SELECT report::text FROM runs WHERE id = CAST(:i AS uuid)"), {"i": stored.run_id})
+        ).scalar_one()
+    assert json.loads(kept) == json.loads(json.dumps(stored.rendered, default=str))
+    assert stored.rendered["discrepancies"]
     report = {k: v for k, v in stored.rendered.items() if k not in ("report_id", "case_ids")}
     report["discrepancies"] = [{k: v for k, v in d.items() if k != "case_id"} for d in report["discrepancies"]]
     return {

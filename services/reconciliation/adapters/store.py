@@ -127,6 +127,30 @@ def _split_columns(plain: str, width: int) -> list[str]:
 _NO_ROWS = np.zeros(0, dtype=np.int64)
 
 
+# The stored report's discrepancies, built by the server from run_discrepancies in the order listed.
+_STAGED_DISCREPANCIES = (
+    "SELECT jsonb_agg(jsonb_build_object('type', type, 'severity', severity, 'message', message,"
+    " 'transaction_id', transaction_id, 'amount_minor', amount_minor, 'currency', currency, 'case_id', case_id,"
+    " 'statement_line_ids', to_jsonb(statement_line_ids), 'ledger_transfer_ids', to_jsonb(ledger_transfer_ids))"
+    " ORDER BY n) FROM run_discrepancies"
+)
+_DISCREPANCY_TEXTS = ("type", "severity", "message", "transaction_id", "currency", "case_id")
+
+
+def _copyable(d: object) -> bool:
+    """A discrepancy whose fields have the types run_discrepancies holds (else the report goes as JSON)."""
+    return (
+        isinstance(d, dict)
+        and len(d) == 9
+        and all(isinstance(d.get(k), str) for k in _DISCREPANCY_TEXTS)
+        and (d.get("amount_minor") is None or type(d.get("amount_minor")) is int)
+        and all(
+            isinstance(v, list) and all(isinstance(x, str) for x in v)
+            for v in (d.get("statement_line_ids"), d.get("ledger_transfer_ids"))
+        )
+    )
+
+
 class _Int8Rows:
     """Rows of bigint columns, none NULL, from COPY … TO STDOUT (FORMAT binary), parsed a few MiB at a
     time as they arrive: a fixed-size record per row (field count, then length and value per field)."""
@@ -734,14 +758,21 @@ class ReconciliationStore:
         pairs: PairMatches | None = None,
     ) -> tuple[str, datetime]:
         run_id = str(uuid.uuid4())
+        listed = rendered.get("discrepancies")
+        by_copy = isinstance(listed, list) and bool(listed) and all(_copyable(d) for d in listed)
+        head = {k: v for k, v in rendered.items() if k != "discrepancies"} if by_copy else rendered
         async with self._engine.begin() as conn:
+            if by_copy:
+                assert isinstance(listed, list)
+                await self._stage_discrepancies(conn, listed)
             created = (
                 await conn.execute(
                     text(
                         "INSERT INTO runs (id, account_id, period_start, period_end, transaction_count,"
                         " discrepancy_count, balanced, report, rules_version, watermark)"
-                        " VALUES (CAST(:id AS uuid), :a, :s, :e, :tc, :dc, :b, CAST(:r AS jsonb), :v, :w)"
-                        " RETURNING created_at"
+                        " VALUES (CAST(:id AS uuid), :a, :s, :e, :tc, :dc, :b, CAST(:r AS jsonb)"
+                        + (f" || jsonb_build_object('discrepancies', ({_STAGED_DISCREPANCIES}))" if by_copy else "")
+                        + ", :v, :w) RETURNING created_at"
                     ),
                     {
                         "id": run_id,
@@ -751,7 +782,7 @@ class ReconciliationStore:
                         "tc": report.transaction_count,
                         "dc": len(report.discrepancies),
                         "b": report.balanced,
-                        "r": json.dumps({**rendered, "report_id": run_id}, default=str),
+                        "r": json.dumps({**head, "report_id": run_id}, default=str),
                         "v": rules_version,
                         "w": watermark,
                     },
@@ -779,6 +810,37 @@ class ReconciliationStore:
             if pairs is not None and len(pairs):
                 await self._save_pairs(conn, run_id, report.account_id, pairs)
             return run_id, created
+
+    @staticmethod
+    async def _stage_discrepancies(conn: Any, listed: Sequence[Mapping[str, Any]]) -> None:
+        """The report's discrepancies by binary COPY into a temporary table, for the server to build the
+        report's list from (`_STAGED_DISCREPANCIES`): a large run's list (tens of MB as JSON) is never
+        one Python string."""
+        await conn.execute(
+            text(
+                "CREATE TEMPORARY TABLE run_discrepancies (n integer, type text, severity text, message text,"
+                " transaction_id text, amount_minor bigint, currency text, case_id text,"
+                " statement_line_ids text[], ledger_transfer_ids text[]) ON COMMIT DROP"
+            )
+        )
+        await (await driver_connection(conn)).copy_records_to_table(
+            "run_discrepancies",
+            records=(
+                (
+                    n,
+                    d["type"],
+                    d["severity"],
+                    d["message"],
+                    d["transaction_id"],
+                    d["amount_minor"],
+                    d["currency"],
+                    d["case_id"],
+                    d["statement_line_ids"],
+                    d["ledger_transfer_ids"],
+                )
+                for n, d in enumerate(listed)
+            ),
+        )
 
     @staticmethod
     async def _save_pairs(conn: Any, run_id: str, account_id: str, pairs: PairMatches) -> None:
