@@ -53,6 +53,8 @@ I64 = NDArray[np.int64]
 
 # From this many statement lines in a window, matching runs on columns.
 COLUMNAR_FROM_LINES = 20_000
+# The breaks of a columnar run whose records are read at once, for their evidence.
+BREAKS_PER_READ = 20_000
 # Ids of up to 17 digits sort as their decimal text with one integer key (see _text_order).
 _MAX_KEYED_ID = 10**17
 
@@ -385,18 +387,33 @@ async def _match_columns(store: ReconciliationStore, scope: _Scope) -> MatchOutc
     s_ids, l_ids = _Ids(lines.ids), _Ids(entries.ids)
     breaks = as_breaks(found, s_ids, l_ids) + _unmatchable(lines.beyond, entries.beyond)
 
-    # Records only for what the findings and the groups show: their evidence and transfer ids.
+    # Records only for what the findings and the groups show: their evidence and transfer ids. The
+    # breaks' records are read a slice of breaks at a time, each slice's let go once its findings are
+    # made: a million lines have a hundred thousand breaks, and all their records at once weigh more
+    # than the matching did.
+    findings: list[Finding] = []
+    for start in range(0, len(breaks), BREAKS_PER_READ):
+        some = breaks[start : start + BREAKS_PER_READ]
+        line_ids = sorted({int(i) for b in some for i in b.statement_ids})
+        entry_ids = sorted({int(i) for b in some for i in b.ledger_ids})
+        line_records, entry_records = await asyncio.gather(
+            store.lines_by_id(line_ids), store.entries_by_id(scope.account_id, entry_ids)
+        )
+        findings += findings_of(
+            some,
+            {str(r.id): r for r in line_records},
+            {str(e.entry_id): e for e in entry_records},
+            scope.debit_normal,
+            scope.currency,
+            covered_first,
+            covered_last,
+        )
+        del line_records, entry_records
     group_rows = [r for g in found.groups for r in g.ledger]
-    line_ids = sorted({int(i) for b in breaks for i in b.statement_ids})
-    entry_ids = sorted({int(i) for b in breaks for i in b.ledger_ids} | set(entries.ids[group_rows].tolist()))
-    line_records, entry_records = await asyncio.gather(
-        store.lines_by_id(line_ids), store.entries_by_id(scope.account_id, entry_ids)
-    )
-    by_line = {str(r.id): r for r in line_records}
-    by_entry = {str(e.entry_id): e for e in entry_records}
-    findings = list(
-        findings_of(breaks, by_line, by_entry, scope.debit_normal, scope.currency, covered_first, covered_last)
-    )
+    transfer_of = {
+        str(e.entry_id): e.transfer_id
+        for e in await store.entries_by_id(scope.account_id, sorted(set(entries.ids[group_rows].tolist())))
+    }
     groups = []
     for group in found.groups:
         confidence, breakdown = group_score(group, scope.rules)
@@ -404,7 +421,7 @@ async def _match_columns(store: ReconciliationStore, scope: _Scope) -> MatchOutc
             MatchRecord(
                 group.kind.value,
                 tuple(int(i) for i in lines.ids[list(group.statement)].tolist()),
-                tuple(by_entry[str(i)].transfer_id for i in entries.ids[list(group.ledger)].tolist()),
+                tuple(transfer_of[str(i)] for i in entries.ids[list(group.ledger)].tolist()),
                 group.rule,
                 confidence,
                 dict(breakdown),
