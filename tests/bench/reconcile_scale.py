@@ -47,10 +47,10 @@ START, END = "2025-12-01", "2026-02-28"
 TARGET_SECONDS = 10
 # Before and after the server coded references (2026-11-26, back to back, 1,000,000 x 1,000,000).
 COMPARISON = (
-    "Back to back at 1,000,000 x 1,000,000 (2026-11-26): before the server coded references and built the"
-    " report's list (ee56b6b) 34.7 s wall, 16.8 s CPU in this process, 8.3 s in PostgreSQL backends, 867 MiB"
-    " peak at load average 1.3; after 29.7 s, 11.1 s, 9.1 s and 818 MiB at load average 3.5. Same matches"
-    " and cases (tests/integration/test_reconcile_columns.py)."
+    "Back to back at 1,000,000 x 1,000,000 (2026-11-26): before the server coded references (ee56b6b) 33.4 s"
+    " wall, 16.9 s CPU in this process, 8.2 s in PostgreSQL backends, 891 MiB peak at load average 8.5;"
+    " after 19.7 s, 10.5 s, 10.2 s and 707 MiB at load average 5.8. Same matches and cases"
+    " (tests/integration/test_reconcile_columns.py)."
 )
 TARGET_RSS_MIB = 500
 COPY_ROWS = 100_000
