@@ -19,6 +19,8 @@ from services.reconciliation.domain.matching import (
     MatchResult,
     StatementItem,
     match_items,
+    normalised_text,
+    separate_collisions,
 )
 from services.reconciliation.domain.matching_columns import NO_CODE, LedgerColumns, StatementColumns
 from services.reconciliation.domain.matching_engine import match_columns
@@ -593,3 +595,26 @@ def test_invalid_rules_are_refused_whole(change: dict[str, object]) -> None:
 
 def test_the_result_names_the_rules_version() -> None:
     assert match_items([], [], MatchingRules(version=3)).rules_version == 3
+
+
+def test_codes_that_two_texts_share_are_separated_by_their_checks() -> None:
+    # Codes 7 and 9 each stand for two texts (their checks differ): after separation, equal (code, check)
+    # pairs share a code, different ones do not, and NO_CODE stays NO_CODE.
+    codes = [np.array([7, 7, NO_CODE, 9], dtype=np.int64), np.array([7, 9, 5], dtype=np.int64)]
+    checks = [np.array([1, 2, NO_CODE, 3], dtype=np.int64), np.array([2, 4, 6], dtype=np.int64)]
+    a, b = separate_collisions(codes, checks)
+    assert a[2] == NO_CODE
+    assert a[0] != a[1] and a[1] == b[0] and a[3] != b[1] and len({a[0], a[1], a[3], b[1], b[2]}) == 5
+
+
+def test_codes_without_a_shared_code_come_back_unchanged() -> None:
+    codes = [np.array([7, 7, NO_CODE], dtype=np.int64), np.array([7, 9], dtype=np.int64)]
+    checks = [np.array([1, 1, NO_CODE], dtype=np.int64), np.array([1, 2], dtype=np.int64)]
+    assert all(x is y for x, y in zip(separate_collisions(codes, checks), codes, strict=True))
+
+
+def test_text_is_compared_stripped_and_case_folded_as_python_does() -> None:
+    assert normalised_text("\u00a0Stra\u00dfe\t", casefold=True) == "strasse"
+    assert normalised_text("\u212aELVIN ", casefold=True) == "kelvin"
+    assert normalised_text(" ABC ", casefold=False) == "ABC"
+    assert normalised_text(None, casefold=True) == ""

@@ -12,12 +12,16 @@ from datetime import date, datetime
 from itertools import islice
 from typing import Any
 
+import numpy as np
+from numpy.typing import NDArray
 from payrecon.ledger.v1 import messages_pb2
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.kernel.db import driver_connection
 from services.reconciliation.domain.cases import CaseEventKind, CaseState, CaseStatus, Finding, evidence_json
+from services.reconciliation.domain.matching import normalised_text
+from services.reconciliation.domain.matching_columns import NO_CODE
 from services.reconciliation.domain.model import Report, TransferSides, Window
 from services.reconciliation.domain.statements import Statement, StatementFormat
 from services.reconciliation.service.ports import (
@@ -42,8 +46,9 @@ REFERENCE_KEYS = ("reference", "bank_reference", "bankReference", "payment_refer
 END_TO_END_KEYS = ("end_to_end_id", "endToEndId", "e2e_id")
 
 
+I64 = NDArray[np.int64]
+
 _LINES_PER_COPY = 50_000
-_ROWS_PER_FETCH = 50_000
 _CASES_PER_COPY = 20_000
 _PAIRS_PER_ROW = 100_000
 _EXPORT_ROWS = 5_000
@@ -66,6 +71,140 @@ _CURRENCY_CODE = (
     "(ascii(substr(btrim({0}), 1, 1))::bigint << 42 | ascii(substr(btrim({0}), 2, 1))::bigint << 21"
     " | ascii(substr(btrim({0}), 3, 1))::bigint)"
 )
+# A text as matching compares it, coded by the server: `normalised_text` (Python's str.strip(), then
+# casefold when asked) is, for plain ASCII, btrim of the characters str.strip() removes and lower() in
+# the C collation; the code is a 63-bit hash of that (NO_CODE for empty), the check another hash of it.
+# Text that is not plain ASCII comes back as _OTHER_TEXT and is normalised in Python, then hashed by the
+# server all the same (`_code_other_texts`).
+_ASCII_SPACE = r"E' \t\n\r\x0b\x0c\x1c\x1d\x1e\x1f'"
+_OTHER_TEXT = -2
+_CODE_MASK = 2**63 - 1
+
+
+def _normalised_sql(column: str, casefold: bool) -> str:
+    stripped = f"btrim({column}, {_ASCII_SPACE})"
+    return f'lower({stripped} COLLATE "C")' if casefold else stripped
+
+
+def _coded_query(plain: str, width: int, texts: Sequence[tuple[str, bool]], source: str) -> str:
+    """SELECT of `width` plain bigint columns, then the code of each text, then its check. Each text is
+    normalised once, in a subquery kept apart (OFFSET 0: otherwise the planner would repeat the
+    expressions in every CASE that uses them)."""
+    inner = [f"{column} AS p{i}" for i, column in enumerate(_split_columns(plain, width))]
+    codes: list[str] = []
+    checks: list[str] = []
+    for i, (column, casefold) in enumerate(texts):
+        inner += [
+            f"{_normalised_sql(column, casefold)} AS t{i}",
+            f"octet_length({column}) <> char_length({column}) AS o{i}",
+        ]
+        for seed, out in ((0, codes), (1, checks)):
+            hashed = f"hashtextextended(t{i}, {seed})" + (f" & {_CODE_MASK}" if seed == 0 else "")
+            out.append(
+                f"CASE WHEN t{i} IS NULL THEN {NO_CODE} WHEN o{i} THEN {_OTHER_TEXT}"
+                f" WHEN t{i} = '' THEN {NO_CODE} ELSE {hashed} END"
+            )
+    outer = [f"p{i}" for i in range(width)] + codes + checks
+    return f"SELECT {', '.join(outer)} FROM (SELECT {', '.join(inner)} FROM {source} OFFSET 0) AS q"
+
+
+def _split_columns(plain: str, width: int) -> list[str]:
+    """The top-level, comma-separated expressions of `plain` (commas inside parentheses belong to them)."""
+    parts, depth, current = [], 0, ""
+    for char in plain:
+        if char == "," and depth == 0:
+            parts.append(current.strip())
+            current = ""
+            continue
+        depth += (char == "(") - (char == ")")
+        current += char
+    parts.append(current.strip())
+    if len(parts) != width:
+        raise ValueError(f"expected {width} columns, got {len(parts)}")
+    return parts
+
+
+_NO_ROWS = np.zeros(0, dtype=np.int64)
+
+
+# The stored report's discrepancies, built by the server from run_discrepancies in the order listed.
+_STAGED_DISCREPANCIES = (
+    "SELECT jsonb_agg(jsonb_build_object('type', type, 'severity', severity, 'message', message,"
+    " 'transaction_id', transaction_id, 'amount_minor', amount_minor, 'currency', currency, 'case_id', case_id,"
+    " 'statement_line_ids', to_jsonb(statement_line_ids), 'ledger_transfer_ids', to_jsonb(ledger_transfer_ids))"
+    " ORDER BY n) FROM run_discrepancies"
+)
+_DISCREPANCY_TEXTS = ("type", "severity", "message", "transaction_id", "currency", "case_id")
+
+
+def _copyable(d: object) -> bool:
+    """A discrepancy whose fields have the types run_discrepancies holds (else the report goes as JSON)."""
+    return (
+        isinstance(d, dict)
+        and len(d) == 9
+        and all(isinstance(d.get(k), str) for k in _DISCREPANCY_TEXTS)
+        and (d.get("amount_minor") is None or type(d.get("amount_minor")) is int)
+        and all(
+            isinstance(v, list) and all(isinstance(x, str) for x in v)
+            for v in (d.get("statement_line_ids"), d.get("ledger_transfer_ids"))
+        )
+    )
+
+
+class _Int8Rows:
+    """Rows of bigint columns, none NULL, from COPY … TO STDOUT (FORMAT binary), parsed a few MiB at a
+    time as they arrive: a fixed-size record per row (field count, then length and value per field)."""
+
+    _SIGNATURE = b"PGCOPY\n\xff\r\n\x00"
+    _PARSE_FROM = 4 << 20
+
+    def __init__(self, width: int) -> None:
+        self._width = width
+        fields: list[tuple[str, str]] = [("n", ">i2")]
+        for i in range(width):
+            fields += [(f"l{i}", ">i4"), (f"v{i}", ">i8")]
+        self._dtype = np.dtype(fields)
+        self._pending = bytearray()
+        self._header = True
+        self._parts: list[list[I64]] = []
+
+    async def feed(self, data: bytes) -> None:
+        self._pending += data
+        if len(self._pending) >= self._PARSE_FROM:
+            self._parse()
+
+    def _parse(self) -> None:
+        if self._header:
+            if len(self._pending) < 19:
+                return
+            if bytes(self._pending[:11]) != self._SIGNATURE:
+                raise ValueError("not a binary COPY stream")
+            extension = int.from_bytes(self._pending[15:19], "big")
+            del self._pending[: 19 + extension]
+            self._header = False
+        count = len(self._pending) // self._dtype.itemsize
+        if not count:
+            return
+        rows = np.frombuffer(self._pending, dtype=self._dtype, count=count)
+        if (rows["n"] != self._width).any() or any((rows[f"l{i}"] != 8).any() for i in range(self._width)):
+            raise ValueError("a binary COPY row is not one of non-NULL bigints")
+        self._parts.append([rows[f"v{i}"].astype(np.int64) for i in range(self._width)])
+        del rows
+        del self._pending[: count * self._dtype.itemsize]
+
+    def columns(self) -> list[I64]:
+        self._parse()
+        if bytes(self._pending) != b"\xff\xff":
+            raise ValueError("a binary COPY stream ended early")
+        columns = []
+        for i in range(self._width):  # a column at a time, each piece let go once copied
+            columns.append(np.concatenate([p[i] for p in self._parts]) if self._parts else _NO_ROWS)
+            for p in self._parts:
+                p[i] = _NO_ROWS
+        self._parts.clear()
+        return columns
+
+
 _LINE_COLUMNS = (
     "SELECT l.id, l.line_no, l.amount_minor, l.currency, l.booking_date, l.value_date, l.reference,"
     " l.end_to_end_id, l.description, l.counterparty, s.bank_account"
@@ -120,10 +259,6 @@ def _statement_line_records(
                 line.reversal,
                 line.status.value,
             )
-
-
-def _transposed(records: Sequence[Any]) -> list[tuple[Any, ...]]:
-    return list(zip(*records, strict=True))
 
 
 def _first(metadata: Mapping[str, str], keys: Sequence[str]) -> str | None:
@@ -422,6 +557,18 @@ class ReconciliationStore:
             )
             return [StatementLineRecord(*r) for r in rows]
 
+    async def line_span(self, account_id: str, first: date, last: date) -> tuple[date, date] | None:
+        async with self._engine.connect() as conn:
+            found = await conn.execute(
+                text(
+                    "SELECT min(value_date), max(value_date) FROM statement_lines"
+                    " WHERE account_id = :a AND value_date BETWEEN :f AND :l AND status = 'BOOKED'"
+                ),
+                {"a": account_id, "f": first, "l": last},
+            )
+            low, high = found.one()
+            return None if low is None else (low, high)
+
     async def count_lines(self, account_id: str, first: date, last: date) -> int:
         async with self._engine.connect() as conn:
             found = await conn.execute(
@@ -434,41 +581,102 @@ class ReconciliationStore:
             return int(found.scalar_one())
 
     async def line_columns(
-        self, account_id: str, first: date, last: date, chunk: int = _ROWS_PER_FETCH
+        self, account_id: str, first: date, last: date, *, casefold: bool
     ) -> AsyncIterator[LineChunk]:
-        """The window's booked statement lines as matching reads them, in chunks of columns, in no particular
-        order (the rows stream as the server reads them, unsorted):
-        days are `date.toordinal()` (NO_CODE for no booking date) and currencies integers (equal when
-        the currencies are), computed by the server."""
-        async for columns in self._columns(
-            f"SELECT l.id, l.amount_minor, {_CURRENCY_CODE.format('l.currency')},"
-            f" l.value_date - {_DAY_ZERO}, coalesce(l.booking_date - {_DAY_ZERO}, -1),"
-            " l.reference, l.end_to_end_id, l.description"
-            " FROM statement_lines l"
-            " WHERE l.account_id = $1 AND l.value_date BETWEEN $2 AND $3 AND l.status = 'BOOKED'",
+        """The window's booked statement lines as matching reads them, as columns of integers computed by
+        the server and sent by binary COPY (no Python object per row), in no particular order:
+        days are `date.toordinal()` (NO_CODE for no booking date), currencies integers (equal when the
+        currencies are), texts coded (`_coded_query`)."""
+        texts = (("reference", casefold), ("end_to_end_id", casefold), ("description", False))
+        columns = await self._int8_copy(
+            _coded_query(
+                f"l.id::bigint, l.amount_minor::bigint, {_CURRENCY_CODE.format('l.currency')},"
+                f" (l.value_date - {_DAY_ZERO})::bigint, coalesce(l.booking_date - {_DAY_ZERO}, -1)::bigint",
+                5,
+                texts,
+                "statement_lines l WHERE l.account_id = $1 AND l.value_date BETWEEN $2 AND $3 AND l.status = 'BOOKED'",
+            ),
             (account_id, first, last),
-            chunk,
-        ):
-            yield LineChunk(*columns)
+            11,
+        )
+        await self._code_other_texts(columns, 5, "statement_lines", "id", texts)
+        identity, amount, currency, value_day, booking_day, reference, end_to_end, description = columns[:8]
+        yield LineChunk(
+            identity,
+            amount,
+            currency,
+            value_day,
+            booking_day,
+            reference,
+            end_to_end,
+            description,
+            np.concatenate(columns[8:]),
+        )
 
     async def entry_columns(
-        self, account_id: str, start: datetime, end: datetime, debit_normal: bool, chunk: int = _ROWS_PER_FETCH
+        self, account_id: str, start: datetime, end: datetime, debit_normal: bool, *, casefold: bool
     ) -> AsyncIterator[EntryChunk]:
-        """The account's projected entries posted in [start, end) in chunks of columns, in no particular order,
-        amounts signed from the account's view (+ raises its balance), days as `date.toordinal()` in UTC."""
-        async for columns in self._columns(
-            "SELECT entry_id, CASE WHEN (direction = 'DEBIT') = $4 THEN amount_minor ELSE -amount_minor END,"
-            f" {_CURRENCY_CODE.format('currency')}, (posted_at AT TIME ZONE 'UTC')::date - {_DAY_ZERO}, reference, end_to_end_id, transfer_id"
-            " FROM ledger_entries WHERE account_id = $1 AND posted_at >= $2 AND posted_at < $3",
+        """The account's projected entries posted in [start, end) as columns (see `line_columns`), in no
+        particular order, amounts signed from the account's view (+ raises its balance), days as
+        `date.toordinal()` in UTC."""
+        texts = (("reference", casefold), ("end_to_end_id", casefold), ("transfer_id", casefold))
+        columns = await self._int8_copy(
+            _coded_query(
+                "entry_id::bigint, CASE WHEN (direction = 'DEBIT') = $4 THEN amount_minor ELSE -amount_minor END::bigint,"
+                f" {_CURRENCY_CODE.format('currency')}, ((posted_at AT TIME ZONE 'UTC')::date - {_DAY_ZERO})::bigint",
+                4,
+                texts,
+                "ledger_entries WHERE account_id = $1 AND posted_at >= $2 AND posted_at < $3",
+            ),
             (account_id, start, end, debit_normal),
-            chunk,
-        ):
-            yield EntryChunk(*columns)
+            10,
+        )
+        await self._code_other_texts(columns, 4, "ledger_entries", "entry_id", texts)
+        identity, amount, currency, posted_day, reference, end_to_end, transfer = columns[:7]
+        yield EntryChunk(
+            identity, amount, currency, posted_day, reference, end_to_end, transfer, np.concatenate(columns[7:])
+        )
 
-    async def _columns(self, query: str, args: tuple[Any, ...], chunk: int) -> AsyncIterator[list[tuple[Any, ...]]]:
-        async for records in self._batches(query, args, chunk):
-            # In a thread, so the next chunk is being read meanwhile.
-            yield await asyncio.to_thread(_transposed, records)
+    async def _int8_copy(self, query: str, args: tuple[Any, ...], width: int) -> list[I64]:
+        """The query's `width` bigint columns (none NULL) by binary COPY, parsed as the bytes arrive."""
+        rows = _Int8Rows(width)
+        async with self._engine.connect() as conn:
+            driver = await driver_connection(conn)
+            async with driver.transaction(readonly=True):
+                await driver.copy_from_query(query, *args, output=rows.feed, format="binary")
+        return rows.columns()
+
+    async def _code_other_texts(
+        self, columns: list[I64], first_text: int, table: str, key: str, texts: Sequence[tuple[str, bool]]
+    ) -> None:
+        """Codes the texts the server left to Python (_OTHER_TEXT: not plain ASCII, where stripping and
+        case-folding are Python's own): normalised here, hashed by the server as `_coded_query` does."""
+        width = len(texts)
+        other = np.zeros(columns[0].size, dtype=bool)
+        for i in range(width):
+            other |= columns[first_text + i] == _OTHER_TEXT
+        if not other.any():
+            return
+        rows = np.flatnonzero(other)
+        async with self._engine.connect() as conn:
+            driver = await driver_connection(conn)
+            ids = columns[0][rows].tolist()
+            records = await driver.fetch(
+                f"SELECT {key}, {', '.join(c for c, _ in texts)} FROM {table} WHERE {key} = ANY($1::bigint[])", ids
+            )
+            by_id = {int(r[0]): r for r in records}
+            normalised = [normalised_text(by_id[i][1 + c], fold) for i in ids for c, (_, fold) in enumerate(texts)]
+            hashed = await driver.fetch(
+                f"SELECT CASE WHEN t = '' THEN {NO_CODE} ELSE hashtextextended(t, 0) & {_CODE_MASK} END,"
+                f" CASE WHEN t = '' THEN {NO_CODE} ELSE hashtextextended(t, 1) END"
+                " FROM unnest($1::text[]) WITH ORDINALITY AS u(t, n) ORDER BY n",
+                normalised,
+            )
+        codes = np.array([h[0] for h in hashed], dtype=np.int64).reshape(rows.size, width)
+        checks = np.array([h[1] for h in hashed], dtype=np.int64).reshape(rows.size, width)
+        for c in range(width):
+            columns[first_text + c][rows] = codes[:, c]
+            columns[first_text + width + c][rows] = checks[:, c]
 
     async def _batches(self, query: str, args: tuple[Any, ...], chunk: int) -> AsyncIterator[list[Any]]:
         """The query's rows in chunks through a server-side cursor (a million rows never sit in memory as
@@ -491,19 +699,19 @@ class ReconciliationStore:
                             await pending
 
     async def lines_by_id(self, ids: Sequence[int]) -> list[StatementLineRecord]:
+        # asyncpg's records straight into the records' fields: a large run asks for a hundred thousand.
         async with self._engine.connect() as conn:
-            rows = await conn.execute(
-                text(_LINE_COLUMNS + " WHERE l.id = ANY(CAST(:i AS bigint[])) ORDER BY l.id"), {"i": list(ids)}
-            )
+            driver = await driver_connection(conn)
+            rows = await driver.fetch(_LINE_COLUMNS + " WHERE l.id = ANY($1::bigint[]) ORDER BY l.id", list(ids))
             return [StatementLineRecord(*r) for r in rows]
 
     async def entries_by_id(self, account_id: str, entry_ids: Sequence[int]) -> list[ProjectedEntry]:
         async with self._engine.connect() as conn:
-            rows = await conn.execute(
-                text(
-                    _ENTRY_COLUMNS + " WHERE account_id = :a AND entry_id = ANY(CAST(:i AS bigint[])) ORDER BY entry_id"
-                ),
-                {"a": account_id, "i": list(entry_ids)},
+            driver = await driver_connection(conn)
+            rows = await driver.fetch(
+                _ENTRY_COLUMNS + " WHERE account_id = $1 AND entry_id = ANY($2::bigint[]) ORDER BY entry_id",
+                account_id,
+                list(entry_ids),
             )
             return [ProjectedEntry(*r) for r in rows]
 
@@ -550,14 +758,21 @@ class ReconciliationStore:
         pairs: PairMatches | None = None,
     ) -> tuple[str, datetime]:
         run_id = str(uuid.uuid4())
+        listed = rendered.get("discrepancies")
+        by_copy = isinstance(listed, list) and bool(listed) and all(_copyable(d) for d in listed)
+        head = {k: v for k, v in rendered.items() if k != "discrepancies"} if by_copy else rendered
         async with self._engine.begin() as conn:
+            if by_copy:
+                assert isinstance(listed, list)
+                await self._stage_discrepancies(conn, listed)
             created = (
                 await conn.execute(
                     text(
                         "INSERT INTO runs (id, account_id, period_start, period_end, transaction_count,"
                         " discrepancy_count, balanced, report, rules_version, watermark)"
-                        " VALUES (CAST(:id AS uuid), :a, :s, :e, :tc, :dc, :b, CAST(:r AS jsonb), :v, :w)"
-                        " RETURNING created_at"
+                        " VALUES (CAST(:id AS uuid), :a, :s, :e, :tc, :dc, :b, CAST(:r AS jsonb)"
+                        + (f" || jsonb_build_object('discrepancies', ({_STAGED_DISCREPANCIES}))" if by_copy else "")
+                        + ", :v, :w) RETURNING created_at"
                     ),
                     {
                         "id": run_id,
@@ -567,7 +782,7 @@ class ReconciliationStore:
                         "tc": report.transaction_count,
                         "dc": len(report.discrepancies),
                         "b": report.balanced,
-                        "r": json.dumps({**rendered, "report_id": run_id}, default=str),
+                        "r": json.dumps({**head, "report_id": run_id}, default=str),
                         "v": rules_version,
                         "w": watermark,
                     },
@@ -595,6 +810,37 @@ class ReconciliationStore:
             if pairs is not None and len(pairs):
                 await self._save_pairs(conn, run_id, report.account_id, pairs)
             return run_id, created
+
+    @staticmethod
+    async def _stage_discrepancies(conn: Any, listed: Sequence[Mapping[str, Any]]) -> None:
+        """The report's discrepancies by binary COPY into a temporary table, for the server to build the
+        report's list from (`_STAGED_DISCREPANCIES`): a large run's list (tens of MB as JSON) is never
+        one Python string."""
+        await conn.execute(
+            text(
+                "CREATE TEMPORARY TABLE run_discrepancies (n integer, type text, severity text, message text,"
+                " transaction_id text, amount_minor bigint, currency text, case_id text,"
+                " statement_line_ids text[], ledger_transfer_ids text[]) ON COMMIT DROP"
+            )
+        )
+        await (await driver_connection(conn)).copy_records_to_table(
+            "run_discrepancies",
+            records=(
+                (
+                    n,
+                    d["type"],
+                    d["severity"],
+                    d["message"],
+                    d["transaction_id"],
+                    d["amount_minor"],
+                    d["currency"],
+                    d["case_id"],
+                    d["statement_line_ids"],
+                    d["ledger_transfer_ids"],
+                )
+                for n, d in enumerate(listed)
+            ),
+        )
 
     @staticmethod
     async def _save_pairs(conn: Any, run_id: str, account_id: str, pairs: PairMatches) -> None:
@@ -781,12 +1027,12 @@ class ReconciliationStore:
     @staticmethod
     async def _open_cases(conn: Any, account_id: str, window: Window, found: Sequence[Finding]) -> dict[str, str]:
         """New cases with their OPENED event: by binary COPY into a temporary table (evidence encoded a
-        chunk at a time), then one statement that inserts both. Returns fingerprint → id of those
+        chunk at a time), then one statement that inserts both (the server draws the case ids). Returns fingerprint → id of those
         inserted (a case a concurrent run opened first is left to it)."""
         # Through SQLAlchemy, which begins the transaction (ON COMMIT DROP outside one drops it at once).
         await conn.execute(
             text(
-                "CREATE TEMPORARY TABLE new_cases (id uuid, kind text, fingerprint text, severity text, message text,"
+                "CREATE TEMPORARY TABLE new_cases (kind text, fingerprint text, severity text, message text,"
                 " amount_minor bigint, currency text, evidence jsonb) ON COMMIT DROP"
             )
         )
@@ -796,7 +1042,6 @@ class ReconciliationStore:
                 "new_cases",
                 records=[
                     (
-                        uuid.uuid4(),
                         f.kind,
                         f.fingerprint,
                         f.severity,
@@ -812,7 +1057,8 @@ class ReconciliationStore:
             "WITH opened AS ("
             "   INSERT INTO cases (id, account_id, kind, fingerprint, status, severity, message, amount_minor,"
             "   currency, evidence, window_start, window_end)"
-            "   SELECT id, $1, kind, fingerprint, 'OPEN', severity, message, amount_minor, currency, evidence, $2, $3"
+            "   SELECT gen_random_uuid(), $1, kind, fingerprint, 'OPEN', severity, message, amount_minor, currency,"
+            "   evidence, $2, $3"
             "   FROM new_cases ON CONFLICT (account_id, fingerprint) DO NOTHING RETURNING id, fingerprint),"
             " events AS ("
             "   INSERT INTO case_events (case_id, action, actor, reason)"

@@ -123,6 +123,66 @@ class MatchResult:
         return tuple(b for b in self.breaks if b.kind is kind)
 
 
+def normalised_text(value: str | None, casefold: bool) -> str:
+    """The text a string is compared on: stripped, case-folded with `casefold`; "" when absent."""
+    if not value:
+        return ""
+    return value.strip().casefold() if casefold else value.strip()
+
+
+def separate_collisions(codes: Sequence[I64], checks: Sequence[I64]) -> list[I64]:
+    """Columns of codes made by hashing texts (equal texts, equal codes; NO_CODE with check NO_CODE for
+    none), each with `checks`: a second, independent hash of the same texts. Two different texts could
+    share a code, however unlikely (63 bits); they would then differ in check, and there would be more
+    distinct (code, check) pairs than codes. The codes come back as they are when the counts agree,
+    otherwise re-coded on (code, check), densely, so that no two texts are taken for one.
+
+    The pairs are counted through one 64-bit mix of code and check: sorting integers, not pairs, keeps
+    this to two sorts of a copy (a hundred MiB at a million rows a side). A mix that collides too can
+    only make the count of pairs smaller: a false alarm (the exact re-coding runs) or, should it cancel
+    a code collision exactly, a miss with a chance of the order of 2**-63 per text."""
+    if not codes:
+        return []
+    every = np.concatenate(codes)
+    every.sort()
+    distinct_codes = _distinct_sorted(every)
+    del every
+    mixed = np.concatenate(checks)
+    with np.errstate(over="ignore"):
+        mixed *= np.int64(-7046029254386353131)  # odd: a bijection of the checks
+    mixed ^= np.concatenate(codes)
+    mixed.sort()
+    if _distinct_sorted(mixed) == distinct_codes:
+        return list(codes)
+    del mixed
+    every = np.concatenate(codes)
+    every_check = np.concatenate(checks)
+    pairs = np.unique(np.stack([every, every_check], axis=1), axis=0)
+    recoded = []
+    for column, check in zip(codes, checks, strict=True):
+        at = _rows_of(pairs, np.stack([column, check], axis=1))
+        recoded.append(np.where(column == NO_CODE, NO_CODE, at).astype(np.int64))
+    return recoded
+
+
+def _distinct_sorted(values: I64) -> int:
+    return int(values.size and 1 + np.count_nonzero(values[1:] != values[:-1]))
+
+
+def _rows_of(table: NDArray[np.int64], keys: NDArray[np.int64]) -> I64:
+    """Row of each (code, check) key in `table` (sorted, unique rows); 0 for keys not in it (NO_CODE)."""
+    lo = np.searchsorted(table[:, 0], keys[:, 0], side="left")
+    hi = np.searchsorted(table[:, 0], keys[:, 0], side="right")
+    rows = lo.copy()
+    # Rows sharing a code are few (a collision): walk them.
+    for i in np.flatnonzero(hi - lo > 1).tolist():
+        for row in range(int(lo[i]), int(hi[i])):
+            if table[row, 1] == keys[i, 1]:
+                rows[i] = row
+                break
+    return np.minimum(rows, len(table) - 1).astype(np.int64)
+
+
 class CodeBook:
     """Interns strings as integer codes so the engine joins integers. One book per run and per kind of
     value, shared by both sides; absent and blank values get NO_CODE."""
@@ -133,10 +193,7 @@ class CodeBook:
         self._next = 0
 
     def codes(self, values: Iterable[str | None]) -> I64:
-        if self._casefold:
-            normalised = [v.strip().casefold() if v else "" for v in values]
-        else:
-            normalised = [v.strip() if v else "" for v in values]
+        normalised = [normalised_text(v, self._casefold) for v in values]
         # setdefault with a running counter: new strings get fresh codes, known ones keep theirs; codes
         # are unique but not dense, which is all an equality join needs.
         found = np.fromiter(

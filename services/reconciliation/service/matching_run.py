@@ -23,17 +23,16 @@ from services.kernel.money import format_minor
 from services.reconciliation.domain.cases import EncodedEvidence, Finding
 from services.reconciliation.domain.matching import (
     Break,
-    CodeBook,
     LedgerItem,
     StatementItem,
     as_breaks,
     group_score,
     match_items,
     pair_scores,
+    separate_collisions,
 )
 from services.reconciliation.domain.matching_columns import (
     MAX_ABS_AMOUNT_MINOR,
-    NO_CODE,
     PAIR_RULES,
     RULE_UNMATCHED,
     BreakKind,
@@ -43,8 +42,6 @@ from services.reconciliation.domain.matching_columns import (
 from services.reconciliation.domain.matching_engine import match_columns
 from services.reconciliation.domain.matching_rules import MatchingRules
 from services.reconciliation.service.ports import (
-    EntryChunk,
-    LineChunk,
     MatchRecord,
     PairMatches,
     ProjectedEntry,
@@ -56,6 +53,8 @@ I64 = NDArray[np.int64]
 
 # From this many statement lines in a window, matching runs on columns.
 COLUMNAR_FROM_LINES = 20_000
+# The breaks of a columnar run whose records are read at once, for their evidence.
+BREAKS_PER_READ = 20_000
 # Ids of up to 17 digits sort as their decimal text with one integer key (see _text_order).
 _MAX_KEYED_ID = 10**17
 
@@ -264,6 +263,8 @@ class _Side:
 
 def _stack(parts: list[list[I64]], names: Sequence[str]) -> dict[str, I64]:
     """The chunks' columns end to end, each chunk's piece let go once copied."""
+    if len(parts) == 1:
+        return dict(zip(names, parts.pop(), strict=True))
     stacked: dict[str, I64] = {}
     for i, name in enumerate(names):
         stacked[name] = np.concatenate([p[i] for p in parts]) if parts else np.zeros(0, dtype=np.int64)
@@ -303,83 +304,57 @@ _LINE_FIELDS = (
 _ENTRY_FIELDS = ("id", "amount_minor", "currency", "posted_day", "reference", "end_to_end_id", "transfer_id")
 
 
-def _int64(values: Sequence[int]) -> I64:
-    try:
-        return np.array(values, dtype=np.int64)
-    except OverflowError:  # beyond int64 cannot come from a bigint column; refuse rather than wrap
-        raise ValueError("amounts must fit in 64 bits") from None
+# Each side is read as columns of integers (the server codes the texts); the codes of both sides are
+# then checked together for two texts sharing a code (`separate_collisions`).
 
 
-def _codes(book: CodeBook, values: Sequence[str | None]) -> I64:
-    """The book's codes; a column with no value at all (often the end-to-end ids) is not looked up."""
-    if not any(values):
-        return np.full(len(values), NO_CODE, dtype=np.int64)
-    return book.codes(values)
-
-
-def _line_parts(chunk: LineChunk, references: CodeBook, descriptions: CodeBook) -> list[I64]:
-    return [
-        np.array(chunk.id, dtype=np.int64),
-        _int64(chunk.amount_minor),
-        np.array(chunk.currency, dtype=np.int64),
-        np.array(chunk.value_day, dtype=np.int64),
-        np.array(chunk.booking_day, dtype=np.int64),
-        _codes(references, chunk.reference),
-        _codes(references, chunk.end_to_end_id),
-        _codes(descriptions, chunk.description),
-    ]
-
-
-def _entry_parts(chunk: EntryChunk, references: CodeBook) -> list[I64]:
-    return [
-        np.array(chunk.entry_id, dtype=np.int64),
-        _int64(chunk.amount_minor),
-        np.array(chunk.currency, dtype=np.int64),
-        np.array(chunk.posted_day, dtype=np.int64),
-        _codes(references, chunk.reference),
-        _codes(references, chunk.end_to_end_id),
-        _codes(references, chunk.transfer_id),
-    ]
-
-
-# Each chunk is coded in a thread, one after the other (the code books see the same order every run),
-# while the event loop reads the next chunk from the server.
-
-
-async def _load_lines(store: ReconciliationStore, scope: _Scope, references: CodeBook) -> _Side:
-    descriptions = CodeBook()
+async def _load_lines(store: ReconciliationStore, scope: _Scope) -> dict[str, I64]:
     parts: list[list[I64]] = []
-    async for chunk in store.line_columns(scope.account_id, scope.first, scope.last):
-        parts.append(await asyncio.to_thread(_line_parts, chunk, references, descriptions))
-    columns = _stack(parts, _LINE_FIELDS)
-    parts.clear()
-    return _side(columns)
+    casefold = not scope.rules.references_case_sensitive
+    async for chunk in store.line_columns(scope.account_id, scope.first, scope.last, casefold=casefold):
+        parts.append([getattr(chunk, name) for name in _LINE_FIELDS] + _split(chunk.checks, 3))
+    return _stack(parts, _LINE_FIELDS + _CHECKS)
 
 
-async def _load_entries(
-    store: ReconciliationStore, scope: _Scope, start: datetime, end: datetime, references: CodeBook
-) -> _Side:
+async def _load_entries(store: ReconciliationStore, scope: _Scope, start: datetime, end: datetime) -> dict[str, I64]:
     parts: list[list[I64]] = []
-    async for chunk in store.entry_columns(scope.account_id, start, end, scope.debit_normal):
-        parts.append(await asyncio.to_thread(_entry_parts, chunk, references))
-    columns = _stack(parts, _ENTRY_FIELDS)
-    parts.clear()
-    return _side(columns)
+    casefold = not scope.rules.references_case_sensitive
+    async for chunk in store.entry_columns(scope.account_id, start, end, scope.debit_normal, casefold=casefold):
+        parts.append([getattr(chunk, name) for name in _ENTRY_FIELDS] + _split(chunk.checks, 3))
+    return _stack(parts, _ENTRY_FIELDS + _CHECKS)
+
+
+def _split(checks: I64, parts: int) -> list[I64]:
+    return list(np.split(checks, parts))
+
+
+_LINE_CODED = ("reference", "end_to_end_id", "description")
+_ENTRY_CODED = ("reference", "end_to_end_id", "transfer_id")
+_CHECKS = ("check_0", "check_1", "check_2")
+
+
+def _separate(lines: dict[str, I64], entries: dict[str, I64]) -> None:
+    """Re-codes the coded columns of both sides in place should two texts share a code; drops the checks."""
+    codes = [lines[n] for n in _LINE_CODED] + [entries[n] for n in _ENTRY_CODED]
+    checks = [lines.pop(n) for n in _CHECKS] + [entries.pop(n) for n in _CHECKS]
+    separated = separate_collisions(codes, checks)
+    for name, column in zip(_LINE_CODED, separated[:3], strict=True):
+        lines[name] = column
+    for name, column in zip(_ENTRY_CODED, separated[3:], strict=True):
+        entries[name] = column
 
 
 async def _match_columns(store: ReconciliationStore, scope: _Scope) -> MatchOutcome:
-    references = CodeBook(casefold=not scope.rules.references_case_sensitive)
-    lines = await _load_lines(store, scope, references)
-    if lines.total == 0:
+    span = await store.line_span(scope.account_id, scope.first, scope.last)
+    if span is None:
         return MatchOutcome([], [], {"statement_lines": 0, "ledger_entries": 0, "matched": 0})
-    value_days = lines.columns["value_day"]
-    covered = [int(value_days.min()), int(value_days.max())] if value_days.size else []
-    # The lines beyond the engine's range count for the dates covered too, as on objects.
-    if lines.beyond:
-        covered += [r.value_date.toordinal() for r in await store.lines_by_id(lines.beyond)]
-    covered_first, covered_last = date.fromordinal(min(covered)), date.fromordinal(max(covered))
-    entries = await _load_entries(store, scope, *scope.entries_between(covered_first, covered_last), references)
-    del references  # a million interned references: not needed once coded
+    # The dates the lines cover, asked first, so that both sides are read at once (two server backends).
+    covered_first, covered_last = span
+    line_columns, entry_columns = await asyncio.gather(
+        _load_lines(store, scope), _load_entries(store, scope, *scope.entries_between(covered_first, covered_last))
+    )
+    _separate(line_columns, entry_columns)
+    lines, entries = _side(line_columns), _side(entry_columns)
     # Currencies numbered densely over both sides: small keys sort fast.
     _, dense = np.unique(np.concatenate([lines.columns["currency"], entries.columns["currency"]]), return_inverse=True)
     n_lines = lines.columns["currency"].size
@@ -412,18 +387,33 @@ async def _match_columns(store: ReconciliationStore, scope: _Scope) -> MatchOutc
     s_ids, l_ids = _Ids(lines.ids), _Ids(entries.ids)
     breaks = as_breaks(found, s_ids, l_ids) + _unmatchable(lines.beyond, entries.beyond)
 
-    # Records only for what the findings and the groups show: their evidence and transfer ids.
+    # Records only for what the findings and the groups show: their evidence and transfer ids. The
+    # breaks' records are read a slice of breaks at a time, each slice's let go once its findings are
+    # made: a million lines have a hundred thousand breaks, and all their records at once weigh more
+    # than the matching did.
+    findings: list[Finding] = []
+    for start in range(0, len(breaks), BREAKS_PER_READ):
+        some = breaks[start : start + BREAKS_PER_READ]
+        line_ids = sorted({int(i) for b in some for i in b.statement_ids})
+        entry_ids = sorted({int(i) for b in some for i in b.ledger_ids})
+        line_records, entry_records = await asyncio.gather(
+            store.lines_by_id(line_ids), store.entries_by_id(scope.account_id, entry_ids)
+        )
+        findings += findings_of(
+            some,
+            {str(r.id): r for r in line_records},
+            {str(e.entry_id): e for e in entry_records},
+            scope.debit_normal,
+            scope.currency,
+            covered_first,
+            covered_last,
+        )
+        del line_records, entry_records
     group_rows = [r for g in found.groups for r in g.ledger]
-    line_ids = sorted({int(i) for b in breaks for i in b.statement_ids})
-    entry_ids = sorted({int(i) for b in breaks for i in b.ledger_ids} | set(entries.ids[group_rows].tolist()))
-    line_records, entry_records = await asyncio.gather(
-        store.lines_by_id(line_ids), store.entries_by_id(scope.account_id, entry_ids)
-    )
-    by_line = {str(r.id): r for r in line_records}
-    by_entry = {str(e.entry_id): e for e in entry_records}
-    findings = list(
-        findings_of(breaks, by_line, by_entry, scope.debit_normal, scope.currency, covered_first, covered_last)
-    )
+    transfer_of = {
+        str(e.entry_id): e.transfer_id
+        for e in await store.entries_by_id(scope.account_id, sorted(set(entries.ids[group_rows].tolist())))
+    }
     groups = []
     for group in found.groups:
         confidence, breakdown = group_score(group, scope.rules)
@@ -431,7 +421,7 @@ async def _match_columns(store: ReconciliationStore, scope: _Scope) -> MatchOutc
             MatchRecord(
                 group.kind.value,
                 tuple(int(i) for i in lines.ids[list(group.statement)].tolist()),
-                tuple(by_entry[str(i)].transfer_id for i in entries.ids[list(group.ledger)].tolist()),
+                tuple(transfer_of[str(i)] for i in entries.ids[list(group.ledger)].tolist()),
                 group.rule,
                 confidence,
                 dict(breakdown),

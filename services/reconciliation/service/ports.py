@@ -16,6 +16,8 @@ from services.reconciliation.domain.cases import CaseState, CaseStatus, Finding
 from services.reconciliation.domain.model import Report, TransferSides, Window
 from services.reconciliation.domain.statements import ParsedFile, Statement, StatementFormat
 
+I64 = NDArray[np.int64]
+
 
 @dataclass(frozen=True)
 class LedgerBalance:
@@ -184,30 +186,38 @@ class PairMatches:
 
 @dataclass(frozen=True)
 class LineChunk:
-    """Statement lines as matching reads them, a column each: days are `date.toordinal()`, -1 for none;
-    currencies as integers, equal when the currencies are."""
+    """Statement lines as matching reads them, a column of int64 each: days are `date.toordinal()`, -1 for
+    none; currencies as integers, equal when the currencies are; the reference, end-to-end id and
+    description as codes of their text as `CodeBook` normalises it (stripped; references case-folded
+    when the rules say so; descriptions never), equal for equal texts, NO_CODE when empty. `checks` holds
+    a second, independent code of each of those three columns (end to end), so that two texts sharing a
+    code can be told apart (`separate_collisions`)."""
 
-    id: tuple[int, ...]
-    amount_minor: tuple[int, ...]
-    currency: tuple[int, ...]
-    value_day: tuple[int, ...]
-    booking_day: tuple[int, ...]
-    reference: tuple[str | None, ...]
-    end_to_end_id: tuple[str | None, ...]
-    description: tuple[str, ...]
+    id: I64
+    amount_minor: I64
+    currency: I64
+    value_day: I64
+    booking_day: I64
+    reference: I64
+    end_to_end_id: I64
+    description: I64
+    checks: I64
 
 
 @dataclass(frozen=True)
 class EntryChunk:
-    """Projected entries as matching reads them, a column each: amounts signed from the account's view."""
+    """Projected entries as matching reads them, like LineChunk: amounts signed from the account's view;
+    reference, end-to-end id and transfer id coded as a line's reference, `checks` theirs; `id` is the
+    entry id."""
 
-    entry_id: tuple[int, ...]
-    amount_minor: tuple[int, ...]
-    currency: tuple[int, ...]
-    posted_day: tuple[int, ...]
-    reference: tuple[str | None, ...]
-    end_to_end_id: tuple[str | None, ...]
-    transfer_id: tuple[str, ...]
+    id: I64
+    amount_minor: I64
+    currency: I64
+    posted_day: I64
+    reference: I64
+    end_to_end_id: I64
+    transfer_id: I64
+    checks: I64
 
 
 @dataclass(frozen=True)
@@ -295,18 +305,22 @@ class ReconciliationStore(Protocol):
 
     async def lines_in(self, account_id: str, first: date, last: date) -> list[StatementLineRecord]: ...
 
+    async def line_span(self, account_id: str, first: date, last: date) -> tuple[date, date] | None:
+        """The first and last value dates of `lines_in`'s lines; None when there are none."""
+        ...
+
     async def count_lines(self, account_id: str, first: date, last: date) -> int:
         """Booked lines valued from `first` to `last`: what `lines_in` would return."""
         ...
 
-    def line_columns(self, account_id: str, first: date, last: date) -> AsyncIterator[LineChunk]:
-        """`lines_in`'s lines as columns, in chunks, in any order."""
+    def line_columns(self, account_id: str, first: date, last: date, *, casefold: bool) -> AsyncIterator[LineChunk]:
+        """`lines_in`'s lines as columns, in chunks, in any order; references case-folded with `casefold`."""
         ...
 
     def entry_columns(
-        self, account_id: str, start: datetime, end: datetime, debit_normal: bool
+        self, account_id: str, start: datetime, end: datetime, debit_normal: bool, *, casefold: bool
     ) -> AsyncIterator[EntryChunk]:
-        """`entries_in`'s entries as columns, in chunks, in any order."""
+        """`entries_in`'s entries as columns, in chunks, in any order; references case-folded with `casefold`."""
         ...
 
     async def lines_by_id(self, ids: Sequence[int]) -> list[StatementLineRecord]: ...

@@ -341,6 +341,10 @@ class ReconciliationService:
             account_id, window, plan.open, plan.reopen, plan.still_open, plan.auto_resolve
         )
         report.discrepancies[:] = [_discrepancy(f, case_ids.get(f.fingerprint, ""), currency) for f in findings]
+        # The findings' evidence is stored with their cases: let it go before the report is encoded
+        # (a large run's findings weigh a hundred MiB and more).
+        del plan
+        findings.clear()
         rendered = _rendered(report, counts, rules.version, watermark, sorted(set(case_ids.values())))
         run_id, created_at = await self.store.save_run(
             report, rendered, matched.matches, rules.version, watermark, matched.pairs
