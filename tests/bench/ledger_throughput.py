@@ -45,7 +45,9 @@ class Throughput:
         return self.transfers / self.seconds
 
 
-def _transfers(run: str, client: int, start: int, count: int, accounts: int) -> list[messages_pb2.TransferRequest]:
+def queued_transfers(
+    run: str, client: int, start: int, count: int, accounts: int
+) -> list[messages_pb2.TransferRequest]:
     """`count` transfers among this client's own `accounts` accounts (clients do not share accounts, as
     ingest's message groups keep one account's movements in one lane)."""
     requests = []
@@ -78,14 +80,15 @@ async def batch_api_throughput(
         await asyncio.gather(
             *(
                 stubs[c].PostTransfers(
-                    ledger_pb2.PostTransfersRequest(transfers=_transfers(run, c, 0, accounts, accounts)), metadata=AUTH
+                    ledger_pb2.PostTransfersRequest(transfers=queued_transfers(run, c, 0, accounts, accounts)),
+                    metadata=AUTH,
                 )
                 for c in range(clients)
             )
         )
         payloads = [
             [
-                ledger_pb2.PostTransfersRequest(transfers=_transfers(run, c, (k + 1) * batch, batch, accounts))
+                ledger_pb2.PostTransfersRequest(transfers=queued_transfers(run, c, (k + 1) * batch, batch, accounts))
                 for k in range(calls_per_client)
             ]
             for c in range(clients)
@@ -124,7 +127,7 @@ async def worker_drain_throughput(
     for m in range(messages):
         group = m % groups
         batch = messages_pb2.TransferBatch(
-            transfers=_transfers(run, group, m * per_message, per_message, accounts_per_group)
+            transfers=queued_transfers(run, group, m * per_message, per_message, accounts_per_group)
         )
         bodies.append(OutgoingMessage(batch.SerializeToString(), f"bench-{group:04d}", f"{run}-{m}", {}))
     total = messages * per_message
