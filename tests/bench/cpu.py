@@ -143,7 +143,7 @@ class CpuMeter:
 def cpu_table(uses: Mapping[str, tuple[CpuUse, int]]) -> str:
     """A markdown table: ms of CPU per accepted transfer, one column per measured run
     (run name → (CPU use, transfers accepted))."""
-    names = sorted({n for use, _ in uses.values() for n in use.seconds}, key=_process_order)
+    names = sorted({n for use, _ in uses.values() for n in use.seconds}, key=process_order)
     head = "| process | " + " | ".join(uses) + " |\n|---|" + "---|" * len(uses) + "\n"
     rows = []
     for name in names:
@@ -158,7 +158,7 @@ def cpu_table(uses: Mapping[str, tuple[CpuUse, int]]) -> str:
     return head + "".join(rows) + f"| **all** | {totals} |\n| CPU seconds | {cpu} |\n| accepted | {count} |\n"
 
 
-def _process_order(name: str) -> tuple[int, str]:
+def process_order(name: str) -> tuple[int, str]:
     order = ["envoy", "ingest", "ledger", "ledger-worker", "reconciliation", "SQS server", POSTGRES, GENERATOR]
     base = name.split("-")[0] if name.startswith("ingest") else name
     return (order.index(base) if base in order else len(order), name)

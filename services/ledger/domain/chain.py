@@ -43,8 +43,8 @@ def entry_hash(
 
 
 class ChainedEntry(NamedTuple):
-    """An entry as stored, in the entries table's column order: a tuple, so a batch of them is the
-    COPY's records as it is (the posting path builds ten thousand per transaction)."""
+    """An entry as stored: a tuple, so a batch of them is a COPY's records as it is (the posting path
+    builds ten thousand per transaction)."""
 
     id: int
     transfer_id: str
@@ -52,8 +52,8 @@ class ChainedEntry(NamedTuple):
     direction: str
     amount_minor: int
     currency: str
-    created_at: datetime
     hash: bytes
+    created_at: datetime  # last: a COPY of the fields before it leaves it to the column's default
 
 
 def chain_entries(
@@ -73,12 +73,12 @@ def chain_entries(
         head = heads[debit_account] = sha256(
             heads[debit_account] + f"{debit_id}|{tid}|{debit_account}|DEBIT|{minor}|{currency}|{micros}".encode()
         ).digest()
-        append(ChainedEntry(debit_id, tid, debit_account, "DEBIT", minor, currency, at, head))
+        append(ChainedEntry(debit_id, tid, debit_account, "DEBIT", minor, currency, head, at))
         credit_id, credit_account = next(ids), t.credit_account_id
         head = heads[credit_account] = sha256(
             heads[credit_account] + f"{credit_id}|{tid}|{credit_account}|CREDIT|{minor}|{currency}|{micros}".encode()
         ).digest()
-        append(ChainedEntry(credit_id, tid, credit_account, "CREDIT", minor, currency, at, head))
+        append(ChainedEntry(credit_id, tid, credit_account, "CREDIT", minor, currency, head, at))
     return entries
 
 
