@@ -20,7 +20,7 @@ import asyncpg
 from tests.bench.http_load import Connection
 from tests.bench.post_latency import AUTH, percentile
 
-FALL_BEHIND_SECONDS = 10.0  # stop sending when the generator is this late (the server cannot keep up)
+FALL_BEHIND_SECONDS = 10.0  # stop when this many seconds of arrivals wait for a connection (the server cannot keep up)
 DRAIN_TIMEOUT_SECONDS = 120.0
 
 
@@ -100,13 +100,17 @@ async def open_loop(
             return opened[-1]
         return await idle.get()
 
+    queued = 0  # due, but waiting for a free connection
+
     async def send(n: int, due: float) -> None:
-        nonlocal errors, slots
+        nonlocal errors, slots, queued
         try:
             conn = await connection()
         except OSError:
             errors += 1
             return
+        finally:
+            queued -= 1
         try:
             answer = await conn.request("POST", "/api/v1/transactions", _body(run, n, accounts))
         except (OSError, asyncio.IncompleteReadError, ValueError):
@@ -135,9 +139,10 @@ async def open_loop(
         while sent < planned:
             now = time.perf_counter()
             due_now = min(planned, int((now - start) * rate) + 1)
-            if now - (start + sent / rate) > FALL_BEHIND_SECONDS:
+            if queued > rate * FALL_BEHIND_SECONDS:
                 break
             while sent < due_now:
+                queued += 1
                 tasks.append(asyncio.create_task(send(sent, start + sent / rate)))
                 sent += 1
             await asyncio.sleep(max(0.0, start + sent / rate - time.perf_counter()))
