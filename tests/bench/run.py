@@ -279,7 +279,7 @@ def throughput_section(stack: Stack, args: argparse.Namespace) -> str:
 def worker_cpu(runs: list[Throughput]) -> str:
     """CPU per transfer while the worker drains (median of the runs), by process: what limits the rate
     on two cores when the machine is busy with other work and the wall-clock figures move."""
-    names = sorted({n for t in runs for n, us in t.cpu_us.items() if us > 0}, key=process_order)
+    names = sorted({n for t in runs for n, us in t.cpu_us.items() if us >= 0.05}, key=process_order)
     if not names:
         return ""
     cells = []
