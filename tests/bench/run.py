@@ -110,7 +110,10 @@ def http_section(stack: Stack, args: argparse.Namespace) -> str:
         generator = f"wrk ({wrk.version()}; {wrk.source}), 2 threads, Lua script: the seed's body, a new idempotency key per request"
         run_wrk(wrk, stack.base_url, connections=8, seconds=5, run=f"{run}-warm")  # warm-up, not reported
     else:
-        generator = "the bench's own Python client (tests/bench/http_load.py, one raw keep-alive connection per client): wrk was not available"
+        why = "as asked (--generator python)" if args.generator == "python" else "wrk could not be found or fetched"
+        generator = (
+            f"the bench's own Python client (tests/bench/http_load.py, one raw keep-alive connection per client), {why}"
+        )
         asyncio.run(measure_post_latency(stack.base_url, clients=8, per_client=20))
     for connections in args.connections:
         if wrk is not None:
@@ -146,7 +149,7 @@ def http_section(stack: Stack, args: argparse.Namespace) -> str:
     return (
         "## POST /api/v1/transactions through Envoy, closed loop\n\n"
         f"Run {started}. Generator: {generator}. Each connection sends its next request when the answer to"
-        f" the previous one arrives, for {args.http_seconds} s per row (after a 5 s warm-up at 8 connections)."
+        f" the previous one arrives, for {args.http_seconds} s per row (after a warm-up at 8 connections)."
         " The 202 covers validation, the idempotency check and the PostgreSQL commit of request + outbox row;"
         " the relay, the ledger worker, the event consumers and the SQS server run on the same two cores"
         " meanwhile. Errors: any answer other than 202, and socket errors or timeouts (10 s).\n\n"
