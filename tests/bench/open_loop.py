@@ -126,9 +126,13 @@ async def open_loop(
 
     async def sample_backlog(stop: asyncio.Event) -> None:
         nonlocal peak
-        while not stop.is_set():
-            peak = max(peak, await _processing(db))
-            await asyncio.sleep(1)
+        own = await asyncpg.connect(database_url)  # the drain below polls on `db` meanwhile
+        try:
+            while not stop.is_set():
+                peak = max(peak, await _processing(own))
+                await asyncio.sleep(1)
+        finally:
+            await own.close()
 
     sampling_stopped = asyncio.Event()
     sampler = asyncio.create_task(sample_backlog(sampling_stopped))
