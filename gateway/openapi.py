@@ -98,6 +98,12 @@ SUCCESS_STATUSES: dict[str, dict[str, str]] = {
     },
 }
 ERROR_BODY = "payrecon.common.v1.ErrorBody"
+HTTP_BODY = "google.api.HttpBody"
+# What an RPC answering google.api.HttpBody can send (the service picks the content type).
+RAW_BODY_CONTENT: Schema = {
+    "text/csv": {"schema": {"type": "string"}},
+    "application/json": {"schema": {}},
+}
 ERROR_FALLBACK: Schema = {
     "type": "object",
     "properties": {"code": {"type": "string"}, "message": {"type": "string"}, "details": {"type": "array"}},
@@ -247,6 +253,9 @@ class _Builder:
             }
             for status, text in statuses.items()
         }
+        if rpc.output_type == HTTP_BODY:
+            # The transcoder sends an HttpBody's bytes as the body, with its content type: a file.
+            responses = {"200": {"description": "The file.", "content": RAW_BODY_CONTENT}}
         if rpc.grpc_path in OPEN_METHODS:
             operation["security"] = []
         else:

@@ -93,7 +93,7 @@ def _run_stack(port: int) -> None:
         f"""
 payrecon is READY in {elapsed:.1f}s ({", ".join(f"{k} {v}s" for k, v in stack.timings.items())})
   REST gateway (Envoy)  {stack.base_url}/api/v1   token: Bearer demo-token-for-testing
-  ingest gRPC           {stack.addresses["ingest"]}
+  ingest gRPC           {", ".join(stack.ingest_addresses)} ({len(stack.ingest_addresses)} processes, INGEST_PROCESSES)
   ledger gRPC           {stack.addresses["ledger"]}
   reconciliation gRPC   {stack.addresses["reconciliation"]}
   PostgreSQL            {stack.env["PAYRECON_DATABASE_URL"]}
@@ -188,6 +188,117 @@ def _import_statement(path: str, account: str, fmt: str, mapping_file: str | Non
     return 0 if reply.status != "REJECTED" else 1
 
 
+def _schema_command(args: argparse.Namespace) -> int:
+    """`payrecon schema apply FILE [--dry-run]` (the diff first, then the new version, guarded by the
+    version the diff was made against), `payrecon schema show [--version N]`, `payrecon schema versions`."""
+    from pathlib import Path
+    from typing import cast
+
+    import grpc
+    import yaml
+    from google.protobuf import json_format
+    from payrecon.ledger.v1 import ledger_pb2, ledger_pb2_grpc
+
+    from services.kernel.grpc_errors import machine_code_of, violations_of
+
+    metadata = (("authorization", f"Bearer {args.token}"),)
+    with grpc.insecure_channel(args.address) as channel:
+        stub = ledger_pb2_grpc.LedgerServiceStub(channel)
+        try:
+            if args.schema_command == "show":
+                shown = stub.GetSchema(ledger_pb2.GetSchemaRequest(version=args.version), metadata=metadata, timeout=30)
+                if not shown.version:
+                    print("# no schema applied: any accounts, opened by transfers, overdraft allowed")
+                    return 0
+                print(f"# version {shown.version}, applied by {shown.applied_by} at {shown.applied_at.ToJsonString()}")
+                document = _whole(json_format.MessageToDict(shown.document))
+                print(yaml.safe_dump(document, sort_keys=False, allow_unicode=True), end="")
+                return 0
+            if args.schema_command == "versions":
+                listed = stub.ListSchemaVersions(ledger_pb2.ListSchemaVersionsRequest(), metadata=metadata, timeout=30)
+                for v in listed.versions:
+                    print(f"{v.version}\t{v.applied_at.ToJsonString()}\t{v.applied_by}")
+                return 0
+            file = Path(args.file)
+            if not file.is_file():
+                print(f"payrecon: no such file: {args.file}", file=sys.stderr)
+                return 2
+            text = file.read_text()
+            plan = stub.PutSchema(
+                ledger_pb2.PutSchemaRequest(document_text=text, dry_run=True), metadata=metadata, timeout=120
+            )
+            print(f"schema in force: version {plan.previous_version}")
+            for change in plan.changes:
+                print(f"  {change.description}")
+            if not plan.changes:
+                print("  no changes")
+            if plan.stranded:
+                print(f"refused: {len(plan.stranded)} existing account(s) would be stranded:", file=sys.stderr)
+                for account in plan.stranded:
+                    print(f"  {account.account_id}: {account.reason}", file=sys.stderr)
+                return 1
+            if args.dry_run or not plan.changes:
+                return 0
+            request = ledger_pb2.PutSchemaRequest(document_text=text, expected_version=plan.previous_version)
+            applied = stub.PutSchema(request, metadata=metadata, timeout=120)
+            print(f"applied: version {applied.schema.version}")
+            return 0
+        except grpc.RpcError as error:
+            # A sync call's error carries the same trailers as an aio one.
+            code = machine_code_of(cast(grpc.aio.AioRpcError, error)) if isinstance(error, grpc.Call) else None
+            print(f"payrecon: {code or error.code().name}: {error.details()}", file=sys.stderr)
+            for field, description in violations_of(error):
+                print(f"  {field}: {description}", file=sys.stderr)
+            return 1
+
+
+def _whole(value: object) -> object:
+    """A Struct's numbers back as the integers they were (minor units), for printing."""
+    if isinstance(value, dict):
+        return {k: _whole(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_whole(v) for v in value]
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+def _export_run(run_id: str, fmt: str, address: str, token: str) -> int:
+    """`payrecon reconcile export RUN_ID --format csv|json > file`: streams a stored run's report (matches
+    and cases with their evidence) from the reconciliation service to standard output as it arrives."""
+    import grpc
+    from payrecon.reconciliation.v1 import reconciliation_pb2, reconciliation_pb2_grpc
+
+    out = sys.stdout.buffer
+    with grpc.insecure_channel(address) as channel:
+        stub = reconciliation_pb2_grpc.ReconciliationServiceStub(channel)
+        request = reconciliation_pb2.ExportReconciliationRequest(run_id=run_id, format=fmt)
+        try:
+            for piece in stub.ExportReconciliation(
+                request, metadata=(("authorization", f"Bearer {token}"),), timeout=3600
+            ):
+                out.write(piece.data)
+        except grpc.RpcError as error:
+            out.flush()
+            print(f"payrecon: export failed: {error.code().name}: {error.details()}", file=sys.stderr)
+            return 1
+    out.flush()
+    return 0
+
+
+def _address_and_token(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--address",
+        default=os.environ.get("PAYRECON_RECONCILIATION_ADDRESS", "127.0.0.1:50053"),
+        help="reconciliation gRPC address",
+    )
+    parser.add_argument(
+        "--token",
+        default=os.environ.get("PAYRECON_TOKEN", "demo-token-for-testing"),
+        help="bearer token (PAYRECON_TOKEN)",
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="payrecon", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -212,16 +323,34 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--format", default="", help="CAMT053, CAMT052, CAMT054, MT940, BAI2, OFX or CSV (default: detect)"
     )
     importer.add_argument("--csv-mapping", help="a JSON file with the CSV column mapping (saved for the account)")
-    importer.add_argument(
-        "--address",
-        default=os.environ.get("PAYRECON_RECONCILIATION_ADDRESS", "127.0.0.1:50053"),
-        help="reconciliation gRPC address",
+    _address_and_token(importer)
+    reconcile = sub.add_parser("reconcile", help="reconciliation runs")
+    reconcile_sub = reconcile.add_subparsers(dest="reconcile_command", required=True)
+    exporter = reconcile_sub.add_parser(
+        "export", help="write a stored run's report (matches, cases with evidence) to standard output"
     )
-    importer.add_argument(
-        "--token",
-        default=os.environ.get("PAYRECON_TOKEN", "demo-token-for-testing"),
-        help="bearer token (PAYRECON_TOKEN)",
-    )
+    exporter.add_argument("run_id", help="the run's report_id")
+    exporter.add_argument("--format", choices=["csv", "json"], default="csv")
+    _address_and_token(exporter)
+    schema = sub.add_parser("schema", help="the ledger's schema: account classes and transfer types")
+    schema_sub = schema.add_subparsers(dest="schema_command", required=True)
+    apply = schema_sub.add_parser("apply", help="apply a YAML/JSON schema file as the next version (diff first)")
+    apply.add_argument("file")
+    apply.add_argument("--dry-run", action="store_true", help="print the diff and any stranded accounts; apply nothing")
+    show = schema_sub.add_parser("show", help="print the schema in force (or --version N) as YAML")
+    show.add_argument("--version", type=int, default=0)
+    versions = schema_sub.add_parser("versions", help="list every version applied, with when and by whom")
+    for command in (apply, show, versions):
+        command.add_argument(
+            "--address",
+            default=os.environ.get("PAYRECON_LEDGER_ADDRESS", "127.0.0.1:50052"),
+            help="ledger gRPC address (PAYRECON_LEDGER_ADDRESS)",
+        )
+        command.add_argument(
+            "--token",
+            default=os.environ.get("PAYRECON_TOKEN", "demo-token-for-testing"),
+            help="bearer token (PAYRECON_TOKEN); applying needs the schema:write scope",
+        )
     run = sub.add_parser("run", help="run the whole local stack in the foreground")
     run.add_argument("--port", type=int, default=3000)
     args = parser.parse_args(argv)
@@ -236,8 +365,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             asyncio.run(create_queues())
         elif args.command == "ledger":
             return asyncio.run(verify_ledger())
+        elif args.command == "schema":
+            return _schema_command(args)
         elif args.command == "statements":
             return _import_statement(args.file, args.account, args.format, args.csv_mapping, args.address, args.token)
+        elif args.command == "reconcile":
+            return _export_run(args.run_id, args.format, args.address, args.token)
         elif args.command == "run":
             _run_stack(args.port)
     except ConfigError as error:

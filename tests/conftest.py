@@ -84,9 +84,10 @@ def start_stack(
     state_dir: Path,
     extra_env: dict[str, str] | None = None,
     *,
-    ingest_replicas: int = 1,
+    ingest_processes: int | None = 1,
 ) -> Stack:
-    """The whole system: services, worker and Envoy, on free ports, with its own database and queues."""
+    """The whole system: services, worker and Envoy, on free ports, with its own database and queues.
+    One ingest process unless asked (None: INGEST_PROCESSES, else one per core, as `make run`)."""
     from services.devstack.processes import free_port
     from services.kernel.config import hash_token
 
@@ -106,7 +107,7 @@ def start_stack(
             state_dir=state_dir,
             isolated=True,
             extra_env={"PAYRECON_API_TOKENS": tokens, **(extra_env or {})},
-            ingest_replicas=ingest_replicas,
+            ingest_processes=ingest_processes,
         )
     ).start()
 

@@ -11,6 +11,7 @@ import shutil
 import string
 import sys
 import urllib.request
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,31 +40,52 @@ def public_routes(descriptor_set: Path = DESCRIPTOR_SET) -> list[str]:
     return lines
 
 
+def _fill_block(text: str, name: str, lines: Sequence[str]) -> str:
+    """Puts `lines` where the template has `${name}` alone on a line, each at that line's indent
+    (escaped: the result is still a template)."""
+    placeholder = re.search(rf"^( *)\$\{{{name}\}}$", text, re.MULTILINE)
+    if placeholder is None:
+        raise ValueError(f"gateway/envoy.yaml lacks its ${{{name}}} line")
+    indent = placeholder.group(1)
+    return (
+        text[: placeholder.start()]
+        + "\n".join(indent + line.replace("$", "$$") for line in lines)
+        + text[placeholder.end() :]
+    )
+
+
+def endpoint_lines(addresses: Sequence[str]) -> list[str]:
+    """The lb_endpoints of a cluster, one per `host:port`."""
+    return [
+        f"- endpoint: {{ address: {{ socket_address: {{ address: {host_of(a)}, port_value: {port_of(a)} }} }} }}"
+        for a in addresses
+    ]
+
+
 def render_config(
     *,
     http_port: int,
     admin_port: int,
-    ingest: str,
+    ingest: str | Sequence[str],
     ledger: str,
     reconciliation: str,
     listen_host: str = "127.0.0.1",
     descriptor: Path | None = None,
 ) -> str:
     """The gateway config; routes come from the repository's descriptor set, which `descriptor` (the
-    path Envoy loads, e.g. a container mount) must be a copy of."""
+    path Envoy loads, e.g. a container mount) must be a copy of. `ingest` is one address or one per
+    ingest process: Envoy balances requests over them."""
+    ingest_addresses = [ingest] if isinstance(ingest, str) else list(ingest)
+    if not ingest_addresses:
+        raise ValueError("at least one ingest address is needed")
     text = (GATEWAY_DIR / "envoy.yaml").read_text()
-    placeholder = re.search(r"^( *)\$\{PUBLIC_ROUTES\}$", text, re.MULTILINE)
-    if placeholder is None:
-        raise ValueError("gateway/envoy.yaml lacks its ${PUBLIC_ROUTES} line")
-    template = string.Template(text)
-    return template.substitute(
-        PUBLIC_ROUTES=("\n" + placeholder.group(1)).join(public_routes()),
+    text = _fill_block(text, "PUBLIC_ROUTES", public_routes())
+    text = _fill_block(text, "INGEST_ENDPOINTS", endpoint_lines(ingest_addresses))
+    return string.Template(text).substitute(
         HTTP_PORT=http_port,
         ADMIN_PORT=admin_port,
         LISTEN_HOST=listen_host,
         DESCRIPTOR=str(descriptor or GATEWAY_DIR / "descriptor.pb"),
-        INGEST_HOST=host_of(ingest),
-        INGEST_PORT=port_of(ingest),
         LEDGER_HOST=host_of(ledger),
         LEDGER_PORT=port_of(ledger),
         RECON_HOST=host_of(reconciliation),
@@ -90,7 +112,9 @@ class Envoy:
     admin_port: int
 
     @classmethod
-    def start(cls, state_dir: Path, *, http_port: int, ingest: str, ledger: str, reconciliation: str) -> Envoy:
+    def start(
+        cls, state_dir: Path, *, http_port: int, ingest: str | Sequence[str], ledger: str, reconciliation: str
+    ) -> Envoy:
         admin_port = free_port()
         config = state_dir / f"envoy-{http_port}.yaml"
         config.write_text(

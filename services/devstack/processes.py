@@ -26,6 +26,19 @@ def port_open(port: int, host: str = "127.0.0.1") -> bool:
         return False
 
 
+def grpc_serving(address: str, service: str = "") -> bool:
+    """True when the gRPC server at `address` reports `service` SERVING (grpc.health.v1)."""
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    with grpc.insecure_channel(address) as channel:
+        try:
+            reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=service), timeout=1)
+        except grpc.RpcError:
+            return False
+    return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
+
+
 def wait_until(
     check: Callable[[], bool],
     *,
@@ -55,12 +68,18 @@ class Child:
     process: subprocess.Popen[bytes]
     log: Path
 
+    def terminate(self) -> None:
+        """SIGTERM to the whole process group, without waiting (see `stop`)."""
+        if self.process.poll() is None:
+            try:
+                os.killpg(self.process.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+
     def stop(self, timeout: float = 10) -> None:
+        """SIGTERM, then waits up to `timeout` seconds before SIGKILL."""
+        self.terminate()
         if self.process.poll() is not None:
-            return
-        try:
-            os.killpg(self.process.pid, signal.SIGTERM)
-        except ProcessLookupError:
             return
         try:
             self.process.wait(timeout)

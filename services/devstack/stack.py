@@ -17,12 +17,19 @@ from pathlib import Path
 
 from services.devstack.envoy import REPO_ROOT, Envoy
 from services.devstack.postgres import EmbeddedPostgres
-from services.devstack.processes import Child, free_port, port_open, spawn, wait_until
+from services.devstack.processes import Child, free_port, grpc_serving, spawn, wait_until
 from services.devstack.redis_server import EmbeddedRedis
 from services.devstack.sqs_server import SqsServer
+from services.ingest.api.errors import SERVICE_NAME as INGEST_SERVICE
+from services.ingest.config import ingest_process_count
+from services.kernel.config import Env
+from services.ledger.api.errors import SERVICE_NAME as LEDGER_SERVICE
 from services.provisioning import create_queues, migrate_all
+from services.reconciliation.api.errors import SERVICE_NAME as RECONCILIATION_SERVICE
 
 SERVICES = ("ingest", "ledger", "reconciliation")
+# The gRPC health name each context's processes report SERVING on once they can serve.
+SERVICE_NAMES = {"ingest": INGEST_SERVICE, "ledger": LEDGER_SERVICE, "reconciliation": RECONCILIATION_SERVICE}
 
 
 def state_dir_for(repo_root: Path) -> Path:
@@ -79,10 +86,10 @@ class StackOptions:
     # Tests: a fresh database and key prefix per stack, dropped afterwards.
     isolated: bool = False
     extra_env: dict[str, str] = field(default_factory=dict)
-    # Ingest processes on the same database, as Kubernetes runs replicas: each runs its own outbox
-    # relay and outcome consumer. Envoy routes to the first; the others are reached at
-    # `addresses["ingest-2"]`, … over gRPC.
-    ingest_replicas: int = 1
+    # Ingest processes, each on its own port (`addresses["ingest"]`, `addresses["ingest-2"]`, …), all
+    # endpoints of Envoy's ingest cluster; each runs the whole service, background jobs included.
+    # None: INGEST_PROCESSES (from extra_env, then the environment), else the number of cores.
+    ingest_processes: int | None = None
 
 
 @dataclass
@@ -103,6 +110,15 @@ class Stack:
     @property
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.options.http_port}"
+
+    @property
+    def ingest_names(self) -> list[str]:
+        """The ingest processes' names: `ingest`, `ingest-2`, …"""
+        return [name for name in self.addresses if name.split("-")[0] == "ingest"]
+
+    @property
+    def ingest_addresses(self) -> list[str]:
+        return [self.addresses[name] for name in self.ingest_names]
 
     def _mark(self, name: str, started: float) -> None:
         self.timings[name] = round(time.monotonic() - started, 2)
@@ -162,16 +178,19 @@ class Stack:
 
             t = time.monotonic()
             self.log_dir = log_dir
-            for replica in range(2, opts.ingest_replicas + 1):
-                self.addresses[f"ingest-{replica}"] = f"127.0.0.1:{free_port()}"
+            processes = opts.ingest_processes
+            if processes is None:
+                processes = ingest_process_count(Env({**os.environ, **opts.extra_env}))
+            for index in range(2, processes + 1):
+                self.addresses[f"ingest-{index}"] = f"127.0.0.1:{free_port()}"
             for name in self.addresses:
                 self.start_service(name)
             self.start_worker()
+            # Ready means every process serves (its service SERVING on its own port), not just one.
             for name in self.addresses:
-                port = int(self.addresses[name].rsplit(":", 1)[1])
                 child = self.children[name]
                 wait_until(
-                    functools.partial(port_open, port),
+                    functools.partial(grpc_serving, self.addresses[name], SERVICE_NAMES[name.split("-")[0]]),
                     timeout=60,
                     what=f"{name} service",
                     process=child.process,
@@ -182,7 +201,7 @@ class Stack:
             self.envoy = Envoy.start(
                 opts.state_dir,
                 http_port=opts.http_port,
-                ingest=self.addresses["ingest"],
+                ingest=self.ingest_addresses,
                 ledger=self.addresses["ledger"],
                 reconciliation=self.addresses["reconciliation"],
             )
@@ -255,7 +274,11 @@ class Stack:
     def stop(self) -> None:
         if self.envoy:
             self.envoy.stop()
-        for child in reversed(list(self.children.values())):
+        # Every process at once (each may take a few seconds to finish a long poll), then the waits.
+        children = list(reversed(list(self.children.values())))
+        for child in children:
+            child.terminate()
+        for child in children:
             child.stop()
         if self.sqs:
             self.sqs.stop()

@@ -16,13 +16,15 @@ from services.ingest.api.errors import INGEST_ERRORS, PUBLIC_METHODS, SCOPES, SE
 from services.ingest.api.servicer import IngestServicer
 from services.ingest.codecs import outcomes_from_event_batch, transfer_batch_bytes
 from services.ingest.config import IngestSettings
+from services.ingest.service.group_commit import GroupCommit
 from services.ingest.service.operations import OperationsService
 from services.ingest.service.redrive import RedriveService
 from services.ingest.service.transactions import TransactionService
-from services.kernel.consumer import Message, consume
+from services.kernel.consumer import LONG_POLL_SECONDS, Message, consume
 from services.kernel.db import create_engine
 from services.kernel.grpc_server import create_server, scopes_for
 from services.kernel.health import drain, watch_dependencies
+from services.kernel.leadership import run_while_leader
 from services.kernel.outbox import OutboxRelay
 from services.kernel.runtime import background, run_periodically
 from services.kernel.sqs import SqsClient, decode_body
@@ -43,8 +45,20 @@ async def running(settings: IngestSettings, stop: asyncio.Event, address: str | 
             cache = RedisIdempotencyCache(
                 redis_client, prefix=settings.cache_prefix, ttl_seconds=settings.idempotency_ttl_seconds
             )
+            commits = GroupCommit(
+                store,
+                cache,
+                window_seconds=settings.group_commit_window_ms / 1000,
+                max_rows=settings.group_commit_max_rows,
+                max_writes=settings.group_commit_max_writes,
+            )
             transactions = TransactionService(
-                store, cache, settings.idempotency_ttl_seconds, settings.default_currency, common.message_groups
+                store,
+                cache,
+                settings.idempotency_ttl_seconds,
+                settings.default_currency,
+                common.message_groups,
+                commits,
             )
             operations = OperationsService(store, cache, sqs, settings.transfers_queue, settings.redrive_after_seconds)
             redrive = RedriveService(
@@ -82,8 +96,21 @@ async def running(settings: IngestSettings, stop: asyncio.Event, address: str | 
             await server.start()
             log.info("ingest listening", extra={"fields": {"port": port}})
             async with background(
-                relay.run(stop),
-                consume(sqs, settings.events_queue, record, stop, visibility_seconds=common.sqs_visibility_seconds),
+                # One relay at a time across the ingest processes: each relay polls on its own, so N
+                # of them cut the outbox into N times as many (smaller) SQS messages. Several would
+                # still be correct (message groups are claimed by advisory locks, see OutboxRelay).
+                run_while_leader(engine, "ingest-outbox-relay", relay.run, stop),
+                # One receiver lingering 0.1 s after a partial batch: fewer, fuller receives and
+                # deletes (the queue's own CPU) for at most 0.1 s more before the batch is applied.
+                consume(
+                    sqs,
+                    settings.events_queue,
+                    record,
+                    stop,
+                    receivers=1,
+                    linger_seconds=0.1,
+                    visibility_seconds=common.sqs_visibility_seconds,
+                ),
                 run_periodically(
                     transactions.purge_expired,
                     stop,
@@ -97,6 +124,8 @@ async def running(settings: IngestSettings, stop: asyncio.Event, address: str | 
                     what="re-publishing requests stuck in PROCESSING",
                 ),
                 watch_dependencies(health, [SERVICE_NAME], can_serve, stop),
+                # The events consumer finishes the receive it has in flight (see consume).
+                grace_seconds=LONG_POLL_SECONDS + 1,
             ):
                 try:
                     yield port

@@ -20,6 +20,7 @@ def transfer_request_bytes(submission: TransferSubmission, accepted_at: datetime
         amount=money_pb2.Money(minor_units=submission.amount.minor_units, currency=submission.amount.currency),
         metadata=submission.metadata,
         accepted_at=to_timestamp(accepted_at),
+        code=submission.code,
     ).SerializeToString()
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 from services.kernel.config import CommonSettings, ConfigError, Env
@@ -22,6 +23,9 @@ class IngestSettings:
     events_queue: str  # the ledger's outcome events, ingest's copy
     redrive_after_seconds: int
     redrive_batch: int
+    group_commit_window_ms: int  # how long a batch of submits waits for a running write before its own
+    group_commit_max_rows: int  # most submits written in one statement
+    group_commit_max_writes: int  # most batches being written at once
 
     @classmethod
     def from_env(cls, env: Env | None = None) -> IngestSettings:
@@ -43,6 +47,15 @@ class IngestSettings:
         redrive_batch = env.integer("INGEST_REDRIVE_BATCH", 500)
         if redrive_batch < 1:
             raise ConfigError("INGEST_REDRIVE_BATCH must be at least 1")
+        window = env.integer("INGEST_GROUP_COMMIT_WINDOW_MS", 5)
+        if not 0 <= window <= 100:
+            raise ConfigError("INGEST_GROUP_COMMIT_WINDOW_MS must be between 0 and 100")
+        max_rows = env.integer("INGEST_GROUP_COMMIT_MAX_ROWS", 256)
+        if not 1 <= max_rows <= 10_000:
+            raise ConfigError("INGEST_GROUP_COMMIT_MAX_ROWS must be between 1 and 10000")
+        max_writes = env.integer("INGEST_GROUP_COMMIT_MAX_WRITES", 2)
+        if not 1 <= max_writes <= 16:
+            raise ConfigError("INGEST_GROUP_COMMIT_MAX_WRITES must be between 1 and 16")
         return cls(
             common=common,
             redis_url=common.redis_url,
@@ -56,4 +69,23 @@ class IngestSettings:
             events_queue=env.text("PAYRECON_INGEST_EVENTS_QUEUE", "payrecon-ledger-events-ingest.fifo"),
             redrive_after_seconds=redrive_after,
             redrive_batch=redrive_batch,
+            group_commit_window_ms=window,
+            group_commit_max_rows=max_rows,
+            group_commit_max_writes=max_writes,
         )
+
+
+def cores() -> int:
+    """The cores this process may run on (its CPU affinity where the platform tells it)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def ingest_process_count(env: Env | None = None) -> int:
+    """INGEST_PROCESSES: how many ingest processes the local stack runs behind Envoy (default: the
+    number of cores). One Python process serves on one core; more share the load."""
+    count = (env or Env()).integer("INGEST_PROCESSES", cores())
+    if not 1 <= count <= 64:
+        raise ConfigError(f"INGEST_PROCESSES must be between 1 and 64, got {count}")
+    return count

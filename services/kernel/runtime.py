@@ -37,9 +37,10 @@ def settle_garbage_collector() -> None:
 
 
 @contextlib.asynccontextmanager
-async def background(*coroutines: object) -> AsyncIterator[list[asyncio.Task[object]]]:
-    """Runs coroutines as tasks for the block's duration; a task that dies is logged, then the
-    block's exit cancels what is still running."""
+async def background(*coroutines: object, grace_seconds: float = 0.0) -> AsyncIterator[list[asyncio.Task[object]]]:
+    """Runs coroutines as tasks for the block's duration; a task that dies is logged. The block's
+    exit gives the tasks up to `grace_seconds` to return (set their stop event before leaving the
+    block), then cancels what is still running."""
     tasks: list[asyncio.Task[object]] = [asyncio.create_task(c) for c in coroutines]  # type: ignore[arg-type]
 
     def report(task: asyncio.Task[object]) -> None:
@@ -51,6 +52,8 @@ async def background(*coroutines: object) -> AsyncIterator[list[asyncio.Task[obj
     try:
         yield tasks
     finally:
+        if grace_seconds > 0:
+            await asyncio.wait(tasks, timeout=grace_seconds)
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)

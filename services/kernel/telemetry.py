@@ -2,37 +2,104 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Any
 
+import grpc
+from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
 from opentelemetry.context import Context
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
 
 _configured = False
+_exporting = False
 
 
 def configure_tracing(service: str, otlp_endpoint: str | None) -> None:
-    """Installs a tracer provider; spans are exported over OTLP/gRPC only when an endpoint is set."""
-    global _configured
+    """Installs a tracer provider; spans are exported over OTLP/gRPC only when an endpoint is set.
+    Without one nothing would ever read a span, so none is recorded (ALWAYS_OFF: spans are no-ops
+    that still carry the trace context on)."""
+    global _configured, _exporting
     if _configured:
         return
-    provider = TracerProvider(resource=Resource.create({"service.name": f"payrecon-{service}"}))
+    resource = Resource.create({"service.name": f"payrecon-{service}"})
     if otlp_endpoint:
         from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 
+        provider = TracerProvider(resource=resource)
         provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=otlp_endpoint, insecure=True)))
+    else:
+        provider = TracerProvider(resource=resource, sampler=ALWAYS_OFF)
     trace.set_tracer_provider(provider)
     _configured = True
+    _exporting = bool(otlp_endpoint)
 
 
 def grpc_server_interceptor() -> Any:
     """Server spans for every RPC (rpc.grpc.status_code included) but health checks: probes every few
-    seconds are noise, and the interceptor breaks Health.Watch (it iterates the handler, a coroutine)."""
+    seconds are noise, and the interceptor breaks Health.Watch (it iterates the handler, a coroutine).
+    When spans are not exported, only the caller's trace context is carried through the RPC."""
+    if not _exporting:
+        return TraceContextInterceptor()
     from opentelemetry.instrumentation.grpc import aio_server_interceptor, filters
 
     return aio_server_interceptor(filter_=filters.negate(filters.health_check()))  # type: ignore[no-untyped-call]
+
+
+class TraceContextInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
+    """Makes the caller's `traceparent` (if it sent one) current while a unary-request RPC runs, so
+    what the RPC hands on (outbox rows, SQS attributes) stays in the caller's trace; no span, no
+    attributes. An RPC without it — most, when nothing traces — is left untouched."""
+
+    async def intercept_service(self, continuation: Any, handler_call_details: grpc.HandlerCallDetails) -> Any:
+        handler = await continuation(handler_call_details)
+        carrier = {
+            key: value
+            for key, value in handler_call_details.invocation_metadata or ()
+            if key in ("traceparent", "tracestate") and isinstance(value, str)
+        }
+        if handler is None or "traceparent" not in carrier:
+            return handler
+        remote = propagate.extract(carrier)
+        if handler.unary_unary is not None:
+            unary = handler.unary_unary
+
+            async def traced_unary(request: Any, context: Any) -> Any:
+                token = otel_context.attach(remote)
+                try:
+                    return await unary(request, context)
+                finally:
+                    otel_context.detach(token)
+
+            return grpc.unary_unary_rpc_method_handler(
+                traced_unary,
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        if handler.unary_stream is not None:
+            producing = handler.unary_stream
+
+            async def traced_stream(request: Any, context: Any) -> AsyncIterator[Any]:
+                token = otel_context.attach(remote)
+                try:
+                    produced = producing(request, context)
+                    if not hasattr(produced, "__aiter__"):  # a handler that writes with context.write()
+                        await produced
+                        return
+                    async for item in produced:
+                        yield item
+                finally:
+                    otel_context.detach(token)
+
+            return grpc.unary_stream_rpc_method_handler(
+                traced_stream,
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        return handler
 
 
 def grpc_client_interceptors() -> list[Any]:

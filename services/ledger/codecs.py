@@ -33,6 +33,7 @@ def instruction_from_proto(request: messages_pb2.TransferRequest) -> TransferIns
         request.accepted_at.ToDatetime(tzinfo=UTC) if request.HasField("accepted_at") else None,
         request.pending,
         request.expires_at.ToDatetime(tzinfo=UTC) if request.HasField("expires_at") else None,
+        request.code,
     )
 
 

@@ -11,7 +11,7 @@ from datetime import UTC
 from payrecon.ledger.v1 import messages_pb2
 from payrecon.reconciliation.v1 import reconciliation_pb2_grpc
 
-from services.kernel.consumer import Message, consume
+from services.kernel.consumer import LONG_POLL_SECONDS, Message, consume
 from services.kernel.db import create_engine
 from services.kernel.grpc_server import create_server, scopes_for
 from services.kernel.health import drain, watch_dependencies
@@ -76,11 +76,23 @@ async def running(
             await server.start()
             log.info("reconciliation listening", extra={"fields": {"port": port}})
             async with background(
-                consume(sqs, settings.events_queue, project, stop, visibility_seconds=common.sqs_visibility_seconds),
+                # One receiver lingering 0.1 s after a partial batch: fewer, fuller receives and
+                # deletes (the queue's own CPU) for at most 0.1 s more before the batch is applied.
+                consume(
+                    sqs,
+                    settings.events_queue,
+                    project,
+                    stop,
+                    receivers=1,
+                    linger_seconds=0.1,
+                    visibility_seconds=common.sqs_visibility_seconds,
+                ),
                 run_periodically(
                     service.match_touched, stop, settings.continuous_interval_seconds, what="continuous matching"
                 ),
                 watch_dependencies(health, [SERVICE_NAME], store.ping, stop),
+                # The events consumer finishes the receive it has in flight (see consume).
+                grace_seconds=LONG_POLL_SECONDS + 1,
             ):
                 try:
                     yield port

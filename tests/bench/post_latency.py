@@ -1,6 +1,7 @@
 """Latency of POST /api/v1/transactions through Envoy with 32 concurrent clients (each waits for its
 answer before sending again), on a running stack. Measures the write path up to the 202: validation,
-the Redis check, the PostgreSQL commit of request + outbox row."""
+the group commit of request + outbox row in PostgreSQL (shared with concurrent requests), the key's Redis
+write."""
 
 from __future__ import annotations
 

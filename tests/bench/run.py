@@ -31,6 +31,9 @@ from tests.bench.ledger_throughput import (
 )
 from tests.bench.open_loop import OpenLoopFigures, open_loop
 from tests.bench.post_latency import measure_post_latency
+from tests.bench.reconcile_scale import DEFAULT_LINES
+from tests.bench.reconcile_scale import run_benchmark as run_reconcile_benchmark
+from tests.bench.reconcile_scale import section as reconcile_table
 from tests.bench.statement_import import DEFAULT_ENTRIES, run_benchmark
 from tests.bench.statement_import import section as statement_import_table
 from tests.bench.wrk import WrkFigures, find_wrk, run_wrk
@@ -38,7 +41,7 @@ from tests.bench.wrk import WrkFigures, find_wrk, run_wrk
 RESULTS = Path(__file__).with_name("RESULTS.md")
 TARGET_PER_SECOND = 10_000
 TARGET_RATIO = 3.0
-SECTIONS = ("http", "open-loop", "throughput", "import")
+SECTIONS = ("http", "open-loop", "throughput", "import", "reconcile")
 DRAIN_TIMEOUT = 180.0
 
 
@@ -303,11 +306,19 @@ def statement_import_section(stack: Stack, args: argparse.Namespace) -> str:
     return statement_import_table(figures, "make bench (or python -m tests.bench.statement_import)")
 
 
+def reconcile_section(stack: Stack, args: argparse.Namespace) -> str:
+    # The reconcile runs against a fresh database of its own on the stack's server, in a child process.
+    server = stack.admin_database_url or stack.env["PAYRECON_DATABASE_URL"]
+    figures = run_reconcile_benchmark(server, DEFAULT_LINES)
+    return reconcile_table(figures, "make bench (or python -m tests.bench.reconcile_scale)")
+
+
 MEASURES: dict[str, Callable[[Stack, argparse.Namespace], str]] = {
     "http": http_section,
     "open-loop": open_loop_section,
     "throughput": throughput_section,
     "import": statement_import_section,
+    "reconcile": reconcile_section,
 }
 
 
@@ -366,6 +377,8 @@ def _section_key(title: str) -> str:
         return "throughput"
     if title.startswith("Statement import"):
         return "import"
+    if title.startswith("Reconcile through the service"):
+        return "reconcile"
     return ""
 
 

@@ -77,7 +77,7 @@ class ChaosConfig:
 
 
 def chaos_stack_options(
-    state_dir: Path, config: ChaosConfig, database_url: str | None = None, *, ingest_replicas: int = 2
+    state_dir: Path, config: ChaosConfig, database_url: str | None = None, *, ingest_processes: int = 2
 ) -> StackOptions:
     """A stack whose Redis is always its own (flushed by the chaos) and whose PostgreSQL is its own
     unless `database_url` is given (then it is never restarted)."""
@@ -88,7 +88,7 @@ def chaos_stack_options(
         state_dir=state_dir,
         isolated=True,
         extra_env=config.stack_env(),
-        ingest_replicas=ingest_replicas,
+        ingest_processes=ingest_processes,
     )
 
 

@@ -285,5 +285,18 @@ def test_answers_match_the_published_openapi_description(stack: Stack) -> None:
         check("POST", "/api/v1/discrepancies/{id}/resolve", {"action": "ACKNOWLEDGE", "reason": "seen"}, id=case_id)
         check("GET", "/api/v1/reconciliations")
         check("GET", "/api/v1/reconciliations/{run_id}", run_id=report["report_id"])
+        # The schema routes, applying nothing: a schema in force would refuse the other tests' accounts.
+        check("GET", "/api/v1/schema")
+        check("GET", "/api/v1/schema/versions")
+        document = "accountClasses: {any: {type: LIABILITY, idPattern: '{id}'}}\ntransferTypes: {}\n"
+        preview = check("PUT", "/api/v1/schema", {"documentText": document, "dryRun": True})
+        assert preview.get("applied", False) is False and preview["changes"], preview
+        # A file, not a JSON answer: its content type is one the description lists.
+        export = "/api/v1/reconciliations/{run_id}/export"
+        for fmt in ("csv", "json"):
+            exported = c.get(export.format(run_id=report["report_id"]), params={"format": fmt})
+            content = spec["paths"][export]["get"]["responses"]["200"]["content"]
+            assert exported.status_code == 200 and exported.headers["content-type"].split(";")[0] in content
+        checked.add(("GET", export))
     streamed = {("POST", "/api/v1/statements:stream"), ("GET", "/api/v1/discrepancies:watch")}  # not one JSON answer
     assert checked | streamed >= {(verb.upper(), path) for path, item in spec["paths"].items() for verb in item}

@@ -31,7 +31,7 @@ PAIRS_PER_WALLET = 125  # 16 x 125 = 2,000 credit/debit pairs, 4,000 requests
 
 @pytest.fixture(scope="module")
 def two_relay_stack(server_database_url: str, redis_url: str, state_dir: Path) -> Iterator[Stack]:
-    running = start_stack(server_database_url, redis_url, state_dir, ingest_replicas=2)
+    running = start_stack(server_database_url, redis_url, state_dir, ingest_processes=2)
     try:
         yield running
     finally:

@@ -31,7 +31,8 @@ async def ingest_engine(database_url: str) -> AsyncIterator[AsyncEngine]:
 
 async def accept(store: IngestStore, key: str) -> None:
     submission = validate_submission(
-        SubmitTransaction(key, f"{key}-src", f"{key}-dst", "2.50", "EUR", {"note": "n"}), default_currency="USD"
+        SubmitTransaction(key, f"{key}-src", f"{key}-dst", "2.50", "EUR", {"note": "n"}, code="PURCHASE"),
+        default_currency="USD",
     )
     await store.record_accepted(
         submission,
@@ -91,6 +92,7 @@ async def test_only_published_requests_processing_past_the_age_are_redriven_once
         f"{lost}-dst",
     )
     assert (request.amount.minor_units, request.amount.currency, dict(request.metadata)) == (250, "EUR", {"note": "n"})
+    assert request.code == "PURCHASE"  # its transfer type too: the ledger checks the same transfer
     after = await store.redrive_statistics(HOUR)
     assert after.redriven == before.redriven + 1
     assert after.stuck == before.stuck  # lost and unsent were stuck before and still are

@@ -63,3 +63,31 @@ async def test_a_long_batch_keeps_its_messages_invisible_until_it_is_done(sqs_en
         assert handled == [b"slow"]
         assert stolen == [0, 0, 0, 0]  # never visible to anyone else while being handled
         assert (await sqs.attributes(queue)).messages == 0
+
+
+async def test_a_stopping_consumer_finishes_the_receive_in_flight_instead_of_abandoning_it(sqs_endpoint: str) -> None:
+    """Stop arrives while a long poll is waiting and a message lands before the poll ends: the
+    consumer (given its grace) handles and deletes it. Abandoned, the poll would still take the
+    message, leaving it invisible for the visibility timeout and its FIFO group held back."""
+    import asyncio
+
+    from services.kernel.consumer import consume
+    from services.kernel.runtime import background
+
+    async with SqsClient.connect(endpoint_url=sqs_endpoint, region="us-east-1") as sqs:
+        queue = "it-graceful-stop.fifo"
+        await sqs.ensure_fifo_queue(queue, visibility_timeout=30)
+        stop = asyncio.Event()
+        handled: list[bytes] = []
+
+        async def handler(messages):  # type: ignore[no-untyped-def]
+            handled.extend(decode_body(m) for m in messages)
+            return messages
+
+        async with background(consume(sqs, queue, handler, stop, receivers=1, wait_seconds=4), grace_seconds=5):
+            await asyncio.sleep(1)  # the receive is now waiting on the empty queue
+            stop.set()
+            await sqs.send_batch(queue, [OutgoingMessage(b"late", "g", "late-1", {})])
+        assert handled == [b"late"]
+        attributes = await sqs.attributes(queue)
+        assert (attributes.messages, attributes.in_flight) == (0, 0)

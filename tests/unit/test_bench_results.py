@@ -22,6 +22,6 @@ def test_a_partial_run_replaces_its_sections_and_keeps_the_others_in_order() -> 
 
 def test_sections_run_in_their_own_order_and_unknown_ones_are_refused() -> None:
     assert parse_args(["--only", "throughput,http"]).sections == ["http", "throughput"]
-    assert parse_args([]).sections == ["http", "open-loop", "throughput", "import"]
+    assert parse_args([]).sections == ["http", "open-loop", "throughput", "import", "reconcile"]
     with pytest.raises(SystemExit):
         parse_args(["--only", "latency"])

@@ -1,6 +1,6 @@
 import pytest
 
-from services.ingest.config import IngestSettings
+from services.ingest.config import IngestSettings, cores, ingest_process_count
 from services.kernel.auth import find_token
 from services.kernel.config import DEMO_TOKEN, CommonSettings, ConfigError, Env, hash_token
 
@@ -93,3 +93,31 @@ def test_ingest_redrive_defaults_and_refuses_a_zero_age() -> None:
         IngestSettings.from_env(Env({**base, "INGEST_REDRIVE_AFTER_SECONDS": "0"}))
     with pytest.raises(ConfigError, match="INGEST_REDRIVE_BATCH"):
         IngestSettings.from_env(Env({**base, "INGEST_REDRIVE_BATCH": "-1"}))
+
+
+def test_ingest_group_commit_defaults_and_refuses_limits_out_of_range() -> None:
+    base = {
+        "PAYRECON_ENV": "development",
+        "PAYRECON_DATABASE_URL": "postgresql://x/y",
+        "PAYRECON_REDIS_URL": "redis://x",
+    }
+    settings = IngestSettings.from_env(Env(base))
+    defaults = (settings.group_commit_window_ms, settings.group_commit_max_rows, settings.group_commit_max_writes)
+    assert defaults == (5, 256, 2)
+    for name, value in (
+        ("INGEST_GROUP_COMMIT_WINDOW_MS", "-1"),
+        ("INGEST_GROUP_COMMIT_WINDOW_MS", "101"),
+        ("INGEST_GROUP_COMMIT_MAX_ROWS", "0"),
+        ("INGEST_GROUP_COMMIT_MAX_ROWS", "10001"),
+        ("INGEST_GROUP_COMMIT_MAX_WRITES", "0"),
+    ):
+        with pytest.raises(ConfigError, match=name):
+            IngestSettings.from_env(Env({**base, name: value}))
+
+
+def test_ingest_processes_default_to_the_cores_and_refuse_zero() -> None:
+    assert ingest_process_count(Env({})) == cores() >= 1
+    assert ingest_process_count(Env({"INGEST_PROCESSES": "3"})) == 3
+    for bad in ("0", "65", "two"):
+        with pytest.raises(ConfigError, match="INGEST_PROCESSES"):
+            ingest_process_count(Env({"INGEST_PROCESSES": bad}))

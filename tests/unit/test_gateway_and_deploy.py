@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -141,3 +142,61 @@ def test_kubernetes_gateway_serves_the_compose_rendering() -> None:
         address = cluster["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]
         upstream = address["socket_address"]
         assert services.get(upstream["address"]) == upstream["port_value"], cluster["name"]
+
+
+def _cluster(config: dict[str, Any], name: str) -> dict[str, Any]:
+    (cluster,) = [c for c in config["static_resources"]["clusters"] if c["name"] == name]
+    return cluster
+
+
+def _endpoints(cluster: dict[str, Any]) -> list[str]:
+    return [
+        f"{e['endpoint']['address']['socket_address']['address']}:{e['endpoint']['address']['socket_address']['port_value']}"
+        for group in cluster["load_assignment"]["endpoints"]
+        for e in group["lb_endpoints"]
+    ]
+
+
+def test_every_ingest_process_is_an_endpoint_of_the_gateway_cluster(tmp_path: Path) -> None:
+    """INGEST_PROCESSES in the local stack: one endpoint per process, requests balanced over them."""
+    processes = ["127.0.0.1:50051", "127.0.0.1:50061", "127.0.0.1:50071"]
+    rendered = render_config(
+        http_port=3000, admin_port=9901, ingest=processes, ledger="127.0.0.1:50052", reconciliation="127.0.0.1:50053"
+    )
+    config = yaml.safe_load(rendered)
+    ingest = _cluster(config, "ingest")
+    assert _endpoints(ingest) == processes
+    assert ingest["lb_policy"] == "LEAST_REQUEST"
+    assert _endpoints(_cluster(config, "ledger")) == ["127.0.0.1:50052"]
+    (host,) = config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"][
+        "route_config"
+    ]["virtual_hosts"]
+    # Only failures that prove the request never reached a service are retried elsewhere.
+    assert host["retry_policy"]["retry_on"] == "connect-failure,refused-stream"
+    file = tmp_path / "envoy.yaml"
+    file.write_text(rendered)
+    result = subprocess.run(
+        [envoy_binary(), "--mode", "validate", "-c", str(file)], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_compose_runs_ingest_processes_as_replicas_the_gateway_resolves() -> None:
+    services = yaml.safe_load((REPO / "docker-compose.yml").read_text())["services"]
+    assert services["ingest"]["deploy"]["replicas"] == "${INGEST_PROCESSES:-2}"
+    assert "ports" not in services["ingest"] and "container_name" not in services["ingest"]  # replicas share none
+    gateway = yaml.safe_load((REPO / "deploy" / "envoy" / "envoy-compose.yaml").read_text())
+    ingest = _cluster(gateway, "ingest")
+    # STRICT_DNS keeps every address the name resolves to: one endpoint per replica.
+    assert ingest["type"] == "STRICT_DNS" and _endpoints(ingest) == ["ingest:50051"]
+
+
+def test_kubernetes_ingest_pods_are_each_an_endpoint_of_the_gateway() -> None:
+    documents = [d for d in yaml.safe_load_all((REPO / "deploy" / "k8s" / "payrecon.yaml").read_text()) if d]
+    (service,) = [d for d in documents if d["kind"] == "Service" and d["metadata"]["name"] == "ingest"]
+    assert service["spec"]["clusterIP"] == "None"  # headless: the name resolves to every ready pod
+    (config,) = [d for d in documents if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "payrecon-env"]
+    assert config["data"]["PAYRECON_INGEST_ADDRESS"] == "ingest:50051"  # what clients (reconciliation) dial
+    (deployment,) = [d for d in documents if d["kind"] == "Deployment" and d["metadata"]["name"] == "ingest"]
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    assert {"name": "PAYRECON_INGEST_ADDRESS", "value": "0.0.0.0:50051"} in container["env"]  # what pods listen on

@@ -112,7 +112,7 @@ def test_schemas_follow_the_gateways_json_mapping(spec: dict[str, Any]) -> None:
     request = _schema(spec, submit["requestBody"]["content"]["application/json"]["schema"])
     assert set(request["properties"]) == {"transaction", "idempotencyKey"}  # json_name
     transaction = _properties(spec, "payrecon.ingest.v1.TransactionInput")
-    assert {"source_account_id", "destination_account_id", "amount", "currency", "metadata"} == set(transaction)
+    assert {"source_account_id", "destination_account_id", "amount", "currency", "metadata", "code"} == set(transaction)
     amount = transaction["amount"]
     assert amount["oneOf"] == [{"type": "number"}, {"type": "string"}]
     assert transaction["metadata"] == {**transaction["metadata"], "additionalProperties": {"type": "string"}}

@@ -19,7 +19,7 @@ from services.reconciliation.domain.cases import (
     plan_cases,
 )
 from services.reconciliation.domain.matching_rules import MatchingRules
-from services.reconciliation.domain.model import Window
+from services.reconciliation.service.matching_run import match_window
 from services.reconciliation.service.ports import PendingTransfer, ProjectedEntry, StatementLineRecord, StoredRun
 from services.reconciliation.service.reconcile import ReconciliationService
 
@@ -92,6 +92,9 @@ class Book:
 
     day = datetime(2026, 11, 26, tzinfo=UTC)
 
+    async def count_lines(self, account_id: str, first: object, last: object) -> int:
+        return 1
+
     async def lines_in(self, account_id: str, first: object, last: object) -> list[StatementLineRecord]:
         return [StatementLineRecord(1, 2, 500, "USD", None, self.day.date(), "t-1", None, "", None, "BANK")]
 
@@ -106,9 +109,9 @@ class Book:
 async def test_an_amount_beyond_the_matching_range_is_reported_not_fatal() -> None:
     """It used to raise ValueError on every run of the account: reconcile answered 500 and continuous
     matching failed every 2 s, for ever."""
-    service = ReconciliationService(store=Book(), ledger=None, accepted=None)  # type: ignore[arg-type]
-    window = Window(Book.day, Book.day + timedelta(days=1))
-    findings, matches, counts = await service._match("bank-1", window, MatchingRules(), True, "USD")
+    day = Book.day.date()
+    found = await match_window(Book(), "bank-1", day, day, MatchingRules(), True, "USD")  # type: ignore[arg-type]
+    findings, matches, counts = found.findings, found.matches, found.counts
     assert [(m.statement_line_ids, m.transfer_ids) for m in matches] == [((1,), ("t-1",))]
     assert [(f.kind, f.transfer_ids) for f in findings] == [("MISSING_IN_STATEMENT", ("t-huge",))]
     assert counts["matched"] == 1

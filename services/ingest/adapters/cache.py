@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Mapping
 from datetime import datetime
 
 import redis.asyncio as redis
 from redis.exceptions import RedisError
 
-from services.ingest.service.ports import CachedAcceptance, CacheStatistics
+from services.ingest.service.ports import CacheStatistics, KeyBinding
 
 log = logging.getLogger(__name__)
 
@@ -21,7 +22,7 @@ class RedisIdempotencyCache:
         self.prefix = prefix
         self.ttl_seconds = ttl_seconds
 
-    async def get(self, key: str) -> CachedAcceptance | None:
+    async def get(self, key: str) -> KeyBinding | None:
         try:
             raw = await self._client.get(self.prefix + key)
         except RedisError as error:
@@ -30,14 +31,19 @@ class RedisIdempotencyCache:
         if raw is None:
             return None
         data = json.loads(raw)
-        return CachedAcceptance(data["fp"], data["mid"], datetime.fromisoformat(data["exp"]))
+        return KeyBinding(data["fp"], data["mid"], datetime.fromisoformat(data["exp"]))
 
-    async def put(self, key: str, acceptance: CachedAcceptance) -> None:
-        value = json.dumps(
-            {"fp": acceptance.fingerprint, "mid": acceptance.message_id, "exp": acceptance.expires_at.isoformat()}
-        )
+    async def put_many(self, bindings: Mapping[str, KeyBinding]) -> None:
+        if not bindings:
+            return
         try:
-            await self._client.set(self.prefix + key, value, ex=self.ttl_seconds)
+            async with self._client.pipeline(transaction=False) as pipe:
+                for key, binding in bindings.items():
+                    value = json.dumps(
+                        {"fp": binding.fingerprint, "mid": binding.message_id, "exp": binding.expires_at.isoformat()}
+                    )
+                    pipe.set(self.prefix + key, value, ex=self.ttl_seconds)
+                await pipe.execute()
         except RedisError as error:
             log.warning("idempotency cache write failed", extra={"fields": {"error": str(error)}})
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -18,8 +20,8 @@ from services.ingest.domain.model import (
     TransferOutcome,
     TransferSubmission,
 )
-from services.ingest.service.ports import RedriveStatistics
-from services.kernel.db import outages_as_unavailable
+from services.ingest.service.ports import KeyBinding, NewRequest, Recorded, RedriveStatistics
+from services.kernel.db import driver_connection, is_outage, outages_as_unavailable
 from services.kernel.money import Money
 from services.kernel.telemetry import current_traceparent
 
@@ -36,12 +38,37 @@ _SELECT_REQUEST = """
 SELECT idempotency_key, fingerprint, message_id::text AS message_id, source_account_id,
        destination_account_id, amount_minor, currency, status, error_code, error_message,
        accepted_at, expires_at, completed_at
-FROM requests WHERE idempotency_key = :key
+FROM requests WHERE idempotency_key = $1
 """
 
 
-def _to_request(row: object) -> StoredRequest:
-    r = row._mapping  # type: ignore[attr-defined]
+# Requests are inserted in key order, so two batches sharing keys wait for each other in one order
+# and cannot deadlock; outbox rows keep the given order.
+_RECORD_REQUESTS = """
+WITH input AS (
+  SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[], $7::text[],
+                       $8::text[], $9::timestamptz[], $10::text[], $11::bytea[], $12::text[], $13::text[])
+    WITH ORDINALITY AS i(key, fp, mid, src, dst, amount, cur, meta, exp, grp, payload, tp, ttype, ord)),
+request AS (
+  INSERT INTO requests (idempotency_key, fingerprint, message_id, source_account_id, destination_account_id,
+                        amount_minor, currency, metadata, expires_at, transfer_type)
+  SELECT key, fp, CAST(mid AS uuid), src, dst, amount, cur, CAST(meta AS jsonb), exp, NULLIF(ttype, '')
+  FROM input ORDER BY key
+  ON CONFLICT (idempotency_key) DO NOTHING
+  RETURNING idempotency_key),
+queued AS (
+  INSERT INTO outbox (idempotency_key, message_group, payload, traceparent)
+  SELECT i.key, i.grp, i.payload, i.tp FROM input i JOIN request r ON r.idempotency_key = i.key ORDER BY i.ord)
+SELECT idempotency_key FROM request
+"""
+
+_BINDINGS = (
+    "SELECT idempotency_key, fingerprint, message_id::text, expires_at FROM requests"
+    " WHERE idempotency_key = ANY($1::text[])"
+)
+
+
+def _to_request(r: Mapping[str, Any]) -> StoredRequest:
     return StoredRequest(
         idempotency_key=r["idempotency_key"],
         fingerprint=r["fingerprint"],
@@ -64,6 +91,63 @@ class IngestStore:
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
 
+    @contextlib.asynccontextmanager
+    async def _driver(self) -> AsyncIterator[Any]:
+        """A pooled connection's asyncpg driver, for the hot statements: asyncpg prepares each once
+        per connection and reuses it, and nothing is built per call in SQLAlchemy."""
+        async with outages_as_unavailable(), self._engine.connect() as conn:
+            driver = await driver_connection(conn)
+            try:
+                yield driver
+            except Exception as error:
+                # SQLAlchemy did not see this failure: a broken connection must not go back to its pool.
+                if driver.is_closed() or is_outage(error):
+                    await conn.invalidate()
+                    if not is_outage(error):
+                        raise ConnectionError("the database connection is closed") from error
+                raise
+
+    async def record_requests(self, requests: Sequence[NewRequest]) -> list[Recorded]:
+        """Inserts the requests whose key is new and their outbox rows (the TransferRequest to publish,
+        with the caller's trace context) in one statement, so one transaction and one round trip; a
+        second statement reads what the other keys are bound to."""
+        if not requests:
+            return []
+        keys = [r.submission.idempotency_key for r in requests]
+        if len(set(keys)) != len(keys):
+            raise ValueError("record_requests takes distinct idempotency keys")
+        async with self._driver() as driver:
+            created = {
+                row[0]
+                for row in await driver.fetch(
+                    _RECORD_REQUESTS,
+                    keys,
+                    [r.fingerprint for r in requests],
+                    [r.message_id for r in requests],
+                    [r.submission.source_account_id for r in requests],
+                    [r.submission.destination_account_id for r in requests],
+                    [r.submission.amount.minor_units for r in requests],
+                    [r.submission.amount.currency for r in requests],
+                    [json.dumps(r.submission.metadata) for r in requests],
+                    [r.expires_at for r in requests],
+                    [r.message_group for r in requests],
+                    [transfer_request_bytes(r.submission, r.accepted_at) for r in requests],
+                    [r.context.run(current_traceparent) for r in requests],
+                    [r.submission.code for r in requests],
+                )
+            }
+            taken = [key for key in keys if key not in created]
+            # A new statement, so a new snapshot: it sees the rows whose commit the insert waited for.
+            bound = (
+                {row[0]: KeyBinding(row[1], row[2], row[3]) for row in await driver.fetch(_BINDINGS, taken)}
+                if taken
+                else {}
+            )
+        return [
+            Recorded(True, r.binding) if key in created else Recorded(False, bound.get(key))
+            for key, r in zip(keys, requests, strict=True)
+        ]
+
     async def record_accepted(
         self,
         submission: TransferSubmission,
@@ -73,44 +157,16 @@ class IngestStore:
         expires_at: datetime,
         message_group: str,
     ) -> StoredRequest | None:
-        """Inserts the request and its outbox row (the TransferRequest to publish, with the current
-        trace context) in ONE transaction — one statement, one round trip; None when the key exists."""
-        async with outages_as_unavailable(), self._engine.begin() as conn:
-            inserted = await conn.execute(
-                text(
-                    "WITH request AS ("
-                    "  INSERT INTO requests (idempotency_key, fingerprint, message_id, source_account_id,"
-                    "   destination_account_id, amount_minor, currency, metadata, expires_at)"
-                    "  VALUES (:key, :fp, CAST(:mid AS uuid), :src, :dst, :amount, :cur, CAST(:meta AS jsonb), :exp)"
-                    "  ON CONFLICT (idempotency_key) DO NOTHING"
-                    "  RETURNING *),"
-                    " queued AS ("
-                    "  INSERT INTO outbox (idempotency_key, message_group, payload, traceparent)"
-                    "  SELECT idempotency_key, :grp, :payload, :tp FROM request)"
-                    + _SELECT_REQUEST.replace("FROM requests WHERE idempotency_key = :key", "FROM request")
-                ),
-                {
-                    "key": submission.idempotency_key,
-                    "fp": submission.fingerprint(),
-                    "mid": message_id,
-                    "src": submission.source_account_id,
-                    "dst": submission.destination_account_id,
-                    "amount": submission.amount.minor_units,
-                    "cur": submission.amount.currency,
-                    "meta": json.dumps(submission.metadata),
-                    "exp": expires_at,
-                    "grp": message_group,
-                    "payload": transfer_request_bytes(submission, accepted_at),
-                    "tp": current_traceparent(),
-                },
-            )
-            row = inserted.first()
-            return _to_request(row) if row is not None else None
+        """One request alone (tools and tests): the stored request, or None when the key exists."""
+        request = NewRequest(submission, submission.fingerprint(), message_id, accepted_at, expires_at, message_group)
+        (recorded,) = await self.record_requests([request])
+        return await self.get(submission.idempotency_key) if recorded.created else None
 
     async def get(self, idempotency_key: str) -> StoredRequest | None:
-        async with outages_as_unavailable(), self._engine.connect() as conn:
-            row = (await conn.execute(text(_SELECT_REQUEST), {"key": idempotency_key})).first()
-            return _to_request(row) if row is not None else None
+        """What status polling reads: on the driver, like the submits."""
+        async with self._driver() as driver:
+            row = await driver.fetchrow(_SELECT_REQUEST, idempotency_key)
+        return _to_request(row) if row is not None else None
 
     async def record_outcomes(self, outcomes: Sequence[TransferOutcome]) -> int:
         """Records ledger verdicts on requests still PROCESSING; repeats are no-ops. Returns rows changed."""
@@ -166,7 +222,7 @@ class IngestStore:
                 await conn.execute(
                     text(
                         "SELECT idempotency_key, source_account_id, destination_account_id, amount_minor, currency,"
-                        " metadata, accepted_at FROM requests r"
+                        " metadata, accepted_at, transfer_type FROM requests r"
                         " WHERE status = 'PROCESSING' AND accepted_at < now() - make_interval(secs => :age)"
                         " AND (redriven_at IS NULL OR redriven_at < now() - make_interval(secs => :age))"
                         " AND NOT EXISTS (SELECT 1 FROM outbox o"
@@ -186,6 +242,7 @@ class IngestStore:
                         r.destination_account_id,
                         Money(r.amount_minor, r.currency),
                         dict(json.loads(r.metadata) if isinstance(r.metadata, str) else r.metadata),
+                        r.transfer_type or "",
                     ),
                     r.accepted_at,
                 )

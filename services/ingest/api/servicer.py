@@ -57,6 +57,7 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
             currency=tx.currency,
             metadata=dict(tx.metadata),
             has_transaction=request.HasField("transaction"),
+            code=tx.code,
         )
         acceptance = await self._transactions.submit(command)
         await context.send_initial_metadata(

@@ -27,6 +27,11 @@ from services.kernel.money import Money
 # Keys and account ids: letters, digits and . _ : - only, safe in URLs, logs and SQS attributes.
 ID_SHAPE = IdentifierShape(re.compile(r"^[A-Za-z0-9._:\-]+$"), "letters, digits and . _ : -")
 KEY_LIMIT = 255
+# A transfer type code of the ledger's schema (the ledger owns the rule; ingest checks its shape only).
+TRANSFER_TYPE_SHAPE = IdentifierShape(
+    re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$"), "letters, digits and _ . - (not first)"
+)
+TRANSFER_TYPE_LIMIT = 64
 ACCOUNT_ID_LIMIT = 128
 METADATA_LIMITS = MapLimits(entries=32, key_length=64, value_length=512)
 
@@ -52,6 +57,7 @@ class SubmitTransaction:
     currency: str
     metadata: dict[str, str] = field(default_factory=dict)
     has_transaction: bool = True
+    code: str = ""
 
 
 @dataclass(frozen=True)
@@ -63,9 +69,12 @@ class TransferSubmission:
     destination_account_id: str
     amount: Money
     metadata: dict[str, str]
+    # The ledger schema's transfer type it names ('' for none); the ledger enforces it.
+    code: str = ""
 
     def fingerprint(self) -> str:
-        """Identifies the request's content: same key + same fingerprint is a replay."""
+        """Identifies the request's content: same key + same fingerprint is a replay. A request that
+        names no transfer type fingerprints as it did before types existed."""
         canonical = json.dumps(
             {
                 "source": self.source_account_id,
@@ -73,6 +82,7 @@ class TransferSubmission:
                 "amount": self.amount.minor_units,
                 "currency": self.amount.currency,
                 "metadata": self.metadata,
+                **({"code": self.code} if self.code else {}),
             },
             sort_keys=True,
             separators=(",", ":"),
@@ -156,7 +166,17 @@ def validate_submission(command: SubmitTransaction, *, default_currency: str) ->
     metadata = require_string_map(
         command.metadata, "transaction.metadata", limits=METADATA_LIMITS, error=InvalidSubmission
     )
-    return TransferSubmission(key, source, destination, amount, metadata)
+    code = command.code
+    if code:
+        code = require_identifier(
+            code,
+            "transaction.code",
+            shape=TRANSFER_TYPE_SHAPE,
+            code="INVALID_TRANSFER_TYPE",
+            limit=TRANSFER_TYPE_LIMIT,
+            error=InvalidSubmission,
+        )
+    return TransferSubmission(key, source, destination, amount, metadata, code)
 
 
 def message_group_for(account_id: str, groups: int) -> str:

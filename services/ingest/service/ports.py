@@ -4,8 +4,9 @@ Adapters implement them; the unit tests use in-memory fakes."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+import contextvars
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
 
@@ -14,12 +15,42 @@ from services.kernel.queues import QueueAttributes
 
 
 @dataclass(frozen=True)
-class CachedAcceptance:
-    """What the fast path remembers of an accepted key: enough to replay or refuse without PostgreSQL."""
+class KeyBinding:
+    """What an idempotency key is bound to once a request is recorded under it: the request's
+    fingerprint and the acceptance first answered. Enough to replay or refuse a later request."""
 
     fingerprint: str
     message_id: str
     expires_at: datetime
+
+
+@dataclass(frozen=True)
+class NewRequest:
+    """A validated submission to record under its key, with its outbox message. `context` is the
+    caller's (captured where the request is built): whoever writes a batch of requests reads each
+    one's trace context from it, not from the writing task."""
+
+    submission: TransferSubmission
+    fingerprint: str
+    message_id: str
+    accepted_at: datetime
+    expires_at: datetime
+    message_group: str
+    context: contextvars.Context = field(default_factory=contextvars.copy_context, compare=False, repr=False)
+
+    @property
+    def binding(self) -> KeyBinding:
+        return KeyBinding(self.fingerprint, self.message_id, self.expires_at)
+
+
+@dataclass(frozen=True)
+class Recorded:
+    """The store's answer for one NewRequest: `created` when this call recorded it (with its outbox
+    row); otherwise `binding` is what the key was already bound to (None only when the key was
+    purged in between)."""
+
+    created: bool
+    binding: KeyBinding | None
 
 
 @dataclass(frozen=True)
@@ -38,16 +69,10 @@ class RedriveStatistics:
 
 
 class RequestStore(Protocol):
-    async def record_accepted(
-        self,
-        submission: TransferSubmission,
-        *,
-        message_id: str,
-        accepted_at: datetime,
-        expires_at: datetime,
-        message_group: str,
-    ) -> StoredRequest | None:
-        """Records the request and its outbox row atomically; None when the key already exists."""
+    async def record_requests(self, requests: Sequence[NewRequest]) -> list[Recorded]:
+        """Records every request whose key is new, each with its outbox row (in the given order), all
+        in ONE transaction: all or nothing. Answers one Recorded per request, in order. Keys must be
+        distinct (ValueError otherwise). Raises Unavailable when the database cannot be reached."""
         ...
 
     async def get(self, idempotency_key: str) -> StoredRequest | None: ...
@@ -78,9 +103,11 @@ class RequestStore(Protocol):
 class IdempotencyCache(Protocol):
     """Best effort: a failure is a miss, never an answer."""
 
-    async def get(self, key: str) -> CachedAcceptance | None: ...
+    async def get(self, key: str) -> KeyBinding | None: ...
 
-    async def put(self, key: str, acceptance: CachedAcceptance) -> None: ...
+    async def put_many(self, bindings: Mapping[str, KeyBinding]) -> None:
+        """Remembers every key's binding, in one round trip."""
+        ...
 
     async def ping(self) -> None: ...
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from services.ingest.domain.errors import IdempotencyKeyReused, InvalidSubmission, UnknownTransaction
@@ -20,7 +20,9 @@ from services.ingest.domain.model import (
     validate_idempotency_key,
     validate_submission,
 )
-from services.ingest.service.ports import CachedAcceptance, IdempotencyCache, RequestStore
+from services.ingest.service.group_commit import GroupCommit
+from services.ingest.service.ports import IdempotencyCache, KeyBinding, NewRequest, RequestStore
+from services.kernel.errors import Unavailable
 
 log = logging.getLogger(__name__)
 
@@ -35,49 +37,55 @@ class TransactionService:
     ttl_seconds: int
     default_currency: str
     message_groups: int
+    # Concurrent submits share one write; built over store and cache when not given.
+    group_commit: GroupCommit | None = field(default=None)
+
+    def __post_init__(self) -> None:
+        self._commits = self.group_commit or GroupCommit(self.store, self.cache)
 
     async def submit(self, command: SubmitTransaction) -> Acceptance:
         """Accepts a transfer once per idempotency key; the 202 is owed only after the commit.
 
-        Raises InvalidSubmission (bad input, nothing stored) and IdempotencyKeyReused (the key was
-        used for a different request).
+        PostgreSQL's unique key decides, in the batched write (no cache lookup first: a first submit
+        costs no Redis round trip). The cache answers replays while the database cannot.
+
+        Raises InvalidSubmission (bad input, nothing stored), IdempotencyKeyReused (the key was used
+        for a different request) and Unavailable (the database cannot be reached and the cache does
+        not know the key: nothing was accepted, the same request may be retried).
         """
         submission = validate_submission(command, default_currency=self.default_currency)
         fingerprint = submission.fingerprint()
         key = submission.idempotency_key
-
-        cached = await self.cache.get(key)
-        if cached is not None:
-            return self._replay(key, cached.fingerprint, cached.message_id, cached.expires_at, fingerprint)
-
         accepted_at = datetime.now(UTC)
-        stored = await self.store.record_accepted(
+        request = NewRequest(
             submission,
+            fingerprint,
             message_id=str(uuid.uuid4()),
             accepted_at=accepted_at,
             expires_at=accepted_at + timedelta(seconds=self.ttl_seconds),
             message_group=message_group_for(submission.source_account_id, self.message_groups),
         )
-        replayed = stored is None
-        if stored is None:
-            stored = await self.store.get(key)
-            if stored is None:  # only possible if the row was purged in between
-                raise UnknownTransaction(f"no transaction with idempotencyKey {key!r}")
-        await self.cache.put(key, CachedAcceptance(stored.fingerprint, stored.message_id, stored.expires_at))
-        if replayed:
-            return self._replay(key, stored.fingerprint, stored.message_id, stored.expires_at, fingerprint)
-        return Acceptance(key, stored.message_id, stored.expires_at, replayed=False)
+        try:
+            recorded = await self._commits.record(request)
+        except Unavailable:
+            cached = await self.cache.get(key)
+            if cached is None:
+                raise
+            return self._replay(key, cached, fingerprint)
+        if recorded.created:
+            return Acceptance(key, request.message_id, request.expires_at, replayed=False)
+        if recorded.binding is None:  # only possible if the row was purged in between
+            raise UnknownTransaction(f"no transaction with idempotencyKey {key!r}")
+        return self._replay(key, recorded.binding, fingerprint)
 
     @staticmethod
-    def _replay(
-        key: str, stored_fingerprint: str, message_id: str, expires_at: datetime, fingerprint: str
-    ) -> Acceptance:
-        if stored_fingerprint != fingerprint:
+    def _replay(key: str, binding: KeyBinding, fingerprint: str) -> Acceptance:
+        if binding.fingerprint != fingerprint:
             raise IdempotencyKeyReused(
                 f"idempotencyKey {key!r} was already used with a different request",
                 field="idempotencyKey",
             )
-        return Acceptance(key, message_id, expires_at, replayed=True)
+        return Acceptance(key, binding.message_id, binding.expires_at, replayed=True)
 
     async def status(self, idempotency_key: str) -> StoredRequest:
         """Raises InvalidSubmission (malformed key) and UnknownTransaction (nothing accepted under it)."""

@@ -37,6 +37,7 @@ from services.ledger.domain.model import (
     TransferKind,
     TransferStatus,
 )
+from services.ledger.domain.schema import AppliedSchema, ExistingAccount
 from services.ledger.domain.transfers import HoldDecision, TransferRecord
 from services.ledger.service.unit_of_work import ConcurrentWrite
 
@@ -47,7 +48,7 @@ EVENTS_PER_ROW = 500
 
 _ACCOUNT_COLUMNS = (
     "id, currency, type, allow_overdraft, overdraft_limit_minor, debits_posted, credits_posted,"
-    " debits_pending, credits_pending"
+    " debits_pending, credits_pending, account_class"
 )
 
 _TRANSFER_COLUMNS = (
@@ -65,6 +66,8 @@ _TRANSFER_COLUMNS = (
     "expires_at",
     "reverses_transfer_id",
     "reason",
+    "transfer_type",
+    "schema_version",
     "created_at",  # last: left to the column's default when it is the transaction's now()
 )
 
@@ -126,6 +129,7 @@ def _account(r: Any, metadata: dict[str, str] | None = None, created_at: datetim
         m["credits_pending"],
         metadata or {},
         created_at,
+        m["account_class"],
     )
 
 
@@ -175,7 +179,7 @@ class SqlLedgerRepository:
             text(
                 "SELECT t.id, t.debit_account_id, t.credit_account_id, t.amount_minor, t.currency, t.status, t.kind,"
                 " t.reject_code, t.reject_message, t.metadata, t.created_at, t.accepted_at, t.posted_amount_minor,"
-                " t.expires_at, t.resolved_at, t.reverses_transfer_id, t.reversed_by, t.reason,"
+                " t.expires_at, t.resolved_at, t.reverses_transfer_id, t.reversed_by, t.reason, t.transfer_type,"
                 " (SELECT id FROM entries WHERE transfer_id = t.id AND direction = 'DEBIT') AS debit_entry,"
                 " (SELECT id FROM entries WHERE transfer_id = t.id AND direction = 'CREDIT') AS credit_entry"
                 # A join on unnest (not `= ANY`) keeps this an index probe per id however large the table.
@@ -195,6 +199,7 @@ class SqlLedgerRepository:
                     r.accepted_at,
                     pending=r.kind == TransferKind.HOLD.value,
                     expires_at=r.expires_at,
+                    code=r.transfer_type or "",
                 ),
                 TransferKind(r.kind),
                 TransferStatus(r.status),
@@ -241,6 +246,26 @@ class SqlLedgerRepository:
             {"ids": list(currencies), "curs": list(currencies.values()), "type": AUTO_CREATED_TYPE.value},
         )
 
+    async def open_classified_accounts(self, definitions: Sequence[AccountDefinition]) -> None:
+        if not definitions:
+            return
+        await self._conn.execute(
+            text(
+                "INSERT INTO accounts (id, currency, type, allow_overdraft, overdraft_limit_minor, account_class)"
+                " SELECT * FROM unnest(CAST(:ids AS text[]), CAST(:curs AS text[]), CAST(:types AS text[]),"
+                "   CAST(:ods AS boolean[]), CAST(:limits AS bigint[]), CAST(:classes AS text[]))"
+                " ORDER BY 1 ON CONFLICT (id) DO NOTHING"
+            ),
+            {
+                "ids": [d.id for d in definitions],
+                "curs": [d.currency for d in definitions],
+                "types": [d.type.value for d in definitions],
+                "ods": [d.allow_overdraft for d in definitions],
+                "limits": [d.overdraft_limit_minor for d in definitions],
+                "classes": [d.account_class for d in definitions],
+            },
+        )
+
     async def insert_transfers(
         self,
         outcomes: Sequence[Outcome],
@@ -248,6 +273,7 @@ class SqlLedgerRepository:
         *,
         reverses: str | None = None,
         reason: str | None = None,
+        schema_version: int | None = None,
     ) -> None:
         kind = TransferKind.REVERSAL.value if reverses else None
         rows = []
@@ -270,6 +296,8 @@ class SqlLedgerRepository:
                     t.expires_at,
                     reverses,
                     reason,
+                    t.code or None,
+                    schema_version,
                     at,
                 )
             )
@@ -361,12 +389,50 @@ class SqlLedgerRepository:
         )
         return [r.id for r in rows]
 
+    async def schema_version_in_force(self) -> int:
+        version: int = (
+            await self._conn.execute(text("SELECT version FROM schema_in_force FOR KEY SHARE"))
+        ).scalar_one()
+        return version
+
+    async def lock_schema(self) -> int:
+        version: int = (await self._conn.execute(text("SELECT version FROM schema_in_force FOR UPDATE"))).scalar_one()
+        return version
+
+    async def schema_versions(self, version: int | None = None) -> list[AppliedSchema]:
+        rows = await self._conn.execute(
+            text(
+                "SELECT version, document, applied_by, applied_at FROM schema_versions"
+                " WHERE CAST(:v AS integer) IS NULL OR version = :v ORDER BY version"
+            ),
+            {"v": version},
+        )
+        return [AppliedSchema(r.version, dict(r.document), r.applied_by, r.applied_at) for r in rows]
+
+    async def add_schema_version(self, version: int, document: str, applied_by: str) -> AppliedSchema:
+        r = (
+            await self._conn.execute(
+                text(
+                    "WITH head AS (UPDATE schema_in_force SET version = :v)"
+                    " INSERT INTO schema_versions (version, document, applied_by) VALUES (:v, CAST(:doc AS jsonb), :by)"
+                    " RETURNING version, document, applied_by, applied_at"
+                ),
+                {"v": version, "doc": document, "by": applied_by},
+            )
+        ).one()
+        return AppliedSchema(r.version, dict(r.document), r.applied_by, r.applied_at)
+
+    async def existing_accounts(self) -> list[ExistingAccount]:
+        rows = await self._conn.execute(text("SELECT id, currency, account_class FROM accounts ORDER BY id"))
+        return [ExistingAccount(r.id, r.currency, r.account_class) for r in rows]
+
     async def create_account(self, definition: AccountDefinition) -> tuple[Account, bool]:
         inserted = (
             await self._conn.execute(
                 text(
-                    "INSERT INTO accounts (id, currency, type, allow_overdraft, overdraft_limit_minor, metadata)"
-                    " VALUES (:id, :cur, :type, :od, :limit, CAST(:meta AS jsonb)) ON CONFLICT (id) DO NOTHING"
+                    "INSERT INTO accounts (id, currency, type, allow_overdraft, overdraft_limit_minor, metadata,"
+                    " account_class)"
+                    " VALUES (:id, :cur, :type, :od, :limit, CAST(:meta AS jsonb), :cls) ON CONFLICT (id) DO NOTHING"
                     " RETURNING id"
                 ),
                 {
@@ -376,6 +442,7 @@ class SqlLedgerRepository:
                     "od": definition.allow_overdraft,
                     "limit": definition.overdraft_limit_minor,
                     "meta": json.dumps(definition.metadata),
+                    "cls": definition.account_class,
                 },
             )
         ).first()

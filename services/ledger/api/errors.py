@@ -15,6 +15,7 @@ from services.ledger.domain.errors import (
     TransferNotFound,
     TransferRejected,
 )
+from services.ledger.domain.schema import SchemaInvalid, SchemaStrandsAccounts, SchemaVersionConflict, SchemaViolation
 
 # Through Envoy: INVALID_ARGUMENT and FAILED_PRECONDITION → 400, NOT_FOUND → 404,
 # ALREADY_EXISTS and ABORTED → 409.
@@ -30,6 +31,11 @@ LEDGER_ERRORS = ErrorTable(
         TransferExists: ErrorMapping(grpc.StatusCode.ALREADY_EXISTS, "LEDGER_TRANSFER_EXISTS"),
         HoldAlreadyResolved: ErrorMapping(grpc.StatusCode.ABORTED, "LEDGER_HOLD_ALREADY_RESOLVED"),
         NotReversible: ErrorMapping(grpc.StatusCode.ABORTED, "LEDGER_NOT_REVERSIBLE"),
+        # The schema in force refuses the posting or account; the code names the rule (SCHEMA_*).
+        SchemaViolation: ErrorMapping(grpc.StatusCode.FAILED_PRECONDITION, "SCHEMA_VIOLATION"),
+        SchemaInvalid: ErrorMapping(grpc.StatusCode.INVALID_ARGUMENT, "SCHEMA_INVALID"),
+        SchemaStrandsAccounts: ErrorMapping(grpc.StatusCode.FAILED_PRECONDITION, "SCHEMA_STRANDS_ACCOUNTS"),
+        SchemaVersionConflict: ErrorMapping(grpc.StatusCode.ABORTED, "SCHEMA_VERSION_CONFLICT"),
     }
 )
 
@@ -48,4 +54,8 @@ SCOPES = {
     "ReverseTransfer": "transactions:write",
     "GetHold": "transactions:read",
     "GetTransfer": "transactions:read",
+    "GetSchema": "schema:read",
+    "ListSchemaVersions": "schema:read",
+    # Changes what every later posting may do: an administrator's scope.
+    "PutSchema": "schema:write",
 }

@@ -2,19 +2,28 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
+from typing import Any
 
 import grpc
+from google.protobuf import json_format, struct_pb2
 from payrecon.ledger.v1 import ledger_pb2, ledger_pb2_grpc
 
+from services.kernel.auth import current_principal
+from services.kernel.errors import ValidationError
 from services.kernel.grpc_server import set_http_status
 from services.kernel.json_values import json_scalar
 from services.kernel.money import format_minor
 from services.kernel.timestamps import to_timestamp
 from services.ledger.codecs import event_message, instruction_from_proto
 from services.ledger.domain.model import Account
+from services.ledger.domain.schema import AppliedSchema
 from services.ledger.domain.transfers import TransferRecord
 from services.ledger.service.ledger import LedgerService, NewAccount, NewHold
+
+# A JSON number reaches a Struct as a double: integers beyond this may have been rounded on the way.
+_DOUBLE_EXACT = 2**53
 
 
 def account_message(account: Account) -> ledger_pb2.Account:
@@ -34,6 +43,7 @@ def account_message(account: Account) -> ledger_pb2.Account:
         pending_minor=account.pending_minor,
         available_minor=account.available_minor,
         status="ACTIVE",
+        account_class=account.account_class or "",
     )
     if account.created_at:
         message.created_at.CopyFrom(to_timestamp(account.created_at))
@@ -56,6 +66,7 @@ def hold_message(record: TransferRecord) -> ledger_pb2.Hold:
         posted_amount_minor=posted,
         created_at=to_timestamp(record.created_at),
         metadata=t.metadata,
+        transfer_type=t.code,
     )
     if record.expires_at:
         hold.expires_at.CopyFrom(to_timestamp(record.expires_at))
@@ -83,7 +94,61 @@ def transfer_message(record: TransferRecord) -> ledger_pb2.Transfer:
         message=record.reject_message or "",
         metadata=t.metadata,
         created_at=to_timestamp(record.created_at),
+        transfer_type=t.code,
     )
+
+
+def schema_message(applied: AppliedSchema | None) -> ledger_pb2.SchemaVersion:
+    if applied is None:
+        return ledger_pb2.SchemaVersion(version=0)
+    document = struct_pb2.Struct()
+    document.update(applied.document)
+    return ledger_pb2.SchemaVersion(
+        version=applied.version,
+        document=document,
+        applied_by=applied.applied_by,
+        applied_at=to_timestamp(applied.applied_at),
+    )
+
+
+def _whole_numbers(value: object, path: str = "$") -> object:
+    """A Struct's values with integral doubles as ints (the document's minor units are integers)."""
+    if isinstance(value, dict):
+        return {k: _whole_numbers(v, f"{path}.{k}") for k, v in value.items()}
+    if isinstance(value, list):
+        return [_whole_numbers(v, f"{path}[{i}]") for i, v in enumerate(value)]
+    if isinstance(value, float) and value.is_integer():
+        if abs(value) > _DOUBLE_EXACT:
+            raise ValidationError(
+                f"{path}: {value:.0f} is beyond what a JSON number carries exactly; send documentText",
+                field="document",
+                code="SCHEMA_INVALID",
+            )
+        return int(value)
+    return value
+
+
+def _document_text(request: ledger_pb2.PutSchemaRequest) -> str:
+    if request.document_text:
+        return request.document_text
+    if not request.HasField("document"):
+        raise ValidationError("document or documentText is required", field="document", code="MISSING_FIELD")
+    return json.dumps(_whole_numbers(json_format.MessageToDict(request.document)))
+
+
+def _expected_version(request: ledger_pb2.PutSchemaRequest, context: grpc.aio.ServicerContext[Any, Any]) -> int | None:
+    """The body's expectedVersion, else a REST If-Match header (`3`, `"3"` or `W/"3"`), else None."""
+    if request.HasField("expected_version"):
+        return request.expected_version
+    for key, value in context.invocation_metadata() or ():
+        if key == "if-match":
+            raw = (value.decode() if isinstance(value, bytes) else value).strip().removeprefix("W/").strip('"')
+            if not raw.isdigit():
+                raise ValidationError(
+                    'If-Match must be the schema version in force, e.g. "3"', field="If-Match", code="INVALID_IF_MATCH"
+                )
+            return int(raw)
+    return None
 
 
 class LedgerServicer(ledger_pb2_grpc.LedgerServiceServicer):
@@ -198,6 +263,7 @@ class LedgerServicer(ledger_pb2_grpc.LedgerServiceServicer):
                 request.currency,
                 expires_at,
                 dict(request.metadata),
+                request.code,
             )
         )
         return hold_message(record)
@@ -240,3 +306,44 @@ class LedgerServicer(ledger_pb2_grpc.LedgerServiceServicer):
         context: grpc.aio.ServicerContext[ledger_pb2.GetTransferRequest, ledger_pb2.Transfer],
     ) -> ledger_pb2.Transfer:
         return transfer_message(await self._ledger.transfer(request.transfer_id))
+
+    async def GetSchema(
+        self,
+        request: ledger_pb2.GetSchemaRequest,
+        context: grpc.aio.ServicerContext[ledger_pb2.GetSchemaRequest, ledger_pb2.SchemaVersion],
+    ) -> ledger_pb2.SchemaVersion:
+        return schema_message(await self._ledger.schema(request.version))
+
+    async def PutSchema(
+        self,
+        request: ledger_pb2.PutSchemaRequest,
+        context: grpc.aio.ServicerContext[ledger_pb2.PutSchemaRequest, ledger_pb2.PutSchemaResponse],
+    ) -> ledger_pb2.PutSchemaResponse:
+        plan = await self._ledger.apply_schema(
+            _document_text(request),
+            applied_by=current_principal(),
+            expected_version=_expected_version(request, context),
+            dry_run=request.dry_run,
+        )
+        in_force = plan.applied or plan.current
+        return ledger_pb2.PutSchemaResponse(
+            applied=plan.applied is not None,
+            previous_version=plan.in_force,
+            schema=schema_message(in_force),
+            changes=[
+                ledger_pb2.SchemaChange(
+                    change=c.change, what=c.what, name=c.name, fields=list(c.fields), description=c.describe()
+                )
+                for c in plan.changes
+            ],
+            stranded=[ledger_pb2.StrandedAccount(account_id=a.id, reason=a.reason) for a in plan.stranded],
+        )
+
+    async def ListSchemaVersions(
+        self,
+        request: ledger_pb2.ListSchemaVersionsRequest,
+        context: grpc.aio.ServicerContext[ledger_pb2.ListSchemaVersionsRequest, ledger_pb2.ListSchemaVersionsResponse],
+    ) -> ledger_pb2.ListSchemaVersionsResponse:
+        return ledger_pb2.ListSchemaVersionsResponse(
+            versions=[schema_message(a) for a in await self._ledger.schema_history()]
+        )

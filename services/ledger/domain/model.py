@@ -78,6 +78,8 @@ class Account:
     credits_pending: int = 0
     metadata: dict[str, str] = field(default_factory=dict)
     created_at: datetime | None = None
+    # The schema's account class it was opened under (None: opened with no schema in force).
+    account_class: str | None = None
 
     @property
     def balance_minor(self) -> int:
@@ -113,6 +115,8 @@ class TransferInstruction:
     # A hold: reserve the amount (pending) instead of posting it; optionally until `expires_at`.
     pending: bool = False
     expires_at: datetime | None = None
+    # Its transfer type in the schema ('' when it names none: the schema's default type, if any).
+    code: str = ""
 
     @property
     def kind(self) -> TransferKind:
@@ -120,11 +124,12 @@ class TransferInstruction:
 
     def same_movement(self, other: TransferInstruction) -> bool:
         """Whether `other` asks for the same thing (a replay) rather than reusing the id."""
-        return (self.debit_account_id, self.credit_account_id, self.amount, self.pending) == (
+        return (self.debit_account_id, self.credit_account_id, self.amount, self.pending, self.code) == (
             other.debit_account_id,
             other.credit_account_id,
             other.amount,
             other.pending,
+            other.code,
         )
 
 
@@ -237,6 +242,7 @@ def reversal_of(original: TransferInstruction, reversal_id: str, reason: str) ->
         original.debit_account_id,
         original.amount,
         {"reverses": original.transfer_id, **({"reason": reason} if reason else {})},
+        code=original.code,
     )
 
 
@@ -250,6 +256,7 @@ class AccountDefinition:
     allow_overdraft: bool
     overdraft_limit_minor: int
     metadata: dict[str, str]
+    account_class: str | None = None
 
     def matches(self, account: Account) -> bool:
         """Whether `account` is this definition (opening it again is then a replay, not a conflict)."""

@@ -27,6 +27,11 @@ ACCOUNT_ID_LIMIT = 128
 TRANSFER_ID_LIMIT = 255
 METADATA_LIMITS = MapLimits(entries=32, key_length=64, value_length=512)
 REASON_LIMIT = 500
+# A transfer type's code in the schema (services.ledger.domain.schema).
+TRANSFER_TYPE_SHAPE = IdentifierShape(
+    re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$"), "letters, digits and _ . - (not first)"
+)
+TRANSFER_TYPE_LIMIT = 64
 
 
 def account_id(value: str, field: str) -> str:
@@ -37,6 +42,19 @@ def account_id(value: str, field: str) -> str:
 def transfer_id(value: str, field: str) -> str:
     """Raises ValidationError (MISSING_FIELD, INVALID_IDEMPOTENCY_KEY)."""
     return require_identifier(value, field, shape=ID_SHAPE, code="INVALID_IDEMPOTENCY_KEY", limit=TRANSFER_ID_LIMIT)
+
+
+def transfer_type(value: str, field: str = "code") -> str:
+    """A transfer type code, or '' for none. Raises ValidationError (INVALID_TRANSFER_TYPE)."""
+    if not value:
+        return ""
+    return require_identifier(
+        value, field, shape=TRANSFER_TYPE_SHAPE, code="INVALID_TRANSFER_TYPE", limit=TRANSFER_TYPE_LIMIT
+    )
+
+
+def is_transfer_type(value: str) -> bool:
+    return 0 < len(value) <= TRANSFER_TYPE_LIMIT and TRANSFER_TYPE_SHAPE.pattern.fullmatch(value) is not None
 
 
 def is_transfer_id(value: str) -> bool:
@@ -83,7 +101,7 @@ def instruction_problem(transfer: TransferInstruction) -> ValidationError | None
 
     Codes: MISSING_FIELD, INVALID_IDEMPOTENCY_KEY (the transfer id), INVALID_ACCOUNT_ID,
     SAME_ACCOUNT, INVALID_CURRENCY, UNKNOWN_CURRENCY, INVALID_AMOUNT, AMOUNT_OUT_OF_RANGE,
-    INVALID_METADATA."""
+    INVALID_METADATA, INVALID_TRANSFER_TYPE."""
     try:
         transfer_id(transfer.transfer_id, "transfer_id")
         account_id(transfer.debit_account_id, "debit_account_id")
@@ -102,6 +120,8 @@ def instruction_problem(transfer: TransferInstruction) -> ValidationError | None
             raise ValidationError("amount exceeds 64-bit minor units", field="amount", code="AMOUNT_OUT_OF_RANGE")
         if transfer.metadata:
             metadata(transfer.metadata)
+        if transfer.code:
+            transfer_type(transfer.code)
     except ValidationError as problem:
         return problem
     return None

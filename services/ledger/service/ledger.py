@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
-from services.kernel.errors import Unavailable, ValidationError
+from services.kernel.errors import NotFound, Unavailable, ValidationError
 from services.kernel.instants import parse_window
 from services.kernel.money import INT64_MAX, Money, MoneyError, minor_units_from_json
 from services.ledger.domain import events, rules
@@ -38,6 +39,24 @@ from services.ledger.domain.model import (
     invalid_transfer,
     post_in_order,
     settle_hold,
+)
+from services.ledger.domain.schema import (
+    AppliedSchema,
+    PostingKind,
+    Schema,
+    SchemaChange,
+    SchemaVersionConflict,
+    StrandedAccount,
+    Violation,
+    accounts_opened_under,
+    diff,
+    load_schema,
+    parse_schema,
+    posting_of,
+    refuse_breaking,
+    stranded_accounts,
+    strands_error,
+    violation_error,
 )
 from services.ledger.domain.transfers import (
     HoldAction,
@@ -92,6 +111,19 @@ class NewHold:
     currency: str
     expires_at: datetime | None
     metadata: dict[str, str]
+    code: str = ""
+
+
+@dataclass(frozen=True)
+class SchemaPlan:
+    """What applying a document does: the version in force, the changes, the accounts it would strand,
+    and — once applied — the new version (None for a dry run, or a document equal to the one in force)."""
+
+    in_force: int
+    changes: list[SchemaChange]
+    stranded: list[StrandedAccount]
+    current: AppliedSchema | None = None  # the version in force before (None: no schema yet)
+    applied: AppliedSchema | None = None
 
 
 def encode_cursor(prefix: str, position: object) -> str:
@@ -151,6 +183,19 @@ class LedgerService:
     uow: LedgerUnitOfWork
     default_currency: str = "USD"
     auto_create_accounts: bool = True
+    # Compiled schema versions by number: a version never changes once applied.
+    _schemas: dict[int, Schema] = field(default_factory=dict, init=False, repr=False, compare=False)
+
+    async def _schema(self, repo: LedgerRepository) -> Schema | None:
+        """The schema in force for this transaction (None: no schema, nothing to enforce)."""
+        version = await repo.schema_version_in_force()
+        if not version:
+            return None
+        schema = self._schemas.get(version)
+        if schema is None:
+            (applied,) = await repo.schema_versions(version)
+            schema = self._schemas[version] = parse_schema(applied.document).with_version(version)
+        return schema
 
     # -- posting -------------------------------------------------------------------------------
 
@@ -164,7 +209,9 @@ class LedgerService:
         it now names a different transfer. Rejections (insufficient funds, currency mismatch) are
         outcomes, not errors. So is a transfer that breaks an input rule (rules.instruction_problem:
         INVALID_CURRENCY, UNKNOWN_CURRENCY, INVALID_AMOUNT, SAME_ACCOUNT, ...): it is answered in its
-        place and nothing of it is stored, so its id stays free for a corrected transfer.
+        place and nothing of it is stored, so its id stays free for a corrected transfer. The same goes
+        for a transfer the schema in force refuses (SCHEMA_TRANSFER_TYPE_FORBIDS_CREDIT, ...; see
+        services.ledger.domain.schema): nothing stored, no account opened.
         """
         refused = {i: r for i, t in enumerate(transfers) if (r := invalid_transfer(t)) is not None}
         valid = [t for i, t in enumerate(transfers) if i not in refused]
@@ -222,17 +269,31 @@ class LedgerService:
         if not plan.fresh:
             await repo.queue_events(plan.repeats)
             return [*refusals, *plan.repeats]
+        schema = await self._schema(repo)
         named = {a for t in plan.fresh for a in (t.debit_account_id, t.credit_account_id)}
         accounts = await repo.lock_accounts(named)
+        fresh, breaking = plan.fresh, list[Rejected]()
+        if schema is not None:
+            # Refused by the schema: told like a malformed transfer, nothing stored, no account opened.
+            fresh, breaking = refuse_breaking(schema, fresh, accounts)
+            named = {a for t in fresh for a in (t.debit_account_id, t.credit_account_id)}
         missing = named - accounts.keys()
         if missing and self.auto_create_accounts:
-            await repo.open_accounts(accounts_to_open(plan.fresh, missing))
+            opened = accounts_to_open(fresh, missing)
+            if schema is None:
+                await repo.open_accounts(opened)
+            else:
+                await repo.open_classified_accounts(accounts_opened_under(schema, opened))
             accounts = await repo.lock_accounts(missing)
-        outcomes = post_in_order(plan.fresh, accounts)
-        await repo.insert_transfers(outcomes, now)
+        outcomes = post_in_order(fresh, accounts)
+        if schema is None:
+            await repo.insert_transfers(outcomes, now)
+        elif outcomes:
+            await repo.insert_transfers(outcomes, now, schema_version=schema.version)
         entry_ids = iter(await repo.append_entries([o.transfer for o in outcomes if isinstance(o, Posted)], now))
         await repo.save_accounts(now)
         told = [outcome_event(o, now, next(entry_ids) if isinstance(o, Posted) else None) for o in outcomes]
+        told.extend(outcome_event(r, now) for r in breaking)
         await repo.queue_events([*told, *plan.repeats])
         return [*refusals, *told, *plan.repeats]
 
@@ -328,11 +389,14 @@ class LedgerService:
     # -- accounts ------------------------------------------------------------------------------
 
     async def create_account(self, new: NewAccount) -> tuple[Account, bool]:
-        """(account, created?). Raises ValidationError and AccountExists (same id, other definition)."""
+        """(account, created?). With a schema in force the account must fit the class its id matches (its
+        type by default). Raises ValidationError, SchemaViolation (SCHEMA_ACCOUNT_CLASS_UNKNOWN,
+        SCHEMA_ACCOUNT_TYPE_MISMATCH, SCHEMA_CURRENCY_NOT_ALLOWED, SCHEMA_OVERDRAFT_NOT_ALLOWED,
+        SCHEMA_ACCOUNT_METADATA_INVALID) and AccountExists (same id, other definition)."""
         account_id = rules.account_id(new.id, "id")
         currency = rules.currency(new.currency or self.default_currency)
         try:
-            kind = AccountType((new.type or AccountType.LIABILITY.value).upper())
+            asked = AccountType(new.type.upper()) if new.type else None
         except ValueError:
             raise ValidationError(
                 f"type must be one of {', '.join(t.value for t in AccountType)}",
@@ -351,10 +415,17 @@ class LedgerService:
                 raise ValidationError(
                     "overdraftLimit must not be negative", field="overdraftLimit", code="INVALID_AMOUNT"
                 )
-        definition = AccountDefinition(
-            account_id, currency, kind, new.allow_overdraft, limit, rules.metadata(new.metadata)
-        )
+        metadata = rules.metadata(new.metadata)
         async with self.uow.transaction() as repo:
+            schema = await self._schema(repo)
+            definition = AccountDefinition(
+                account_id, currency, asked or AccountType.LIABILITY, new.allow_overdraft, limit, metadata
+            )
+            if schema is not None:
+                found = schema.check_account(account_id, currency, asked, new.allow_overdraft, limit, metadata)
+                if isinstance(found, Violation):
+                    raise violation_error(found)
+                definition = replace(definition, type=found.type, account_class=found.name)
             account, created = await repo.create_account(definition)
         if not created and not definition.matches(account):
             raise AccountExists(
@@ -387,8 +458,8 @@ class LedgerService:
     # -- holds ---------------------------------------------------------------------------------
 
     async def create_hold(self, new: NewHold) -> TransferRecord:
-        """Reserves funds. Raises ValidationError, TransferRejected (funds, currency) and
-        TransferExists (the key names a different transfer)."""
+        """Reserves funds. Raises ValidationError, SchemaViolation (the schema in force refuses it: nothing
+        is stored), TransferRejected (funds, currency) and TransferExists (the key names a different transfer)."""
         key = rules.transfer_id(new.idempotency_key, "idempotencyKey")
         source = rules.account_id(new.source_account_id, "sourceAccountId")
         destination = rules.account_id(new.destination_account_id, "destinationAccountId")
@@ -411,11 +482,14 @@ class LedgerService:
             datetime.now(UTC),
             pending=True,
             expires_at=new.expires_at,
+            code=rules.transfer_type(new.code),
         )
         (event,) = await self.post_transfers([instruction])
         if isinstance(event, events.TransferRejected):
             if event.code == "LEDGER_TRANSFER_EXISTS":
                 raise TransferExists(event.message, field="idempotencyKey", code=event.code)
+            if event.code.startswith("SCHEMA_"):
+                raise violation_error(Violation(event.code, event.message))
             raise TransferRejected(event.message, code=event.code)
         return await self.hold(key)
 
@@ -430,7 +504,8 @@ class LedgerService:
 
     async def post_hold(self, hold_id: str, amount: object | None) -> TransferRecord:
         """Posts the whole hold, or `amount` of it. Raises TransferNotFound, ValidationError (more than
-        held) and HoldAlreadyResolved (voided, expired, or posted with another amount)."""
+        held), SchemaViolation (the schema in force refuses its accounts or amount) and
+        HoldAlreadyResolved (voided, expired, or posted with another amount)."""
         held = (await self.hold(hold_id)).instruction.amount
         minor = None if amount is None else rules.positive_amount(amount, held.currency)
         if minor is not None and minor > held.minor_units:
@@ -467,6 +542,13 @@ class LedgerService:
                 return record, False
             t = record.instruction
             accounts = await repo.lock_accounts({t.debit_account_id, t.credit_account_id})
+            if decision.posted_minor:  # voiding or expiring releases a reservation: never refused
+                await self._enforce(
+                    repo,
+                    replace(t, amount=Money(decision.posted_minor, t.amount.currency)),
+                    accounts,
+                    PostingKind.POST_HOLD,
+                )
             settle_hold(
                 accounts[t.debit_account_id],
                 accounts[t.credit_account_id],
@@ -486,12 +568,23 @@ class LedgerService:
                 await repo.queue_events([events.HoldVoided(t, decision.expired, now)])
             return final, True
 
+    async def _enforce(
+        self, repo: LedgerRepository, transfer: TransferInstruction, accounts: dict[str, Account], kind: PostingKind
+    ) -> Schema | None:
+        """The schema in force, once it allows `transfer` as a `kind` posting; raises SchemaViolation."""
+        schema = await self._schema(repo)
+        if schema is not None:
+            violation = schema.check(posting_of(transfer, kind, accounts))
+            if violation is not None:
+                raise violation_error(violation)
+        return schema
+
     # -- reversals -----------------------------------------------------------------------------
 
     async def reverse(self, transfer_id: str, idempotency_key: str, reason: str) -> Reversal:
         """Posts the mirror transfer of a posted one, linked both ways. Raises ValidationError,
-        TransferNotFound, NotReversible, TransferExists and TransferRejected (the reversal would
-        overdraw an account that does not allow it)."""
+        TransferNotFound, NotReversible, TransferExists, SchemaViolation (its type allows no reversal)
+        and TransferRejected (the reversal would overdraw an account that does not allow it)."""
         rules.transfer_id(transfer_id, "transfer_id")
         key = rules.transfer_id(idempotency_key, "idempotencyKey")
         reason = rules.reason(reason)
@@ -504,12 +597,14 @@ class LedgerService:
             if isinstance(planned, TransferRecord):
                 return Reversal(planned, replayed=True)
             accounts = await repo.lock_accounts({planned.debit_account_id, planned.credit_account_id})
+            schema = await self._enforce(repo, planned, accounts, PostingKind.REVERSAL)
             rejection = check_transfer(planned, accounts)
             if rejection is not None:
                 raise TransferRejected(rejection.message, code=rejection.code)
             post_in_order([planned], accounts)
             now = await repo.now()
-            await repo.insert_transfers([Posted(planned)], now, reverses=transfer_id, reason=reason)
+            versioned = {"schema_version": schema.version} if schema else {}
+            await repo.insert_transfers([Posted(planned)], now, reverses=transfer_id, reason=reason, **versioned)
             ((debit_entry, credit_entry),) = await repo.append_entries([planned], now)
             await repo.mark_reversed(transfer_id, key)
             await repo.save_accounts(now)
@@ -569,6 +664,62 @@ class LedgerService:
             rows = await repo.entries(account_id, limit=size + 1, before_id=before, since=start, until=end)
         next_cursor = encode_cursor("e", rows[size - 1].id) if len(rows) > size else ""
         return account, rows[:size], next_cursor
+
+    # -- the schema ----------------------------------------------------------------------------
+
+    async def schema(self, version: int = 0) -> AppliedSchema | None:
+        """The version in force (or `version`); None when no schema was ever applied. Raises NotFound
+        (SCHEMA_VERSION_NOT_FOUND)."""
+        async with self.uow.reading() as repo:
+            if not version:
+                version = await repo.schema_version_in_force()
+                if not version:
+                    return None
+            found = await repo.schema_versions(version)
+        if not found:
+            raise NotFound(f"schema version {version} does not exist", field="version", code="SCHEMA_VERSION_NOT_FOUND")
+        return found[0]
+
+    async def schema_history(self) -> list[AppliedSchema]:
+        """Every version applied, oldest first, with who applied it and when."""
+        async with self.uow.reading() as repo:
+            return await repo.schema_versions()
+
+    async def apply_schema(
+        self, text: str, *, applied_by: str, expected_version: int | None = None, dry_run: bool = False
+    ) -> SchemaPlan:
+        """Applies a schema document (YAML or JSON) as the next version, for new postings only: existing
+        accounts and entries are never rewritten. The same document as the one in force changes
+        nothing. A dry run only says what would change.
+
+        Raises SchemaInvalid (the document, every problem with its path), SchemaVersionConflict (the
+        version in force is not `expected_version`) and SchemaStrandsAccounts (existing accounts would
+        match no class, or hold a currency their class no longer allows: listed, nothing changed)."""
+        new = load_schema(text)
+        async with self.uow.reading() if dry_run else self.uow.transaction() as repo:
+            in_force = await (repo.schema_version_in_force() if dry_run else repo.lock_schema())
+            if expected_version is not None and expected_version != in_force:
+                raise SchemaVersionConflict(
+                    f"the schema in force is version {in_force}, not {expected_version}",
+                    field="expectedVersion",
+                    code="SCHEMA_VERSION_CONFLICT",
+                    metadata={"version": str(in_force)},
+                )
+            current, record = None, None
+            if in_force:
+                (record,) = await repo.schema_versions(in_force)
+                current = parse_schema(record.document)
+            changes = diff(current, new)
+            stranded = stranded_accounts(new, await repo.existing_accounts())
+            plan = SchemaPlan(in_force, changes, stranded, record)
+            if dry_run or (current is not None and not changes):
+                return plan
+            if stranded:
+                raise strands_error(stranded)
+            document = json.dumps(new.document(), sort_keys=True)
+            applied = await repo.add_schema_version(in_force + 1, document, applied_by or "unknown")
+            log.info("schema applied", extra={"fields": {"version": applied.version, "by": applied.applied_by}})
+            return replace(plan, applied=applied)
 
     async def ping(self) -> None:
         await self.uow.ping()

@@ -15,6 +15,7 @@ from typing import Protocol
 
 from services.ledger.domain.events import LedgerEvent
 from services.ledger.domain.model import Account, AccountDefinition, LedgerEntry, Outcome, TransferInstruction
+from services.ledger.domain.schema import AppliedSchema, ExistingAccount
 from services.ledger.domain.transfers import HoldDecision, TransferRecord
 
 
@@ -49,6 +50,10 @@ class LedgerRepository(Protocol):
         """Opens auto-created accounts (id → currency) that do not exist yet."""
         ...
 
+    async def open_classified_accounts(self, definitions: Sequence[AccountDefinition]) -> None:
+        """Opens accounts a transfer opens under the schema's classes (type, overdraft, class)."""
+        ...
+
     async def insert_transfers(
         self,
         outcomes: Sequence[Outcome],
@@ -56,6 +61,7 @@ class LedgerRepository(Protocol):
         *,
         reverses: str | None = None,
         reason: str | None = None,
+        schema_version: int | None = None,
     ) -> None: ...
 
     async def append_entries(self, transfers: Sequence[TransferInstruction], at: datetime) -> list[tuple[int, int]]:
@@ -73,6 +79,27 @@ class LedgerRepository(Protocol):
         ...
 
     async def due_holds(self, limit: int) -> list[str]: ...
+
+    # -- the schema: a posting transaction reads the version in force under a shared row lock, and a
+    # new version is written under the exclusive one, so no posting straddles a change.
+
+    async def schema_version_in_force(self) -> int:
+        """The version in force (0: no schema), held until the transaction ends."""
+        ...
+
+    async def lock_schema(self) -> int:
+        """Waits for postings in flight, keeps new ones out until the transaction ends; the version in force."""
+        ...
+
+    async def schema_versions(self, version: int | None = None) -> list[AppliedSchema]:
+        """Every applied version, oldest first; only `version` when given."""
+        ...
+
+    async def add_schema_version(self, version: int, document: str, applied_by: str) -> AppliedSchema: ...
+
+    async def existing_accounts(self) -> list[ExistingAccount]:
+        """Every account's id, currency and the class it was opened under."""
+        ...
 
     async def create_account(self, definition: AccountDefinition) -> tuple[Account, bool]:
         """(the account, created?) — an existing id is returned as it is."""

@@ -3,9 +3,11 @@ matching rules, stored runs with their matches, and cases with their history."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from datetime import date, datetime
 from itertools import islice
 from typing import Any
@@ -15,14 +17,19 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.kernel.db import driver_connection
-from services.reconciliation.domain.cases import CaseEventKind, CaseState, CaseStatus, Finding
+from services.reconciliation.domain.cases import CaseEventKind, CaseState, CaseStatus, Finding, evidence_json
 from services.reconciliation.domain.model import Report, TransferSides, Window
 from services.reconciliation.domain.statements import Statement, StatementFormat
 from services.reconciliation.service.ports import (
     CaseEventRecord,
     CaseFilter,
     CaseRecord,
+    EntryChunk,
+    ExportCase,
+    ExportMatch,
+    LineChunk,
     MatchRecord,
+    PairMatches,
     ProjectedEntry,
     StatementLineRecord,
     StoredImport,
@@ -36,6 +43,38 @@ END_TO_END_KEYS = ("end_to_end_id", "endToEndId", "e2e_id")
 
 
 _LINES_PER_COPY = 50_000
+_ROWS_PER_FETCH = 50_000
+_CASES_PER_COPY = 20_000
+_PAIRS_PER_ROW = 100_000
+_EXPORT_ROWS = 5_000
+_MATCH_COLUMNS = (
+    "run_id",
+    "account_id",
+    "kind",
+    "statement_line_ids",
+    "transfer_ids",
+    "rule",
+    "confidence",
+    "breakdown",
+    "amount_difference_minor",
+)
+# date - _DAY_ZERO is Python's date.toordinal() (0001-01-01 is day 1).
+_DAY_ZERO = "(DATE '0001-01-01' - 1)"
+# A currency (char(3): at most three characters) as one integer, its code points side by side: equal
+# codes, equal currencies, without a Python string per row.
+_CURRENCY_CODE = (
+    "(ascii(substr(btrim({0}), 1, 1))::bigint << 42 | ascii(substr(btrim({0}), 2, 1))::bigint << 21"
+    " | ascii(substr(btrim({0}), 3, 1))::bigint)"
+)
+_LINE_COLUMNS = (
+    "SELECT l.id, l.line_no, l.amount_minor, l.currency, l.booking_date, l.value_date, l.reference,"
+    " l.end_to_end_id, l.description, l.counterparty, s.bank_account"
+    " FROM statement_lines l JOIN statements s ON s.id = l.statement_id"
+)
+_ENTRY_COLUMNS = (
+    "SELECT entry_id, transfer_id, direction, amount_minor, currency, posted_at, reference, end_to_end_id"
+    " FROM ledger_entries"
+)
 _STATEMENT_LINE_COLUMNS = (
     "import_id",
     "statement_id",
@@ -81,6 +120,10 @@ def _statement_line_records(
                 line.reversal,
                 line.status.value,
             )
+
+
+def _transposed(records: Sequence[Any]) -> list[tuple[Any, ...]]:
+    return list(zip(*records, strict=True))
 
 
 def _first(metadata: Mapping[str, str], keys: Sequence[str]) -> str | None:
@@ -165,22 +208,29 @@ class ReconciliationStore:
             ).one()
             return int(r.d), int(r.c), r.cur
 
-    async def transfers_in(self, account_id: str, window: Window) -> list[TransferSides]:
-        """Each transfer touching the account in the window, with both of its projected sides."""
+    async def unbalanced_transfers(self, account_id: str, window: Window) -> tuple[int, list[TransferSides]]:
+        """(transfers touching the account in the window, those whose projected sides differ), summed by
+        the server: a window of a million transfers is counted, not loaded."""
         async with self._engine.connect() as conn:
-            rows = await conn.execute(
-                text(
-                    "SELECT e.transfer_id,"
-                    " coalesce(sum(e.amount_minor) FILTER (WHERE e.direction = 'DEBIT'), 0) AS d,"
-                    " coalesce(sum(e.amount_minor) FILTER (WHERE e.direction = 'CREDIT'), 0) AS c"
-                    " FROM ledger_entries e WHERE e.transfer_id IN ("
-                    "   SELECT transfer_id FROM ledger_entries"
-                    "   WHERE account_id = :a AND posted_at BETWEEN :s AND :e)"
-                    " GROUP BY e.transfer_id ORDER BY min(e.entry_id)"
-                ),
-                {"a": account_id, "s": window.start, "e": window.end},
-            )
-            return [TransferSides(r.transfer_id, int(r.d), int(r.c)) for r in rows]
+            r = (
+                await conn.execute(
+                    text(
+                        "WITH t AS (SELECT e.transfer_id, min(e.entry_id) AS first,"
+                        " coalesce(sum(e.amount_minor) FILTER (WHERE e.direction = 'DEBIT'), 0) AS d,"
+                        " coalesce(sum(e.amount_minor) FILTER (WHERE e.direction = 'CREDIT'), 0) AS c"
+                        " FROM ledger_entries e WHERE e.transfer_id IN ("
+                        "   SELECT transfer_id FROM ledger_entries"
+                        "   WHERE account_id = :a AND posted_at BETWEEN :s AND :e)"
+                        " GROUP BY e.transfer_id)"
+                        " SELECT count(*) AS n,"
+                        " coalesce(array_agg(transfer_id ORDER BY first) FILTER (WHERE d <> c), '{}') AS ids,"
+                        " coalesce(array_agg(d ORDER BY first) FILTER (WHERE d <> c), '{}') AS ds,"
+                        " coalesce(array_agg(c ORDER BY first) FILTER (WHERE d <> c), '{}') AS cs FROM t"
+                    ),
+                    {"a": account_id, "s": window.start, "e": window.end},
+                )
+            ).one()
+            return int(r.n), [TransferSides(i, int(d), int(c)) for i, d, c in zip(r.ids, r.ds, r.cs, strict=True)]
 
     async def ping(self) -> None:
         async with self._engine.connect() as conn:
@@ -198,8 +248,7 @@ class ReconciliationStore:
         async with self._engine.connect() as conn:
             rows = await conn.execute(
                 text(
-                    "SELECT entry_id, transfer_id, direction, amount_minor, currency, posted_at, reference, end_to_end_id"
-                    " FROM ledger_entries WHERE account_id = :a AND posted_at >= :s AND posted_at < :e ORDER BY entry_id"
+                    _ENTRY_COLUMNS + " WHERE account_id = :a AND posted_at >= :s AND posted_at < :e ORDER BY entry_id"
                 ),
                 {"a": account_id, "s": start, "e": end},
             )
@@ -365,15 +414,98 @@ class ReconciliationStore:
         async with self._engine.connect() as conn:
             rows = await conn.execute(
                 text(
-                    "SELECT l.id, l.line_no, l.amount_minor, l.currency, l.booking_date, l.value_date, l.reference,"
-                    " l.end_to_end_id, l.description, l.counterparty, s.bank_account"
-                    " FROM statement_lines l JOIN statements s ON s.id = l.statement_id"
-                    " WHERE l.account_id = :a AND l.value_date BETWEEN :f AND :l AND l.status = 'BOOKED'"
+                    _LINE_COLUMNS
+                    + " WHERE l.account_id = :a AND l.value_date BETWEEN :f AND :l AND l.status = 'BOOKED'"
                     " ORDER BY l.id"
                 ),
                 {"a": account_id, "f": first, "l": last},
             )
             return [StatementLineRecord(*r) for r in rows]
+
+    async def count_lines(self, account_id: str, first: date, last: date) -> int:
+        async with self._engine.connect() as conn:
+            found = await conn.execute(
+                text(
+                    "SELECT count(*) FROM statement_lines"
+                    " WHERE account_id = :a AND value_date BETWEEN :f AND :l AND status = 'BOOKED'"
+                ),
+                {"a": account_id, "f": first, "l": last},
+            )
+            return int(found.scalar_one())
+
+    async def line_columns(
+        self, account_id: str, first: date, last: date, chunk: int = _ROWS_PER_FETCH
+    ) -> AsyncIterator[LineChunk]:
+        """The window's booked statement lines as matching reads them, in chunks of columns, in no particular
+        order (the rows stream as the server reads them, unsorted):
+        days are `date.toordinal()` (NO_CODE for no booking date) and currencies integers (equal when
+        the currencies are), computed by the server."""
+        async for columns in self._columns(
+            f"SELECT l.id, l.amount_minor, {_CURRENCY_CODE.format('l.currency')},"
+            f" l.value_date - {_DAY_ZERO}, coalesce(l.booking_date - {_DAY_ZERO}, -1),"
+            " l.reference, l.end_to_end_id, l.description"
+            " FROM statement_lines l"
+            " WHERE l.account_id = $1 AND l.value_date BETWEEN $2 AND $3 AND l.status = 'BOOKED'",
+            (account_id, first, last),
+            chunk,
+        ):
+            yield LineChunk(*columns)
+
+    async def entry_columns(
+        self, account_id: str, start: datetime, end: datetime, debit_normal: bool, chunk: int = _ROWS_PER_FETCH
+    ) -> AsyncIterator[EntryChunk]:
+        """The account's projected entries posted in [start, end) in chunks of columns, in no particular order,
+        amounts signed from the account's view (+ raises its balance), days as `date.toordinal()` in UTC."""
+        async for columns in self._columns(
+            "SELECT entry_id, CASE WHEN (direction = 'DEBIT') = $4 THEN amount_minor ELSE -amount_minor END,"
+            f" {_CURRENCY_CODE.format('currency')}, (posted_at AT TIME ZONE 'UTC')::date - {_DAY_ZERO}, reference, end_to_end_id, transfer_id"
+            " FROM ledger_entries WHERE account_id = $1 AND posted_at >= $2 AND posted_at < $3",
+            (account_id, start, end, debit_normal),
+            chunk,
+        ):
+            yield EntryChunk(*columns)
+
+    async def _columns(self, query: str, args: tuple[Any, ...], chunk: int) -> AsyncIterator[list[tuple[Any, ...]]]:
+        async for records in self._batches(query, args, chunk):
+            # In a thread, so the next chunk is being read meanwhile.
+            yield await asyncio.to_thread(_transposed, records)
+
+    async def _batches(self, query: str, args: tuple[Any, ...], chunk: int) -> AsyncIterator[list[Any]]:
+        """The query's rows in chunks through a server-side cursor (a million rows never sit in memory as
+        records at once), the next chunk asked for before this one is handed over: the server reads it
+        while the caller works on this one."""
+        async with self._engine.connect() as conn:
+            driver = await driver_connection(conn)
+            async with driver.transaction(readonly=True):
+                cursor = await driver.cursor(query, *args)
+                pending = asyncio.ensure_future(cursor.fetch(chunk))
+                try:
+                    while records := await pending:
+                        pending = asyncio.ensure_future(cursor.fetch(chunk))
+                        yield records
+                        del records
+                finally:
+                    if not pending.done():
+                        pending.cancel()
+                        with contextlib.suppress(asyncio.CancelledError, Exception):
+                            await pending
+
+    async def lines_by_id(self, ids: Sequence[int]) -> list[StatementLineRecord]:
+        async with self._engine.connect() as conn:
+            rows = await conn.execute(
+                text(_LINE_COLUMNS + " WHERE l.id = ANY(CAST(:i AS bigint[])) ORDER BY l.id"), {"i": list(ids)}
+            )
+            return [StatementLineRecord(*r) for r in rows]
+
+    async def entries_by_id(self, account_id: str, entry_ids: Sequence[int]) -> list[ProjectedEntry]:
+        async with self._engine.connect() as conn:
+            rows = await conn.execute(
+                text(
+                    _ENTRY_COLUMNS + " WHERE account_id = :a AND entry_id = ANY(CAST(:i AS bigint[])) ORDER BY entry_id"
+                ),
+                {"a": account_id, "i": list(entry_ids)},
+            )
+            return [ProjectedEntry(*r) for r in rows]
 
     # -- rules -----------------------------------------------------------------------------------
 
@@ -415,6 +547,7 @@ class ReconciliationStore:
         matches: Sequence[MatchRecord],
         rules_version: int,
         watermark: str,
+        pairs: PairMatches | None = None,
     ) -> tuple[str, datetime]:
         run_id = str(uuid.uuid4())
         async with self._engine.begin() as conn:
@@ -457,19 +590,36 @@ class ReconciliationStore:
                         )
                         for m in matches
                     ],
-                    columns=[
-                        "run_id",
-                        "account_id",
-                        "kind",
-                        "statement_line_ids",
-                        "transfer_ids",
-                        "rule",
-                        "confidence",
-                        "breakdown",
-                        "amount_difference_minor",
-                    ],
+                    columns=_MATCH_COLUMNS,
                 )
+            if pairs is not None and len(pairs):
+                await self._save_pairs(conn, run_id, report.account_id, pairs)
             return run_id, created
+
+    @staticmethod
+    async def _save_pairs(conn: Any, run_id: str, account_id: str, pairs: PairMatches) -> None:
+        """One-to-one matches from columns: a row of arrays per _PAIRS_PER_ROW pairs in match_pairs."""
+        driver = await driver_connection(conn)
+        breakdowns = json.dumps(pairs.breakdowns)
+        size = len(pairs)
+        for chunk, start in enumerate(range(0, size, _PAIRS_PER_ROW)):
+            end = min(start + _PAIRS_PER_ROW, size)
+            await driver.execute(
+                "INSERT INTO match_pairs (run_id, chunk, account_id, statement_line_ids, entry_ids, rule_index, rules,"
+                " confidences, breakdown_index, breakdowns, amount_differences)"
+                " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10::jsonb, $11)",
+                uuid.UUID(run_id),
+                chunk,
+                account_id,
+                pairs.statement_line_id[start:end].tolist(),
+                pairs.entry_id[start:end].tolist(),
+                pairs.rule_index[start:end].tolist(),
+                list(pairs.rules),
+                pairs.confidence[start:end].tolist(),
+                pairs.breakdown_index[start:end].tolist(),
+                breakdowns,
+                pairs.amount_difference_minor[start:end].tolist(),
+            )
 
     async def runs(self, account_id: str | None, before: tuple[datetime, str] | None, limit: int) -> list[StoredRun]:
         async with self._engine.connect() as conn:
@@ -492,6 +642,74 @@ class ReconciliationStore:
                 )
             ).first()
             return StoredRun(row.id, row.created_at, dict(row.report)) if row else None
+
+    async def run_matches(self, run_id: str, chunk: int = _EXPORT_ROWS) -> AsyncIterator[list[ExportMatch]]:
+        """The run's matches: those stored one per row, then the one-to-one pairs stored in columns (with
+        their entries' transfer ids), each with the sum and currency of its statement lines."""
+        async for records in self._batches(
+            "WITH m AS ("
+            "   SELECT 0 AS part, m.id AS n, m.kind, m.rule, m.confidence, m.breakdown, m.amount_difference_minor,"
+            "   m.statement_line_ids, m.transfer_ids FROM matches m WHERE m.run_id = $1"
+            " UNION ALL"
+            "   SELECT 1, p.chunk::bigint * 1000000000 + u.n, 'ONE_TO_ONE', p.rules[u.rule + 1], u.confidence,"
+            "   p.breakdowns -> u.breakdown, u.difference, ARRAY[u.line_id], ARRAY[e.transfer_id]"
+            "   FROM match_pairs p"
+            "   CROSS JOIN LATERAL unnest(p.statement_line_ids, p.entry_ids, p.rule_index, p.confidences,"
+            "     p.breakdown_index, p.amount_differences) WITH ORDINALITY AS u(line_id, entry_id, rule, confidence,"
+            "     breakdown, difference, n)"
+            "   JOIN ledger_entries e ON e.account_id = p.account_id AND e.entry_id = u.entry_id"
+            "   WHERE p.run_id = $1)"
+            " SELECT m.kind, m.rule, m.confidence, m.breakdown::text, m.amount_difference_minor, m.statement_line_ids,"
+            " m.transfer_ids, s.amount, s.currency FROM m LEFT JOIN LATERAL ("
+            "   SELECT sum(l.amount_minor) AS amount, min(l.currency) AS currency FROM statement_lines l"
+            "   WHERE l.id = ANY(m.statement_line_ids)) s ON true"
+            " ORDER BY m.part, m.n",
+            (uuid.UUID(run_id),),
+            chunk,
+        ):
+            yield [
+                ExportMatch(
+                    r[0],
+                    r[1],
+                    r[2],
+                    json.loads(r[3]),
+                    r[4],
+                    tuple(r[5]),
+                    tuple(r[6]),
+                    None if r[7] is None else int(r[7]),
+                    (r[8] or "").strip(),
+                )
+                for r in records
+            ]
+
+    async def run_cases(self, run_id: str, chunk: int = _EXPORT_ROWS) -> AsyncIterator[list[ExportCase]]:
+        async for records in self._batches(
+            "SELECT d.value ->> 'case_id', d.value ->> 'type', coalesce(c.status, ''),"
+            " coalesce(d.value ->> 'severity', ''), coalesce(d.value ->> 'message', ''),"
+            " (d.value ->> 'amount_minor')::bigint, coalesce(d.value ->> 'currency', ''),"
+            " coalesce(d.value -> 'statement_line_ids', '[]')::text, coalesce(d.value -> 'ledger_transfer_ids', '[]')::text,"
+            " coalesce(c.evidence, '{}')::text"
+            " FROM runs r CROSS JOIN LATERAL jsonb_array_elements(r.report -> 'discrepancies') WITH ORDINALITY AS d(value, n)"
+            " LEFT JOIN cases c ON c.id::text = d.value ->> 'case_id'"
+            " WHERE r.id = $1 ORDER BY d.n",
+            (uuid.UUID(run_id),),
+            chunk,
+        ):
+            yield [
+                ExportCase(
+                    r[0] or "",
+                    r[1],
+                    r[2],
+                    r[3],
+                    r[4],
+                    r[5],
+                    r[6],
+                    tuple(json.loads(r[7])),
+                    tuple(json.loads(r[8])),
+                    json.loads(r[9]),
+                )
+                for r in records
+            ]
 
     async def cases_of(self, account_id: str, window: Window) -> tuple[dict[str, CaseState], list[str]]:
         async with self._engine.connect() as conn:
@@ -521,34 +739,7 @@ class ReconciliationStore:
         ids: dict[str, str] = {}
         async with self._engine.begin() as conn:
             if open_:
-                new_ids = [str(uuid.uuid4()) for _ in open_]
-                rows = await conn.execute(
-                    text(
-                        "INSERT INTO cases (id, account_id, kind, fingerprint, status, severity, message, amount_minor,"
-                        " currency, evidence, window_start, window_end)"
-                        " SELECT CAST(i AS uuid), :a, k, f, 'OPEN', sv, m, am, c, CAST(ev AS jsonb), :ws, :we"
-                        " FROM unnest(CAST(:i AS text[]), CAST(:k AS text[]), CAST(:f AS text[]), CAST(:sv AS text[]),"
-                        " CAST(:m AS text[]), CAST(:am AS bigint[]), CAST(:c AS text[]), CAST(:ev AS text[]))"
-                        " AS n(i, k, f, sv, m, am, c, ev)"
-                        " ON CONFLICT (account_id, fingerprint) DO NOTHING RETURNING id::text, fingerprint"
-                    ),
-                    {
-                        "a": account_id,
-                        "ws": window.start,
-                        "we": window.end,
-                        "i": new_ids,
-                        "k": [f.kind for f in open_],
-                        "f": [f.fingerprint for f in open_],
-                        "sv": [f.severity for f in open_],
-                        "m": [f.message for f in open_],
-                        "am": [f.amount_minor for f in open_],
-                        "c": [f.currency for f in open_],
-                        "ev": [json.dumps(f.evidence, default=str) for f in open_],
-                    },
-                )
-                opened = {r.fingerprint: r.id for r in rows}
-                ids.update(opened)
-                await self._events(conn, list(opened.values()), CaseEventKind.OPENED, "run found it")
+                ids.update(await self._open_cases(conn, account_id, window, open_))
             for case_id, finding in [*reopen, *refresh]:
                 ids[finding.fingerprint] = case_id
             if reopen:
@@ -570,7 +761,7 @@ class ReconciliationStore:
                     ),
                     {
                         "i": [c for c, _ in refresh],
-                        "ev": [json.dumps(f.evidence, default=str) for _, f in refresh],
+                        "ev": [evidence_json(f.evidence) for _, f in refresh],
                         "m": [f.message for _, f in refresh],
                         "am": [f.amount_minor for _, f in refresh],
                     },
@@ -586,6 +777,53 @@ class ReconciliationStore:
                     conn, list(auto_resolve), CaseEventKind.RESOLVED, "a later run no longer finds the break"
                 )
         return ids
+
+    @staticmethod
+    async def _open_cases(conn: Any, account_id: str, window: Window, found: Sequence[Finding]) -> dict[str, str]:
+        """New cases with their OPENED event: by binary COPY into a temporary table (evidence encoded a
+        chunk at a time), then one statement that inserts both. Returns fingerprint → id of those
+        inserted (a case a concurrent run opened first is left to it)."""
+        # Through SQLAlchemy, which begins the transaction (ON COMMIT DROP outside one drops it at once).
+        await conn.execute(
+            text(
+                "CREATE TEMPORARY TABLE new_cases (id uuid, kind text, fingerprint text, severity text, message text,"
+                " amount_minor bigint, currency text, evidence jsonb) ON COMMIT DROP"
+            )
+        )
+        driver = await driver_connection(conn)
+        for start in range(0, len(found), _CASES_PER_COPY):
+            await driver.copy_records_to_table(
+                "new_cases",
+                records=[
+                    (
+                        uuid.uuid4(),
+                        f.kind,
+                        f.fingerprint,
+                        f.severity,
+                        f.message,
+                        f.amount_minor,
+                        f.currency,
+                        evidence_json(f.evidence),
+                    )
+                    for f in found[start : start + _CASES_PER_COPY]
+                ],
+            )
+        rows = await driver.fetch(
+            "WITH opened AS ("
+            "   INSERT INTO cases (id, account_id, kind, fingerprint, status, severity, message, amount_minor,"
+            "   currency, evidence, window_start, window_end)"
+            "   SELECT id, $1, kind, fingerprint, 'OPEN', severity, message, amount_minor, currency, evidence, $2, $3"
+            "   FROM new_cases ON CONFLICT (account_id, fingerprint) DO NOTHING RETURNING id, fingerprint),"
+            " events AS ("
+            "   INSERT INTO case_events (case_id, action, actor, reason)"
+            "   SELECT id, $4, 'system', 'run found it' FROM opened)"
+            " SELECT id::text AS id, fingerprint FROM opened",
+            account_id,
+            window.start,
+            window.end,
+            CaseEventKind.OPENED.value,
+        )
+        return {r["fingerprint"]: r["id"] for r in rows}
 
     @staticmethod
     async def _events(conn: Any, case_ids: list[str], kind: CaseEventKind, reason: str, actor: str = "system") -> None:

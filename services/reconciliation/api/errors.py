@@ -32,4 +32,5 @@ SCOPES = {
     "ListReconciliations": "reconciliation:read",
     "GetReconciliation": "reconciliation:read",
     "WatchDiscrepancies": "reconciliation:read",
+    "ExportReconciliation": "reconciliation:read",
 }

@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import grpc
+from google.api import httpbody_pb2
 from google.protobuf import json_format, struct_pb2
 from payrecon.reconciliation.v1 import reconciliation_pb2 as pb
 from payrecon.reconciliation.v1 import reconciliation_pb2_grpc
@@ -26,6 +27,7 @@ from services.reconciliation.service.reconcile import (
 
 # A statement streamed in chunks may be large, but not unbounded.
 MAX_STREAMED_BYTES = 512 * 1024 * 1024
+EXPORT_PIECE_BYTES = 256 * 1024
 
 
 def _struct(values: Mapping[str, Any]) -> struct_pb2.Struct:
@@ -264,6 +266,22 @@ class ReconciliationServicer(reconciliation_pb2_grpc.ReconciliationServiceServic
     ) -> pb.ListReconciliationsResponse:
         runs, cursor = await self._service.runs(request.account_id, request.limit, request.cursor)
         return pb.ListReconciliationsResponse(reconciliations=[_run_message(r) for r in runs], next_cursor=cursor)
+
+    async def ExportReconciliation(
+        self, request: pb.ExportReconciliationRequest, context: Context
+    ) -> AsyncIterator[httpbody_pb2.HttpBody]:
+        content_type, pieces = await self._service.export_run(request.run_id, request.format)
+        extension = "json" if content_type.startswith("application/json") else "csv"
+        name = f"reconciliation-{request.run_id.strip()}.{extension}"
+        await context.send_initial_metadata((("content-disposition", f'attachment; filename="{name}"'),))
+        # Pieces of up to EXPORT_PIECE_BYTES: far below gRPC's message limits, whatever the run's size.
+        pending = bytearray()
+        async for piece in pieces:
+            pending += piece
+            while len(pending) >= EXPORT_PIECE_BYTES:
+                yield httpbody_pb2.HttpBody(content_type=content_type, data=bytes(pending[:EXPORT_PIECE_BYTES]))
+                del pending[:EXPORT_PIECE_BYTES]
+        yield httpbody_pb2.HttpBody(content_type=content_type, data=bytes(pending))
 
     async def GetReconciliation(
         self, request: pb.GetReconciliationRequest, context: Context

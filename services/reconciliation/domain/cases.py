@@ -11,9 +11,11 @@ is reopened — late data contradicted the resolution.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Mapping
+import json
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
+from functools import cached_property
 
 from services.kernel.errors import DomainError, ValidationError
 
@@ -58,6 +60,37 @@ class CaseTransitionRefused(DomainError):
     """The case cannot take this action in its current status (e.g. acknowledging a resolved case)."""
 
 
+class EncodedEvidence(Mapping[str, object]):
+    """Evidence kept as its JSON text: a large run holds a hundred thousand findings, and their evidence
+    as dictionaries would weigh several times more. Read as a mapping, it is decoded on demand."""
+
+    __slots__ = ("text",)
+
+    def __init__(self, evidence: Mapping[str, object]) -> None:
+        self.text = _ENCODE(evidence)
+
+    def _decoded(self) -> dict[str, object]:
+        decoded: dict[str, object] = json.loads(self.text)
+        return decoded
+
+    def __getitem__(self, key: str) -> object:
+        return self._decoded()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._decoded())
+
+    def __len__(self) -> int:
+        return len(self._decoded())
+
+
+_ENCODE = json.JSONEncoder(default=str).encode
+
+
+def evidence_json(evidence: Mapping[str, object]) -> str:
+    """The evidence as JSON text, encoded once."""
+    return evidence.text if isinstance(evidence, EncodedEvidence) else _ENCODE(evidence)
+
+
 @dataclass(frozen=True)
 class Finding:
     """A break a run found, with its evidence: the records on both sides."""
@@ -74,7 +107,7 @@ class Finding:
     def severity(self) -> str:
         return SEVERITY.get(self.kind, "MEDIUM")
 
-    @property
+    @cached_property
     def fingerprint(self) -> str:
         """Same kind, same records: the same break, whichever run found it."""
         canonical = "|".join(

@@ -29,6 +29,7 @@ from services.reconciliation.domain.matching_columns import (
     LedgerColumns,
     MatchKind,
     RowBreak,
+    RowGroup,
     StatementColumns,
 )
 from services.reconciliation.domain.matching_engine import match_columns
@@ -43,8 +44,13 @@ __all__ = [
     "Match",
     "MatchKind",
     "MatchResult",
+    "PairScores",
     "StatementItem",
+    "as_breaks",
+    "group_score",
     "match_items",
+    "match_order",
+    "pair_scores",
 ]
 
 I64 = NDArray[np.int64]
@@ -206,6 +212,55 @@ def _as_result(
 ) -> MatchResult:
     """Turns row numbers back into ids; matches ordered by their first statement then ledger id,
     breaks by kind, then the same."""
+    pairs = pair_scores(found, s_columns, l_columns, rules)
+    one = MatchKind.ONE_TO_ONE
+    matches = [
+        Match(one, (s_ids[s],), (l_ids[l_],), PAIR_RULES[rule], conf, pairs.breakdowns[c], gap)
+        for s, l_, rule, conf, c, gap in zip(
+            found.pair_statement.tolist(),
+            found.pair_ledger.tolist(),
+            found.pair_rule.tolist(),
+            pairs.confidence.tolist(),
+            pairs.criteria.tolist(),
+            pairs.amount_difference.tolist(),
+            strict=True,
+        )
+    ]
+    for group in found.groups:
+        confidence, scores = group_score(group, rules)
+        matches.append(
+            Match(
+                group.kind,
+                tuple(s_ids[r] for r in group.statement),
+                tuple(l_ids[r] for r in group.ledger),
+                group.rule,
+                confidence,
+                scores,
+                group.amount_difference_minor,
+            )
+        )
+    return MatchResult(
+        tuple(matches[i] for i in match_order(found).tolist()),
+        as_breaks(found, s_ids, l_ids),
+        rules.version,
+        MappingProxyType(dict(found.diagnostics)),
+    )
+
+
+@dataclass(frozen=True)
+class PairScores:
+    """Scores of the one-to-one pairs, in the order of `pair_statement`: pairs with the same criteria
+    share one read-only breakdown (`breakdowns[criteria[i]]`)."""
+
+    confidence: NDArray[np.float64]
+    criteria: I64
+    breakdowns: list[Mapping[str, float]]
+    amount_difference: I64  # statement - ledger
+
+
+def pair_scores(
+    found: ColumnarMatches, s_columns: StatementColumns, l_columns: LedgerColumns, rules: MatchingRules
+) -> PairScores:
     s_day = s_columns.value_day
     if rules.statement_date_is_booking:
         s_day = np.where(s_columns.booking_day != NO_CODE, s_columns.booking_day, s_columns.value_day)
@@ -219,7 +274,7 @@ def _as_result(
 
     # Pairs with the same criteria share one read-only breakdown, made once per distinct criteria.
     criteria, first = factorize([referenced.astype(np.int64), np.abs(amount_gap), np.abs(day_gap)])
-    shared = [
+    shared: list[Mapping[str, float]] = [
         MappingProxyType(
             {
                 "reference": 1.0 if ref else 0.0,
@@ -231,42 +286,32 @@ def _as_result(
             referenced[first].tolist(), np.abs(amount_gap[first]).tolist(), np.abs(day_gap[first]).tolist(), strict=True
         )
     ]
-    one = MatchKind.ONE_TO_ONE
-    matches = [
-        Match(one, (s_ids[s],), (l_ids[l_],), PAIR_RULES[rule], conf, shared[c], gap)
-        for s, l_, rule, conf, c, gap in zip(
-            ps.tolist(),
-            pl.tolist(),
-            pr.tolist(),
-            confidence.tolist(),
-            criteria.tolist(),
-            amount_gap.tolist(),
-            strict=True,
-        )
-    ]
+    return PairScores(confidence, criteria, shared, amount_gap)
+
+
+def group_score(group: RowGroup, rules: MatchingRules) -> tuple[float, Mapping[str, float]]:
+    """(confidence, per-criterion breakdown) of a one-to-many or many-to-one match."""
     fee_span = rules.fee_tolerance_minor + 1
     window_span = rules.group_date_window_days + 1
-    for group in found.groups:
-        scores = {
-            "reference": 1.0 if group.rule == RULE_REFERENCE_GROUP else 0.0,
-            "amount": max(0.0, (fee_span + min(group.amount_difference_minor, 0)) / fee_span),
-            "date": max(0.0, (window_span - group.max_days_apart) / window_span),
-        }
-        matches.append(
-            Match(
-                group.kind,
-                tuple(s_ids[r] for r in group.statement),
-                tuple(l_ids[r] for r in group.ledger),
-                group.rule,
-                confidence_of(rules.weights, scores["reference"], scores["amount"], scores["date"]),
-                MappingProxyType(scores),
-                group.amount_difference_minor,
-            )
-        )
-    first_s = np.concatenate([ps, np.array([g.statement[0] for g in found.groups], dtype=np.int64)])
-    first_l = np.concatenate([pl, np.array([g.ledger[0] for g in found.groups], dtype=np.int64)])
-    match_order = order_by([first_s, first_l]).tolist()
+    scores = {
+        "reference": 1.0 if group.rule == RULE_REFERENCE_GROUP else 0.0,
+        "amount": max(0.0, (fee_span + min(group.amount_difference_minor, 0)) / fee_span),
+        "date": max(0.0, (window_span - group.max_days_apart) / window_span),
+    }
+    confidence = confidence_of(rules.weights, scores["reference"], scores["amount"], scores["date"])
+    return confidence, MappingProxyType(scores)
 
+
+def match_order(found: ColumnarMatches) -> I64:
+    """The order of the matches (pairs, then groups) by their first statement row, then ledger row."""
+    first_s = np.concatenate([found.pair_statement, np.array([g.statement[0] for g in found.groups], dtype=np.int64)])
+    first_l = np.concatenate([found.pair_ledger, np.array([g.ledger[0] for g in found.groups], dtype=np.int64)])
+    return order_by([first_s, first_l])
+
+
+def as_breaks(found: ColumnarMatches, s_ids: Sequence[str], l_ids: Sequence[str]) -> tuple[Break, ...]:
+    """The breaks with ids, ordered by kind, then first statement row, then first ledger row. Only the
+    rows in breaks are looked up in `s_ids` and `l_ids`."""
     breaks: list[Break] = []
     for kind, s, l_, gap, days in zip(
         found.break_kind.tolist(),
@@ -313,13 +358,7 @@ def _as_result(
             found.missing_in_statement,
         ]
     )
-    break_order = order_by([kind_key, s_key, l_key]).tolist()
-    return MatchResult(
-        tuple(matches[i] for i in match_order),
-        tuple(breaks[i] for i in break_order),
-        rules.version,
-        MappingProxyType(dict(found.diagnostics)),
-    )
+    return tuple(breaks[i] for i in order_by([kind_key, s_key, l_key]).tolist())
 
 
 def _as_break(found: RowBreak, s_ids: Sequence[str], l_ids: Sequence[str]) -> Break:

@@ -79,9 +79,12 @@ def check_account(
     projected_balance: int,
     ledger_balance: int,
     transfers: list[TransferSides],
+    transaction_count: int | None = None,
 ) -> Report:
-    """Compares the projection's balance with the ledger's and checks every transfer is balanced."""
-    report = Report(account_id, currency, window, len(transfers), projected_balance, ledger_balance)
+    """Compares the projection's balance with the ledger's and checks every transfer is balanced.
+    `transfers` may be only those whose sides differ when `transaction_count` says how many there were."""
+    count = len(transfers) if transaction_count is None else transaction_count
+    report = Report(account_id, currency, window, count, projected_balance, ledger_balance)
     for sides in transfers:
         if sides.debit_minor != sides.credit_minor:
             report.discrepancies.append(

@@ -4,10 +4,13 @@ statements, matching rules, runs, matches and cases). Adapters implement them; u
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any, Protocol
+
+import numpy as np
+from numpy.typing import NDArray
 
 from services.reconciliation.domain.cases import CaseState, CaseStatus, Finding
 from services.reconciliation.domain.model import Report, TransferSides, Window
@@ -161,6 +164,84 @@ class MatchRecord:
 
 
 @dataclass(frozen=True)
+class PairMatches:
+    """The one-to-one matches of a large run, in columns: statement line id, ledger entry id (the store
+    writes its transfer id), rule (`rules[rule_index]`), confidence, breakdown (`breakdowns[breakdown_index]`)
+    and Σ statement - Σ ledger, one row each."""
+
+    statement_line_id: NDArray[np.int64]
+    entry_id: NDArray[np.int64]
+    rules: tuple[str, ...]
+    rule_index: NDArray[np.int64]
+    confidence: NDArray[np.float64]
+    breakdown_index: NDArray[np.int64]
+    breakdowns: list[dict[str, float]]
+    amount_difference_minor: NDArray[np.int64]
+
+    def __len__(self) -> int:
+        return int(self.statement_line_id.size)
+
+
+@dataclass(frozen=True)
+class LineChunk:
+    """Statement lines as matching reads them, a column each: days are `date.toordinal()`, -1 for none;
+    currencies as integers, equal when the currencies are."""
+
+    id: tuple[int, ...]
+    amount_minor: tuple[int, ...]
+    currency: tuple[int, ...]
+    value_day: tuple[int, ...]
+    booking_day: tuple[int, ...]
+    reference: tuple[str | None, ...]
+    end_to_end_id: tuple[str | None, ...]
+    description: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class EntryChunk:
+    """Projected entries as matching reads them, a column each: amounts signed from the account's view."""
+
+    entry_id: tuple[int, ...]
+    amount_minor: tuple[int, ...]
+    currency: tuple[int, ...]
+    posted_day: tuple[int, ...]
+    reference: tuple[str | None, ...]
+    end_to_end_id: tuple[str | None, ...]
+    transfer_id: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class ExportMatch:
+    """A stored match with the amount of its statement lines (Σ, in their currency)."""
+
+    kind: str
+    rule: str
+    confidence: float
+    breakdown: Mapping[str, float]
+    amount_difference_minor: int
+    statement_line_ids: tuple[int, ...]
+    transfer_ids: tuple[str, ...]
+    amount_minor: int | None
+    currency: str
+
+
+@dataclass(frozen=True)
+class ExportCase:
+    """A discrepancy of a run's report with its case's current status and evidence."""
+
+    case_id: str
+    kind: str
+    status: str
+    severity: str
+    message: str
+    amount_minor: int | None
+    currency: str
+    statement_line_ids: tuple[str, ...]
+    transfer_ids: tuple[str, ...]
+    evidence: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
 class StoredRun:
     id: str
     created_at: datetime
@@ -173,7 +254,9 @@ class ReconciliationStore(Protocol):
 
     async def holds_entry(self, account_id: str, entry_id: int) -> bool: ...
 
-    async def transfers_in(self, account_id: str, window: Window) -> list[TransferSides]: ...
+    async def unbalanced_transfers(self, account_id: str, window: Window) -> tuple[int, list[TransferSides]]:
+        """(how many transfers touch the account in the window, those of them whose sides differ)."""
+        ...
 
     async def entries_in(self, account_id: str, start: datetime, end: datetime) -> list[ProjectedEntry]: ...
 
@@ -212,6 +295,24 @@ class ReconciliationStore(Protocol):
 
     async def lines_in(self, account_id: str, first: date, last: date) -> list[StatementLineRecord]: ...
 
+    async def count_lines(self, account_id: str, first: date, last: date) -> int:
+        """Booked lines valued from `first` to `last`: what `lines_in` would return."""
+        ...
+
+    def line_columns(self, account_id: str, first: date, last: date) -> AsyncIterator[LineChunk]:
+        """`lines_in`'s lines as columns, in chunks, in any order."""
+        ...
+
+    def entry_columns(
+        self, account_id: str, start: datetime, end: datetime, debit_normal: bool
+    ) -> AsyncIterator[EntryChunk]:
+        """`entries_in`'s entries as columns, in chunks, in any order."""
+        ...
+
+    async def lines_by_id(self, ids: Sequence[int]) -> list[StatementLineRecord]: ...
+
+    async def entries_by_id(self, account_id: str, entry_ids: Sequence[int]) -> list[ProjectedEntry]: ...
+
     # -- rules -----------------------------------------------------------------------------------
     async def rules(self, account_id: str) -> tuple[int, dict[str, Any], datetime | None, str]:
         """(version, rules, saved at, saved by); version 0 and {} for the defaults."""
@@ -227,13 +328,24 @@ class ReconciliationStore(Protocol):
         matches: Sequence[MatchRecord],
         rules_version: int,
         watermark: str,
-    ) -> tuple[str, datetime]: ...
+        pairs: PairMatches | None = None,
+    ) -> tuple[str, datetime]:
+        """Stores the run with its matches (`pairs`: more one-to-one matches, in columns)."""
+        ...
 
     async def runs(
         self, account_id: str | None, before: tuple[datetime, str] | None, limit: int
     ) -> list[StoredRun]: ...
 
     async def run(self, run_id: str) -> StoredRun | None: ...
+
+    def run_matches(self, run_id: str) -> AsyncIterator[Sequence[ExportMatch]]:
+        """The run's matches in batches, in the order they were stored."""
+        ...
+
+    def run_cases(self, run_id: str) -> AsyncIterator[Sequence[ExportCase]]:
+        """The run's discrepancies in batches, in the report's order, with their cases."""
+        ...
 
     async def cases_of(self, account_id: str, window: Window) -> tuple[dict[str, CaseState], list[str]]:
         """(fingerprint → case for every case of the account, fingerprints of the cases the window covers)."""

@@ -14,8 +14,8 @@ import hashlib
 import json
 import logging
 from collections.abc import AsyncIterator, Mapping, Sequence
-from dataclasses import dataclass, field, replace
-from datetime import UTC, date, datetime, time, timedelta
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from services.kernel.errors import NotFound, ValidationError
@@ -30,8 +30,6 @@ from services.reconciliation.domain.cases import (
     parse_action,
     plan_cases,
 )
-from services.reconciliation.domain.matching import Break, LedgerItem, MatchResult, StatementItem, match_items
-from services.reconciliation.domain.matching_columns import MAX_ABS_AMOUNT_MINOR, RULE_UNMATCHED, BreakKind
 from services.reconciliation.domain.matching_rules import MatchingRules
 from services.reconciliation.domain.model import (
     BALANCE_DRIFT,
@@ -49,15 +47,14 @@ from services.reconciliation.domain.statements import (
     StatementFileError,
     StatementFormat,
 )
+from services.reconciliation.service.export import encode_run, parse_format
+from services.reconciliation.service.matching_run import COLUMNAR_FROM_LINES, day_start, match_window
 from services.reconciliation.service.ports import (
     AcceptedTransfers,
     CaseFilter,
     CaseRecord,
     Ledger,
-    MatchRecord,
-    ProjectedEntry,
     ReconciliationStore,
-    StatementLineRecord,
     StatementParser,
     StoredRun,
 )
@@ -131,15 +128,6 @@ class StoredReport:
     rendered: dict[str, Any] = field(default_factory=dict)
 
 
-def _signed(entry: ProjectedEntry, debit_normal: bool) -> int:
-    """The entry's effect on the account's balance: + when it increases it (money in)."""
-    return entry.amount_minor if (entry.direction == "DEBIT") == debit_normal else -entry.amount_minor
-
-
-def _day_start(day: date) -> datetime:
-    return datetime.combine(day, time.min, UTC)
-
-
 @dataclass
 class ReconciliationService:
     store: ReconciliationStore
@@ -149,6 +137,8 @@ class ReconciliationService:
     suspense_account: str = SUSPENSE_ACCOUNT
     accepted: AcceptedTransfers | None = None
     not_posted_after_seconds: int = 300
+    # Windows with this many statement lines are matched on columns (the same results, at scale).
+    columnar_from_lines: int = COLUMNAR_FROM_LINES
     # Days with new ledger entries, per account, not yet matched against statements (continuous mode).
     _touched: dict[str, set[date]] = field(default_factory=dict)
 
@@ -298,24 +288,41 @@ class ReconciliationService:
         if balance is not None and balance.last_entry_id:
             watermark = await self._await_projection(account_id, balance.last_entry_id, wait)
         debit_normal = balance.debit_normal if balance else True
-        debits, credits, projected_currency = await self.store.totals_until(account_id, as_of)
-        projected = debits - credits if debit_normal else credits - debits
-        currency = (balance.currency if balance else None) or projected_currency or ""
-        transfers = await self.store.transfers_in(account_id, window)
+        # The server sums the window's transfers (its own work) while this process matches.
+        transfers = asyncio.create_task(self.store.unbalanced_transfers(account_id, window))
+        try:
+            debits, credits, projected_currency = await self.store.totals_until(account_id, as_of)
+            projected = debits - credits if debit_normal else credits - debits
+            currency = (balance.currency if balance else None) or projected_currency or ""
+            version, saved, _, _ = await self.store.rules(account_id)
+            rules = _rules(version, saved)
+            first, last = window.start.date(), (window.end - timedelta(microseconds=1)).date()
+            matched = await match_window(
+                self.store,
+                account_id,
+                first,
+                last,
+                rules,
+                debit_normal,
+                currency,
+                columnar_from_lines=self.columnar_from_lines,
+            )
+            transaction_count, unbalanced = await transfers
+        finally:
+            transfers.cancel()
         report = check_account(
             account_id,
             currency,
             window,
             projected_balance=projected,
             ledger_balance=balance.balance_minor if balance else projected,
-            transfers=transfers,
+            transfers=unbalanced,
+            transaction_count=transaction_count,
         )
         if watermark != "CURRENT":
             # Events still in flight: a difference now says nothing about the ledger.
             report.discrepancies[:] = [d for d in report.discrepancies if d.kind != BALANCE_DRIFT]
-        version, saved, _, _ = await self.store.rules(account_id)
-        rules = _rules(version, saved)
-        findings, matches, counts = await self._match(account_id, window, rules, debit_normal, currency)
+        findings, counts = matched.findings, matched.counts
         statement_drift = await self._statement_drift(account_id, window, currency, debit_normal)
         if statement_drift is not None:
             findings.append(statement_drift)
@@ -335,7 +342,9 @@ class ReconciliationService:
         )
         report.discrepancies[:] = [_discrepancy(f, case_ids.get(f.fingerprint, ""), currency) for f in findings]
         rendered = _rendered(report, counts, rules.version, watermark, sorted(set(case_ids.values())))
-        run_id, created_at = await self.store.save_run(report, rendered, matches, rules.version, watermark)
+        run_id, created_at = await self.store.save_run(
+            report, rendered, matched.matches, rules.version, watermark, matched.pairs
+        )
         return StoredReport(run_id, created_at, report, {**rendered, "report_id": run_id})
 
     async def _not_posted(self, account_id: str) -> list[Finding]:
@@ -380,73 +389,6 @@ class ReconciliationService:
                 return "BEHIND"
             await asyncio.sleep(0.05)
 
-    async def _match(
-        self, account_id: str, window: Window, rules: MatchingRules, debit_normal: bool, currency: str
-    ) -> tuple[list[Finding], list[MatchRecord], dict[str, int]]:
-        first, last = window.start.date(), (window.end - timedelta(microseconds=1)).date()
-        lines = await self.store.lines_in(account_id, first, last)
-        if not lines:
-            return [], [], {"statement_lines": 0, "ledger_entries": 0, "matched": 0}
-        covered_first = min(line.value_date for line in lines)
-        covered_last = max(line.value_date for line in lines)
-        margin = timedelta(days=rules.date_tolerance_days + rules.group_date_window_days)
-        entries = await self.store.entries_in(
-            account_id, _day_start(covered_first - margin), _day_start(covered_last + margin + timedelta(days=1))
-        )
-        by_line = {str(line.id): line for line in lines}
-        by_entry = {str(e.entry_id): e for e in entries}
-        statement_items = [
-            StatementItem(
-                str(line.id),
-                line.amount_minor,
-                line.currency,
-                line.value_date,
-                line.booking_date,
-                line.reference,
-                line.end_to_end_id,
-                line.description,
-            )
-            for line in lines
-        ]
-        ledger_items = [
-            LedgerItem(
-                str(e.entry_id),
-                e.transfer_id,
-                _signed(e, debit_normal),
-                e.currency,
-                e.posted_at.date(),
-                e.reference,
-                e.end_to_end_id,
-            )
-            for e in entries
-        ]
-        result = await asyncio.to_thread(
-            match_items,
-            [i for i in statement_items if abs(i.amount_minor) <= MAX_ABS_AMOUNT_MINOR],
-            [i for i in ledger_items if abs(i.amount_minor) <= MAX_ABS_AMOUNT_MINOR],
-            rules,
-        )
-        result = _with_unmatchable(result, statement_items, ledger_items)
-        findings = _findings(result, by_line, by_entry, debit_normal, currency, covered_first, covered_last)
-        matches = [
-            MatchRecord(
-                m.kind.value,
-                tuple(int(i) for i in m.statement_ids),
-                tuple(by_entry[i].transfer_id for i in m.ledger_ids),
-                m.rule,
-                m.confidence,
-                dict(m.breakdown),
-                m.amount_difference_minor,
-            )
-            for m in result.matches
-        ]
-        counts = {
-            "statement_lines": len(lines),
-            "ledger_entries": sum(1 for e in entries if covered_first <= e.posted_at.date() <= covered_last),
-            "matched": sum(len(m.statement_ids) for m in result.matches),
-        }
-        return findings, matches, counts
-
     async def _statement_drift(
         self, account_id: str, window: Window, currency: str, debit_normal: bool
     ) -> Finding | None:
@@ -462,7 +404,7 @@ class ReconciliationService:
             return None
         newest = closing[-1]
         assert newest.closing_date is not None and newest.closing_balance_minor is not None
-        cut_off = _day_start(newest.closing_date + timedelta(days=1)) - timedelta(microseconds=1)
+        cut_off = day_start(newest.closing_date + timedelta(days=1)) - timedelta(microseconds=1)
         balance = await self.ledger.balance_as_of(account_id, cut_off)
         ledger_minor = balance.balance_minor if balance else 0
         if ledger_minor == newest.closing_balance_minor:
@@ -507,6 +449,14 @@ class ReconciliationService:
         if found is None:
             raise UnknownRun(f"no reconciliation run {run_id!r}", field="run_id", code="RECON_RUN_NOT_FOUND")
         return found
+
+    async def export_run(self, run_id: str, fmt: str) -> tuple[str, AsyncIterator[bytes]]:
+        """(content type, the file in pieces) of a stored run's report: its matches and its cases with
+        their evidence, as CSV or JSON. Raises ValidationError (INVALID_FORMAT) and UnknownRun."""
+        export_format = parse_format(fmt)
+        run = await self.run(run_id)
+        pieces = encode_run(run, export_format, self.store.run_matches(run.id), self.store.run_cases(run.id))
+        return export_format.content_type, pieces
 
     # -- cases -------------------------------------------------------------------------------------
 
@@ -621,108 +571,6 @@ KINDS = (
 
 def _rules(version: int, saved: Mapping[str, Any]) -> MatchingRules:
     return MatchingRules.from_dict({**saved, "version": max(version, 1)})
-
-
-def _line_evidence(line: StatementLineRecord) -> dict[str, Any]:
-    return {
-        "statementLineId": str(line.id),
-        "line": line.line_no,
-        "bankAccount": line.bank_account,
-        "amount": format_minor(line.amount_minor, line.currency),
-        "currency": line.currency,
-        "valueDate": line.value_date.isoformat(),
-        "bookingDate": line.booking_date.isoformat() if line.booking_date else None,
-        "reference": line.reference,
-        "endToEndId": line.end_to_end_id,
-        "description": line.description,
-        "counterparty": line.counterparty,
-    }
-
-
-def _entry_evidence(entry: ProjectedEntry, debit_normal: bool) -> dict[str, Any]:
-    return {
-        "transferId": entry.transfer_id,
-        "entryId": entry.entry_id,
-        "direction": entry.direction,
-        "amount": format_minor(_signed(entry, debit_normal), entry.currency),
-        "currency": entry.currency,
-        "postedAt": entry.posted_at.isoformat(),
-        "reference": entry.reference,
-        "endToEndId": entry.end_to_end_id,
-    }
-
-
-_MESSAGES = {
-    "MISSING_IN_LEDGER": "the bank booked it; the ledger has no matching entry",
-    "MISSING_IN_STATEMENT": "the ledger posted it; the statement has no matching line",
-    "AMOUNT_MISMATCH": "the same payment by reference, with different amounts",
-    "CURRENCY_MISMATCH": "the same payment by reference, in different currencies",
-    "DATE_OUT_OF_TOLERANCE": "the same payment, booked further apart than the date tolerance",
-    "DUPLICATE": "the statement shows the same line twice",
-    "AMBIGUOUS": "several candidates fit equally well: not guessed, a person decides",
-}
-
-
-def _with_unmatchable(
-    result: MatchResult, statement: Sequence[StatementItem], ledger: Sequence[LedgerItem]
-) -> MatchResult:
-    """The matching engine takes amounts within ±MAX_ABS_AMOUNT_MINOR; the ledger holds any int64 and a
-    statement may say anything. An item beyond that range is left out of matching and reported unmatched
-    on its own side, for a person to look at, instead of stopping the account's matching altogether."""
-    beyond = tuple(
-        Break(BreakKind.MISSING_IN_LEDGER, (i.id,), (), RULE_UNMATCHED)
-        for i in statement
-        if abs(i.amount_minor) > MAX_ABS_AMOUNT_MINOR
-    ) + tuple(
-        Break(BreakKind.MISSING_IN_STATEMENT, (), (i.id,), RULE_UNMATCHED)
-        for i in ledger
-        if abs(i.amount_minor) > MAX_ABS_AMOUNT_MINOR
-    )
-    return replace(result, breaks=result.breaks + beyond) if beyond else result
-
-
-def _findings(
-    result: MatchResult,
-    lines: Mapping[str, StatementLineRecord],
-    entries: Mapping[str, ProjectedEntry],
-    debit_normal: bool,
-    currency: str,
-    covered_first: date,
-    covered_last: date,
-) -> list[Finding]:
-    found: list[Finding] = []
-    for brk in result.breaks:
-        kind = brk.kind.value
-        side_lines = [lines[i] for i in brk.statement_ids]
-        side_entries = [entries[i] for i in brk.ledger_ids]
-        if kind == "MISSING_IN_STATEMENT" and not any(
-            covered_first <= e.posted_at.date() <= covered_last for e in side_entries
-        ):
-            continue  # outside the dates the statements cover: not missing, just not reported on yet
-        if brk.amount_difference_minor is not None:
-            amount = brk.amount_difference_minor
-        elif side_lines:
-            amount = sum(line.amount_minor for line in side_lines)
-        else:
-            amount = -sum(_signed(e, debit_normal) for e in side_entries)
-        cur = side_lines[0].currency if side_lines else (side_entries[0].currency if side_entries else currency)
-        found.append(
-            Finding(
-                kind,
-                _MESSAGES.get(kind, kind),
-                tuple(brk.statement_ids),
-                tuple(e.transfer_id for e in side_entries),
-                amount,
-                cur,
-                {
-                    "rule": brk.rule,
-                    "statementLines": [_line_evidence(line) for line in side_lines],
-                    "ledgerEntries": [_entry_evidence(e, debit_normal) for e in side_entries],
-                    **({"daysApart": brk.days_apart} if brk.days_apart is not None else {}),
-                },
-            )
-        )
-    return found
 
 
 def _discrepancy(finding: Finding, case_id: str, currency: str) -> Discrepancy:

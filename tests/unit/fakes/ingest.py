@@ -1,9 +1,11 @@
 """In-memory stand-ins for ingest's ports (request store, idempotency cache, queue), for unit tests
-of its use cases. The store keeps PostgreSQL's guarantee that matters: one row per key."""
+of its use cases. The store keeps PostgreSQL's guarantees that matter: one row per key, and a batch
+recorded all or nothing."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import asyncio
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
@@ -12,9 +14,15 @@ from services.ingest.domain.model import (
     RequestStatus,
     StoredRequest,
     TransferOutcome,
-    TransferSubmission,
 )
-from services.ingest.service.ports import CachedAcceptance, CacheStatistics, RedriveStatistics
+from services.ingest.service.ports import (
+    CacheStatistics,
+    KeyBinding,
+    NewRequest,
+    Recorded,
+    RedriveStatistics,
+)
+from services.kernel.errors import Unavailable
 from services.kernel.queues import QueueAttributes
 
 
@@ -24,40 +32,49 @@ class FakeRequestStore:
         self.outbox: list[tuple[str, str]] = []  # (message group, key), in order
         self.redriven = 0
         self.down = False
+        self.batches: list[list[str]] = []  # the keys of each record_requests call, in order
+        self.gate: asyncio.Event | None = None  # when set up, each write waits for it to open
+        self.called = asyncio.Event()  # set by the first record_requests call
 
     def _check(self) -> None:
         if self.down:
-            raise ConnectionError("database down")
+            raise Unavailable("database down", code="SERVICE_UNAVAILABLE")
 
-    async def record_accepted(
-        self,
-        submission: TransferSubmission,
-        *,
-        message_id: str,
-        accepted_at: datetime,
-        expires_at: datetime,
-        message_group: str,
-    ) -> StoredRequest | None:
+    async def record_requests(self, requests: Sequence[NewRequest]) -> list[Recorded]:
+        keys = [r.submission.idempotency_key for r in requests]
+        if len(set(keys)) != len(keys):
+            raise ValueError("record_requests takes distinct idempotency keys")
+        self.batches.append(keys)
+        self.called.set()
+        if self.gate is not None:
+            await self.gate.wait()
         self._check()
-        if submission.idempotency_key in self.requests:
-            return None
-        stored = StoredRequest(
-            submission.idempotency_key,
-            submission.fingerprint(),
-            message_id,
-            submission.source_account_id,
-            submission.destination_account_id,
-            submission.amount,
-            RequestStatus.PROCESSING,
-            None,
-            None,
-            accepted_at,
-            expires_at,
-            None,
-        )
-        self.requests[submission.idempotency_key] = stored
-        self.outbox.append((message_group, submission.idempotency_key))
-        return stored
+        answers = []
+        for r in requests:
+            existing = self.requests.get(r.submission.idempotency_key)
+            if existing is not None:
+                answers.append(
+                    Recorded(False, KeyBinding(existing.fingerprint, existing.message_id, existing.expires_at))
+                )
+                continue
+            s = r.submission
+            self.requests[s.idempotency_key] = StoredRequest(
+                s.idempotency_key,
+                r.fingerprint,
+                r.message_id,
+                s.source_account_id,
+                s.destination_account_id,
+                s.amount,
+                RequestStatus.PROCESSING,
+                None,
+                None,
+                r.accepted_at,
+                r.expires_at,
+                None,
+            )
+            self.outbox.append((r.message_group, s.idempotency_key))
+            answers.append(Recorded(True, r.binding))
+        return answers
 
     async def get(self, idempotency_key: str) -> StoredRequest | None:
         self._check()
@@ -120,15 +137,17 @@ class FakeRequestStore:
 
 class FakeIdempotencyCache:
     def __init__(self) -> None:
-        self.entries: dict[str, CachedAcceptance] = {}
+        self.entries: dict[str, KeyBinding] = {}
         self.down = False
+        self.writes = 0  # put_many calls: round trips
 
-    async def get(self, key: str) -> CachedAcceptance | None:
+    async def get(self, key: str) -> KeyBinding | None:
         return None if self.down else self.entries.get(key)
 
-    async def put(self, key: str, acceptance: CachedAcceptance) -> None:
-        if not self.down:
-            self.entries[key] = acceptance
+    async def put_many(self, bindings: Mapping[str, KeyBinding]) -> None:
+        if not self.down and bindings:
+            self.writes += 1
+            self.entries.update(bindings)
 
     async def ping(self) -> None:
         if self.down:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import json
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
@@ -28,6 +29,7 @@ from services.ledger.domain.model import (
     TransferKind,
     TransferStatus,
 )
+from services.ledger.domain.schema import AppliedSchema, ExistingAccount
 from services.ledger.domain.transfers import HoldDecision, TransferRecord
 from services.ledger.service.unit_of_work import ConcurrentWrite
 
@@ -41,6 +43,7 @@ class LedgerState:
     messages: set[str] = field(default_factory=set)
     events: list[LedgerEvent] = field(default_factory=list)
     next_entry_id: int = 1
+    schemas: list[AppliedSchema] = field(default_factory=list)
     clock: datetime = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
 
 
@@ -74,8 +77,28 @@ class FakeLedgerRepository:
                 )
                 self.state.heads[account_id] = GENESIS
 
+    async def open_classified_accounts(self, definitions: Sequence[AccountDefinition]) -> None:
+        for d in definitions:
+            if d.id not in self.state.accounts:
+                self.state.accounts[d.id] = Account(
+                    d.id,
+                    d.currency,
+                    d.type,
+                    d.allow_overdraft,
+                    d.overdraft_limit_minor,
+                    created_at=self.state.clock,
+                    account_class=d.account_class,
+                )
+                self.state.heads[d.id] = GENESIS
+
     async def insert_transfers(
-        self, outcomes: Sequence[Outcome], at: datetime, *, reverses: str | None = None, reason: str | None = None
+        self,
+        outcomes: Sequence[Outcome],
+        at: datetime,
+        *,
+        reverses: str | None = None,
+        reason: str | None = None,
+        schema_version: int | None = None,
     ) -> None:
         for o in outcomes:
             if o.transfer.transfer_id in self.state.transfers:
@@ -140,6 +163,28 @@ class FakeLedgerRepository:
         ]
         return due[:limit]
 
+    async def schema_version_in_force(self) -> int:
+        return self.state.schemas[-1].version if self.state.schemas else 0
+
+    async def lock_schema(self) -> int:
+        return await self.schema_version_in_force()
+
+    async def schema_versions(self, version: int | None = None) -> list[AppliedSchema]:
+        return [a for a in self.state.schemas if version is None or a.version == version]
+
+    async def add_schema_version(self, version: int, document: str, applied_by: str) -> AppliedSchema:
+        if any(a.version == version for a in self.state.schemas):
+            raise ConcurrentWrite(f"duplicate schema version {version}")
+        applied = AppliedSchema(version, json.loads(document), applied_by, self.state.clock)
+        self.state.schemas.append(applied)
+        return applied
+
+    async def existing_accounts(self) -> list[ExistingAccount]:
+        return [
+            ExistingAccount(a.id, a.currency, a.account_class)
+            for a in sorted(self.state.accounts.values(), key=lambda a: a.id)
+        ]
+
     async def create_account(self, definition: AccountDefinition) -> tuple[Account, bool]:
         existing = self.state.accounts.get(definition.id)
         if existing is not None:
@@ -152,6 +197,7 @@ class FakeLedgerRepository:
             definition.overdraft_limit_minor,
             metadata=dict(definition.metadata),
             created_at=self.state.clock,
+            account_class=definition.account_class,
         )
         self.state.accounts[definition.id] = account
         self.state.heads[definition.id] = GENESIS

@@ -51,12 +51,17 @@ class TransactionInput(_message.Message):
     AMOUNT_FIELD_NUMBER: _builtins.int
     CURRENCY_FIELD_NUMBER: _builtins.int
     METADATA_FIELD_NUMBER: _builtins.int
+    CODE_FIELD_NUMBER: _builtins.int
     source_account_id: _builtins.str
     """Account debited. 1-128 characters of [A-Za-z0-9._:-]."""
     destination_account_id: _builtins.str
     """Account credited. Same rules; must differ from the source."""
     currency: _builtins.str
     """ISO 4217 code; the configured default (USD) when empty."""
+    code: _builtins.str
+    """Optional transfer type (a code of the ledger's schema, e.g. PURCHASE), carried to the ledger,
+    which checks the transfer against it; a refusal ends the request FAILED with the rule's code.
+    """
     @_builtins.property
     def amount(self) -> _struct_pb2.Value:
         """Decimal amount in major units: a JSON number (100.00) or a decimal string ("100.00").
@@ -75,10 +80,11 @@ class TransactionInput(_message.Message):
         amount: _struct_pb2.Value | None = ...,
         currency: _builtins.str = ...,
         metadata: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        code: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "currency", b"currency", "destination_account_id", b"destination_account_id", "metadata", b"metadata", "source_account_id", b"source_account_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "code", b"code", "currency", b"currency", "destination_account_id", b"destination_account_id", "metadata", b"metadata", "source_account_id", b"source_account_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -22,6 +22,236 @@ else:
 DESCRIPTOR: _descriptor.FileDescriptor
 
 @_typing.final
+class GetSchemaRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VERSION_FIELD_NUMBER: _builtins.int
+    version: _builtins.int
+    """Optional: a version applied earlier; the version in force when 0."""
+    def __init__(
+        self,
+        *,
+        version: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetSchemaRequest: _TypeAlias = GetSchemaRequest  # noqa: Y015
+
+@_typing.final
+class SchemaVersion(_message.Message):
+    """One version of the schema as the ledger keeps it."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VERSION_FIELD_NUMBER: _builtins.int
+    DOCUMENT_FIELD_NUMBER: _builtins.int
+    APPLIED_BY_FIELD_NUMBER: _builtins.int
+    APPLIED_AT_FIELD_NUMBER: _builtins.int
+    version: _builtins.int
+    """0 when no schema was ever applied."""
+    applied_by: _builtins.str
+    """The token that applied it."""
+    @_builtins.property
+    def document(self) -> _struct_pb2.Struct:
+        """The canonical document (accountClasses, transferTypes, defaultTransferType); amounts in
+        minor units.
+        """
+
+    @_builtins.property
+    def applied_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        version: _builtins.int = ...,
+        document: _struct_pb2.Struct | None = ...,
+        applied_by: _builtins.str = ...,
+        applied_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["applied_at", b"applied_at", "document", b"document"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["applied_at", b"applied_at", "applied_by", b"applied_by", "document", b"document", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SchemaVersion: _TypeAlias = SchemaVersion  # noqa: Y015
+
+@_typing.final
+class PutSchemaRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DOCUMENT_FIELD_NUMBER: _builtins.int
+    DOCUMENT_TEXT_FIELD_NUMBER: _builtins.int
+    EXPECTED_VERSION_FIELD_NUMBER: _builtins.int
+    DRY_RUN_FIELD_NUMBER: _builtins.int
+    document_text: _builtins.str
+    """Or the document as YAML or JSON text (what `payrecon schema apply` sends): exact."""
+    expected_version: _builtins.int
+    """Optional: apply only if this is the version in force (0: no schema yet). REST clients may
+    send it as an If-Match header instead.
+    """
+    dry_run: _builtins.bool
+    """Only say what would change; apply nothing."""
+    @_builtins.property
+    def document(self) -> _struct_pb2.Struct:
+        """The document as a JSON object. Its numbers are doubles: minor units above 2^53 need document_text."""
+
+    def __init__(
+        self,
+        *,
+        document: _struct_pb2.Struct | None = ...,
+        document_text: _builtins.str = ...,
+        expected_version: _builtins.int | None = ...,
+        dry_run: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_expected_version", b"_expected_version", "document", b"document", "expected_version", b"expected_version"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_expected_version", b"_expected_version", "document", b"document", "document_text", b"document_text", "dry_run", b"dry_run", "expected_version", b"expected_version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__expected_version: _TypeAlias = _typing.Literal["expected_version"]  # noqa: Y015
+    _WhichOneofArgType__expected_version: _TypeAlias = _typing.Literal["_expected_version", b"_expected_version"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__expected_version) -> _WhichOneofReturnType__expected_version | None: ...
+
+Global___PutSchemaRequest: _TypeAlias = PutSchemaRequest  # noqa: Y015
+
+@_typing.final
+class SchemaChange(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CHANGE_FIELD_NUMBER: _builtins.int
+    WHAT_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    FIELDS_FIELD_NUMBER: _builtins.int
+    DESCRIPTION_FIELD_NUMBER: _builtins.int
+    change: _builtins.str
+    """added, removed or changed."""
+    what: _builtins.str
+    """accountClass, transferType or defaultTransferType."""
+    name: _builtins.str
+    description: _builtins.str
+    """The change for people, e.g. "~ transfer type PURCHASE (limits)"."""
+    @_builtins.property
+    def fields(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """For a change: the keys that differ."""
+
+    def __init__(
+        self,
+        *,
+        change: _builtins.str = ...,
+        what: _builtins.str = ...,
+        name: _builtins.str = ...,
+        fields: _abc.Iterable[_builtins.str] | None = ...,
+        description: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["change", b"change", "description", b"description", "fields", b"fields", "name", b"name", "what", b"what"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SchemaChange: _TypeAlias = SchemaChange  # noqa: Y015
+
+@_typing.final
+class StrandedAccount(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ACCOUNT_ID_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    account_id: _builtins.str
+    reason: _builtins.str
+    def __init__(
+        self,
+        *,
+        account_id: _builtins.str = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StrandedAccount: _TypeAlias = StrandedAccount  # noqa: Y015
+
+@_typing.final
+class PutSchemaResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    APPLIED_FIELD_NUMBER: _builtins.int
+    PREVIOUS_VERSION_FIELD_NUMBER: _builtins.int
+    SCHEMA_FIELD_NUMBER: _builtins.int
+    CHANGES_FIELD_NUMBER: _builtins.int
+    STRANDED_FIELD_NUMBER: _builtins.int
+    applied: _builtins.bool
+    """False for a dry run, or a document equal to the one in force."""
+    previous_version: _builtins.int
+    """The version in force before this call."""
+    @_builtins.property
+    def schema(self) -> Global___SchemaVersion:
+        """The version in force after it."""
+
+    @_builtins.property
+    def changes(self) -> _containers.RepeatedCompositeFieldContainer[Global___SchemaChange]: ...
+    @_builtins.property
+    def stranded(self) -> _containers.RepeatedCompositeFieldContainer[Global___StrandedAccount]:
+        """Dry run only (applying such a version is refused): accounts it would strand."""
+
+    def __init__(
+        self,
+        *,
+        applied: _builtins.bool = ...,
+        previous_version: _builtins.int = ...,
+        schema: Global___SchemaVersion | None = ...,
+        changes: _abc.Iterable[Global___SchemaChange] | None = ...,
+        stranded: _abc.Iterable[Global___StrandedAccount] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["schema", b"schema"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["applied", b"applied", "changes", b"changes", "previous_version", b"previous_version", "schema", b"schema", "stranded", b"stranded"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PutSchemaResponse: _TypeAlias = PutSchemaResponse  # noqa: Y015
+
+@_typing.final
+class ListSchemaVersionsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListSchemaVersionsRequest: _TypeAlias = ListSchemaVersionsRequest  # noqa: Y015
+
+@_typing.final
+class ListSchemaVersionsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VERSIONS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def versions(self) -> _containers.RepeatedCompositeFieldContainer[Global___SchemaVersion]: ...
+    def __init__(
+        self,
+        *,
+        versions: _abc.Iterable[Global___SchemaVersion] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["versions", b"versions"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListSchemaVersionsResponse: _TypeAlias = ListSchemaVersionsResponse  # noqa: Y015
+
+@_typing.final
 class GetBalanceRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -331,6 +561,7 @@ class Account(_message.Message):
     AVAILABLE_MINOR_FIELD_NUMBER: _builtins.int
     CREATED_AT_FIELD_NUMBER: _builtins.int
     STATUS_FIELD_NUMBER: _builtins.int
+    ACCOUNT_CLASS_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     currency: _builtins.str
     type: _builtins.str
@@ -348,6 +579,8 @@ class Account(_message.Message):
     available_minor: _builtins.int
     status: _builtins.str
     """ACTIVE (accounts are never closed or deleted: the book keeps them)."""
+    account_class: _builtins.str
+    """The schema's account class it was opened under ('' when opened with no schema in force)."""
     @_builtins.property
     def metadata(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]: ...
     @_builtins.property
@@ -370,10 +603,11 @@ class Account(_message.Message):
         available_minor: _builtins.int = ...,
         created_at: _timestamp_pb2.Timestamp | None = ...,
         status: _builtins.str = ...,
+        account_class: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["allow_overdraft", b"allow_overdraft", "available", b"available", "available_minor", b"available_minor", "balance", b"balance", "balance_minor", b"balance_minor", "created_at", b"created_at", "currency", b"currency", "id", b"id", "metadata", b"metadata", "overdraft_limit", b"overdraft_limit", "overdraft_limit_minor", b"overdraft_limit_minor", "pending", b"pending", "pending_minor", b"pending_minor", "status", b"status", "type", b"type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_class", b"account_class", "allow_overdraft", b"allow_overdraft", "available", b"available", "available_minor", b"available_minor", "balance", b"balance", "balance_minor", b"balance_minor", "created_at", b"created_at", "currency", b"currency", "id", b"id", "metadata", b"metadata", "overdraft_limit", b"overdraft_limit", "overdraft_limit_minor", b"overdraft_limit_minor", "pending", b"pending", "pending_minor", b"pending_minor", "status", b"status", "type", b"type"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -544,6 +778,7 @@ class Hold(_message.Message):
     CREATED_AT_FIELD_NUMBER: _builtins.int
     RESOLVED_AT_FIELD_NUMBER: _builtins.int
     METADATA_FIELD_NUMBER: _builtins.int
+    TRANSFER_TYPE_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     status: _builtins.str
     """PENDING, POSTED, VOIDED or EXPIRED."""
@@ -556,6 +791,8 @@ class Hold(_message.Message):
     posted_amount: _builtins.str
     """Amount moved when posted (may be less than held)."""
     posted_amount_minor: _builtins.int
+    transfer_type: _builtins.str
+    """Its transfer type in the schema ('' when it named none)."""
     @_builtins.property
     def expires_at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
@@ -580,10 +817,11 @@ class Hold(_message.Message):
         created_at: _timestamp_pb2.Timestamp | None = ...,
         resolved_at: _timestamp_pb2.Timestamp | None = ...,
         metadata: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        transfer_type: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "expires_at", b"expires_at", "resolved_at", b"resolved_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "amount_minor", b"amount_minor", "created_at", b"created_at", "currency", b"currency", "destination_account_id", b"destination_account_id", "expires_at", b"expires_at", "id", b"id", "metadata", b"metadata", "posted_amount", b"posted_amount", "posted_amount_minor", b"posted_amount_minor", "resolved_at", b"resolved_at", "source_account_id", b"source_account_id", "status", b"status"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "amount_minor", b"amount_minor", "created_at", b"created_at", "currency", b"currency", "destination_account_id", b"destination_account_id", "expires_at", b"expires_at", "id", b"id", "metadata", b"metadata", "posted_amount", b"posted_amount", "posted_amount_minor", b"posted_amount_minor", "resolved_at", b"resolved_at", "source_account_id", b"source_account_id", "status", b"status", "transfer_type", b"transfer_type"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -620,12 +858,17 @@ class CreateHoldRequest(_message.Message):
     CURRENCY_FIELD_NUMBER: _builtins.int
     EXPIRES_AT_FIELD_NUMBER: _builtins.int
     METADATA_FIELD_NUMBER: _builtins.int
+    CODE_FIELD_NUMBER: _builtins.int
     idempotency_key: _builtins.str
     """The hold's id; the same key with the same request answers the same hold."""
     source_account_id: _builtins.str
     destination_account_id: _builtins.str
     currency: _builtins.str
     """ISO 4217 code; the ledger's default currency when absent."""
+    code: _builtins.str
+    """Optional transfer type (a code of the ledger's schema); with a schema in force its type must
+    allow holds, its accounts' classes and limits apply, and its required metadata.
+    """
     @_builtins.property
     def amount(self) -> _struct_pb2.Value:
         """Decimal string or number in major units."""
@@ -646,10 +889,11 @@ class CreateHoldRequest(_message.Message):
         currency: _builtins.str = ...,
         expires_at: _timestamp_pb2.Timestamp | None = ...,
         metadata: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        code: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "expires_at", b"expires_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "currency", b"currency", "destination_account_id", b"destination_account_id", "expires_at", b"expires_at", "idempotency_key", b"idempotency_key", "metadata", b"metadata", "source_account_id", b"source_account_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "code", b"code", "currency", b"currency", "destination_account_id", b"destination_account_id", "expires_at", b"expires_at", "idempotency_key", b"idempotency_key", "metadata", b"metadata", "source_account_id", b"source_account_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -803,6 +1047,7 @@ class Transfer(_message.Message):
     MESSAGE_FIELD_NUMBER: _builtins.int
     METADATA_FIELD_NUMBER: _builtins.int
     CREATED_AT_FIELD_NUMBER: _builtins.int
+    TRANSFER_TYPE_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     kind: _builtins.str
     """TRANSFER, HOLD or REVERSAL."""
@@ -820,6 +1065,8 @@ class Transfer(_message.Message):
     code: _builtins.str
     """Rejection code and message, when REJECTED."""
     message: _builtins.str
+    transfer_type: _builtins.str
+    """Its transfer type in the schema ('' when it named none)."""
     @_builtins.property
     def metadata(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]: ...
     @_builtins.property
@@ -842,10 +1089,11 @@ class Transfer(_message.Message):
         message: _builtins.str = ...,
         metadata: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         created_at: _timestamp_pb2.Timestamp | None = ...,
+        transfer_type: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "amount_minor", b"amount_minor", "code", b"code", "created_at", b"created_at", "currency", b"currency", "destination_account_id", b"destination_account_id", "id", b"id", "kind", b"kind", "message", b"message", "metadata", b"metadata", "reason", b"reason", "reversed_by_transfer_id", b"reversed_by_transfer_id", "reverses_transfer_id", b"reverses_transfer_id", "source_account_id", b"source_account_id", "status", b"status"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "amount_minor", b"amount_minor", "code", b"code", "created_at", b"created_at", "currency", b"currency", "destination_account_id", b"destination_account_id", "id", b"id", "kind", b"kind", "message", b"message", "metadata", b"metadata", "reason", b"reason", "reversed_by_transfer_id", b"reversed_by_transfer_id", "reverses_transfer_id", b"reverses_transfer_id", "source_account_id", b"source_account_id", "status", b"status", "transfer_type", b"transfer_type"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

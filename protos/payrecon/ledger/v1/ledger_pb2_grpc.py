@@ -94,6 +94,21 @@ class LedgerServiceStub:
                 request_serializer=payrecon_dot_ledger_dot_v1_dot_ledger__pb2.GetTransferRequest.SerializeToString,
                 response_deserializer=payrecon_dot_ledger_dot_v1_dot_ledger__pb2.Transfer.FromString,
                 _registered_method=True)
+        self.GetSchema = channel.unary_unary(
+                '/payrecon.ledger.v1.LedgerService/GetSchema',
+                request_serializer=payrecon_dot_ledger_dot_v1_dot_ledger__pb2.GetSchemaRequest.SerializeToString,
+                response_deserializer=payrecon_dot_ledger_dot_v1_dot_ledger__pb2.SchemaVersion.FromString,
+                _registered_method=True)
+        self.PutSchema = channel.unary_unary(
+                '/payrecon.ledger.v1.LedgerService/PutSchema',
+                request_serializer=payrecon_dot_ledger_dot_v1_dot_ledger__pb2.PutSchemaRequest.SerializeToString,
+                response_deserializer=payrecon_dot_ledger_dot_v1_dot_ledger__pb2.PutSchemaResponse.FromString,
+                _registered_method=True)
+        self.ListSchemaVersions = channel.unary_unary(
+                '/payrecon.ledger.v1.LedgerService/ListSchemaVersions',
+                request_serializer=payrecon_dot_ledger_dot_v1_dot_ledger__pb2.ListSchemaVersionsRequest.SerializeToString,
+                response_deserializer=payrecon_dot_ledger_dot_v1_dot_ledger__pb2.ListSchemaVersionsResponse.FromString,
+                _registered_method=True)
 
 
 class LedgerServiceServicer:
@@ -184,6 +199,32 @@ class LedgerServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetSchema(self, request, context):
+        """The schema in force: account classes and transfer types (version 0 and no document when none
+        was applied: any accounts, auto-created, overdraft allowed). With `version`, that version.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PutSchema(self, request, context):
+        """Applies a schema document as the next version, for new postings only. Refused, changing
+        nothing: an invalid document (INVALID_ARGUMENT, SCHEMA_INVALID, every problem with its path),
+        a version that would strand existing accounts (FAILED_PRECONDITION, SCHEMA_STRANDS_ACCOUNTS,
+        the accounts listed), a stale expected version (ABORTED, SCHEMA_VERSION_CONFLICT). With
+        dry_run: only the changes and the accounts it would strand.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListSchemaVersions(self, request, context):
+        """Every version applied, oldest first, with who applied it and when.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_LedgerServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -246,6 +287,21 @@ def add_LedgerServiceServicer_to_server(servicer, server):
                     servicer.GetTransfer,
                     request_deserializer=payrecon_dot_ledger_dot_v1_dot_ledger__pb2.GetTransferRequest.FromString,
                     response_serializer=payrecon_dot_ledger_dot_v1_dot_ledger__pb2.Transfer.SerializeToString,
+            ),
+            'GetSchema': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetSchema,
+                    request_deserializer=payrecon_dot_ledger_dot_v1_dot_ledger__pb2.GetSchemaRequest.FromString,
+                    response_serializer=payrecon_dot_ledger_dot_v1_dot_ledger__pb2.SchemaVersion.SerializeToString,
+            ),
+            'PutSchema': grpc.unary_unary_rpc_method_handler(
+                    servicer.PutSchema,
+                    request_deserializer=payrecon_dot_ledger_dot_v1_dot_ledger__pb2.PutSchemaRequest.FromString,
+                    response_serializer=payrecon_dot_ledger_dot_v1_dot_ledger__pb2.PutSchemaResponse.SerializeToString,
+            ),
+            'ListSchemaVersions': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListSchemaVersions,
+                    request_deserializer=payrecon_dot_ledger_dot_v1_dot_ledger__pb2.ListSchemaVersionsRequest.FromString,
+                    response_serializer=payrecon_dot_ledger_dot_v1_dot_ledger__pb2.ListSchemaVersionsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -572,6 +628,87 @@ class LedgerService:
             '/payrecon.ledger.v1.LedgerService/GetTransfer',
             payrecon_dot_ledger_dot_v1_dot_ledger__pb2.GetTransferRequest.SerializeToString,
             payrecon_dot_ledger_dot_v1_dot_ledger__pb2.Transfer.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetSchema(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/payrecon.ledger.v1.LedgerService/GetSchema',
+            payrecon_dot_ledger_dot_v1_dot_ledger__pb2.GetSchemaRequest.SerializeToString,
+            payrecon_dot_ledger_dot_v1_dot_ledger__pb2.SchemaVersion.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PutSchema(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/payrecon.ledger.v1.LedgerService/PutSchema',
+            payrecon_dot_ledger_dot_v1_dot_ledger__pb2.PutSchemaRequest.SerializeToString,
+            payrecon_dot_ledger_dot_v1_dot_ledger__pb2.PutSchemaResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListSchemaVersions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/payrecon.ledger.v1.LedgerService/ListSchemaVersions',
+            payrecon_dot_ledger_dot_v1_dot_ledger__pb2.ListSchemaVersionsRequest.SerializeToString,
+            payrecon_dot_ledger_dot_v1_dot_ledger__pb2.ListSchemaVersionsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -58,6 +58,19 @@ class LedgerServiceStub:
     """Posts the mirror image of a posted transfer, linked to it. At most one reversal per transfer."""
     GetTransfer: _grpc.UnaryUnaryMultiCallable[_ledger_pb2.GetTransferRequest, _ledger_pb2.Transfer]
     """One transfer (posted, rejected, pending, voided, expired or a reversal)."""
+    GetSchema: _grpc.UnaryUnaryMultiCallable[_ledger_pb2.GetSchemaRequest, _ledger_pb2.SchemaVersion]
+    """The schema in force: account classes and transfer types (version 0 and no document when none
+    was applied: any accounts, auto-created, overdraft allowed). With `version`, that version.
+    """
+    PutSchema: _grpc.UnaryUnaryMultiCallable[_ledger_pb2.PutSchemaRequest, _ledger_pb2.PutSchemaResponse]
+    """Applies a schema document as the next version, for new postings only. Refused, changing
+    nothing: an invalid document (INVALID_ARGUMENT, SCHEMA_INVALID, every problem with its path),
+    a version that would strand existing accounts (FAILED_PRECONDITION, SCHEMA_STRANDS_ACCOUNTS,
+    the accounts listed), a stale expected version (ABORTED, SCHEMA_VERSION_CONFLICT). With
+    dry_run: only the changes and the accounts it would strand.
+    """
+    ListSchemaVersions: _grpc.UnaryUnaryMultiCallable[_ledger_pb2.ListSchemaVersionsRequest, _ledger_pb2.ListSchemaVersionsResponse]
+    """Every version applied, oldest first, with who applied it and when."""
 
 @_typing.type_check_only
 class LedgerServiceAsyncStub(LedgerServiceStub):
@@ -89,6 +102,19 @@ class LedgerServiceAsyncStub(LedgerServiceStub):
     """Posts the mirror image of a posted transfer, linked to it. At most one reversal per transfer."""
     GetTransfer: _aio.UnaryUnaryMultiCallable[_ledger_pb2.GetTransferRequest, _ledger_pb2.Transfer]  # type: ignore[assignment]
     """One transfer (posted, rejected, pending, voided, expired or a reversal)."""
+    GetSchema: _aio.UnaryUnaryMultiCallable[_ledger_pb2.GetSchemaRequest, _ledger_pb2.SchemaVersion]  # type: ignore[assignment]
+    """The schema in force: account classes and transfer types (version 0 and no document when none
+    was applied: any accounts, auto-created, overdraft allowed). With `version`, that version.
+    """
+    PutSchema: _aio.UnaryUnaryMultiCallable[_ledger_pb2.PutSchemaRequest, _ledger_pb2.PutSchemaResponse]  # type: ignore[assignment]
+    """Applies a schema document as the next version, for new postings only. Refused, changing
+    nothing: an invalid document (INVALID_ARGUMENT, SCHEMA_INVALID, every problem with its path),
+    a version that would strand existing accounts (FAILED_PRECONDITION, SCHEMA_STRANDS_ACCOUNTS,
+    the accounts listed), a stale expected version (ABORTED, SCHEMA_VERSION_CONFLICT). With
+    dry_run: only the changes and the accounts it would strand.
+    """
+    ListSchemaVersions: _aio.UnaryUnaryMultiCallable[_ledger_pb2.ListSchemaVersionsRequest, _ledger_pb2.ListSchemaVersionsResponse]  # type: ignore[assignment]
+    """Every version applied, oldest first, with who applied it and when."""
 
 class LedgerServiceServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -189,5 +215,36 @@ class LedgerServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_ledger_pb2.Transfer, _abc.Awaitable[_ledger_pb2.Transfer]]:
         """One transfer (posted, rejected, pending, voided, expired or a reversal)."""
+
+    @_abc_1.abstractmethod
+    def GetSchema(
+        self,
+        request: _ledger_pb2.GetSchemaRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_ledger_pb2.SchemaVersion, _abc.Awaitable[_ledger_pb2.SchemaVersion]]:
+        """The schema in force: account classes and transfer types (version 0 and no document when none
+        was applied: any accounts, auto-created, overdraft allowed). With `version`, that version.
+        """
+
+    @_abc_1.abstractmethod
+    def PutSchema(
+        self,
+        request: _ledger_pb2.PutSchemaRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_ledger_pb2.PutSchemaResponse, _abc.Awaitable[_ledger_pb2.PutSchemaResponse]]:
+        """Applies a schema document as the next version, for new postings only. Refused, changing
+        nothing: an invalid document (INVALID_ARGUMENT, SCHEMA_INVALID, every problem with its path),
+        a version that would strand existing accounts (FAILED_PRECONDITION, SCHEMA_STRANDS_ACCOUNTS,
+        the accounts listed), a stale expected version (ABORTED, SCHEMA_VERSION_CONFLICT). With
+        dry_run: only the changes and the accounts it would strand.
+        """
+
+    @_abc_1.abstractmethod
+    def ListSchemaVersions(
+        self,
+        request: _ledger_pb2.ListSchemaVersionsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_ledger_pb2.ListSchemaVersionsResponse, _abc.Awaitable[_ledger_pb2.ListSchemaVersionsResponse]]:
+        """Every version applied, oldest first, with who applied it and when."""
 
 def add_LedgerServiceServicer_to_server(servicer: LedgerServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -26,7 +26,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from payrecon.common.v1 import money_pb2 as payrecon_dot_common_dot_v1_dot_money__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!payrecon/ledger/v1/messages.proto\x12\x12payrecon.ledger.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1epayrecon/common/v1/money.proto\"\xee\x02\n\x0fTransferRequest\x12\x13\n\x0btransfer_id\x18\x01 \x01(\t\x12\x18\n\x10\x64\x65\x62it_account_id\x18\x02 \x01(\t\x12\x19\n\x11\x63redit_account_id\x18\x03 \x01(\t\x12)\n\x06\x61mount\x18\x04 \x01(\x0b\x32\x19.payrecon.common.v1.Money\x12\x43\n\x08metadata\x18\x05 \x03(\x0b\x32\x31.payrecon.ledger.v1.TransferRequest.MetadataEntry\x12/\n\x0b\x61\x63\x63\x65pted_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07pending\x18\x07 \x01(\x08\x12.\n\nexpires_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"G\n\rTransferBatch\x12\x36\n\ttransfers\x18\x01 \x03(\x0b\x32#.payrecon.ledger.v1.TransferRequest\"\xda\x02\n\x0eTransferPosted\x12\x13\n\x0btransfer_id\x18\x01 \x01(\t\x12\x18\n\x10\x64\x65\x62it_account_id\x18\x02 \x01(\t\x12\x19\n\x11\x63redit_account_id\x18\x03 \x01(\t\x12)\n\x06\x61mount\x18\x04 \x01(\x0b\x32\x19.payrecon.common.v1.Money\x12-\n\tposted_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x16\n\x0e\x64\x65\x62it_entry_id\x18\x06 \x01(\x03\x12\x17\n\x0f\x63redit_entry_id\x18\x07 \x01(\x03\x12\x42\n\x08metadata\x18\x08 \x03(\x0b\x32\x30.payrecon.ledger.v1.TransferPosted.MetadataEntry\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xd7\x01\n\x10TransferRejected\x12\x13\n\x0btransfer_id\x18\x01 \x01(\t\x12\x0c\n\x04\x63ode\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\x12/\n\x0brejected_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x18\n\x10\x64\x65\x62it_account_id\x18\x05 \x01(\t\x12\x19\n\x11\x63redit_account_id\x18\x06 \x01(\t\x12)\n\x06\x61mount\x18\x07 \x01(\x0b\x32\x19.payrecon.common.v1.Money\"\xde\x01\n\x0bHoldCreated\x12\x0f\n\x07hold_id\x18\x01 \x01(\t\x12\x18\n\x10\x64\x65\x62it_account_id\x18\x02 \x01(\t\x12\x19\n\x11\x63redit_account_id\x18\x03 \x01(\t\x12)\n\x06\x61mount\x18\x04 \x01(\x0b\x32\x19.payrecon.common.v1.Money\x12.\n\ncreated_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nexpires_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xa0\x01\n\nHoldPosted\x12\x0f\n\x07hold_id\x18\x01 \x01(\t\x12\'\n\x04held\x18\x02 \x01(\x0b\x32\x19.payrecon.common.v1.Money\x12)\n\x06posted\x18\x03 \x01(\x0b\x32\x19.payrecon.common.v1.Money\x12-\n\tposted_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x86\x01\n\nHoldVoided\x12\x0f\n\x07hold_id\x18\x01 \x01(\t\x12\'\n\x04held\x18\x02 \x01(\x0b\x32\x19.payrecon.common.v1.Money\x12\x0f\n\x07\x65xpired\x18\x03 \x01(\x08\x12-\n\tvoided_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"}\n\x10TransferReversed\x12\x13\n\x0btransfer_id\x18\x01 \x01(\t\x12\x13\n\x0breversal_id\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12/\n\x0breversed_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x94\x03\n\x0bLedgerEvent\x12\x10\n\x08sequence\x18\x01 \x01(\x03\x12=\n\x0ftransfer_posted\x18\x02 \x01(\x0b\x32\".payrecon.ledger.v1.TransferPostedH\x00\x12\x41\n\x11transfer_rejected\x18\x03 \x01(\x0b\x32$.payrecon.ledger.v1.TransferRejectedH\x00\x12\x37\n\x0chold_created\x18\x04 \x01(\x0b\x32\x1f.payrecon.ledger.v1.HoldCreatedH\x00\x12\x35\n\x0bhold_posted\x18\x05 \x01(\x0b\x32\x1e.payrecon.ledger.v1.HoldPostedH\x00\x12\x35\n\x0bhold_voided\x18\x06 \x01(\x0b\x32\x1e.payrecon.ledger.v1.HoldVoidedH\x00\x12\x41\n\x11transfer_reversed\x18\x07 \x01(\x0b\x32$.payrecon.ledger.v1.TransferReversedH\x00\x42\x07\n\x05\x65vent\"C\n\x10LedgerEventBatch\x12/\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x1f.payrecon.ledger.v1.LedgerEventb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!payrecon/ledger/v1/messages.proto\x12\x12payrecon.ledger.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1epayrecon/common/v1/money.proto\"\xfc\x02\n\x0fTransferRequest\x12\x13\n\x0btransfer_id\x18\x01 \x01(\t\x12\x18\n\x10\x64\x65\x62it_account_id\x18\x02 \x01(\t\x12\x19\n\x11\x63redit_account_id\x18\x03 \x01(\t\x12)\n\x06\x61mount\x18\x04 \x01(\x0b\x32\x19.payrecon.common.v1.Money\x12\x43\n\x08metadata\x18\x05 \x03(\x0b\x32\x31.payrecon.ledger.v1.TransferRequest.MetadataEntry\x12/\n\x0b\x61\x63\x63\x65pted_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07pending\x18\x07 \x01(\x08\x12.\n\nexpires_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04\x63ode\x18\t \x01(\t\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"G\n\rTransferBatch\x12\x36\n\ttransfers\x18\x01 \x03(\x0b\x32#.payrecon.ledger.v1.TransferRequest\"\xda\x02\n\x0eTransferPosted\x12\x13\n\x0btransfer_id\x18\x01 \x01(\t\x12\x18\n\x10\x64\x65\x62it_account_id\x18\x02 \x01(\t\x12\x19\n\x11\x63redit_account_id\x18\x03 \x01(\t\x12)\n\x06\x61mount\x18\x04 \x01(\x0b\x32\x19.payrecon.common.v1.Money\x12-\n\tposted_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x16\n\x0e\x64\x65\x62it_entry_id\x18\x06 \x01(\x03\x12\x17\n\x0f\x63redit_entry_id\x18\x07 \x01(\x03\x12\x42\n\x08metadata\x18\x08 \x03(\x0b\x32\x30.payrecon.ledger.v1.TransferPosted.MetadataEntry\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xd7\x01\n\x10TransferRejected\x12\x13\n\x0btransfer_id\x18\x01 \x01(\t\x12\x0c\n\x04\x63ode\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\x12/\n\x0brejected_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x18\n\x10\x64\x65\x62it_account_id\x18\x05 \x01(\t\x12\x19\n\x11\x63redit_account_id\x18\x06 \x01(\t\x12)\n\x06\x61mount\x18\x07 \x01(\x0b\x32\x19.payrecon.common.v1.Money\"\xde\x01\n\x0bHoldCreated\x12\x0f\n\x07hold_id\x18\x01 \x01(\t\x12\x18\n\x10\x64\x65\x62it_account_id\x18\x02 \x01(\t\x12\x19\n\x11\x63redit_account_id\x18\x03 \x01(\t\x12)\n\x06\x61mount\x18\x04 \x01(\x0b\x32\x19.payrecon.common.v1.Money\x12.\n\ncreated_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nexpires_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xa0\x01\n\nHoldPosted\x12\x0f\n\x07hold_id\x18\x01 \x01(\t\x12\'\n\x04held\x18\x02 \x01(\x0b\x32\x19.payrecon.common.v1.Money\x12)\n\x06posted\x18\x03 \x01(\x0b\x32\x19.payrecon.common.v1.Money\x12-\n\tposted_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x86\x01\n\nHoldVoided\x12\x0f\n\x07hold_id\x18\x01 \x01(\t\x12\'\n\x04held\x18\x02 \x01(\x0b\x32\x19.payrecon.common.v1.Money\x12\x0f\n\x07\x65xpired\x18\x03 \x01(\x08\x12-\n\tvoided_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"}\n\x10TransferReversed\x12\x13\n\x0btransfer_id\x18\x01 \x01(\t\x12\x13\n\x0breversal_id\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12/\n\x0breversed_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x94\x03\n\x0bLedgerEvent\x12\x10\n\x08sequence\x18\x01 \x01(\x03\x12=\n\x0ftransfer_posted\x18\x02 \x01(\x0b\x32\".payrecon.ledger.v1.TransferPostedH\x00\x12\x41\n\x11transfer_rejected\x18\x03 \x01(\x0b\x32$.payrecon.ledger.v1.TransferRejectedH\x00\x12\x37\n\x0chold_created\x18\x04 \x01(\x0b\x32\x1f.payrecon.ledger.v1.HoldCreatedH\x00\x12\x35\n\x0bhold_posted\x18\x05 \x01(\x0b\x32\x1e.payrecon.ledger.v1.HoldPostedH\x00\x12\x35\n\x0bhold_voided\x18\x06 \x01(\x0b\x32\x1e.payrecon.ledger.v1.HoldVoidedH\x00\x12\x41\n\x11transfer_reversed\x18\x07 \x01(\x0b\x32$.payrecon.ledger.v1.TransferReversedH\x00\x42\x07\n\x05\x65vent\"C\n\x10LedgerEventBatch\x12/\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x1f.payrecon.ledger.v1.LedgerEventb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -38,27 +38,27 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_TRANSFERPOSTED_METADATAENTRY']._loaded_options = None
   _globals['_TRANSFERPOSTED_METADATAENTRY']._serialized_options = b'8\001'
   _globals['_TRANSFERREQUEST']._serialized_start=123
-  _globals['_TRANSFERREQUEST']._serialized_end=489
-  _globals['_TRANSFERREQUEST_METADATAENTRY']._serialized_start=442
-  _globals['_TRANSFERREQUEST_METADATAENTRY']._serialized_end=489
-  _globals['_TRANSFERBATCH']._serialized_start=491
-  _globals['_TRANSFERBATCH']._serialized_end=562
-  _globals['_TRANSFERPOSTED']._serialized_start=565
-  _globals['_TRANSFERPOSTED']._serialized_end=911
-  _globals['_TRANSFERPOSTED_METADATAENTRY']._serialized_start=442
-  _globals['_TRANSFERPOSTED_METADATAENTRY']._serialized_end=489
-  _globals['_TRANSFERREJECTED']._serialized_start=914
-  _globals['_TRANSFERREJECTED']._serialized_end=1129
-  _globals['_HOLDCREATED']._serialized_start=1132
-  _globals['_HOLDCREATED']._serialized_end=1354
-  _globals['_HOLDPOSTED']._serialized_start=1357
-  _globals['_HOLDPOSTED']._serialized_end=1517
-  _globals['_HOLDVOIDED']._serialized_start=1520
-  _globals['_HOLDVOIDED']._serialized_end=1654
-  _globals['_TRANSFERREVERSED']._serialized_start=1656
-  _globals['_TRANSFERREVERSED']._serialized_end=1781
-  _globals['_LEDGEREVENT']._serialized_start=1784
-  _globals['_LEDGEREVENT']._serialized_end=2188
-  _globals['_LEDGEREVENTBATCH']._serialized_start=2190
-  _globals['_LEDGEREVENTBATCH']._serialized_end=2257
+  _globals['_TRANSFERREQUEST']._serialized_end=503
+  _globals['_TRANSFERREQUEST_METADATAENTRY']._serialized_start=456
+  _globals['_TRANSFERREQUEST_METADATAENTRY']._serialized_end=503
+  _globals['_TRANSFERBATCH']._serialized_start=505
+  _globals['_TRANSFERBATCH']._serialized_end=576
+  _globals['_TRANSFERPOSTED']._serialized_start=579
+  _globals['_TRANSFERPOSTED']._serialized_end=925
+  _globals['_TRANSFERPOSTED_METADATAENTRY']._serialized_start=456
+  _globals['_TRANSFERPOSTED_METADATAENTRY']._serialized_end=503
+  _globals['_TRANSFERREJECTED']._serialized_start=928
+  _globals['_TRANSFERREJECTED']._serialized_end=1143
+  _globals['_HOLDCREATED']._serialized_start=1146
+  _globals['_HOLDCREATED']._serialized_end=1368
+  _globals['_HOLDPOSTED']._serialized_start=1371
+  _globals['_HOLDPOSTED']._serialized_end=1531
+  _globals['_HOLDVOIDED']._serialized_start=1534
+  _globals['_HOLDVOIDED']._serialized_end=1668
+  _globals['_TRANSFERREVERSED']._serialized_start=1670
+  _globals['_TRANSFERREVERSED']._serialized_end=1795
+  _globals['_LEDGEREVENT']._serialized_start=1798
+  _globals['_LEDGEREVENT']._serialized_end=2202
+  _globals['_LEDGEREVENTBATCH']._serialized_start=2204
+  _globals['_LEDGEREVENTBATCH']._serialized_end=2271
 # @@protoc_insertion_point(module_scope)

@@ -54,6 +54,7 @@ class TransferRequest(_message.Message):
     ACCEPTED_AT_FIELD_NUMBER: _builtins.int
     PENDING_FIELD_NUMBER: _builtins.int
     EXPIRES_AT_FIELD_NUMBER: _builtins.int
+    CODE_FIELD_NUMBER: _builtins.int
     transfer_id: _builtins.str
     """Unique transfer id (the ingest idempotency key). Posting the same id twice has one effect."""
     debit_account_id: _builtins.str
@@ -62,6 +63,11 @@ class TransferRequest(_message.Message):
     """Account credited (the seed's destination_account_id)."""
     pending: _builtins.bool
     """True for a hold: reserve the amount (pending) instead of posting it."""
+    code: _builtins.str
+    """Optional transfer type (a code of the ledger's schema, e.g. PURCHASE): with a schema in force the
+    ledger checks the transfer against it (allowed account classes, limits, required metadata).
+    Empty: the schema's default type, if it declares one.
+    """
     @_builtins.property
     def amount(self) -> _money_pb2.Money: ...
     @_builtins.property
@@ -85,10 +91,11 @@ class TransferRequest(_message.Message):
         accepted_at: _timestamp_pb2.Timestamp | None = ...,
         pending: _builtins.bool = ...,
         expires_at: _timestamp_pb2.Timestamp | None = ...,
+        code: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["accepted_at", b"accepted_at", "amount", b"amount", "expires_at", b"expires_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepted_at", b"accepted_at", "amount", b"amount", "credit_account_id", b"credit_account_id", "debit_account_id", b"debit_account_id", "expires_at", b"expires_at", "metadata", b"metadata", "pending", b"pending", "transfer_id", b"transfer_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepted_at", b"accepted_at", "amount", b"amount", "code", b"code", "credit_account_id", b"credit_account_id", "debit_account_id", b"debit_account_id", "expires_at", b"expires_at", "metadata", b"metadata", "pending", b"pending", "transfer_id", b"transfer_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -21,6 +21,30 @@ else:
 DESCRIPTOR: _descriptor.FileDescriptor
 
 @_typing.final
+class ExportReconciliationRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RUN_ID_FIELD_NUMBER: _builtins.int
+    FORMAT_FIELD_NUMBER: _builtins.int
+    run_id: _builtins.str
+    """The run (its report_id)."""
+    format: _builtins.str
+    """csv (the default) or json."""
+    def __init__(
+        self,
+        *,
+        run_id: _builtins.str = ...,
+        format: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["format", b"format", "run_id", b"run_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ExportReconciliationRequest: _TypeAlias = ExportReconciliationRequest  # noqa: Y015
+
+@_typing.final
 class ImportStatementRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 

@@ -3,6 +3,7 @@
 import grpc
 import warnings
 
+from google.api import httpbody_pb2 as google_dot_api_dot_httpbody__pb2
 from payrecon.reconciliation.v1 import reconciliation_pb2 as payrecon_dot_reconciliation_dot_v1_dot_reconciliation__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
@@ -88,6 +89,11 @@ class ReconciliationServiceStub:
                 '/payrecon.reconciliation.v1.ReconciliationService/GetReconciliation',
                 request_serializer=payrecon_dot_reconciliation_dot_v1_dot_reconciliation__pb2.GetReconciliationRequest.SerializeToString,
                 response_deserializer=payrecon_dot_reconciliation_dot_v1_dot_reconciliation__pb2.ReconciliationReport.FromString,
+                _registered_method=True)
+        self.ExportReconciliation = channel.unary_stream(
+                '/payrecon.reconciliation.v1.ReconciliationService/ExportReconciliation',
+                request_serializer=payrecon_dot_reconciliation_dot_v1_dot_reconciliation__pb2.ExportReconciliationRequest.SerializeToString,
+                response_deserializer=google_dot_api_dot_httpbody__pb2.HttpBody.FromString,
                 _registered_method=True)
 
 
@@ -177,6 +183,16 @@ class ReconciliationServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ExportReconciliation(self, request, context):
+        """A stored run's report as a file to download: one row per match and one per discrepancy case (with
+        its current status and evidence), as CSV (RFC 4180, amounts as exact decimal strings with their
+        currency) or JSON. Streamed in pieces, so a run over a million lines is never one message; the
+        first piece carries the content type (text/csv or application/json).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ReconciliationServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -234,6 +250,11 @@ def add_ReconciliationServiceServicer_to_server(servicer, server):
                     servicer.GetReconciliation,
                     request_deserializer=payrecon_dot_reconciliation_dot_v1_dot_reconciliation__pb2.GetReconciliationRequest.FromString,
                     response_serializer=payrecon_dot_reconciliation_dot_v1_dot_reconciliation__pb2.ReconciliationReport.SerializeToString,
+            ),
+            'ExportReconciliation': grpc.unary_stream_rpc_method_handler(
+                    servicer.ExportReconciliation,
+                    request_deserializer=payrecon_dot_reconciliation_dot_v1_dot_reconciliation__pb2.ExportReconciliationRequest.FromString,
+                    response_serializer=google_dot_api_dot_httpbody__pb2.HttpBody.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -533,6 +554,33 @@ class ReconciliationService:
             '/payrecon.reconciliation.v1.ReconciliationService/GetReconciliation',
             payrecon_dot_reconciliation_dot_v1_dot_reconciliation__pb2.GetReconciliationRequest.SerializeToString,
             payrecon_dot_reconciliation_dot_v1_dot_reconciliation__pb2.ReconciliationReport.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExportReconciliation(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/payrecon.reconciliation.v1.ReconciliationService/ExportReconciliation',
+            payrecon_dot_reconciliation_dot_v1_dot_reconciliation__pb2.ExportReconciliationRequest.SerializeToString,
+            google_dot_api_dot_httpbody__pb2.HttpBody.FromString,
             options,
             channel_credentials,
             insecure,

@@ -4,6 +4,7 @@ isort:skip_file
 The auditor: checks the ledger against its own projection and external statements."""
 
 from collections import abc as _abc
+from google.api import httpbody_pb2 as _httpbody_pb2
 from grpc import aio as _aio
 from payrecon.reconciliation.v1 import reconciliation_pb2 as _reconciliation_pb2
 import abc as _abc_1
@@ -63,6 +64,12 @@ class ReconciliationServiceStub:
     """
     GetReconciliation: _grpc.UnaryUnaryMultiCallable[_reconciliation_pb2.GetReconciliationRequest, _reconciliation_pb2.ReconciliationReport]
     """One stored run and its report."""
+    ExportReconciliation: _grpc.UnaryStreamMultiCallable[_reconciliation_pb2.ExportReconciliationRequest, _httpbody_pb2.HttpBody]
+    """A stored run's report as a file to download: one row per match and one per discrepancy case (with
+    its current status and evidence), as CSV (RFC 4180, amounts as exact decimal strings with their
+    currency) or JSON. Streamed in pieces, so a run over a million lines is never one message; the
+    first piece carries the content type (text/csv or application/json).
+    """
 
 @_typing.type_check_only
 class ReconciliationServiceAsyncStub(ReconciliationServiceStub):
@@ -99,6 +106,12 @@ class ReconciliationServiceAsyncStub(ReconciliationServiceStub):
     """
     GetReconciliation: _aio.UnaryUnaryMultiCallable[_reconciliation_pb2.GetReconciliationRequest, _reconciliation_pb2.ReconciliationReport]  # type: ignore[assignment]
     """One stored run and its report."""
+    ExportReconciliation: _aio.UnaryStreamMultiCallable[_reconciliation_pb2.ExportReconciliationRequest, _httpbody_pb2.HttpBody]  # type: ignore[assignment]
+    """A stored run's report as a file to download: one row per match and one per discrepancy case (with
+    its current status and evidence), as CSV (RFC 4180, amounts as exact decimal strings with their
+    currency) or JSON. Streamed in pieces, so a run over a million lines is never one message; the
+    first piece carries the content type (text/csv or application/json).
+    """
 
 class ReconciliationServiceServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -198,5 +211,17 @@ class ReconciliationServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_reconciliation_pb2.ReconciliationReport, _abc.Awaitable[_reconciliation_pb2.ReconciliationReport]]:
         """One stored run and its report."""
+
+    @_abc_1.abstractmethod
+    def ExportReconciliation(
+        self,
+        request: _reconciliation_pb2.ExportReconciliationRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_httpbody_pb2.HttpBody], _abc.AsyncIterator[_httpbody_pb2.HttpBody]]:
+        """A stored run's report as a file to download: one row per match and one per discrepancy case (with
+        its current status and evidence), as CSV (RFC 4180, amounts as exact decimal strings with their
+        currency) or JSON. Streamed in pieces, so a run over a million lines is never one message; the
+        first piece carries the content type (text/csv or application/json).
+        """
 
 def add_ReconciliationServiceServicer_to_server(servicer: ReconciliationServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

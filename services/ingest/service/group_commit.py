@@ -1,0 +1,111 @@
+"""Group commit of submissions: concurrent callers are gathered and recorded, with their outbox rows,
+in one statement and one transaction; each caller then awaits its own answer. One round trip and one
+WAL flush serve many requests, as PostgreSQL's own group commit does for transactions."""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import itertools
+import logging
+from typing import TypeAlias
+
+from services.ingest.service.ports import IdempotencyCache, NewRequest, Recorded, RequestStore
+
+log = logging.getLogger(__name__)
+
+# Callers waiting for one batch, by key in arrival order: the first request of a key is the one
+# written; the others with that key are answered from its outcome (a replay or a conflict).
+Waiting: TypeAlias = dict[str, list[tuple[NewRequest, asyncio.Future[Recorded]]]]
+
+
+class GroupCommit:
+    """Gathers concurrent `record` calls into batches.
+
+    A batch is written as soon as the previous write is done (nothing is in flight: at the end of the
+    current turn of the event loop, with whatever else arrived in it), or when it holds `max_rows`
+    keys, or `window_seconds` after its first arrival while earlier writes are still running. So a
+    lone caller waits for nobody, and under load a batch holds what arrived during one write. At
+    most `max_writes` writes run at once (each holds a pooled connection); what arrives beyond that
+    goes, `max_rows` keys at a time, as they finish.
+    """
+
+    def __init__(
+        self,
+        store: RequestStore,
+        cache: IdempotencyCache,
+        *,
+        window_seconds: float = 0.005,
+        max_rows: int = 256,
+        max_writes: int = 2,
+    ) -> None:
+        if window_seconds < 0 or max_rows < 1 or max_writes < 1:
+            raise ValueError("window_seconds must be ≥ 0, max_rows and max_writes ≥ 1")
+        self._store = store
+        self._cache = cache
+        self._window = window_seconds
+        self._max_rows = max_rows
+        self._max_writes = max_writes
+        self._waiting: Waiting = {}
+        self._scheduled: asyncio.Handle | None = None
+        self._writes: set[asyncio.Task[None]] = set()
+
+    async def record(self, request: NewRequest) -> Recorded:
+        """The store's answer for `request`, once its batch is committed (and its keys are in the
+        cache). A second request with a key already waiting in the batch gets Recorded(created=False)
+        with the binding of the first. Raises what writing the batch raised — Unavailable when the
+        database cannot be reached — for every caller of that batch: nobody in it is accepted."""
+        loop = asyncio.get_running_loop()
+        answer: asyncio.Future[Recorded] = loop.create_future()
+        self._waiting.setdefault(request.submission.idempotency_key, []).append((request, answer))
+        if len(self._waiting) >= self._max_rows and len(self._writes) < self._max_writes:
+            self._flush()
+        elif self._scheduled is None:
+            if self._writes:
+                self._scheduled = loop.call_later(self._window, self._flush)
+            else:
+                self._scheduled = loop.call_soon(self._flush)
+        return await answer
+
+    def _flush(self) -> None:
+        if self._scheduled is not None:
+            self._scheduled.cancel()
+            self._scheduled = None
+        while self._waiting and len(self._writes) < self._max_writes:
+            keys = list(itertools.islice(self._waiting, self._max_rows))
+            batch = {key: self._waiting.pop(key) for key in keys}
+            # An empty context: the writing task must not run in (and leak) one caller's trace or principal.
+            write = asyncio.get_running_loop().create_task(self._write(batch), context=contextvars.Context())
+            self._writes.add(write)
+            write.add_done_callback(self._written)
+
+    def _written(self, write: asyncio.Task[None]) -> None:
+        self._writes.discard(write)
+        if self._waiting:  # they waited for this write: their turn
+            self._flush()
+
+    async def _write(self, batch: Waiting) -> None:
+        firsts = [callers[0][0] for callers in batch.values()]
+        try:
+            recorded = await self._store.record_requests(firsts)
+        except asyncio.CancelledError:
+            for callers in batch.values():
+                for _, answer in callers:
+                    answer.cancel()
+            raise
+        except Exception as error:
+            for callers in batch.values():
+                for _, answer in callers:
+                    if not answer.done():
+                        answer.set_exception(error)
+            return
+        bindings = {r.submission.idempotency_key: outcome.binding for r, outcome in zip(firsts, recorded, strict=True)}
+        try:
+            # After the commit, before any answer: from the 202 on, the fast path knows the key.
+            await self._cache.put_many({key: binding for key, binding in bindings.items() if binding is not None})
+        except Exception:
+            log.warning("idempotency cache write failed", exc_info=True)
+        for (key, callers), outcome in zip(batch.items(), recorded, strict=True):
+            for n, (_, answer) in enumerate(callers):
+                if not answer.done():
+                    answer.set_result(outcome if n == 0 else Recorded(created=False, binding=bindings[key]))
