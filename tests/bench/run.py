@@ -225,7 +225,7 @@ def throughput_section(stack: Stack, args: argparse.Namespace) -> str:
     env = stack.env
     # The ledger's event consumers run elsewhere in production; here they would take the same two
     # cores from the ledger, so they are stopped (their events wait in their queues).
-    for name in ("ingest", "reconciliation"):
+    for name in [n for n in stack.children if n.startswith(("ingest", "reconciliation"))]:
         stack.children[name].stop()
     # Several runs each (--runs), reported as the median and the range: this machine is shared and noisy.
     batches = [
