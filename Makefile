@@ -25,8 +25,8 @@ test: install  ## unit, integration and e2e tests (starts what it needs)
 unit: install
 	$(BIN)/python -m pytest -q tests/unit
 
-bench: install  ## throughput and latency figures, written to tests/bench/RESULTS.md (never asserted)
-	$(BIN)/python -m tests.bench.run
+bench: install  ## figures written to tests/bench/RESULTS.md (never asserted); BENCH_ARGS="--only http,open-loop --duration 15"
+	$(BIN)/python -m tests.bench.run $(BENCH_ARGS)
 
 fuzz: install  ## >= 10,000 generated REST requests through Envoy on loopback; prints counts, fails on a 5xx
 	$(BIN)/python -m tests.fuzz.run

@@ -47,10 +47,9 @@ def _stamp(at: datetime) -> Timestamp:
     return to_timestamp(at)
 
 
-def _posted(event: events.TransferPosted) -> messages_pb2.LedgerEvent:
+def _fill_posted(message: messages_pb2.LedgerEvent, event: events.TransferPosted) -> None:
     # Field by field rather than nested keyword arguments: half the cost, and this runs per transfer.
     t = event.transfer
-    message = messages_pb2.LedgerEvent()
     posted = message.transfer_posted
     posted.transfer_id = t.transfer_id
     posted.debit_account_id = t.debit_account_id
@@ -62,13 +61,27 @@ def _posted(event: events.TransferPosted) -> messages_pb2.LedgerEvent:
     posted.credit_entry_id = event.credit_entry_id
     if t.metadata:
         posted.metadata.update(t.metadata)
-    return message
+
+
+def event_batch(ledger_events: Sequence[events.LedgerEvent]) -> messages_pb2.LedgerEventBatch:
+    """The events as one LedgerEventBatch, each built in its place in the batch (building them apart
+    and copying them in costs twice as much; a posting transaction builds thousands)."""
+    batch = messages_pb2.LedgerEventBatch()
+    add = batch.events.add
+    for event in ledger_events:
+        if type(event) is events.TransferPosted:
+            _fill_posted(add(), event)
+        else:
+            add().CopyFrom(event_message(event))
+    return batch
 
 
 def event_message(event: events.LedgerEvent) -> messages_pb2.LedgerEvent:
     """The contract's LedgerEvent for a domain event."""
     if isinstance(event, events.TransferPosted):
-        return _posted(event)
+        message = messages_pb2.LedgerEvent()
+        _fill_posted(message, event)
+        return message
     if isinstance(event, events.TransferRejected):
         t = event.transfer
         return messages_pb2.LedgerEvent(

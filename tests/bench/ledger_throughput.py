@@ -20,8 +20,8 @@ import subprocess
 import tempfile
 import time
 import uuid
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -31,6 +31,7 @@ from payrecon.common.v1 import money_pb2
 from payrecon.ledger.v1 import ledger_pb2, ledger_pb2_grpc, messages_pb2
 
 from services.kernel.sqs import OutgoingMessage, SqsClient
+from tests.bench.cpu import snapshot, spent
 
 AUTH = (("authorization", "Bearer demo-token-for-testing"),)
 
@@ -39,13 +40,18 @@ AUTH = (("authorization", "Bearer demo-token-for-testing"),)
 class Throughput:
     transfers: int
     seconds: float
+    # CPU µs per transfer by process, measured from the worker's first commit to its last (so its
+    # start-up is left out), over `cpu_transfers` transfers; empty when not measured.
+    cpu_us: dict[str, float] = field(default_factory=dict)
 
     @property
     def per_second(self) -> float:
         return self.transfers / self.seconds
 
 
-def _transfers(run: str, client: int, start: int, count: int, accounts: int) -> list[messages_pb2.TransferRequest]:
+def queued_transfers(
+    run: str, client: int, start: int, count: int, accounts: int
+) -> list[messages_pb2.TransferRequest]:
     """`count` transfers among this client's own `accounts` accounts (clients do not share accounts, as
     ingest's message groups keep one account's movements in one lane)."""
     requests = []
@@ -78,14 +84,15 @@ async def batch_api_throughput(
         await asyncio.gather(
             *(
                 stubs[c].PostTransfers(
-                    ledger_pb2.PostTransfersRequest(transfers=_transfers(run, c, 0, accounts, accounts)), metadata=AUTH
+                    ledger_pb2.PostTransfersRequest(transfers=queued_transfers(run, c, 0, accounts, accounts)),
+                    metadata=AUTH,
                 )
                 for c in range(clients)
             )
         )
         payloads = [
             [
-                ledger_pb2.PostTransfersRequest(transfers=_transfers(run, c, (k + 1) * batch, batch, accounts))
+                ledger_pb2.PostTransfersRequest(transfers=queued_transfers(run, c, (k + 1) * batch, batch, accounts))
                 for k in range(calls_per_client)
             ]
             for c in range(clients)
@@ -115,16 +122,18 @@ async def worker_drain_throughput(
     per_message: int = 500,
     groups: int = 16,
     accounts_per_group: int = 100,
+    processes: Callable[[], Awaitable[dict[str, set[int]]]] | None = None,
 ) -> Throughput:
     """How fast the worker drains a backlog: with the worker stopped, `messages` TransferBatch
     messages (spread over `groups` message groups) are queued; the worker is started and timed from
-    its first posting transaction to the commit of its last."""
+    its first posting transaction to the commit of its last. With `processes` (name → pids), their
+    CPU from the first commit seen to the last, per transfer applied meanwhile."""
     run = f"bw{uuid.uuid4().hex[:6]}"
     bodies: list[OutgoingMessage] = []
     for m in range(messages):
         group = m % groups
         batch = messages_pb2.TransferBatch(
-            transfers=_transfers(run, group, m * per_message, per_message, accounts_per_group)
+            transfers=queued_transfers(run, group, m * per_message, per_message, accounts_per_group)
         )
         bodies.append(OutgoingMessage(batch.SerializeToString(), f"bench-{group:04d}", f"{run}-{m}", {}))
     total = messages * per_message
@@ -139,17 +148,26 @@ async def worker_drain_throughput(
                 await sqs.send_batch(queue, bodies[i : i + 10])
         start_worker()
         deadline = time.monotonic() + 300
+        first = None
         while time.monotonic() < deadline:
             done = await conn.fetchval(
                 "SELECT count(*) FROM ledger.processed_messages WHERE id = ANY($1::text[])", message_ids
             )
+            if done and first is None and processes is not None:
+                watched = await processes()
+                first, done_first = snapshot(watched), done
             if done == messages:
                 break
             await asyncio.sleep(0.02)
         else:
             raise RuntimeError(f"the worker applied {done} of {messages} messages in 300 s")
         finished = datetime.now(UTC)
-        first = await conn.fetchval(
+        cpu_us: dict[str, float] = {}
+        if first is not None and done_first < messages:
+            use = spent(first, snapshot({n: p | watched.get(n, set()) for n, p in (await processes()).items()}))
+            measured = (messages - done_first) * per_message
+            cpu_us = {name: 1e6 * seconds / measured for name, seconds in use.seconds.items()}
+        started = await conn.fetchval(
             "SELECT min(processed_at) FROM ledger.processed_messages WHERE id = ANY($1::text[])", message_ids
         )
         posted = await conn.fetchval("SELECT count(*) FROM ledger.transfers WHERE id LIKE $1", f"{run}-%")
@@ -157,7 +175,7 @@ async def worker_drain_throughput(
             raise RuntimeError(f"the worker posted {posted} of {total} transfers")
     finally:
         await conn.close()
-    return Throughput(total, (finished - first).total_seconds())
+    return Throughput(total, (finished - started).total_seconds(), cpu_us)
 
 
 PGBENCH_SCRIPT = """

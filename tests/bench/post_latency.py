@@ -37,8 +37,9 @@ def percentile(sorted_values: list[float], fraction: float) -> float:
 
 
 async def measure_post_latency(
-    base_url: str, *, clients: int = 32, per_client: int = 125, accounts: int = 500
+    base_url: str, *, clients: int = 32, per_client: int = 125, accounts: int = 500, seconds: float | None = None
 ) -> LatencyFigures:
+    """Closed loop: `per_client` requests per client, or as many as fit in `seconds` when given."""
     run = uuid.uuid4().hex[:8]
     url = urlsplit(base_url)
     connections = [await Connection.open(url.hostname or "127.0.0.1", url.port or 80, AUTH) for _ in range(clients)]
@@ -59,13 +60,19 @@ async def measure_post_latency(
             raise RuntimeError(f"POST answered {answer.status}: {answer.body!r}")
         return elapsed
 
-    async def client_loop(c: int, prefix: str, count: int) -> list[float]:
-        return [await post(connections[c], f"{prefix}-{run}-{c}-{i}", c * count + i) for i in range(count)]
+    async def client_loop(c: int, prefix: str, count: int, until: float | None = None) -> list[float]:
+        if until is None:
+            return [await post(connections[c], f"{prefix}-{run}-{c}-{i}", c * count + i) for i in range(count)]
+        done: list[float] = []
+        while time.perf_counter() < until:
+            done.append(await post(connections[c], f"{prefix}-{run}-{c}-{len(done)}", c * 1_000_000 + len(done)))
+        return done
 
     try:
         await asyncio.gather(*(client_loop(c, "warm", 5) for c in range(clients)))
         started = time.perf_counter()
-        results = await asyncio.gather(*(client_loop(c, "lat", per_client) for c in range(clients)))
+        until = None if seconds is None else started + seconds
+        results = await asyncio.gather(*(client_loop(c, "lat", per_client, until) for c in range(clients)))
         seconds = time.perf_counter() - started
     finally:
         await asyncio.gather(*(c.close() for c in connections))

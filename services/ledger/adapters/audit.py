@@ -139,8 +139,7 @@ async def audit_ledger(engine: AsyncEngine) -> AuditReport:
         # The driver's own cursor, in this transaction's snapshot: a million entries stream in seconds.
         driver = await driver_connection(conn)
         rows = driver.cursor(
-            "SELECT id, transfer_id, account_id, direction, amount_minor, currency, created_at, hash"
-            " FROM entries ORDER BY account_id, id",
+            f"SELECT {', '.join(ChainedEntry._fields)} FROM entries ORDER BY account_id, id",
             prefetch=10_000,
         )
         async for r in rows:
