@@ -21,7 +21,7 @@ from tests.e2e.test_rest_flow import AUTH, seed_body, wait_for_outcome
 
 pytestmark = pytest.mark.e2e
 
-MARKETPLACE = (Path(__file__).parents[2] / "examples" / "marketplace.schema.yaml").read_text()
+MARKETPLACE = (Path(__file__).parents[2] / "deploy" / "schema" / "marketplace.schema.yaml").read_text()
 # The seed's free-form accounts (no ':' in their ids) kept as a class of their own.
 LEGACY = """
   legacy:

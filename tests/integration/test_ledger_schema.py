@@ -23,7 +23,7 @@ from services.ledger.service.ledger import LedgerService, NewAccount
 
 pytestmark = pytest.mark.integration
 
-MARKETPLACE = (Path(__file__).parents[2] / "examples" / "marketplace.schema.yaml").read_text()
+MARKETPLACE = (Path(__file__).parents[2] / "deploy" / "schema" / "marketplace.schema.yaml").read_text()
 
 
 @pytest.fixture(scope="module")

@@ -27,7 +27,7 @@ from services.ledger.service.ledger import LedgerService, NewAccount, NewHold
 from tests.unit.fakes.ledger import FakeLedgerUnitOfWork
 from tests.unit.test_ledger_schema import satisfies, schema_documents
 
-MARKETPLACE = (Path(__file__).parents[2] / "examples" / "marketplace.schema.yaml").read_text()
+MARKETPLACE = (Path(__file__).parents[2] / "deploy" / "schema" / "marketplace.schema.yaml").read_text()
 
 
 def t(tid: str, debit: str, credit: str, minor: int, code: str = "", **metadata: str) -> TransferInstruction:
