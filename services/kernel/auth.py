@@ -7,15 +7,17 @@ lacking the method's scope is PERMISSION_DENIED (403).
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import hmac
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
 from typing import Any
 
 import grpc
 
 from services.kernel.config import ApiToken, hash_token
 from services.kernel.grpc_errors import Context, rich_status_metadata
+from services.kernel.grpc_handlers import within
 
 # Infrastructure that needs no token; a context adds its own probes (`public_methods`).
 INFRASTRUCTURE_PREFIXES = (
@@ -67,55 +69,14 @@ def _denied(handler: Any, status: grpc.StatusCode, code: str, message: str) -> A
     return grpc.unary_unary_rpc_method_handler(deny)
 
 
-def _as(principal: str, handler: Any) -> Any:
-    """`handler` with the principal set while its behaviour runs."""
-    if handler is None:
-        return None
-    if handler.unary_unary is not None:
-        behavior = handler.unary_unary
-
-        async def unary(request: Any, context: Context) -> Any:
-            token = _principal.set(principal)
-            try:
-                return await behavior(request, context)
-            finally:
-                _principal.reset(token)
-
-        return grpc.unary_unary_rpc_method_handler(
-            unary, request_deserializer=handler.request_deserializer, response_serializer=handler.response_serializer
-        )
-    if handler.stream_unary is not None:
-        streamed = handler.stream_unary
-
-        async def stream(requests: Any, context: Context) -> Any:
-            token = _principal.set(principal)
-            try:
-                return await streamed(requests, context)
-            finally:
-                _principal.reset(token)
-
-        return grpc.stream_unary_rpc_method_handler(
-            stream, request_deserializer=handler.request_deserializer, response_serializer=handler.response_serializer
-        )
-    if handler.unary_stream is not None:
-        producing = handler.unary_stream
-
-        async def produce(request: Any, context: Context) -> AsyncIterator[Any]:
-            token = _principal.set(principal)
-            try:
-                produced = producing(request, context)
-                if not hasattr(produced, "__aiter__"):  # a handler that writes with context.write()
-                    await produced
-                    return
-                async for item in produced:
-                    yield item
-            finally:
-                _principal.reset(token)
-
-        return grpc.unary_stream_rpc_method_handler(
-            produce, request_deserializer=handler.request_deserializer, response_serializer=handler.response_serializer
-        )
-    return handler
+@contextlib.contextmanager
+def _acting_as(principal: str) -> Iterator[None]:
+    """The principal set while the block runs."""
+    token = _principal.set(principal)
+    try:
+        yield
+    finally:
+        _principal.reset(token)
 
 
 class BearerAuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
@@ -152,4 +113,4 @@ class BearerAuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-ar
                 "AUTH_FORBIDDEN",
                 f"token lacks the scope {required or 'for this method'}",
             )
-        return _as(token.name, handler)
+        return within(handler, lambda: _acting_as(token.name))

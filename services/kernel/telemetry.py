@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import contextlib
+from collections.abc import Iterator
 from typing import Any
 
 import grpc
@@ -13,6 +14,8 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
+
+from services.kernel.grpc_handlers import within
 
 _configured = False
 _exporting = False
@@ -50,7 +53,7 @@ def grpc_server_interceptor() -> Any:
 
 
 class TraceContextInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
-    """Makes the caller's `traceparent` (if it sent one) current while a unary-request RPC runs, so
+    """Makes the caller's `traceparent` (if it sent one) current while an RPC runs, so
     what the RPC hands on (outbox rows, SQS attributes) stays in the caller's trace; no span, no
     attributes. An RPC without it — most, when nothing traces — is left untouched."""
 
@@ -64,42 +67,17 @@ class TraceContextInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-
         if handler is None or "traceparent" not in carrier:
             return handler
         remote = propagate.extract(carrier)
-        if handler.unary_unary is not None:
-            unary = handler.unary_unary
+        return within(handler, lambda: _attached(remote))
 
-            async def traced_unary(request: Any, context: Any) -> Any:
-                token = otel_context.attach(remote)
-                try:
-                    return await unary(request, context)
-                finally:
-                    otel_context.detach(token)
 
-            return grpc.unary_unary_rpc_method_handler(
-                traced_unary,
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-        if handler.unary_stream is not None:
-            producing = handler.unary_stream
-
-            async def traced_stream(request: Any, context: Any) -> AsyncIterator[Any]:
-                token = otel_context.attach(remote)
-                try:
-                    produced = producing(request, context)
-                    if not hasattr(produced, "__aiter__"):  # a handler that writes with context.write()
-                        await produced
-                        return
-                    async for item in produced:
-                        yield item
-                finally:
-                    otel_context.detach(token)
-
-            return grpc.unary_stream_rpc_method_handler(
-                traced_stream,
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-        return handler
+@contextlib.contextmanager
+def _attached(remote: Context) -> Iterator[None]:
+    """`remote` is the current OpenTelemetry context while the block runs."""
+    token = otel_context.attach(remote)
+    try:
+        yield
+    finally:
+        otel_context.detach(token)
 
 
 def grpc_client_interceptors() -> list[Any]:
