@@ -18,7 +18,6 @@ import argparse
 import asyncio
 import json
 import os
-import re
 import resource
 import secrets
 import subprocess
@@ -26,7 +25,6 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -36,6 +34,7 @@ import numpy as np
 
 from tests.bench import matching_scale
 from tests.bench.matching_scale import NO_CODE
+from tests.bench.statement_import import database_server, write_section
 
 DEFAULT_LINES = 1_000_000
 RESULTS = Path(__file__).with_name("RESULTS.md")
@@ -348,30 +347,6 @@ def section(figures: Figures, command: str) -> str:
     )
 
 
-def write_section(text: str, results: Path = RESULTS) -> None:
-    """Replaces (or appends) this benchmark's section of RESULTS.md, leaving the others as they are."""
-    current = results.read_text() if results.exists() else "# Benchmark results\n"
-    pattern = re.compile(rf"^{re.escape(HEADING)}\n.*?(?=^## |\Z)", re.DOTALL | re.MULTILINE)
-    replaced, count = pattern.subn(lambda _: text + "\n", current)
-    results.write_text(replaced if count else current.rstrip("\n") + "\n\n" + text)
-
-
-@contextmanager
-def _database_server() -> Iterator[str]:
-    url = os.environ.get("PAYRECON_DATABASE_URL")
-    if url:
-        yield url
-        return
-    from services.devstack.postgres import EmbeddedPostgres
-    from services.devstack.stack import default_state_dir
-
-    postgres = EmbeddedPostgres.start(default_state_dir() / "bench")
-    try:
-        yield postgres.url
-    finally:
-        postgres.stop()
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("lines", nargs="?", type=int, default=DEFAULT_LINES, help="ledger items (N)")
@@ -384,7 +359,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.measure:
         print(json.dumps(asyncio.run(_reconcile(args.measure, args.on_objects))))
         return 0
-    with _database_server() as admin_url:
+    with database_server() as admin_url:
         figures = run_benchmark(admin_url, args.lines, args.on_objects)
     if args.on_objects:
         print(json.dumps(figures.result | {"load": figures.load}), flush=True)
@@ -394,7 +369,7 @@ def main(argv: list[str] | None = None) -> int:
     print(json.dumps(figures.result | {"load": figures.load}))
     print(text, flush=True)
     if not args.no_write:
-        write_section(text)
+        write_section(text, heading=HEADING)
         print(f"written to {RESULTS}")
     return 0
 

@@ -605,16 +605,17 @@ def section(figures: list[Figures], command: str) -> str:
     )
 
 
-def write_section(text: str, results: Path = RESULTS) -> None:
-    """Replaces (or appends) this benchmark's section of RESULTS.md, leaving the others as they are."""
+def write_section(text: str, results: Path = RESULTS, heading: str = HEADING) -> None:
+    """Replaces (or appends) a benchmark's section of RESULTS.md (the one under `heading`), leaving the
+    others as they are."""
     current = results.read_text() if results.exists() else "# Benchmark results\n"
-    pattern = re.compile(rf"^{re.escape(HEADING)}\n.*?(?=^## |\Z)", re.DOTALL | re.MULTILINE)
+    pattern = re.compile(rf"^{re.escape(heading)}\n.*?(?=^## |\Z)", re.DOTALL | re.MULTILINE)
     replaced, count = pattern.subn(lambda _: text + "\n", current)
     results.write_text(replaced if count else current.rstrip("\n") + "\n\n" + text)
 
 
 @contextmanager
-def _database_server() -> Iterator[str]:
+def database_server() -> Iterator[str]:
     """A PostgreSQL server URL: PAYRECON_DATABASE_URL, else an embedded server for the run."""
     url = os.environ.get("PAYRECON_DATABASE_URL")
     if url:
@@ -640,7 +641,7 @@ def main(argv: list[str] | None = None) -> int:
         kind, path, url = args.measure
         print(json.dumps(measure_one(kind, Path(path), url)))
         return 0
-    with _database_server() as admin_url:
+    with database_server() as admin_url:
         figures = run_benchmark(admin_url, args.entries)
     command = "python -m tests.bench.statement_import" + ("" if args.entries == DEFAULT_ENTRIES else f" {args.entries}")
     text = section(figures, command)
