@@ -133,6 +133,13 @@ def _csv_rows(rows: Iterable[Sequence[str]]) -> str:
     return out.getvalue()
 
 
+def _csv_row(fields: Mapping[str, str]) -> list[str]:
+    """A row in CSV_COLUMNS' order; a column the record does not have is empty."""
+    if unknown := fields.keys() - set(CSV_COLUMNS):
+        raise ValueError(f"not CSV columns: {sorted(unknown)}")
+    return [fields.get(column, "") for column in CSV_COLUMNS]
+
+
 def _ids(values: Iterable[str]) -> str:
     return " ".join(values)
 
@@ -142,25 +149,22 @@ def csv_matches(run: RunHeader, batch: Iterable[ExportMatch]) -> str:
     for m in batch:
         r = match_record(run, m)
         rows.append(
-            [
-                "match",
-                run.run_id,
-                run.account_id,
-                r["kind"],
-                "",
-                "",
-                r["rule"],
-                repr(float(r["confidence"])),
-                r["amount"],
-                r["currency"],
-                r["amountDifference"],
-                _ids(r["statementLineIds"]),
-                _ids(r["transferIds"]),
-                "",
-                "",
-                "",
-                json.dumps(r["breakdown"], separators=(",", ":")),
-            ]
+            _csv_row(
+                {
+                    "record": "match",
+                    "run_id": run.run_id,
+                    "account_id": run.account_id,
+                    "kind": r["kind"],
+                    "rule": r["rule"],
+                    "confidence": repr(float(r["confidence"])),
+                    "amount": r["amount"],
+                    "currency": r["currency"],
+                    "amount_difference": r["amountDifference"],
+                    "statement_line_ids": _ids(r["statementLineIds"]),
+                    "transfer_ids": _ids(r["transferIds"]),
+                    "evidence": json.dumps(r["breakdown"], separators=(",", ":")),
+                }
+            )
         )
     return _csv_rows(rows)
 
@@ -170,25 +174,24 @@ def csv_cases(run: RunHeader, batch: Iterable[ExportCase]) -> str:
     for c in batch:
         r = case_record(run, c)
         rows.append(
-            [
-                "case",
-                run.run_id,
-                run.account_id,
-                r["kind"],
-                r["status"],
-                r["severity"],
-                "",
-                "",
-                r["amount"],
-                r["currency"],
-                "",
-                _ids(r["statementLineIds"]),
-                _ids(r["transferIds"]),
-                r["caseId"],
-                r["message"],
-                _ids(r["references"]),
-                json.dumps(r["evidence"], separators=(",", ":"), ensure_ascii=False),
-            ]
+            _csv_row(
+                {
+                    "record": "case",
+                    "run_id": run.run_id,
+                    "account_id": run.account_id,
+                    "kind": r["kind"],
+                    "status": r["status"],
+                    "severity": r["severity"],
+                    "amount": r["amount"],
+                    "currency": r["currency"],
+                    "statement_line_ids": _ids(r["statementLineIds"]),
+                    "transfer_ids": _ids(r["transferIds"]),
+                    "case_id": r["caseId"],
+                    "message": r["message"],
+                    "references": _ids(r["references"]),
+                    "evidence": json.dumps(r["evidence"], separators=(",", ":"), ensure_ascii=False),
+                }
+            )
         )
     return _csv_rows(rows)
 
