@@ -286,16 +286,18 @@ def _export_run(run_id: str, fmt: str, address: str, token: str) -> int:
     return 0
 
 
-def _address_and_token(parser: argparse.ArgumentParser) -> None:
+def _address_and_token(
+    parser: argparse.ArgumentParser, context: str = "reconciliation", default: str = "127.0.0.1:50053", needs: str = ""
+) -> None:
+    """--address of `context`'s gRPC server (PAYRECON_<CONTEXT>_ADDRESS) and --token (PAYRECON_TOKEN)."""
+    variable = f"PAYRECON_{context.upper()}_ADDRESS"
     parser.add_argument(
-        "--address",
-        default=os.environ.get("PAYRECON_RECONCILIATION_ADDRESS", "127.0.0.1:50053"),
-        help="reconciliation gRPC address",
+        "--address", default=os.environ.get(variable, default), help=f"{context} gRPC address ({variable})"
     )
     parser.add_argument(
         "--token",
         default=os.environ.get("PAYRECON_TOKEN", "demo-token-for-testing"),
-        help="bearer token (PAYRECON_TOKEN)",
+        help="bearer token (PAYRECON_TOKEN)" + (f"; {needs}" if needs else ""),
     )
 
 
@@ -341,16 +343,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     show.add_argument("--version", type=int, default=0)
     versions = schema_sub.add_parser("versions", help="list every version applied, with when and by whom")
     for command in (apply, show, versions):
-        command.add_argument(
-            "--address",
-            default=os.environ.get("PAYRECON_LEDGER_ADDRESS", "127.0.0.1:50052"),
-            help="ledger gRPC address (PAYRECON_LEDGER_ADDRESS)",
-        )
-        command.add_argument(
-            "--token",
-            default=os.environ.get("PAYRECON_TOKEN", "demo-token-for-testing"),
-            help="bearer token (PAYRECON_TOKEN); applying needs the schema:write scope",
-        )
+        _address_and_token(command, "ledger", "127.0.0.1:50052", "applying needs the schema:write scope")
     run = sub.add_parser("run", help="run the whole local stack in the foreground")
     run.add_argument("--port", type=int, default=3000)
     args = parser.parse_args(argv)
