@@ -14,62 +14,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import re
 import time
-from pathlib import Path
 
 from services.devstack.processes import free_port
 from services.devstack.stack import Stack, StackOptions, default_state_dir
+from tests.bench.cpu import CpuMeter, spent
 from tests.bench.post_latency import measure_post_latency
-
-TICK = os.sysconf("SC_CLK_TCK")
-
-
-def cpu_seconds(pid: int) -> float:
-    """utime + stime of `pid` (0 once it is gone)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / TICK
-
-
-def with_descendants(pid: int) -> list[int]:
-    try:
-        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-    except OSError:
-        return [pid]
-    return [pid, *(p for child in children for p in with_descendants(int(child)))]
-
-
-def backends_of(database: str) -> list[int]:
-    """PostgreSQL backend processes connected to `database` (their title names it)."""
-    found = []
-    pattern = re.compile(rb"^postgres: .* " + re.escape(database.encode()) + rb" ")
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if pattern.match((entry / "cmdline").read_bytes().replace(b"\0", b" ")):
-                    found.append(int(entry.name))
-            except OSError:
-                continue
-    return found
-
-
-def snapshot(stack: Stack) -> dict[str, dict[int, float]]:
-    roots = {name: child.process.pid for name, child in stack.children.items()}
-    if stack.envoy is not None:
-        roots["envoy"] = stack.envoy.child.process.pid
-    if stack.sqs is not None:
-        roots["sqs server"] = stack.sqs.child.process.pid
-    taken = {name: {p: cpu_seconds(p) for p in with_descendants(pid)} for name, pid in roots.items()}
-    if stack.database_name:
-        taken["postgresql backends"] = {p: cpu_seconds(p) for p in backends_of(stack.database_name)}
-    return taken
-
-
-def used(before: dict[int, float], after: dict[int, float]) -> float:
-    return sum(seconds - before.get(pid, 0.0) for pid, seconds in after.items())
 
 
 def main() -> None:
@@ -91,23 +41,24 @@ def main() -> None:
         )
     ).start()
     try:
+        meter = CpuMeter(stack)
         time.sleep(3)  # past start-up work
-        before = snapshot(stack)
+        before = asyncio.run(meter.snapshot())
         time.sleep(args.idle_seconds)
         idle = {
-            name: used(before.get(name, {}), seconds) / args.idle_seconds for name, seconds in snapshot(stack).items()
+            name: seconds / args.idle_seconds
+            for name, seconds in spent(before, asyncio.run(meter.snapshot())).seconds.items()
         }
         print("idle CPU per second: " + ", ".join(f"{name} {rate * 1000:.0f} ms" for name, rate in idle.items()))
         for _ in range(args.rounds):
-            before = snapshot(stack)
+            before = asyncio.run(meter.snapshot())
             started = time.monotonic()
             figures = asyncio.run(
                 measure_post_latency(stack.base_url, clients=args.clients, per_client=args.per_client)
             )
             elapsed = time.monotonic() - started
-            after = snapshot(stack)
             accepted = figures.requests + 5 * args.clients  # with the warm-up round
-            per_process = {name: used(before.get(name, {}), after[name]) for name in after}
+            per_process = spent(before, asyncio.run(meter.snapshot())).seconds
             print(
                 f"{args.clients} clients, {figures.requests} requests: p50 {figures.p50_ms:.1f} ms,"
                 f" p99 {figures.p99_ms:.1f} ms, {figures.per_second:,.0f}/s; CPU per accepted request: "

@@ -14,61 +14,13 @@ import argparse
 import asyncio
 import os
 import time
-from pathlib import Path
 
 import asyncpg
 
 from services.devstack.processes import free_port
 from services.devstack.stack import Stack, StackOptions, default_state_dir
+from tests.bench.cpu import snapshot, spent, stack_processes
 from tests.bench.post_latency import measure_post_latency
-
-TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def _stat(pid: int) -> list[str]:
-    text = Path(f"/proc/{pid}/stat").read_text()
-    return text[text.rindex(")") + 2 :].split()  # fields after the command name, from `state` on
-
-
-def descendants(pid: int) -> list[int]:
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                children.setdefault(int(_stat(int(entry.name))[1]), []).append(int(entry.name))
-            except (OSError, IndexError, ValueError):
-                continue
-    found, todo = [], [pid]
-    while todo:
-        current = todo.pop()
-        found.append(current)
-        todo += children.get(current, [])
-    return found
-
-
-def cpu_seconds(pid: int) -> float:
-    """utime + stime of `pid` and every living descendant."""
-    total = 0
-    for member in descendants(pid):
-        try:
-            fields = _stat(member)
-        except OSError:
-            continue
-        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat)
-    return total / TICKS
-
-
-def processes(stack: Stack) -> dict[str, int]:
-    pids = {name: child.process.pid for name, child in stack.children.items()}
-    if stack.sqs is not None:
-        pids["sqs-server"] = stack.sqs.child.process.pid
-    if stack.envoy is not None:
-        pids["envoy"] = stack.envoy.child.process.pid
-    return pids
-
-
-def snapshot(pids: dict[str, int]) -> dict[str, float]:
-    return {name: cpu_seconds(pid) for name, pid in pids.items()}
 
 
 async def wait_until_completed(database_url: str, within: float = 300) -> float:
@@ -100,11 +52,11 @@ def main() -> None:
         )
     ).start()
     try:
-        pids = processes(stack)
+        pids = stack_processes(stack)
         time.sleep(3)
         before = snapshot(pids)
         time.sleep(args.idle)
-        idle = {k: v - before[k] for k, v in snapshot(pids).items()}
+        idle = spent(before, snapshot(pids)).seconds
         before = snapshot(pids)
         started = time.monotonic()
         figures = asyncio.run(
@@ -112,7 +64,7 @@ def main() -> None:
         )
         drain = asyncio.run(wait_until_completed(stack.env["PAYRECON_DATABASE_URL"]))
         elapsed = time.monotonic() - started
-        load = {k: v - before[k] for k, v in snapshot(pids).items()}
+        load = spent(before, snapshot(stack_processes(stack))).seconds
     finally:
         stack.stop()
     transfers = figures.requests + 5 * args.clients  # the warm-up requests count too
@@ -122,7 +74,7 @@ def main() -> None:
     )
     print(f"| process | CPU s under load | ms per transfer | CPU s idle ({args.idle:.0f} s) |\n|---|---|---|---|")
     for name in sorted(load, key=lambda n: -load[n]):
-        print(f"| {name} | {load[name]:.2f} | {1000 * load[name] / transfers:.2f} | {idle[name]:.2f} |")
+        print(f"| {name} | {load[name]:.2f} | {1000 * load[name] / transfers:.2f} | {idle.get(name, 0.0):.2f} |")
     total = sum(load.values())
     print(f"| all | {total:.2f} | {1000 * total / transfers:.2f} | {sum(idle.values()):.2f} |")
 
