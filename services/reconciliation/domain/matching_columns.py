@@ -5,7 +5,7 @@ matching.py builds them from objects and turns the answer back into objects.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from enum import StrEnum
 
 import numpy as np
@@ -71,16 +71,8 @@ class StatementColumns:
 
     def __post_init__(self) -> None:
         size = np.asarray(self.amount_minor).size
-        for name in (
-            "amount_minor",
-            "currency",
-            "value_day",
-            "booking_day",
-            "reference",
-            "end_to_end_id",
-            "description",
-        ):
-            object.__setattr__(self, name, _column(getattr(self, name), name, size))
+        for column in fields(self):
+            object.__setattr__(self, column.name, _column(getattr(self, column.name), column.name, size))
         _check_amounts(self.amount_minor)
 
     def __len__(self) -> int:
@@ -100,8 +92,8 @@ class LedgerColumns:
 
     def __post_init__(self) -> None:
         size = np.asarray(self.amount_minor).size
-        for name in ("amount_minor", "currency", "posted_day", "reference", "end_to_end_id", "transfer_id"):
-            object.__setattr__(self, name, _column(getattr(self, name), name, size))
+        for column in fields(self):
+            object.__setattr__(self, column.name, _column(getattr(self, column.name), column.name, size))
         _check_amounts(self.amount_minor)
 
     def __len__(self) -> int:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any, overload
 
@@ -291,17 +291,9 @@ def _side(columns: dict[str, I64]) -> _Side:
     return _Side(ids[order], columns, beyond, total)
 
 
-_LINE_FIELDS = (
-    "id",
-    "amount_minor",
-    "currency",
-    "value_day",
-    "booking_day",
-    "reference",
-    "end_to_end_id",
-    "description",
-)
-_ENTRY_FIELDS = ("id", "amount_minor", "currency", "posted_day", "reference", "end_to_end_id", "transfer_id")
+# A row's id, then the columns the matcher takes (in its dataclasses' order).
+_LINE_FIELDS = ("id", *(column.name for column in fields(StatementColumns)))
+_ENTRY_FIELDS = ("id", *(column.name for column in fields(LedgerColumns)))
 
 
 # Each side is read as columns of integers (the server codes the texts); the codes of both sides are
