@@ -3,7 +3,7 @@ ACCEPTED_NOT_POSTED from ingest's pending transfers. No IO."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 import pytest
 
@@ -92,8 +92,8 @@ class Book:
 
     day = datetime(2026, 11, 26, tzinfo=UTC)
 
-    async def count_lines(self, account_id: str, first: object, last: object) -> int:
-        return 1
+    async def line_span(self, account_id: str, first: object, last: object) -> tuple[int, date, date]:
+        return 1, self.day.date(), self.day.date()
 
     async def lines_in(self, account_id: str, first: object, last: object) -> list[StatementLineRecord]:
         return [StatementLineRecord(1, 2, 500, "USD", None, self.day.date(), "t-1", None, "", None, "BANK")]

@@ -557,28 +557,17 @@ class ReconciliationStore:
             )
             return [StatementLineRecord(*r) for r in rows]
 
-    async def line_span(self, account_id: str, first: date, last: date) -> tuple[date, date] | None:
+    async def line_span(self, account_id: str, first: date, last: date) -> tuple[int, date, date] | None:
         async with self._engine.connect() as conn:
             found = await conn.execute(
                 text(
-                    "SELECT min(value_date), max(value_date) FROM statement_lines"
+                    "SELECT count(*), min(value_date), max(value_date) FROM statement_lines"
                     " WHERE account_id = :a AND value_date BETWEEN :f AND :l AND status = 'BOOKED'"
                 ),
                 {"a": account_id, "f": first, "l": last},
             )
-            low, high = found.one()
-            return None if low is None else (low, high)
-
-    async def count_lines(self, account_id: str, first: date, last: date) -> int:
-        async with self._engine.connect() as conn:
-            found = await conn.execute(
-                text(
-                    "SELECT count(*) FROM statement_lines"
-                    " WHERE account_id = :a AND value_date BETWEEN :f AND :l AND status = 'BOOKED'"
-                ),
-                {"a": account_id, "f": first, "l": last},
-            )
-            return int(found.scalar_one())
+            count, low, high = found.one()
+            return None if low is None else (int(count), low, high)
 
     async def line_columns(
         self, account_id: str, first: date, last: date, *, casefold: bool

@@ -128,8 +128,12 @@ async def match_window(
     posted around them (± the date tolerance and the group window), on columns from
     `columnar_from_lines` lines on."""
     scope = _Scope(account_id, rules, debit_normal, currency, first, last, columnar_from_lines)
-    if columnar_from_lines <= 0 or await store.count_lines(account_id, first, last) >= columnar_from_lines:
-        return await _match_columns(store, scope)
+    span = await store.line_span(account_id, first, last)
+    if span is None:
+        return MatchOutcome([], [], {"statement_lines": 0, "ledger_entries": 0, "matched": 0})
+    count, covered_first, covered_last = span
+    if columnar_from_lines <= 0 or count >= columnar_from_lines:
+        return await _match_columns(store, scope, covered_first, covered_last)
     return await _match_objects(store, scope)
 
 
@@ -336,12 +340,11 @@ def _separate(lines: dict[str, I64], entries: dict[str, I64]) -> None:
         entries[name] = column
 
 
-async def _match_columns(store: ReconciliationStore, scope: _Scope) -> MatchOutcome:
-    span = await store.line_span(scope.account_id, scope.first, scope.last)
-    if span is None:
-        return MatchOutcome([], [], {"statement_lines": 0, "ledger_entries": 0, "matched": 0})
-    # The dates the lines cover, asked first, so that both sides are read at once (two server backends).
-    covered_first, covered_last = span
+async def _match_columns(
+    store: ReconciliationStore, scope: _Scope, covered_first: date, covered_last: date
+) -> MatchOutcome:
+    # The dates the lines cover (`line_span`), asked first, so that both sides are read at once (two
+    # server backends).
     line_columns, entry_columns = await asyncio.gather(
         _load_lines(store, scope), _load_entries(store, scope, *scope.entries_between(covered_first, covered_last))
     )

@@ -305,12 +305,9 @@ class ReconciliationStore(Protocol):
 
     async def lines_in(self, account_id: str, first: date, last: date) -> list[StatementLineRecord]: ...
 
-    async def line_span(self, account_id: str, first: date, last: date) -> tuple[date, date] | None:
-        """The first and last value dates of `lines_in`'s lines; None when there are none."""
-        ...
-
-    async def count_lines(self, account_id: str, first: date, last: date) -> int:
-        """Booked lines valued from `first` to `last`: what `lines_in` would return."""
+    async def line_span(self, account_id: str, first: date, last: date) -> tuple[int, date, date] | None:
+        """How many lines `lines_in` would return (booked, valued from `first` to `last`) and their first
+        and last value dates, in one look; None when there are none."""
         ...
 
     def line_columns(self, account_id: str, first: date, last: date, *, casefold: bool) -> AsyncIterator[LineChunk]:
