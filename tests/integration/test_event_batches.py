@@ -19,9 +19,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.ingest.adapters.store import IngestStore
 from services.ingest.domain.model import RequestStatus, TransferOutcome
-from services.kernel.db import create_engine
-from services.kernel.migrations import migrate
 from services.reconciliation.adapters.store import ReconciliationStore
+from tests.integration.engines import migrated_engine
 
 pytestmark = pytest.mark.integration
 BATCH = 200  # transfers in one received batch (10 messages of 20 events, say)
@@ -29,18 +28,14 @@ BATCH = 200  # transfers in one received batch (10 messages of 20 events, say)
 
 @pytest.fixture(scope="module")
 async def ingest_engine(database_url: str) -> AsyncIterator[AsyncEngine]:
-    engine = create_engine(database_url, "ingest")
-    await migrate(engine, "ingest", "services.ingest.migrations")
-    yield engine
-    await engine.dispose()
+    async with migrated_engine(database_url, "ingest") as engine:
+        yield engine
 
 
 @pytest.fixture(scope="module")
 async def recon_engine(database_url: str) -> AsyncIterator[AsyncEngine]:
-    engine = create_engine(database_url, "reconciliation")
-    await migrate(engine, "reconciliation", "services.reconciliation.migrations")
-    yield engine
-    await engine.dispose()
+    async with migrated_engine(database_url, "reconciliation") as engine:
+        yield engine
 
 
 @contextmanager

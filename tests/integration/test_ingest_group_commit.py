@@ -25,18 +25,16 @@ from services.ingest.service.ports import NewRequest, Recorded
 from services.ingest.service.transactions import TransactionService
 from services.kernel.db import create_engine
 from services.kernel.errors import Unavailable
-from services.kernel.migrations import migrate
 from services.kernel.telemetry import context_from_traceparent
+from tests.integration.engines import migrated_engine
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
 async def ingest_engine(database_url: str) -> AsyncIterator[AsyncEngine]:
-    engine = create_engine(database_url, "ingest")
-    await migrate(engine, "ingest", "services.ingest.migrations")
-    yield engine
-    await engine.dispose()
+    async with migrated_engine(database_url, "ingest") as engine:
+        yield engine
 
 
 @pytest.fixture

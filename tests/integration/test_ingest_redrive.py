@@ -14,8 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from services.ingest.adapters.store import IngestStore
 from services.ingest.domain.model import SubmitTransaction, validate_submission
 from services.ingest.service.redrive import RedriveService
-from services.kernel.db import create_engine
-from services.kernel.migrations import migrate
+from tests.integration.engines import migrated_engine
 
 pytestmark = pytest.mark.integration
 HOUR = 3600
@@ -23,10 +22,8 @@ HOUR = 3600
 
 @pytest.fixture
 async def ingest_engine(database_url: str) -> AsyncIterator[AsyncEngine]:
-    engine = create_engine(database_url, "ingest")
-    await migrate(engine, "ingest", "services.ingest.migrations")
-    yield engine
-    await engine.dispose()
+    async with migrated_engine(database_url, "ingest") as engine:
+        yield engine
 
 
 async def accept(store: IngestStore, key: str) -> None:

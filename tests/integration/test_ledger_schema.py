@@ -12,14 +12,13 @@ from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from services.kernel.db import create_engine
-from services.kernel.migrations import migrate
 from services.kernel.money import Money
 from services.ledger.adapters.repository import SqlLedgerUnitOfWork
 from services.ledger.domain.events import TransferPosted, TransferRejected
 from services.ledger.domain.model import TransferInstruction
 from services.ledger.domain.schema import SchemaStrandsAccounts
 from services.ledger.service.ledger import LedgerService, NewAccount
+from tests.integration.engines import migrated_engine
 
 pytestmark = pytest.mark.integration
 
@@ -29,10 +28,8 @@ MARKETPLACE = (Path(__file__).parents[2] / "deploy" / "schema" / "marketplace.sc
 @pytest.fixture(scope="module")
 async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
     # A schema of its own: the stranded-accounts check sees every account, and other tests open many.
-    engine = create_engine(database_url, "ledger_schema_it")
-    await migrate(engine, "ledger_schema_it", "services.ledger.migrations")
-    yield engine
-    await engine.dispose()
+    async with migrated_engine(database_url, "ledger", "ledger_schema_it") as engine:
+        yield engine
 
 
 def t(tid: str, debit: str, credit: str, minor: int, code: str, **metadata: str) -> TransferInstruction:

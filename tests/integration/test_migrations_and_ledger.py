@@ -19,6 +19,7 @@ from services.ledger.adapters.repository import SqlLedgerUnitOfWork
 from services.ledger.domain.events import TransferPosted, TransferRejected
 from services.ledger.domain.model import TransferInstruction
 from services.ledger.service.ledger import LedgerService
+from tests.integration.engines import migrated_engine
 
 pytestmark = pytest.mark.integration
 
@@ -34,10 +35,8 @@ async def ledger_engine(database_url: str) -> AsyncIterator[AsyncEngine]:
 
 @pytest.fixture(scope="session")
 async def ingest_engine(database_url: str) -> AsyncIterator[AsyncEngine]:
-    engine = create_engine(database_url, "ingest")
-    await migrate(engine, "ingest", "services.ingest.migrations")
-    yield engine
-    await engine.dispose()
+    async with migrated_engine(database_url, "ingest") as engine:
+        yield engine
 
 
 async def test_every_schema_migrates_from_empty_once_and_refuses_an_edited_migration(database_url: str) -> None:

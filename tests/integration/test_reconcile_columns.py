@@ -13,13 +13,12 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from services.kernel.db import create_engine
-from services.kernel.migrations import migrate
 from services.reconciliation.adapters.store import ReconciliationStore
 from services.reconciliation.domain.cases import CaseStatus
 from services.reconciliation.service import matching_run
 from services.reconciliation.service.reconcile import ReconciliationService, StoredReport
 from tests.bench.reconcile_scale import END, START, ProjectionLedger, seed
+from tests.integration.engines import migrated_engine
 
 pytestmark = pytest.mark.integration
 
@@ -28,10 +27,8 @@ ON_OBJECTS, ON_COLUMNS = 10**9, 0
 
 @pytest.fixture(scope="module")
 async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
-    engine = create_engine(database_url, "reconciliation")
-    await migrate(engine, "reconciliation", "services.reconciliation.migrations")
-    yield engine
-    await engine.dispose()
+    async with migrated_engine(database_url, "reconciliation") as engine:
+        yield engine
 
 
 def service(engine: AsyncEngine, columnar_from_lines: int) -> ReconciliationService:
