@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 
 from payrecon.ledger.v1 import ledger_pb2_grpc
 
@@ -107,45 +107,25 @@ async def worker(settings: LedgerSettings, stop: asyncio.Event) -> AsyncIterator
                 return [m for m, done in zip(received, finished, strict=True) if done]
 
             log.info("ledger worker consuming", extra={"fields": {"queue": settings.transfers_queue}})
-            async with _consuming(sqs, settings, post, stop):
-                yield
+            # On the way out each receiver finishes its long poll and posts what it brings (see consume):
+            # a receive cancelled mid-poll is not withdrawn from the queue, so the server would still hand
+            # it the next messages, invisible for the whole visibility timeout (a worker restart held a
+            # backlog back for 60 s that way). Cancelled only past the grace period.
+            async with background(
+                consume(
+                    sqs,
+                    settings.transfers_queue,
+                    post,
+                    stop,
+                    receivers=settings.worker_receivers,
+                    wait_seconds=RECEIVE_WAIT_SECONDS,
+                    visibility_seconds=settings.common.sqs_visibility_seconds,
+                ),
+                grace_seconds=SHUTDOWN_GRACE_SECONDS,
+            ):
+                try:
+                    yield
+                finally:
+                    stop.set()
     finally:
         await engine.dispose()
-
-
-@contextlib.asynccontextmanager
-async def _consuming(
-    sqs: SqsClient,
-    settings: LedgerSettings,
-    post: Callable[[Sequence[Message]], Awaitable[Sequence[Message]]],
-    stop: asyncio.Event,
-) -> AsyncIterator[None]:
-    consuming = asyncio.create_task(
-        consume(
-            sqs,
-            settings.transfers_queue,
-            post,
-            stop,
-            receivers=settings.worker_receivers,
-            wait_seconds=RECEIVE_WAIT_SECONDS,
-            visibility_seconds=settings.common.sqs_visibility_seconds,
-        )
-    )
-    try:
-        yield
-    finally:
-        stop.set()
-        await _finish_receives(consuming)
-
-
-async def _finish_receives(consuming: asyncio.Task[None]) -> None:
-    """Lets each receiver finish its long poll and post what it brings before the worker exits.
-    A receive cancelled mid-poll is not withdrawn from the queue: the server still hands it the
-    next messages, and they stay invisible for the whole visibility timeout (a worker restart held
-    a backlog back for 60 s that way). Cancelled only if that takes longer than the grace period."""
-    done, _ = await asyncio.wait({consuming}, timeout=SHUTDOWN_GRACE_SECONDS)
-    if not done:
-        log.warning("receivers still busy at shutdown; cancelling them")
-        consuming.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await consuming
