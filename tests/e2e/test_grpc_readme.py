@@ -22,11 +22,12 @@ from typing import Any
 
 import grpc
 import pytest
-from google.protobuf import descriptor_pool, json_format, message_factory, struct_pb2
+from google.protobuf import descriptor_pb2, descriptor_pool, json_format, message_factory, struct_pb2
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
 from payrecon.ingest.v1 import ingest_pb2, ingest_pb2_grpc
 from payrecon.ledger.v1 import ledger_pb2, ledger_pb2_grpc
 
+from services.devstack.envoy import REPO_ROOT
 from services.devstack.stack import Stack
 from tests.readme import readme_block
 
@@ -167,13 +168,15 @@ class GrpcurlCommand:
     address: str
     headers: tuple[tuple[str, str], ...]
     body: str | None
+    protoset: Path | None  # the descriptor set given with -protoset (relative to the repository), else reflection
     verb: tuple[str, ...]  # ("list",), ("describe", symbol) or ("package.Service/Method",)
 
 
 def documented_grpcurl(stack: Stack) -> tuple[dict[str, str], list[GrpcurlCommand]]:
-    """The README's grpcurl lines, parsed as grpcurl reads them, with $INGEST, $LEDGER and $RECON the
-    stack's addresses; and the variables the block sets."""
+    """The README's grpcurl lines, parsed as grpcurl reads them, with $INGEST, $LEDGER, $RECON and
+    $GATEWAY the stack's addresses; and the variables the block sets."""
     variables = {
+        "GATEWAY": f"127.0.0.1:{stack.options.http_port}",
         "INGEST": stack.addresses["ingest"],
         "LEDGER": stack.addresses["ledger"],
         "RECON": stack.addresses["reconciliation"],
@@ -188,7 +191,7 @@ def documented_grpcurl(stack: Stack) -> tuple[dict[str, str], list[GrpcurlComman
             assert len(words) == 1 and name.isidentifier(), f"not a grpcurl command nor an assignment: {line}"
             variables[name] = value
             continue
-        headers, body, positional = [], None, []
+        headers, body, protoset, positional = [], None, None, []
         flags = iter(words[1:])
         for word in flags:
             if word == "-plaintext":
@@ -198,10 +201,12 @@ def documented_grpcurl(stack: Stack) -> tuple[dict[str, str], list[GrpcurlComman
                 headers.append((key.strip().lower(), value.strip()))
             elif word == "-d":
                 body = next(flags)
+            elif word == "-protoset":
+                protoset = REPO_ROOT / next(flags)
             else:
                 assert not word.startswith("-"), f"flag {word} unknown to this test: {line}"
                 positional.append(word)
-        commands.append(GrpcurlCommand(line, positional[0], tuple(headers), body, tuple(positional[1:])))
+        commands.append(GrpcurlCommand(line, positional[0], tuple(headers), body, protoset, tuple(positional[1:])))
     return variables, commands
 
 
@@ -217,12 +222,17 @@ def settled(call: Callable[[], Any], retry_on: Callable[[Any], bool]) -> Any:
 
 
 def through_reflection(command: GrpcurlCommand) -> Any:
-    """What grpcurl does with the command, done with grpcio-reflection and protobuf's json_format."""
+    """What grpcurl does with the command, done with grpcio-reflection (or the -protoset file) and
+    protobuf's json_format."""
     with grpc.insecure_channel(command.address) as channel:
         reflected = ProtoReflectionDescriptorDatabase(channel)
-        pool = descriptor_pool.DescriptorPool(reflected)
         if command.verb == ("list",):
             return list(reflected.get_services())
+        pool = descriptor_pool.DescriptorPool(reflected)
+        if command.protoset:
+            pool = descriptor_pool.DescriptorPool()
+            for file in descriptor_pb2.FileDescriptorSet.FromString(command.protoset.read_bytes()).file:
+                pool.Add(file)
         if command.verb[0] == "describe":
             return pool.FindMessageTypeByName(command.verb[1])
         (target,) = command.verb
@@ -277,7 +287,7 @@ def test_the_documented_grpcurl_flows_run_with_grpcurl(stack: Stack) -> None:
     env = {**os.environ, **variables, "PATH": f"{Path(binary).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
 
     def run(line: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(["bash", "-c", line], env=env, capture_output=True, text=True, timeout=30)
+        return subprocess.run(["bash", "-c", line], env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=30)
 
     for command in commands:
         deadline = time.monotonic() + SETTLE_SECONDS
