@@ -9,6 +9,7 @@ crosses SQS in message attributes and the outboxes in a `traceparent` column.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
@@ -186,6 +187,11 @@ def extract_message_context(message: dict[str, Any]) -> Context:
     attributes = message.get("MessageAttributes") or {}
     carrier = {k: v.get("StringValue", "") for k, v in attributes.items() if isinstance(v, dict)}
     return propagate.extract(carrier)
+
+
+def trace_context_of(context: contextvars.Context) -> Context:
+    """The trace context that was current where `context` was copied (a caller's, in a batch)."""
+    return context.run(otel_context.get_current)
 
 
 def current_traceparent() -> str:

@@ -120,11 +120,13 @@ def one(spans: list[ReceivedSpan], what: str, test: Callable[[ReceivedSpan], boo
     return found[0]
 
 
+def is_call_to(span: ReceivedSpan, system: str) -> bool:
+    """A client span of the instrumentation packages calling `system` (old or new semantic conventions)."""
+    return span.kind == CLIENT and system in (span.attributes.get("db.system"), span.attributes.get("db.system.name"))
+
+
 def is_sql(span: ReceivedSpan) -> bool:
-    return span.kind == CLIENT and "postgresql" in (
-        span.attributes.get("db.system"),
-        span.attributes.get("db.system.name"),
-    )
+    return is_call_to(span, "postgresql")
 
 
 def children(spans: list[ReceivedSpan], parent: ReceivedSpan) -> list[ReceivedSpan]:
@@ -186,10 +188,11 @@ def test_one_transfer_is_one_trace_across_every_process(
         lambda s: s.service == "payrecon-ingest" and s.kind == SERVER and s.name.endswith("/SubmitTransaction"),
     )
     assert submit.parent_id == envoy.span_id
-    # The group commit writing the request and its outbox row, with its PostgreSQL statement.
-    record = one(spans, "ingest record span", lambda s: s.name == "ingest record requests")
-    assert record.parent_id == submit.span_id
-    assert any(map(is_sql, children(spans, record)))
+    # The group commit writing the request and its outbox row (PostgreSQL), then its key (Redis).
+    commit = one(spans, "ingest group commit span", lambda s: s.name == "ingest group commit")
+    assert commit.parent_id == submit.span_id
+    assert any(map(is_sql, children(spans, commit)))
+    assert any(is_call_to(c, "redis") for c in children(spans, commit))
     # The ingest relay publishes the request's outbox row: its span is the child of the request.
     publish = one(
         spans, "ingest publish span", lambda s: s.service == "payrecon-ingest" and s.name == "ingest outbox publish"

@@ -23,7 +23,7 @@ from services.ingest.domain.model import (
 from services.ingest.service.ports import KeyBinding, NewRequest, Recorded, RedriveStatistics
 from services.kernel.db import driver_connection, is_outage, outages_as_unavailable
 from services.kernel.money import Money
-from services.kernel.telemetry import batch_span, context_from_traceparent, current_traceparent
+from services.kernel.telemetry import current_traceparent
 
 
 @dataclass(frozen=True)
@@ -116,14 +116,6 @@ class IngestStore:
         keys = [r.submission.idempotency_key for r in requests]
         if len(set(keys)) != len(keys):
             raise ValueError("record_requests takes distinct idempotency keys")
-        # Each request's trace context, from its caller (not from this writing task).
-        traceparents = [r.context.run(current_traceparent) for r in requests]
-        with batch_span("ingest record requests", (context_from_traceparent(tp) for tp in traceparents if tp)):
-            return await self._record_requests(requests, keys, traceparents)
-
-    async def _record_requests(
-        self, requests: Sequence[NewRequest], keys: list[str], traceparents: list[str]
-    ) -> list[Recorded]:
         async with self._driver() as driver:
             created = {
                 row[0]
@@ -140,7 +132,7 @@ class IngestStore:
                     [r.expires_at for r in requests],
                     [r.message_group for r in requests],
                     [transfer_request_bytes(r.submission, r.accepted_at) for r in requests],
-                    traceparents,
+                    [r.context.run(current_traceparent) for r in requests],
                     [r.submission.code for r in requests],
                 )
             }
