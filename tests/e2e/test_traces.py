@@ -5,6 +5,7 @@ worker, the ledger's relay and reconciliation, each the child of the hop before 
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 import threading
 import time
@@ -41,6 +42,11 @@ class ReceivedSpan:
     span_id: str
     parent_id: str
     attributes: dict[str, str]
+    links: frozenset[str]  # the span ids it links to
+
+    def follows(self, earlier: ReceivedSpan) -> bool:
+        """The child of `earlier`, or linked to it (a batch that carried it among others)."""
+        return self.parent_id == earlier.span_id or earlier.span_id in self.links
 
     def __str__(self) -> str:
         return (
@@ -72,6 +78,7 @@ class OtlpReceiver(trace_service_pb2_grpc.TraceServiceServicer):
                             span_id=span.span_id.hex(),
                             parent_id=span.parent_span_id.hex(),
                             attributes={a.key: a.value.string_value for a in span.attributes},
+                            links=frozenset(link.span_id.hex() for link in span.links),
                         )
                     )
         with self._lock:
@@ -81,6 +88,10 @@ class OtlpReceiver(trace_service_pb2_grpc.TraceServiceServicer):
     def spans_of(self, trace_id: str) -> list[ReceivedSpan]:
         with self._lock:
             return [s for s in self._spans if s.trace_id == trace_id]
+
+    def all_spans(self) -> list[ReceivedSpan]:
+        with self._lock:
+            return list(self._spans)
 
 
 @pytest.fixture(scope="module")
@@ -217,3 +228,72 @@ def test_one_transfer_is_one_trace_across_every_process(
     # Every span of the trace hangs from the caller's: no hop started a trace of its own.
     ids = {s.span_id for s in spans} | {caller_span}
     assert [s for s in spans if s.parent_id not in ids] == []
+
+
+def missing_hops(spans: list[ReceivedSpan], submit: ReceivedSpan) -> list[str]:
+    """The hops a transfer's request does not lead to, through parents and links: its group commit and
+    outbox publish in ingest, the worker batch that posted it, the ledger's publish of the outcome,
+    and the outcome's consumers in ingest and reconciliation."""
+
+    def following(earlier: list[ReceivedSpan], test: Callable[[ReceivedSpan], bool]) -> list[ReceivedSpan]:
+        return [s for s in spans if test(s) and any(s.follows(e) for e in earlier)]
+
+    hops = {
+        "ingest group commit": following([submit], lambda s: s.name == "ingest group commit"),
+        "ingest outbox publish": following([submit], lambda s: s.name == "ingest outbox publish"),
+    }
+    hops["ledger worker batch"] = following(
+        hops["ingest outbox publish"], lambda s: s.service == "payrecon-ledger-worker" and s.kind == CONSUMER
+    )
+    hops["ledger outbox publish"] = following(hops["ledger worker batch"], lambda s: s.name == "ledger outbox publish")
+    for service in ("payrecon-ingest", "payrecon-reconciliation"):
+        hops[f"{service} event batch"] = following(
+            hops["ledger outbox publish"], lambda s, n=service: s.service == n and s.kind == CONSUMER
+        )
+    return [hop for hop, found in hops.items() if not found]
+
+
+def test_transfers_sent_together_each_lead_to_every_batch_that_carried_them(
+    traced_stack: Stack, receiver: tuple[OtlpReceiver, int]
+) -> None:
+    """Sent at once, transfers share group commits, outbox publishes and SQS batches, each batch in the
+    trace of its first transfer: every other transfer's request is linked from the batch instead."""
+    collector, _ = receiver
+    run = uuid.uuid4().hex[:8]
+    callers = {f"traces-{run}-{i}": (secrets.token_hex(16), secrets.token_hex(8)) for i in range(20)}
+
+    async def send_all() -> list[httpx.Response]:
+        async with httpx.AsyncClient(base_url=traced_stack.base_url, headers=AUTH, timeout=30) as client:
+            return await asyncio.gather(
+                *(
+                    client.post(
+                        "/api/v1/transactions",
+                        json=seed_body(key, f"traces-payer-{run}-{i % 4}", f"traces-payee-{run}", "1.00"),
+                        headers={"traceparent": f"00-{trace_id}-{span_id}-01"},
+                    )
+                    for i, (key, (trace_id, span_id)) in enumerate(callers.items())
+                )
+            )
+
+    responses = asyncio.run(send_all())
+    assert [r.status_code for r in responses] == [202] * len(callers), [r.text for r in responses]
+    with httpx.Client(base_url=traced_stack.base_url, headers=AUTH, timeout=30) as client:
+        for key in callers:
+            assert wait_for_outcome(client, key)["status"] == "COMPLETED"
+
+    def gaps() -> dict[str, list[str]]:
+        spans = collector.all_spans()
+        found = {}
+        for key, (trace_id, _) in callers.items():
+            submits = [
+                s
+                for s in spans
+                if s.trace_id == trace_id and s.kind == SERVER and s.name.endswith("/SubmitTransaction")
+            ]
+            found[key] = missing_hops(spans, submits[0]) if submits else ["ingest SubmitTransaction"]
+        return {key: missing for key, missing in found.items() if missing}
+
+    deadline = time.monotonic() + 60
+    while gaps() and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert gaps() == {}
