@@ -13,7 +13,9 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
+from wsgiref.simple_server import WSGIServer
 
 import grpc
 from opentelemetry import metrics
@@ -23,6 +25,7 @@ from opentelemetry.sdk.metrics.export import MetricReader
 from opentelemetry.sdk.resources import Resource
 from prometheus_client import CollectorRegistry
 
+from services.kernel.auth import INFRASTRUCTURE_PREFIXES
 from services.kernel.config import host_of, port_of
 from services.kernel.grpc_errors import Context
 from services.kernel.queues import dead_letter_queue_name
@@ -38,12 +41,8 @@ LATENCY_BUCKETS_SECONDS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
 # How often background gauges are read: "a few seconds old" is what a dashboard needs, and SQS and
 # PostgreSQL are asked once per period whatever the number of scrapers.
 REFRESH_SECONDS = 5.0
-# Probes and reflection are infrastructure: a kubelet checking every few seconds is not traffic.
-UNMEASURED_PREFIXES = (
-    "/grpc.health.v1.Health/",
-    "/grpc.reflection.v1alpha.ServerReflection/",
-    "/grpc.reflection.v1.ServerReflection/",
-)
+# Probes and reflection are infrastructure, not traffic: a kubelet asks every few seconds.
+UNMEASURED_PREFIXES = INFRASTRUCTURE_PREFIXES
 
 _enabled = False
 
@@ -53,29 +52,54 @@ def service_resource(service: str) -> Resource:
     return Resource.create({"service.name": f"payrecon-{service}"})
 
 
-def configure_metrics(service: str, address: str | None, otlp_endpoint: str | None) -> None:
-    """Installs the process's meter provider: a Prometheus endpoint on `address` (host:port) and an
-    OTLP/gRPC exporter to `otlp_endpoint`, each only when set. With neither, nothing is measured:
-    instruments stay OpenTelemetry's no-ops and servers get no metrics interceptor."""
-    global _enabled
-    if _enabled:
-        return
+@dataclass
+class MetricsExport:
+    """A process's meter provider and the scrape server it started (None without an address)."""
+
+    provider: MeterProvider
+    scrape_server: WSGIServer | None
+
+    def shutdown(self) -> None:
+        if self.scrape_server is not None:
+            self.scrape_server.shutdown()
+            self.scrape_server.server_close()
+        self.provider.shutdown()
+
+
+def start_metrics_export(service: str, address: str | None, otlp_endpoint: str | None) -> MetricsExport | None:
+    """A meter provider whose instruments are served on `address` (host:port, Prometheus text at
+    /metrics) and pushed over OTLP/gRPC to `otlp_endpoint` (every 60 s, or OTEL_METRIC_EXPORT_INTERVAL
+    ms), each only when set; None when neither is."""
     readers: list[MetricReader] = []
+    server = None
     if address:
-        from prometheus_client import CollectorRegistry, ProcessCollector, start_http_server
+        from prometheus_client import ProcessCollector, start_http_server
 
         registry = CollectorRegistry()
         ProcessCollector(registry=registry)  # process_cpu_seconds_total, resident memory, open fds
         readers.append(prometheus_reader(registry))
-        start_http_server(port_of(address), addr=host_of(address), registry=registry)
+        server, _ = start_http_server(port_of(address), addr=host_of(address), registry=registry)
     if otlp_endpoint:
         from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
         from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
 
         readers.append(PeriodicExportingMetricReader(OTLPMetricExporter(endpoint=otlp_endpoint, insecure=True)))
     if not readers:
+        return None
+    return MetricsExport(MeterProvider(resource=service_resource(service), metric_readers=readers), server)
+
+
+def configure_metrics(service: str, address: str | None, otlp_endpoint: str | None) -> None:
+    """Installs the process's meter provider (see start_metrics_export). With neither an address nor
+    an endpoint nothing is measured: instruments stay OpenTelemetry's no-ops, servers get no metrics
+    interceptor and background gauges read nothing."""
+    global _enabled
+    if _enabled:
         return
-    metrics.set_meter_provider(MeterProvider(resource=service_resource(service), metric_readers=readers))
+    export = start_metrics_export(service, address, otlp_endpoint)
+    if export is None:
+        return
+    metrics.set_meter_provider(export.provider)
     _enabled = True
     log.info(
         "metrics configured",
