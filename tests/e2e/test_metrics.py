@@ -8,6 +8,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 
 import httpx
 import pytest
@@ -15,6 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from services.devstack.stack import Stack
 from tests.e2e.test_rest_flow import AUTH, seed_body, wait_for_outcome
+from tests.e2e.test_statements import camt053
 
 pytestmark = pytest.mark.e2e
 
@@ -36,6 +38,10 @@ def scrape(address: str) -> Samples:
         for family in text_string_to_metric_families(response.text)
         for sample in family.samples
     ]
+
+
+def scrape_all(addresses: list[str]) -> Samples:
+    return [sample for address in addresses for sample in scrape(address)]
 
 
 def total(samples: Samples, name: str, **labels: str) -> float:
@@ -65,9 +71,10 @@ def test_every_process_serves_its_own_metrics_endpoint(stack: Stack) -> None:
 
 
 def test_posts_move_request_replay_conflict_and_posting_counters(client: httpx.Client, stack: Stack) -> None:
-    ingest = stack.metrics_addresses["ingest"]
+    # Every ingest process's endpoint: Envoy balances the POSTs over them.
+    ingest = [stack.metrics_addresses[name] for name in stack.ingest_names]
     worker = stack.metrics_addresses["ledger-worker"]
-    before_ingest, before_worker = scrape(ingest), scrape(worker)
+    before_ingest, before_worker = scrape_all(ingest), scrape(worker)
 
     run = uuid.uuid4().hex[:8]
     keys = [f"metrics-{run}-{i}" for i in range(5)]
@@ -81,7 +88,7 @@ def test_posts_move_request_replay_conflict_and_posting_counters(client: httpx.C
         assert wait_for_outcome(client, key)["status"] == "COMPLETED"
 
     count = "payrecon_rpc_server_duration_seconds_count"
-    after_ingest = scrape(ingest)
+    after_ingest = scrape_all(ingest)
 
     def moved(name: str, **labels: str) -> float:
         return total(after_ingest, name, **labels) - total(before_ingest, name, **labels)
@@ -126,3 +133,50 @@ def test_queue_outbox_age_and_discrepancy_gauges_are_served(stack: Stack) -> Non
     eventually(lambda: bool(series(scrape(reconciliation), discrepancies)), "open discrepancies")
     served = {(s["kind"], s["age"]) for s in series(scrape(reconciliation), discrepancies)}
     assert ("MISSING_IN_LEDGER", "<1h") in served and ("BALANCE_DRIFT", ">7d") in served
+
+
+def unresolved_cases_by_kind(client: httpx.Client) -> dict[str, int]:
+    """OPEN and ACKNOWLEDGED cases of every account, counted by kind through the REST API."""
+    found: dict[str, int] = {}
+    for status in ("OPEN", "ACKNOWLEDGED"):
+        cursor = ""
+        while True:
+            page = client.get("/api/v1/discrepancies", params={"status": status, "limit": 500, "cursor": cursor})
+            assert page.status_code == 200, page.text
+            body = page.json()
+            for case in body.get("discrepancies", []):
+                found[case["kind"]] = found.get(case["kind"], 0) + 1
+            cursor = body.get("nextCursor", "")
+            if not cursor:
+                break
+    return found
+
+
+def test_open_discrepancies_count_the_cases_reconciliation_holds(client: httpx.Client, stack: Stack) -> None:
+    run = uuid.uuid4().hex[:8]
+    bank = f"metrics-bank-{run}"
+    opened = client.post(
+        "/api/v1/accounts", json={"id": bank, "currency": "EUR", "type": "ASSET", "allowOverdraft": True}
+    )
+    assert opened.status_code == 201, opened.text
+    day = datetime.now(UTC).date().isoformat()
+    # A 42.00 fee the bank booked and the ledger never saw: one MISSING_IN_LEDGER case at least.
+    statement = camt053(
+        "DE89370400440532013000", day, "100.00", "58.00", [("42.00", "DBIT", f"F-{run}", "NOTPROVIDED")]
+    )
+    imported = client.post("/api/v1/statements", json={"accountId": bank, "format": "CAMT053", "content": statement})
+    assert imported.status_code == 201, imported.text
+    assert imported.json()["discrepanciesOpened"] >= 1
+
+    reconciliation = stack.metrics_addresses["reconciliation"]
+    name = "payrecon_reconciliation_open_discrepancies"
+
+    def gauge_by_kind() -> dict[str, int]:
+        counted: dict[str, int] = {}
+        for _, labels, value in (s for s in scrape(reconciliation) if s[0] == name):
+            counted[labels["kind"]] = counted.get(labels["kind"], 0) + int(value)
+        return {kind: n for kind, n in counted.items() if n}
+
+    # The gauge is read every few seconds: it catches up with what the API lists.
+    eventually(lambda: gauge_by_kind() == unresolved_cases_by_kind(client), "the gauge agreeing with the API")
+    assert gauge_by_kind().get("MISSING_IN_LEDGER", 0) >= 1
