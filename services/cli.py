@@ -93,7 +93,7 @@ def _run_stack(port: int) -> None:
     elapsed = time.monotonic() - started
     # One Prometheus endpoint per process (PAYRECON_METRICS_ADDRESS); the Grafana dashboard reads them.
     metrics_lines = "".join(
-        f"  metrics {name:<14}http://{address}/metrics\n" for name, address in stack.metrics_addresses.items()
+        f"  metrics {name:<15}http://{address}/metrics\n" for name, address in stack.metrics_addresses.items()
     )
     print(
         f"""

@@ -32,10 +32,12 @@ SCHEMA = "ledger"
 def postings_counter(meter: Meter) -> Counter:
     """Transfers posted (entries committed), by the worker from the queue and by the batch API alike:
     its rate is the ledger's postings per second."""
-    return meter.create_counter(
+    posted = meter.create_counter(
         "payrecon.ledger.transfers.posted",
         description="Transfers posted to the ledger (debit and credit entries committed)",
     )
+    posted.add(0)  # served as 0 from the start: rate() needs a series before the first increment
+    return posted
 
 
 RECEIVE_WAIT_SECONDS = 1  # long poll of each receive: also the longest a stopping worker waits for one

@@ -61,6 +61,9 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
             "payrecon.ingest.idempotency.conflicts",
             description="Submits refused because their key was used for a different request (IDEMPOTENCY_KEY_REUSED)",
         )
+        # Served as 0 from the start: rate() needs a series before the first increment to count it.
+        self._replays.add(0)
+        self._conflicts.add(0)
 
     async def SubmitTransaction(
         self,
