@@ -120,10 +120,6 @@ def prometheus_reader(registry: CollectorRegistry) -> MetricReader:
     )
 
 
-def metrics_enabled() -> bool:
-    return _enabled
-
-
 def payrecon_meter() -> Meter:
     """The process's meter (OpenTelemetry's no-op one until configure_metrics installs a provider)."""
     return metrics.get_meter(METER_NAME)
