@@ -17,6 +17,7 @@ from services.provisioning import create_queues, migrate_all
 
 def _serve(context: str) -> None:
     from services.kernel.logging import configure_logging
+    from services.kernel.metrics import configure_metrics
     from services.kernel.runtime import serve_until_signalled
     from services.kernel.telemetry import configure_tracing, flush_traces
 
@@ -47,6 +48,7 @@ def _serve(context: str) -> None:
         settings_common, run = recon.common, lambda stop: recon_running(recon, stop)
     configure_logging(context, settings_common.log_level)
     configure_tracing(context, settings_common.otlp_endpoint)
+    configure_metrics(context, settings_common.metrics_address, settings_common.otlp_endpoint)
     try:
         asyncio.run(serve_until_signalled(run))
     finally:
@@ -92,6 +94,10 @@ def _run_stack(port: int) -> None:
     print("payrecon: starting the local stack ...", flush=True)
     stack.start()
     elapsed = time.monotonic() - started
+    # One Prometheus endpoint per process (PAYRECON_METRICS_ADDRESS); the Grafana dashboard reads them.
+    metrics_lines = "".join(
+        f"  metrics {name:<15}http://{address}/metrics\n" for name, address in stack.metrics_addresses.items()
+    )
     print(
         f"""
 payrecon is READY in {elapsed:.1f}s ({", ".join(f"{k} {v}s" for k, v in stack.timings.items())})
@@ -104,7 +110,7 @@ payrecon is READY in {elapsed:.1f}s ({", ".join(f"{k} {v}s" for k, v in stack.ti
   SQS ({stack.sqs.kind if stack.sqs else "?"})       {stack.env["PAYRECON_SQS_ENDPOINT_URL"]}
   traces                {_where_traces_go(stack.otlp_endpoint)}
   logs                  {stack.options.state_dir}
-Ctrl-C stops everything.""",
+{metrics_lines}Ctrl-C stops everything.""",
         flush=True,
     )
     stopping = False

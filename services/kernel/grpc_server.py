@@ -1,4 +1,4 @@
-"""Builds a service's grpc.aio server: auth, tracing and error mapping interceptors, health, reflection."""
+"""Builds a service's grpc.aio server: metrics, auth, tracing and error mapping interceptors, health, reflection."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from grpc_reflection.v1alpha import reflection
 from services.kernel.auth import BearerAuthInterceptor
 from services.kernel.config import ApiToken
 from services.kernel.grpc_errors import Context, ErrorMappingInterceptor, ErrorTable
+from services.kernel.metrics import rpc_metrics_interceptor
 from services.kernel.telemetry import grpc_server_interceptor
 
 Registration = Callable[[grpc.aio.Server], None]
@@ -31,7 +32,10 @@ async def create_server(
 
     The server is not started; callers `await server.start()` and later `await server.stop(grace)`.
     """
+    # Metrics first: it sees every call with the status the caller gets, refusals included.
+    measuring = rpc_metrics_interceptor()
     interceptors: list[Any] = [
+        *([measuring] if measuring is not None else []),
         grpc_server_interceptor(),
         BearerAuthInterceptor(tokens, scopes, public_methods),
         ErrorMappingInterceptor(errors),

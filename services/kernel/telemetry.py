@@ -65,6 +65,11 @@ def exporting_sampler() -> Sampler:
     return ParentBased(root=NoOrphanCalls())
 
 
+def service_resource(service: str) -> Resource:
+    """The OpenTelemetry resource of a payrecon process: its spans and its metrics carry this name."""
+    return Resource.create({"service.name": f"payrecon-{service}"})
+
+
 def configure_tracing(service: str, otlp_endpoint: str | None) -> None:
     """Installs a tracer provider; spans are exported over OTLP/gRPC only when an endpoint is set.
     Without one nothing would ever read a span, so none is recorded (ALWAYS_OFF), the database and
@@ -75,7 +80,7 @@ def configure_tracing(service: str, otlp_endpoint: str | None) -> None:
     global _configured, _exporting
     if _configured:
         return
-    resource = Resource.create({"service.name": f"payrecon-{service}"})
+    resource = service_resource(service)
     if otlp_endpoint:
         from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
         from opentelemetry.instrumentation.asyncpg import AsyncPGInstrumentor
