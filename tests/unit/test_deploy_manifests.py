@@ -110,7 +110,7 @@ def interpolate(value: Any, environ: Mapping[str, str]) -> Any:
             raise ValueError(f"invalid interpolation in {value!r}")
         name, op, arg = braced["name"], braced["op"], braced["arg"]
         current = environ.get(name)
-        if op in (":-", ":?") and not current or op in ("-", "?") and current is None:
+        if (op in (":-", ":?") and not current) or (op in ("-", "?") and current is None):
             if op.endswith("?"):
                 raise ValueError(f"{name} is required: {arg}")
             return arg or ""
