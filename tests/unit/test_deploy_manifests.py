@@ -5,6 +5,7 @@ order, health checks, the Prometheus and Grafana wiring."""
 from __future__ import annotations
 
 import ast
+import base64
 import json
 import re
 from collections.abc import Callable, Iterator, Mapping
@@ -19,6 +20,7 @@ import yaml
 
 from services.kernel.config import CommonSettings, Env
 from services.kernel.config import port_of as kernel_port_of
+from tests.unit.manifests import OVERLAYS, find, one, render
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIG_PREFIXES = ("PAYRECON_", "INGEST_", "LEDGER_", "RECON_")
@@ -427,6 +429,298 @@ def test_no_variable_awaits_a_reader_that_exists() -> None:
     assert not AWAITING_READERS & read, f"remove {sorted(AWAITING_READERS & read)} from AWAITING_READERS"
 
 
+# --- deploy/k8s: kustomize base + overlays ------------------------------------------------------
+
+# Kubernetes releases the rendered manifests are validated against: the oldest with everything they
+# use (native gRPC probes GA in 1.27, matchLabelKeys in topology spread, autoscaling/v2) still served,
+# and the newest kubernetes-validate knows.
+K8S_VERSIONS = ("1.30.0", "1.37.0")
+CRD_KINDS = {"ScaledObject", "TriggerAuthentication"}
+# What the operator puts in the Secret `payrecon-config` in production (the base only references it).
+PROD_SECRET_KEYS = ("PAYRECON_DATABASE_URL", "PAYRECON_REDIS_URL", "PAYRECON_API_TOKENS", "RECON_LEDGER_TOKEN")
+PAYRECON_DEPLOYMENTS = {
+    "ingest": "ingest",
+    "ledger": "ledger",
+    "ledger-worker": "worker",
+    "reconciliation": "reconciliation",
+}
+LISTEN_VARIABLE = {
+    "ingest": "PAYRECON_INGEST_ADDRESS",
+    "ledger": "PAYRECON_LEDGER_ADDRESS",
+    "reconciliation": "PAYRECON_RECONCILIATION_ADDRESS",
+    "ledger-worker": "LEDGER_WORKER_ADDRESS",
+}
+
+
 def k8s_run_as_user() -> int:
-    """The UID the Kubernetes pods run as (deploy/k8s/base/deployments.yaml); filled in below."""
-    return 10001
+    """The UID deploy/k8s runs the payrecon pods as (every pod's the same: checked below)."""
+    deployment = next(yaml.safe_load_all((REPO / "deploy" / "k8s" / "base" / "ingest.yaml").read_text()))
+    return int(deployment["spec"]["template"]["spec"]["securityContext"]["runAsUser"])
+
+
+Documents = tuple[dict[str, Any], ...]
+
+
+@pytest.fixture(scope="module", params=OVERLAYS)
+def overlay(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture(scope="module")
+def rendered(overlay: str) -> Documents:
+    return render(overlay)
+
+
+def test_every_built_in_resource_matches_the_kubernetes_schemas(rendered: Documents) -> None:
+    """Strict: an unknown or misplaced field fails too, as `kubectl apply` refuses it."""
+    import kubernetes_validate
+
+    kinds = set()
+    for document in rendered:
+        if document["kind"] in CRD_KINDS:
+            continue
+        kinds.add(document["kind"])
+        for version in K8S_VERSIONS:
+            try:
+                kubernetes_validate.validate(document, version, strict=True)
+            except kubernetes_validate.ValidationError as error:
+                raise AssertionError(
+                    f"{document['kind']}/{document['metadata']['name']} on {version}: {error}"
+                ) from None
+    assert {"Deployment", "Service", "ConfigMap", "Job", "HorizontalPodAutoscaler", "PodDisruptionBudget"} <= kinds
+
+
+def test_the_schema_check_catches_a_misplaced_field(rendered: Documents) -> None:
+    import kubernetes_validate
+
+    deployment = one(rendered, "Deployment", "ingest")
+    broken = {**deployment, "spec": {**deployment["spec"], "replica": 2}}
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(broken, K8S_VERSIONS[0], strict=True)
+
+
+def validate_crd(document: dict[str, Any]) -> None:
+    """KEDA's resources against models generated from KEDA's CRD schemas (cloudcoil-models-keda): the
+    types must parse, and nothing may be dropped on the way (an unknown field would be)."""
+    from cloudcoil.models.keda import v1alpha1 as keda
+
+    assert document["apiVersion"] == "keda.sh/v1alpha1"
+    model = getattr(keda, document["kind"]).model_validate(document)
+    parsed = model.model_dump(by_alias=True, exclude_unset=True, mode="json")
+    assert parsed == document, f"{document['kind']} fields the CRD does not know or types it coerced"
+
+
+def test_keda_resources_match_their_crd_schemas(rendered: Documents, overlay: str) -> None:
+    crds = [d for d in rendered if d["kind"] in CRD_KINDS]
+    assert bool(crds) == (overlay == "prod")  # dev clusters run without KEDA
+    for document in crds:
+        validate_crd(document)
+    if crds:
+        scaled = one(rendered, "ScaledObject", "ledger-worker")
+        with pytest.raises(AssertionError):
+            validate_crd({**scaled, "spec": {**scaled["spec"], "pollingInteral": 5}})
+
+
+def pod_specs(rendered: Documents) -> dict[str, dict[str, Any]]:
+    return {
+        f"{d['kind']}/{d['metadata']['name']}": d["spec"]["template"]["spec"]
+        for d in rendered
+        if d["kind"] in ("Deployment", "Job")
+    }
+
+
+def test_every_container_has_requests_limits_and_a_locked_down_security_context(rendered: Documents) -> None:
+    for name, pod in pod_specs(rendered).items():
+        security = pod["securityContext"]
+        assert security["runAsNonRoot"] is True and security["runAsUser"] > 0, name
+        assert security["seccompProfile"] == {"type": "RuntimeDefault"}, name
+        if "envoy" not in {c["name"] for c in pod["containers"]}:
+            assert security["runAsUser"] == k8s_run_as_user(), name  # the image's own UID (deploy/Dockerfile)
+        tmp_volumes = {v["name"] for v in pod["volumes"] if "emptyDir" in v}
+        for container in [*pod.get("initContainers", []), *pod["containers"]]:
+            where = f"{name} {container['name']}"
+            resources = container["resources"]
+            for bound in ("requests", "limits"):
+                assert set(resources[bound]) == {"cpu", "memory"}, where
+            context = container["securityContext"]
+            assert context["allowPrivilegeEscalation"] is False, where
+            assert context["readOnlyRootFilesystem"] is True, where
+            assert context["capabilities"] == {"drop": ["ALL"]}, where
+            (tmp,) = [m for m in container["volumeMounts"] if m["mountPath"] == "/tmp"]
+            assert tmp["name"] in tmp_volumes, where
+
+
+def _container(rendered: Documents, deployment: str) -> dict[str, Any]:
+    containers = one(rendered, "Deployment", deployment)["spec"]["template"]["spec"]["containers"]
+    (container,) = [c for c in containers if c["name"] == PAYRECON_DEPLOYMENTS[deployment]]
+    return container
+
+
+def test_payrecon_pods_probe_grpc_health_natively(rendered: Documents) -> None:
+    """Startup and liveness ask the server as a whole (""); readiness asks the service's own name,
+    which goes NOT_SERVING while a dependency is down or the pod drains."""
+    for deployment in PAYRECON_DEPLOYMENTS:
+        container = _container(rendered, deployment)
+        listen = {e["name"]: e["value"] for e in container["env"]}[LISTEN_VARIABLE[deployment]]
+        port = kernel_port_of(listen)
+        assert listen == f"0.0.0.0:{port}", deployment
+        assert {"containerPort": port, "name": "grpc"} in container["ports"], deployment
+        for probe, service in (
+            ("startupProbe", ""),
+            ("livenessProbe", ""),
+            ("readinessProbe", grpc_health_names()[deployment]),
+        ):
+            assert container[probe]["grpc"] == {"port": port, "service": service}, (deployment, probe)
+
+
+def test_payrecon_pods_wait_for_the_migrations_job(rendered: Documents) -> None:
+    from services.cli import main
+
+    for deployment in PAYRECON_DEPLOYMENTS:
+        pod = one(rendered, "Deployment", deployment)["spec"]["template"]["spec"]
+        (wait,) = pod["initContainers"]
+        assert wait["args"][:2] == ["migrate", "--wait"] and float(wait["args"][2]) >= 60, deployment
+        assert wait["image"] == _container(rendered, deployment)["image"], deployment  # the same migrations
+    (job,) = find(rendered, "Job")
+    pod = job["spec"]["template"]["spec"]
+    # Queues first, then the migrations the pods wait for: queues exist once any pod starts.
+    assert [c["args"] for c in pod["initContainers"]] == [["create-queues"]]
+    assert [c["args"] for c in pod["containers"]] == [["migrate"]]
+    assert pod["restartPolicy"] == "OnFailure"
+    for args in (wait["args"], ["create-queues"], ["migrate"]):
+        with pytest.raises(SystemExit) as parsed:
+            main([*args, "--help"])
+        assert parsed.value.code == 0
+
+
+def pod_environment(rendered: Documents, overlay: str, container: dict[str, Any]) -> dict[str, str]:
+    """What a container's process sees: its envFrom ConfigMap and Secret, then its own env."""
+    env: dict[str, str] = {}
+    for source in container["envFrom"]:
+        if "configMapRef" in source:
+            (config,) = [
+                d for d in find(rendered, "ConfigMap") if d["metadata"]["name"] == source["configMapRef"]["name"]
+            ]
+            env.update(config["data"])
+        else:
+            secrets = [d for d in find(rendered, "Secret") if d["metadata"]["name"] == source["secretRef"]["name"]]
+            if overlay == "prod":
+                assert not secrets, "production secrets are never committed"
+                env.update({key: _placeholder(key) for key in PROD_SECRET_KEYS})
+            else:
+                (secret,) = secrets
+                env.update({k: base64.b64decode(v).decode() for k, v in secret["data"].items()})
+    env.update({e["name"]: e["value"] for e in container.get("env", [])})
+    return env
+
+
+def _placeholder(key: str) -> str:
+    from services.kernel.config import hash_token
+
+    return {
+        "PAYRECON_DATABASE_URL": "postgresql://payrecon:secret@db.example:5432/payrecon",
+        "PAYRECON_REDIS_URL": "rediss://cache.example:6379/0",
+        "PAYRECON_API_TOKENS": f"client:{hash_token('t')}:*;reconciliation:{hash_token('r')}:ledger:internal",
+        "RECON_LEDGER_TOKEN": "r",
+    }[key]
+
+
+def test_every_payrecon_container_loads_its_configuration_in_kubernetes(rendered: Documents, overlay: str) -> None:
+    """ConfigMap + Secret (dev: the generated one; prod: the keys the operator must set) + the
+    container's env make a configuration the code accepts, and name nothing the code does not read."""
+    read = variables_read_by_the_code()
+    for name, pod in pod_specs(rendered).items():
+        for container in [*pod.get("initContainers", []), *pod["containers"]]:
+            if "envFrom" not in container:
+                continue
+            env = pod_environment(rendered, overlay, container)
+            unknown = {v for v in env if v.startswith(CONFIG_PREFIXES) and v not in read} - AWAITING_READERS
+            assert not unknown, f"{name} {container['name']} sets variables no code reads: {sorted(unknown)}"
+            settings_loader(container["args"])(Env(env))
+
+
+def test_metrics_are_scraped_from_every_payrecon_pod(rendered: Documents) -> None:
+    config = one(rendered, "ConfigMap", "payrecon-env")["data"]
+    assert config["PAYRECON_METRICS_ADDRESS"] == f"0.0.0.0:{METRICS_PORT}"
+    for deployment in PAYRECON_DEPLOYMENTS:
+        template = one(rendered, "Deployment", deployment)["spec"]["template"]
+        annotations = template["metadata"]["annotations"]
+        assert annotations["prometheus.io/scrape"] == "true", deployment
+        assert annotations["prometheus.io/port"] == str(METRICS_PORT), deployment
+        assert {"containerPort": METRICS_PORT, "name": "metrics"} in _container(rendered, deployment)["ports"]
+
+
+def _selects(selector: dict[str, str], labels: dict[str, str]) -> bool:
+    return all(labels.get(k) == v for k, v in selector.items())
+
+
+def test_services_autoscalers_and_budgets_point_at_real_pods(rendered: Documents, overlay: str) -> None:
+    deployments = {d["metadata"]["name"]: d for d in find(rendered, "Deployment")}
+    labels = {name: d["spec"]["template"]["metadata"]["labels"] for name, d in deployments.items()}
+    for service in find(rendered, "Service"):
+        (target,) = [n for n, pod in labels.items() if _selects(service["spec"]["selector"], pod)]
+        names = {p["name"] for c in deployments[target]["spec"]["template"]["spec"]["containers"] for p in c["ports"]}
+        for port in service["spec"]["ports"]:
+            assert port["targetPort"] in names, (service["metadata"]["name"], port)
+    budgets = {
+        next(n for n, pod in labels.items() if _selects(b["spec"]["selector"]["matchLabels"], pod))
+        for b in find(rendered, "PodDisruptionBudget")
+    }
+    assert budgets == set(deployments)
+    scaled = {h["spec"]["scaleTargetRef"]["name"] for h in find(rendered, "HorizontalPodAutoscaler")}
+    assert scaled == {"ingest", "ledger", "reconciliation"}
+    for name in scaled:
+        assert "replicas" not in deployments[name]["spec"], f"{name}: the autoscaler owns its replicas"
+    if overlay == "prod":
+        assert "replicas" not in deployments["ledger-worker"]["spec"], "KEDA owns the worker's replicas"
+
+
+def test_the_worker_scales_on_the_transfers_queue_it_consumes(rendered: Documents, overlay: str) -> None:
+    if overlay == "dev":
+        assert not find(rendered, "ScaledObject")
+        return
+    config = one(rendered, "ConfigMap", "payrecon-env")["data"]
+    scaled = one(rendered, "ScaledObject", "ledger-worker")
+    assert scaled["spec"]["scaleTargetRef"] == {"name": "ledger-worker"}
+    (trigger,) = scaled["spec"]["triggers"]
+    assert trigger["type"] == "aws-sqs-queue"
+    assert trigger["metadata"]["queueURL"].endswith("/" + config["PAYRECON_TRANSFERS_QUEUE"])
+    assert trigger["metadata"]["awsRegion"] == config["PAYRECON_AWS_REGION"]
+    authentication = one(rendered, "TriggerAuthentication", trigger["authenticationRef"]["name"])
+    assert authentication["spec"]["podIdentity"]["provider"] == "aws"
+    assert scaled["spec"]["maxReplicaCount"] <= 16  # PAYRECON_MESSAGE_GROUPS: more receivers add nothing
+
+
+def test_dev_runs_one_replica_of_everything_with_a_generated_secret(overlay: str, rendered: Documents) -> None:
+    if overlay != "dev":
+        pytest.skip("dev overlay only")
+    for hpa in find(rendered, "HorizontalPodAutoscaler"):
+        assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (1, 1)
+    assert one(rendered, "Deployment", "gateway")["spec"]["replicas"] == 1
+    assert one(rendered, "ConfigMap", "payrecon-env")["data"]["PAYRECON_ENV"] == "development"
+    assert find(rendered, "Secret", "payrecon-config")
+
+
+def test_prod_pins_its_images_and_spreads_its_pods(overlay: str, rendered: Documents) -> None:
+    if overlay != "prod":
+        pytest.skip("prod overlay only")
+    assert one(rendered, "ConfigMap", "payrecon-env")["data"]["PAYRECON_ENV"] == "production"
+    images = set()
+    for name, pod in pod_specs(rendered).items():
+        for container in [*pod.get("initContainers", []), *pod["containers"]]:
+            images.add(container["image"])
+            assert is_pinned(container["image"]), (name, container["image"])
+        if name.startswith("Deployment/"):
+            keys = {c["topologyKey"] for c in pod["topologySpreadConstraints"]}
+            assert keys == {"topology.kubernetes.io/zone", "kubernetes.io/hostname"}, name
+    (payrecon,) = [i for i in images if "envoy" not in i]
+    (job,) = find(rendered, "Job")
+    # One Job per release (its pod template is immutable): the name carries the image's tag.
+    assert job["metadata"]["name"] == "payrecon-migrate-" + payrecon.rsplit(":", 1)[1].replace(".", "-")
+
+
+def test_the_readme_lists_what_an_operator_sets() -> None:
+    readme = (REPO / "README.md").read_text()
+    deploy = readme[readme.index("## Deploy") :]
+    for key in (*PROD_SECRET_KEYS, "payrecon-config", "queueURL", "KEDA", "PAYRECON_OTLP_ENDPOINT", "newTag"):
+        assert key in deploy, key
