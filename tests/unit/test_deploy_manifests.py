@@ -534,8 +534,11 @@ def test_every_container_has_requests_limits_and_a_locked_down_security_context(
         security = pod["securityContext"]
         assert security["runAsNonRoot"] is True and security["runAsUser"] > 0, name
         assert security["seccompProfile"] == {"type": "RuntimeDefault"}, name
+        assert pod["automountServiceAccountToken"] is False, name
         if "envoy" not in {c["name"] for c in pod["containers"]}:
             assert security["runAsUser"] == k8s_run_as_user(), name  # the image's own UID (deploy/Dockerfile)
+            # The identity an operator binds to the IAM role for SQS.
+            assert find(rendered, "ServiceAccount", pod["serviceAccountName"]), name
         tmp_volumes = {v["name"] for v in pod["volumes"] if "emptyDir" in v}
         for container in [*pod.get("initContainers", []), *pod["containers"]]:
             where = f"{name} {container['name']}"
