@@ -679,6 +679,18 @@ def test_services_autoscalers_and_budgets_point_at_real_pods(rendered: Documents
         assert "replicas" not in deployments["ledger-worker"]["spec"], "KEDA owns the worker's replicas"
 
 
+def test_clients_dial_services_that_reach_the_listening_port(rendered: Documents) -> None:
+    config = one(rendered, "ConfigMap", "payrecon-env")["data"]
+    for deployment in ("ingest", "ledger", "reconciliation"):
+        dialled = config[LISTEN_VARIABLE[deployment]]
+        service = one(rendered, "Service", dialled.rsplit(":", 1)[0])
+        (port,) = [p for p in service["spec"]["ports"] if p["port"] == kernel_port_of(dialled)]
+        container = _container(rendered, deployment)
+        (target,) = [p["containerPort"] for p in container["ports"] if p["name"] == port["targetPort"]]
+        listen = {e["name"]: e["value"] for e in container["env"]}[LISTEN_VARIABLE[deployment]]
+        assert listen == f"0.0.0.0:{target}", deployment
+
+
 def test_the_worker_scales_on_the_transfers_queue_it_consumes(rendered: Documents, overlay: str) -> None:
     if overlay == "dev":
         assert not find(rendered, "ScaledObject")
