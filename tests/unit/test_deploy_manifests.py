@@ -643,6 +643,14 @@ def test_every_payrecon_container_loads_its_configuration_in_kubernetes(rendered
             settings_loader(container["args"])(Env(env))
 
 
+def test_spans_go_to_the_collector_alias_the_gateway_uses_too(rendered: Documents) -> None:
+    endpoint = one(rendered, "ConfigMap", "payrecon-env")["data"]["PAYRECON_OTLP_ENDPOINT"]
+    host, port = endpoint.removeprefix("http://").rsplit(":", 1)
+    alias = one(rendered, "Service", host)
+    assert alias["spec"]["type"] == "ExternalName"
+    assert [p["port"] for p in alias["spec"]["ports"]] == [int(port)]
+
+
 def test_metrics_are_scraped_from_every_payrecon_pod(rendered: Documents) -> None:
     config = one(rendered, "ConfigMap", "payrecon-env")["data"]
     assert config["PAYRECON_METRICS_ADDRESS"] == f"0.0.0.0:{METRICS_PORT}"
@@ -662,6 +670,8 @@ def test_services_autoscalers_and_budgets_point_at_real_pods(rendered: Documents
     deployments = {d["metadata"]["name"]: d for d in find(rendered, "Deployment")}
     labels = {name: d["spec"]["template"]["metadata"]["labels"] for name, d in deployments.items()}
     for service in find(rendered, "Service"):
+        if service["spec"].get("type") == "ExternalName":
+            continue  # an alias of something outside (the collector): no pods of ours
         (target,) = [n for n, pod in labels.items() if _selects(service["spec"]["selector"], pod)]
         names = {p["name"] for c in deployments[target]["spec"]["template"]["spec"]["containers"] for p in c["ports"]}
         for port in service["spec"]["ports"]:
@@ -738,5 +748,13 @@ def test_prod_pins_its_images_and_spreads_its_pods(overlay: str, rendered: Docum
 def test_the_readme_lists_what_an_operator_sets() -> None:
     readme = (REPO / "README.md").read_text()
     deploy = readme[readme.index("## Deploy") :]
-    for key in (*PROD_SECRET_KEYS, "payrecon-config", "queueURL", "KEDA", "PAYRECON_OTLP_ENDPOINT", "newTag"):
+    for key in (
+        *PROD_SECRET_KEYS,
+        "payrecon-config",
+        "queueURL",
+        "KEDA",
+        "PAYRECON_OTLP_ENDPOINT",
+        "otel-collector",
+        "newTag",
+    ):
         assert key in deploy, key
