@@ -47,4 +47,5 @@ def test_exit_status_follows_the_served_status(
 
 def test_nothing_listening_is_unhealthy(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["health", f"127.0.0.1:{free_port()}", "--timeout", "0.5"]) == 1
-    assert "UNAVAILABLE" in capsys.readouterr().err or "DEADLINE_EXCEEDED" in capsys.readouterr().err
+    error = capsys.readouterr().err
+    assert "UNAVAILABLE" in error or "DEADLINE_EXCEEDED" in error, error
