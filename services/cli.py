@@ -20,7 +20,7 @@ from services.kernel.config import ConfigError
 def _serve(context: str) -> None:
     from services.kernel.logging import configure_logging
     from services.kernel.runtime import serve_until_signalled
-    from services.kernel.telemetry import configure_tracing
+    from services.kernel.telemetry import configure_tracing, flush_traces
 
     run: Callable[[asyncio.Event], AbstractAsyncContextManager[object]]
     if context == "ingest":
@@ -49,7 +49,10 @@ def _serve(context: str) -> None:
         settings_common, run = recon.common, lambda stop: recon_running(recon, stop)
     configure_logging(context, settings_common.log_level)
     configure_tracing(context, settings_common.otlp_endpoint)
-    asyncio.run(serve_until_signalled(run))
+    try:
+        asyncio.run(serve_until_signalled(run))
+    finally:
+        flush_traces()
 
 
 async def verify_ledger(environ: Mapping[str, str] | None = None) -> int:
@@ -101,6 +104,7 @@ payrecon is READY in {elapsed:.1f}s ({", ".join(f"{k} {v}s" for k, v in stack.ti
   PostgreSQL            {stack.env["PAYRECON_DATABASE_URL"]}
   Redis                 {stack.env["PAYRECON_REDIS_URL"]}
   SQS ({stack.sqs.kind if stack.sqs else "?"})       {stack.env["PAYRECON_SQS_ENDPOINT_URL"]}
+  traces                {_where_traces_go(stack.otlp_endpoint)}
   logs                  {stack.options.state_dir}
 Ctrl-C stops everything.""",
         flush=True,
@@ -124,6 +128,12 @@ Ctrl-C stops everything.""",
         print("payrecon: stopping ...", flush=True)
         stack.stop()
         print("payrecon: stopped", flush=True)
+
+
+def _where_traces_go(otlp_endpoint: str | None) -> str:
+    if not otlp_endpoint:
+        return "off (set PAYRECON_OTLP_ENDPOINT, e.g. http://127.0.0.1:4317)"
+    return f"OTLP/gRPC to {otlp_endpoint} (Envoy and every service)"
 
 
 CHUNK = 1024 * 1024

@@ -112,6 +112,11 @@ class Stack:
         return f"http://127.0.0.1:{self.options.http_port}"
 
     @property
+    def otlp_endpoint(self) -> str | None:
+        """Where every process, Envoy included, exports its spans (PAYRECON_OTLP_ENDPOINT); None: nowhere."""
+        return self.env.get("PAYRECON_OTLP_ENDPOINT") or None
+
+    @property
     def ingest_names(self) -> list[str]:
         """The ingest processes' names: `ingest`, `ingest-2`, …"""
         return [name for name in self.addresses if name.split("-")[0] == "ingest"]
@@ -204,6 +209,7 @@ class Stack:
                 ingest=self.ingest_addresses,
                 ledger=self.addresses["ledger"],
                 reconciliation=self.addresses["reconciliation"],
+                otlp_endpoint=self.otlp_endpoint,
             )
             wait_until(self.ready, timeout=60, what="/api/v1/ready", log=self.envoy.child.log)
             self._mark("envoy+ready", t)

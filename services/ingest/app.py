@@ -28,6 +28,7 @@ from services.kernel.leadership import run_while_leader
 from services.kernel.outbox import OutboxRelay
 from services.kernel.runtime import background, run_periodically
 from services.kernel.sqs import SqsClient, decode_body
+from services.kernel.telemetry import batch_span, trace_context_of
 
 log = logging.getLogger(__name__)
 SCHEMA = "ingest"
@@ -51,6 +52,10 @@ async def running(settings: IngestSettings, stop: asyncio.Event, address: str | 
                 window_seconds=settings.group_commit_window_ms / 1000,
                 max_rows=settings.group_commit_max_rows,
                 max_writes=settings.group_commit_max_writes,
+                # One span per write, in the first caller's trace, linked to the others'.
+                around_write=lambda requests: batch_span(
+                    "ingest group commit", (trace_context_of(r.context) for r in requests)
+                ),
             )
             transactions = TransactionService(
                 store,

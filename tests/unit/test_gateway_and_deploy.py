@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import yaml
 
-from services.devstack.envoy import envoy_binary, render_config
+from services.devstack.envoy import COMPOSE_OTLP_ENDPOINT, envoy_binary, render_config
 from tests.unit.manifests import OVERLAYS, find, one, render
 
 REPO = Path(__file__).resolve().parents[2]
@@ -75,9 +75,41 @@ def test_compose_gateway_config_is_the_rendered_template() -> None:
         reconciliation="reconciliation:50053",
         listen_host="0.0.0.0",
         descriptor=Path("/etc/envoy/descriptor.pb"),
+        otlp_endpoint=COMPOSE_OTLP_ENDPOINT,
     )
     committed = (REPO / "deploy" / "envoy" / "envoy-compose.yaml").read_text()
     assert committed.split("\n", 1)[1] == rendered, "re-render deploy/envoy/envoy-compose.yaml"
+
+
+def test_the_gateway_exports_spans_where_the_services_do() -> None:
+    """docker-compose and Kubernetes give the services PAYRECON_OTLP_ENDPOINT; the gateway they run
+    (the compose rendering) traces every request and sends its spans to that same collector."""
+    compose = yaml.safe_load((REPO / "docker-compose.yml").read_text())
+    config = one(render("prod"), "ConfigMap", "payrecon-env")
+    for name in ("ingest", "ledger", "ledger-worker", "reconciliation"):
+        assert compose["services"][name]["environment"]["PAYRECON_OTLP_ENDPOINT"] == COMPOSE_OTLP_ENDPOINT, name
+    assert config["data"]["PAYRECON_OTLP_ENDPOINT"] == COMPOSE_OTLP_ENDPOINT
+    gateway = yaml.safe_load((REPO / "deploy" / "envoy" / "envoy-compose.yaml").read_text())
+    (listener,) = gateway["static_resources"]["listeners"]
+    tracing = listener["filter_chains"][0]["filters"][0]["typed_config"]["tracing"]
+    assert tracing["provider"]["name"] == "envoy.tracers.opentelemetry"
+    assert tracing["provider"]["typed_config"]["grpc_service"]["envoy_grpc"]["cluster_name"] == "otlp"
+    assert _endpoints(_cluster(gateway, "otlp")) == ["otel-collector:4317"]
+
+
+def test_without_an_otlp_endpoint_the_gateway_has_no_tracer() -> None:
+    config = yaml.safe_load(
+        render_config(
+            http_port=3000,
+            admin_port=9901,
+            ingest="127.0.0.1:50051",
+            ledger="127.0.0.1:50052",
+            reconciliation="127.0.0.1:50053",
+        )
+    )
+    (listener,) = config["static_resources"]["listeners"]
+    assert "provider" not in listener["filter_chains"][0]["filters"][0]["typed_config"]["tracing"]
+    assert "otlp" not in {c["name"] for c in config["static_resources"]["clusters"]}
 
 
 def _annotated_and_internal_grpc_paths() -> tuple[set[str], set[str]]:
