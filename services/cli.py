@@ -12,7 +12,9 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 
 from services.kernel.config import ConfigError
-from services.provisioning import create_queues, migrate_all
+
+# Subcommands import what they need when they run: `payrecon health` is a container health check
+# run every few seconds, and importing the services' stack (SQLAlchemy, the contexts) costs ~1 s of CPU.
 
 
 def _serve(context: str) -> None:
@@ -302,6 +304,57 @@ def _export_run(run_id: str, fmt: str, address: str, token: str) -> int:
     return 0
 
 
+def check_health(address: str, service: str = "", timeout: float = 2.0) -> int:
+    """`payrecon health ADDRESS [--service NAME]`: 0 when the gRPC server at ADDRESS reports NAME ("" =
+    the server as a whole) SERVING over grpc.health.v1, 1 otherwise. The containers' health check: the
+    image has no grpc_health_probe, and Kubernetes asks the same service natively."""
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    asked = service or '"" (the server)'
+    with grpc.insecure_channel(address) as channel:
+        try:
+            reply = health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(service=service), timeout=timeout
+            )
+        except grpc.RpcError as error:
+            print(f"{address} {asked}: {error.code().name}: {error.details()}", file=sys.stderr)
+            return 1
+    status = health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
+    print(f"{address} {asked}: {status}")
+    return 0 if reply.status == health_pb2.HealthCheckResponse.SERVING else 1
+
+
+async def wait_for_migrations(
+    seconds: float, environ: Mapping[str, str] | None = None, *, interval: float = 2.0
+) -> int:
+    """`payrecon migrate --wait SECONDS`: applies nothing; 0 once every schema has all the image's
+    migrations, 1 when SECONDS pass first. Kubernetes pods run it as an initContainer, so a service
+    starts only after the migrations Job has migrated the database its code expects (a database not
+    reachable yet counts as not migrated yet)."""
+    from services.provisioning import pending_migrations
+
+    log = logging.getLogger("payrecon.migrate")
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            pending = await pending_migrations(environ)
+        except ConfigError:
+            raise
+        except Exception as error:  # PostgreSQL not reachable yet, starting up or refusing us: not migrated yet
+            waiting_for = f"the database ({type(error).__name__}: {error})"
+        else:
+            if not pending:
+                print("migrations: every schema is up to date")
+                return 0
+            waiting_for = "migrations " + ", ".join(f"{schema} {versions}" for schema, versions in pending.items())
+        if time.monotonic() >= deadline:
+            print(f"payrecon: gave up after {seconds:g}s waiting for {waiting_for}", file=sys.stderr)
+            return 1
+        log.info("waiting for %s", waiting_for)
+        await asyncio.sleep(interval)
+
+
 def _address_and_token(
     parser: argparse.ArgumentParser, context: str = "reconciliation", default: str = "127.0.0.1:50053", needs: str = ""
 ) -> None:
@@ -323,7 +376,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     serve = sub.add_parser("serve", help="run one service")
     serve.add_argument("context", choices=["ingest", "ledger", "reconciliation"])
     sub.add_parser("worker", help="run the ledger's SQS posting worker")
-    sub.add_parser("migrate", help="apply every schema's migrations")
+    migrate = sub.add_parser("migrate", help="apply every schema's migrations")
+    migrate.add_argument(
+        "--wait",
+        type=float,
+        metavar="SECONDS",
+        help="apply nothing: wait until another process (the migrations Job) has applied them; exit 1 after SECONDS",
+    )
     sub.add_parser("create-queues", help="create the SQS FIFO queues and their dead-letter queues")
     ledger = sub.add_parser("ledger", help="ledger tools")
     ledger_sub = ledger.add_subparsers(dest="ledger_command", required=True)
@@ -360,6 +419,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     versions = schema_sub.add_parser("versions", help="list every version applied, with when and by whom")
     for command in (apply, show, versions):
         _address_and_token(command, "ledger", "127.0.0.1:50052", "applying needs the schema:write scope")
+    health = sub.add_parser(
+        "health", help="ask a gRPC server's grpc.health.v1 status; exit 0 only when SERVING (container health checks)"
+    )
+    health.add_argument("address", help="host:port of the gRPC server")
+    health.add_argument("--service", default="", help='the service name to ask about (default "": the whole server)')
+    health.add_argument("--timeout", type=float, default=2.0, help="seconds to wait for the answer")
     run = sub.add_parser("run", help="run the whole local stack in the foreground")
     run.add_argument("--port", type=int, default=3000)
     args = parser.parse_args(argv)
@@ -369,9 +434,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif args.command == "worker":
             _serve("ledger-worker")
         elif args.command == "migrate":
+            from services.provisioning import migrate_all
+
+            if args.wait is not None:
+                return asyncio.run(wait_for_migrations(args.wait))
             asyncio.run(migrate_all())
         elif args.command == "create-queues":
+            from services.provisioning import create_queues
+
             asyncio.run(create_queues())
+        elif args.command == "health":
+            return check_health(args.address, args.service, args.timeout)
         elif args.command == "ledger":
             return asyncio.run(verify_ledger())
         elif args.command == "schema":
