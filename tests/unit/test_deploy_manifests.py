@@ -28,7 +28,7 @@ CONFIG_PREFIXES = ("PAYRECON_", "INGEST_", "LEDGER_", "RECON_")
 # `metrics`, the worker's health server on `probes`). While a name here is not read by this branch's
 # code it is allowed in compose; test_no_variable_awaits_a_reader fails once it is, so the allowance
 # is removed with the merge.
-AWAITING_READERS = frozenset({"PAYRECON_METRICS_ADDRESS", "LEDGER_WORKER_ADDRESS"})
+AWAITING_READERS = frozenset({"LEDGER_WORKER_ADDRESS"})
 METRICS_PORT = 9464
 
 
