@@ -1,6 +1,8 @@
 """Group commit of submissions: concurrent callers are gathered and recorded, with their outbox rows,
 in one statement and one transaction; each caller then awaits its own answer. One round trip and one
-WAL flush serve many requests, as PostgreSQL's own group commit does for transactions."""
+WAL flush serve many requests, as PostgreSQL's own group commit does for transactions. With a schema
+gate, a batch is first checked against the ledger's schema in one call; refused requests are answered
+with the rule and never written."""
 
 from __future__ import annotations
 
@@ -10,7 +12,9 @@ import itertools
 import logging
 from typing import TypeAlias
 
+from services.ingest.domain.errors import SchemaRefused
 from services.ingest.service.ports import IdempotencyCache, NewRequest, Recorded, RequestStore
+from services.ingest.service.schema_gate import SchemaGate
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +42,7 @@ class GroupCommit:
         window_seconds: float = 0.005,
         max_rows: int = 256,
         max_writes: int = 2,
+        schema_gate: SchemaGate | None = None,
     ) -> None:
         if window_seconds < 0 or max_rows < 1 or max_writes < 1:
             raise ValueError("window_seconds must be ≥ 0, max_rows and max_writes ≥ 1")
@@ -46,6 +51,7 @@ class GroupCommit:
         self._window = window_seconds
         self._max_rows = max_rows
         self._max_writes = max_writes
+        self._schema_gate = schema_gate
         self._waiting: Waiting = {}
         self._scheduled: asyncio.Handle | None = None
         self._writes: set[asyncio.Task[None]] = set()
@@ -53,8 +59,9 @@ class GroupCommit:
     async def record(self, request: NewRequest) -> Recorded:
         """The store's answer for `request`, once its batch is committed (and its keys are in the
         cache). A second request with a key already waiting in the batch gets Recorded(created=False)
-        with the binding of the first. Raises what writing the batch raised — Unavailable when the
-        database cannot be reached — for every caller of that batch: nobody in it is accepted."""
+        with the binding of the first. Raises SchemaRefused when the schema in force refuses a new key's
+        request (nothing written), and what writing the batch raised — Unavailable when the database
+        cannot be reached — for every caller of that batch: nobody in it is accepted."""
         loop = asyncio.get_running_loop()
         answer: asyncio.Future[Recorded] = loop.create_future()
         self._waiting.setdefault(request.submission.idempotency_key, []).append((request, answer))
@@ -79,14 +86,34 @@ class GroupCommit:
             self._writes.add(write)
             write.add_done_callback(self._written)
 
+    async def _screened(self, batch: Waiting) -> Waiting:
+        """The batch less the requests the schema in force refuses; their callers get the refusal now.
+        A refused key already recorded stays in: its caller gets the original answer (a replay, or
+        IDEMPOTENCY_KEY_REUSED), as the key's first request was accepted before. That lookup happens
+        only for refusals, which are rare."""
+        assert self._schema_gate is not None
+        refusals = await self._schema_gate.refusals([callers[0][0].submission for callers in batch.values()])
+        refused = {key: refusal for key, refusal in zip(batch, refusals, strict=True) if refusal is not None}
+        for key, refusal in refused.items():
+            if await self._store.get(key) is not None:
+                continue
+            for _, answer in batch.pop(key):
+                if not answer.done():
+                    answer.set_exception(SchemaRefused(refusal.message, code=refusal.code, field="transaction"))
+        return batch
+
     def _written(self, write: asyncio.Task[None]) -> None:
         self._writes.discard(write)
         if self._waiting:  # they waited for this write: their turn
             self._flush()
 
     async def _write(self, batch: Waiting) -> None:
-        firsts = [callers[0][0] for callers in batch.values()]
         try:
+            if self._schema_gate is not None:
+                batch = await self._screened(batch)
+                if not batch:
+                    return
+            firsts = [callers[0][0] for callers in batch.values()]
             recorded = await self._store.record_requests(firsts)
         except asyncio.CancelledError:
             for callers in batch.values():
