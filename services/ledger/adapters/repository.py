@@ -148,7 +148,7 @@ def _metadata_index(table: str, name: str) -> str:
     return f"{table}_metadata_{_indexable(name)}"
 
 
-def _metadata_conditions(alias: str, metadata: Mapping[str, str] | None) -> tuple[str, dict[str, str]]:
+def metadata_conditions(alias: str, metadata: Mapping[str, str] | None) -> tuple[str, dict[str, str]]:
     """` AND alias.metadata ->> 'field' = :mN` per filter: the field is written as a literal, so the
     expression matches the index's (a bound key would not)."""
     sql, params = "", {}
@@ -526,7 +526,7 @@ class SqlLedgerRepository:
     async def accounts_after(
         self, after_id: str | None, limit: int, *, metadata: Mapping[str, str] | None = None
     ) -> list[Account]:
-        filters, params = _metadata_conditions("accounts", metadata)
+        filters, params = metadata_conditions("accounts", metadata)
         return await self._select_accounts(
             f"WHERE (CAST(:after AS text) IS NULL OR id > :after){filters} ORDER BY id LIMIT :limit",
             {"after": after_id, "limit": limit, **params},
@@ -562,7 +562,7 @@ class SqlLedgerRepository:
         until: datetime | None = None,
         metadata: Mapping[str, str] | None = None,
     ) -> list[LedgerEntry]:
-        filters, params = _metadata_conditions("t", metadata)
+        filters, params = metadata_conditions("t", metadata)
         rows = await self._conn.execute(
             text(
                 "SELECT e.id, e.transfer_id, e.account_id, e.direction, e.amount_minor, e.currency,"
