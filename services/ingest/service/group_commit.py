@@ -86,13 +86,12 @@ class GroupCommit:
             self._writes.add(write)
             write.add_done_callback(self._written)
 
-    async def _screened(self, batch: Waiting) -> Waiting:
+    async def _screened(self, gate: SchemaGate, batch: Waiting) -> Waiting:
         """The batch less the requests the schema in force refuses; their callers get the refusal now.
         A refused key already recorded stays in: its caller gets the original answer (a replay, or
         IDEMPOTENCY_KEY_REUSED), as the key's first request was accepted before. That lookup happens
         only for refusals, which are rare."""
-        assert self._schema_gate is not None
-        refusals = await self._schema_gate.refusals([callers[0][0].submission for callers in batch.values()])
+        refusals = await gate.refusals([callers[0][0].submission for callers in batch.values()])
         refused = {key: refusal for key, refusal in zip(batch, refusals, strict=True) if refusal is not None}
         for key, refusal in refused.items():
             if await self._store.get(key) is not None:
@@ -110,7 +109,7 @@ class GroupCommit:
     async def _write(self, batch: Waiting) -> None:
         try:
             if self._schema_gate is not None:
-                batch = await self._screened(batch)
+                batch = await self._screened(self._schema_gate, batch)
                 if not batch:
                     return
             firsts = [callers[0][0] for callers in batch.values()]
