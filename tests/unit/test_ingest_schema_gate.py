@@ -5,13 +5,14 @@ ledger that cannot be asked lets payments through (the ledger enforces when post
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 
 import pytest
 
 from services.ingest.domain.errors import IdempotencyKeyReused, SchemaRefused
 from services.ingest.domain.model import Acceptance, SubmitTransaction, TransferSubmission
 from services.ingest.service.group_commit import GroupCommit
-from services.ingest.service.ports import SchemaRefusal
+from services.ingest.service.ports import SchemaRefusal, SchemaVerdicts
 from services.ingest.service.schema_gate import SchemaGate
 from services.ingest.service.transactions import TransactionService
 from tests.unit.fakes.ingest import FakeIdempotencyCache, FakeRequestStore, FakeSchemaChecker
@@ -124,3 +125,19 @@ async def test_a_ledger_that_cannot_be_asked_lets_payments_through_and_is_asked_
     with pytest.raises(SchemaRefused):
         await transactions.submit(submit("up", destination="wallet:b"))
     assert set(store.requests) == {"down-1", "down-2"}
+
+
+async def test_an_answer_that_does_not_fit_the_question_lets_payments_through() -> None:
+    checker = FakeSchemaChecker(version=1, refuse=wallet_to_wallet_purchase)
+    transactions, gate, store, _ = service(checker)
+    await gate.refresh()
+    checker.refuse = lambda s: SchemaRefusal("SCHEMA_X", "x")
+    original = checker.check
+
+    async def one_verdict_short(submissions: Sequence[TransferSubmission], timeout_seconds: float) -> SchemaVerdicts:
+        answer = await original(submissions, timeout_seconds)
+        return SchemaVerdicts(answer.version, answer.refusals[:-1])
+
+    checker.check = one_verdict_short  # type: ignore[method-assign]
+    assert not (await transactions.submit(submit("odd", destination="wallet:b"))).replayed
+    assert not gate.reachable and list(store.requests) == ["odd"]

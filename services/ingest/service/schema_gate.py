@@ -53,6 +53,8 @@ class SchemaGate:
     async def _ask(self, submissions: Sequence[TransferSubmission]) -> SchemaVerdicts | None:
         try:
             verdicts = await self._checker.check(submissions, self.timeout_seconds)
+            if len(verdicts.refusals) != len(submissions):
+                raise ValueError(f"{len(verdicts.refusals)} verdicts for {len(submissions)} transfers")
         except Exception as error:  # whatever the failure, it must not refuse a payment
             if self.reachable:
                 log.warning(
