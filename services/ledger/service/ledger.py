@@ -241,7 +241,7 @@ class LedgerService:
 
     async def check_transfers(self, transfers: Sequence[TransferInstruction]) -> tuple[int, list[Violation | None]]:
         """(the schema version in force, 0 for none; per transfer the rule of that version it breaks, or
-        None). Stores nothing and locks nothing: ingest asks this before its 202, and the posting checks
+        None). Stores nothing and locks no account: ingest asks this before its 202, and the posting checks
         again under the version in force then. A transfer that breaks an input rule (invalid_transfer)
         is not the schema's to judge: None here, rejected when posted."""
         async with self.uow.reading() as repo:
