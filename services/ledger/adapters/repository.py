@@ -457,10 +457,9 @@ class SqlLedgerRepository:
         )
         return [r.id for r in rows]
 
-    async def schema_version_in_force(self) -> int:
-        version: int = (
-            await self._conn.execute(text("SELECT version FROM schema_in_force FOR KEY SHARE"))
-        ).scalar_one()
+    async def schema_version_in_force(self, *, hold: bool = True) -> int:
+        lock = " FOR KEY SHARE" if hold else ""
+        version: int = (await self._conn.execute(text(f"SELECT version FROM schema_in_force{lock}"))).scalar_one()
         return version
 
     async def lock_schema(self) -> int:

@@ -187,9 +187,10 @@ class LedgerService:
     # Compiled schema versions by number: a version never changes once applied.
     _schemas: dict[int, Schema] = field(default_factory=dict, init=False, repr=False, compare=False)
 
-    async def _schema(self, repo: LedgerRepository) -> Schema | None:
-        """The schema in force for this transaction (None: no schema, nothing to enforce)."""
-        version = await repo.schema_version_in_force()
+    async def _schema(self, repo: LedgerRepository, *, hold: bool = True) -> Schema | None:
+        """The schema in force for this transaction (None: no schema, nothing to enforce); `hold`: see
+        LedgerRepository.schema_version_in_force."""
+        version = await repo.schema_version_in_force(hold=hold)
         if not version:
             return None
         schema = self._schemas.get(version)
@@ -245,7 +246,8 @@ class LedgerService:
         again under the version in force then. A transfer that breaks an input rule (invalid_transfer)
         is not the schema's to judge: None here, rejected when posted."""
         async with self.uow.reading() as repo:
-            schema = await self._schema(repo)
+            # Unheld: a row lock would dirty the version's row on every check, for nothing to protect.
+            schema = await self._schema(repo, hold=False)
             if schema is None or not transfers:
                 return (schema.version if schema else 0), [None] * len(transfers)
             well_formed = [t for t in transfers if invalid_transfer(t) is None]
@@ -703,7 +705,7 @@ class LedgerService:
         """The filters of a listing, on fields the schema in force indexes (none without a schema)."""
         if not raw:
             return {}
-        schema = await self._schema(repo)
+        schema = await self._schema(repo, hold=False)
         indexed: frozenset[str] = frozenset()
         if schema is not None:
             indexed = schema.indexed_account_metadata if what == "accounts" else schema.indexed_transfer_metadata
@@ -714,7 +716,7 @@ class LedgerService:
         after each version applied and at start, in case a build was interrupted). Indexes of fields a
         later version drops are kept: history filtered under the old version stays fast."""
         async with self.uow.reading() as repo:
-            schema = await self._schema(repo)
+            schema = await self._schema(repo, hold=False)
         if schema is not None:
             await self.uow.index_metadata(
                 accounts=schema.indexed_account_metadata, transfers=schema.indexed_transfer_metadata

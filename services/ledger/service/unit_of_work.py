@@ -87,8 +87,9 @@ class LedgerRepository(Protocol):
     # -- the schema: a posting transaction reads the version in force under a shared row lock, and a
     # new version is written under the exclusive one, so no posting straddles a change.
 
-    async def schema_version_in_force(self) -> int:
-        """The version in force (0: no schema), held until the transaction ends."""
+    async def schema_version_in_force(self, *, hold: bool = True) -> int:
+        """The version in force (0: no schema), held until the transaction ends (`hold`: a posting
+        must not straddle a change; a pre-check that stores nothing need not hold it)."""
         ...
 
     async def lock_schema(self) -> int:

@@ -166,7 +166,7 @@ class FakeLedgerRepository:
         ]
         return due[:limit]
 
-    async def schema_version_in_force(self) -> int:
+    async def schema_version_in_force(self, *, hold: bool = True) -> int:
         return self.state.schemas[-1].version if self.state.schemas else 0
 
     async def lock_schema(self) -> int:
