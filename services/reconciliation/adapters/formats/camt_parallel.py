@@ -76,7 +76,9 @@ class PartRead:
 
 
 def parts_for_this_machine() -> int:
-    return max(1, min(_MOST_PARTS, len(os.sched_getaffinity(0))))
+    """One part per core this process may run on."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, min(_MOST_PARTS, cores))
 
 
 def read_in_parts(content: bytes, parts: int) -> ParsedFile | None:
