@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import codecs
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import date
 from functools import cache
@@ -53,6 +53,8 @@ _STATUS_OF_CODE = {
     "INFO": EntryStatus.PENDING,  # information only: shown, never part of the balance
     "FUTR": EntryStatus.PENDING,
 }
+# the statement children _read_header reads; the schema puts them all before the entries
+_HEADER_ELEMENTS = frozenset(("Id", "Acct", "Bal"))
 _NO_REFERENCE = "NOTPROVIDED"  # what SEPA puts in mandatory reference fields the payer left empty
 _TRUE_TEXTS = ("true", "1")  # xs:boolean
 
@@ -61,6 +63,9 @@ _TRUE_TEXTS = ("true", "1")  # xs:boolean
 _FEED_BYTES = 1 << 20
 _LINES_KEPT_EXACTLY = 65535  # libxml2 stores element lines below this as they are
 _SNIFF_BYTES = 1 << 16
+# From here a file is read in parts, one per core (camt_parallel); below it a second process costs
+# more than it saves (it starts in about a second).
+_PARALLEL_FROM_BYTES = 32 << 20
 # Per-file caches of tag names and of repeated texts (dates, currencies, codes, names) stop growing
 # here, so a hostile file cannot make them large; past it, texts are simply not shared.
 _MOST_NAMES_KEPT = 10_000
@@ -98,15 +103,36 @@ def parse_camt(content: bytes) -> ParsedFile:
     file is not well-formed XML, declares a DTD, holds no statement, or has an entry or balance whose
     amount, currency, credit/debit indicator or date cannot be read; nothing is returned then.
     """
+    content = _as_utf8_when_declared_otherwise(content)
+    if len(content) >= _PARALLEL_FROM_BYTES:
+        # imported here: camt_parallel builds on this module's reader
+        from services.reconciliation.adapters.formats import camt_parallel
+
+        parsed = camt_parallel.read_in_parts(content, camt_parallel.parts_for_this_machine())
+        if parsed is not None:
+            return parsed
     reader = _MessageReader()
-    reader.read(_as_utf8_when_declared_otherwise(content))
+    reader.read(content)
     return reader.parsed_file()
 
 
 class _MessageReader:
-    """Collects statements, errors and warnings while the XML streams past."""
+    """Collects statements, errors and warnings while the XML streams past.
 
-    def __init__(self) -> None:
+    `line_offset` is added to every line the parser reports: a part of a large file (see
+    camt_parallel) is parsed on its own and counts its lines from 1. With `pieces` set, statements
+    are not built: each statement element that ends is kept as a `StatementPiece` (its header, its
+    lines and their warnings) for the parts to be joined, since a statement cut in two is read half
+    in each part.
+    """
+
+    def __init__(self, line_offset: int = 0, pieces: list[StatementPiece] | None = None) -> None:
+        self.line_offset = line_offset
+        self.pieces = pieces
+        # part mode: the first statement to end continues one opened in the part before; statements
+        # that end while the parser is closed off (`closing_off`) go on in the part after
+        self.continues_first = False
+        self.closing_off = False
         self.format: StatementFormat | None = None
         self.statements: list[Statement] = []
         self.statement_elements_seen = 0
@@ -118,8 +144,16 @@ class _MessageReader:
         # in the tree, emptied, until the next one ends: see _take)
         self._statement: etree._Element | None = None
         self._last_entry: etree._Element | None = None
+        self.header_after_the_cut = False
+        # part mode: the elements (qualified name, namespaces in scope) the closing tags closed
+        self.open_at_close: tuple[tuple[str, dict[str | None, str]], ...] | None = None
 
     def read(self, content: bytes) -> None:
+        self.read_slices(content[start : start + _FEED_BYTES] for start in range(0, len(content), _FEED_BYTES))
+
+    def read_slices(self, slices: Iterable[bytes], closers: bytes = b"") -> etree._Element | None:
+        """Parses the document the slices make, then `closers` (end tags that close a part off);
+        returns the root element, None when the XML is broken (an error says where)."""
         parser = etree.XMLPullParser(
             events=("end",),
             tag=_WATCHED_TAGS,
@@ -131,19 +165,25 @@ class _MessageReader:
             remove_pis=True,
         )
         try:
-            for start in range(0, len(content), _FEED_BYTES):
-                parser.feed(content[start : start + _FEED_BYTES])
+            for piece in slices:
+                parser.feed(piece)
                 self._take(parser.read_events())
+            if closers:
+                self.closing_off = True
+                parser.feed(closers)
             root = parser.close()
             self._take(parser.read_events())
         except etree.XMLSyntaxError as error:
-            self.errors.append(RowError(error.lineno or 0, f"not well-formed XML: {error.msg}"))
-            return
+            self.errors.append(RowError((error.lineno or 0) + self.line_offset, f"not well-formed XML: {error.msg}"))
+            return None
+        if self.pieces is not None:
+            return root  # a part: the file as a whole is judged when the parts are joined
         if root.getroottree().docinfo.internalDTD is not None:
             # camt files never carry one; with entities left unresolved the rest would read wrong anyway
             self.errors = [RowError(1, "the file declares a DTD (<!DOCTYPE>), which camt files never carry")]
         elif self.statement_elements_seen == 0:
             self.errors.append(_nothing_to_import(root))
+        return root
 
     def parsed_file(self) -> ParsedFile:
         if self.errors or self.format is None:
@@ -183,7 +223,7 @@ class _MessageReader:
                 self._statement = self._last_entry = None
 
     def _take_entry(self, entry: etree._Element) -> None:
-        line = _line_of(entry)
+        line = _line_of(entry) + self.line_offset
         problems: list[str] = []
         read = self.entries.read(entry, line, problems)
         if problems:
@@ -200,14 +240,43 @@ class _MessageReader:
         lines, self.lines_of_open_statement = self.lines_of_open_statement, []
         if self.format is None:
             self.format = message_format
-        line = _line_of(statement)
+        if self.pieces is not None:
+            self._take_piece(statement, message_format, lines)
+            return
+        line = _line_of(statement) + self.line_offset
         problems: list[str] = []
         notes: list[str] = []
-        read = _read_statement(statement, tuple(lines), problems, notes)
+        header = _read_header(statement, line, problems)
+        read = _statement_of(header, tuple(lines), problems, notes)
         self.errors.extend(RowError(line, problem) for problem in problems)
         self.warnings.extend(RowError(line, note) for note in notes)
         if read is not None:
             self.statements.append(read)
+
+    def _take_piece(
+        self, statement: etree._Element, message_format: StatementFormat, lines: list[StatementLine]
+    ) -> None:
+        assert self.pieces is not None
+        continues = self.continues_first and not self.pieces
+        header = None
+        if continues:
+            # the header was read in the part before; one here (out of the schema's order) would be missed
+            self.header_after_the_cut = self.header_after_the_cut or any(
+                _local_name(child) in _HEADER_ELEMENTS for child in statement if isinstance(child.tag, str)
+            )
+        else:
+            problems: list[str] = []
+            header = _read_header(statement, _line_of(statement) + self.line_offset, problems)
+            self.errors.extend(RowError(header.line, problem) for problem in problems)
+        if self.closing_off:
+            self.open_at_close = tuple(
+                (_qualified_name(element), dict(element.nsmap))
+                for element in reversed((statement, *statement.iterancestors()))
+            )
+        warnings, self.warnings = self.warnings, []
+        self.pieces.append(
+            StatementPiece(message_format, header, lines, warnings, continues=continues, goes_on=self.closing_off)
+        )
 
 
 @dataclass(frozen=True)
@@ -217,15 +286,45 @@ class _Balance:
     day: date | None
 
 
-def _read_statement(
-    statement: etree._Element, lines: tuple[StatementLine, ...], problems: list[str], notes: list[str]
-) -> Statement | None:
+@dataclass(frozen=True)
+class StatementHeader:
+    """What a statement element says besides its entries (read where the element is, joined to its
+    lines later: for a large file, in another process)."""
+
+    kind: str  # Stmt, Rpt or Ntfctn
+    account: str | None
+    balances: dict[str, _Balance]
+    currency: str | None  # Acct/Ccy, else the first balance's; None when neither is given
+    statement_id: str | None
+    line: int
+
+
+@dataclass
+class StatementPiece:
+    """A statement element as one part of a file saw it: whole, or cut where a part begins or ends."""
+
+    message_format: StatementFormat
+    header: StatementHeader | None  # None when the statement began in the part before
+    lines: list[StatementLine]
+    warnings: list[RowError]  # its entries'
+    continues: bool = False  # began in the part before
+    goes_on: bool = False  # ends in the part after
+
+
+def _read_header(statement: etree._Element, line: int, problems: list[str]) -> StatementHeader:
     kind = _local_name(statement)
     account = _text(statement, "Acct/Id/IBAN") or _text(statement, "Acct/Id/Othr/Id")
     if account is None:
         problems.append(f"{kind} has no account id (Acct/Id/IBAN or Acct/Id/Othr/Id)")
     balances = _read_balances(statement, problems)
     currency = _text(statement, "Acct/Ccy") or _first_balance_currency(statement)
+    return StatementHeader(kind, account, balances, currency, _text(statement, "Id"), line)
+
+
+def _statement_of(
+    header: StatementHeader, lines: tuple[StatementLine, ...], problems: list[str], notes: list[str]
+) -> Statement | None:
+    kind, account, currency = header.kind, header.account, header.currency
     if currency is None and lines:
         currency = lines[0].currency
     if currency is None:
@@ -234,18 +333,18 @@ def _read_statement(
         problems.append(f"{kind} currency {currency!r} is not an ISO 4217 code")
     if problems or account is None or currency is None:
         return None
-    opening = _balance_in(balances, _OPENING_BALANCE_CODES, currency, notes)
-    closing = _balance_in(balances, _CLOSING_BALANCE_CODES, currency, notes)
+    opening = _balance_in(header.balances, _OPENING_BALANCE_CODES, currency, notes)
+    closing = _balance_in(header.balances, _CLOSING_BALANCE_CODES, currency, notes)
     return Statement(
         account=account,
         currency=currency,
         lines=lines,
-        statement_id=_text(statement, "Id"),
+        statement_id=header.statement_id,
         opening_balance_minor=opening.amount_minor if opening else None,
         closing_balance_minor=closing.amount_minor if closing else None,
         opening_date=opening.day if opening else None,
         closing_date=closing.day if closing else None,
-        line=_line_of(statement),
+        line=header.line,
     )
 
 
@@ -768,6 +867,11 @@ def _is_statement(element: etree._Element) -> bool:
 
 def _local_name(element: etree._Element) -> str:
     return str(element.tag).rpartition("}")[2]
+
+
+def _qualified_name(element: etree._Element) -> str:
+    """The name as the source spells it (prefix:Name)."""
+    return f"{element.prefix}:{_local_name(element)}" if element.prefix else _local_name(element)
 
 
 def _line_of(element: etree._Element) -> int:
