@@ -87,6 +87,23 @@ async def add_awkward_rows(engine: AsyncEngine, account: str) -> None:
                 {"t": transfer, "a": account, "m": amount, "e": entry_id, "p": datetime(2026, 1, 10, 9, tzinfo=UTC)}
                 | {"x": e2e},
             )
+        # Currencies that differ only in their first letter (EUR, MUR: once one code on columns), and a
+        # posting time with microseconds (the evidence's postedAt keeps them, as isoformat() does).
+        await conn.execute(
+            text(
+                "INSERT INTO statement_lines (import_id, statement_id, account_id, line_no, amount_minor, currency,"
+                " value_date, reference) VALUES (:i, :s, :a, 20000, 4321, 'MUR', :d, :r)"
+            ),
+            {"i": import_id, "s": statement, "a": account, "d": day, "r": f"{account}:PAID-MUR"},
+        )
+        await conn.execute(
+            text(
+                "INSERT INTO ledger_entries (transfer_id, account_id, direction, amount_minor, currency, entry_id,"
+                " posted_at, reference) VALUES (:t, :a, 'DEBIT', 4321, 'EUR', :e, :p, :r)"
+            ),
+            {"t": f"{account}:MUR-t", "a": account, "e": 10**7 + 9, "r": f"{account}:PAID-MUR"}
+            | {"p": datetime(2026, 1, 10, 9, 30, 1, 123456, tzinfo=UTC)},
+        )
 
 
 async def snapshot(engine: AsyncEngine, account: str, stored: StoredReport) -> dict[str, Any]:
@@ -155,6 +172,12 @@ async def test_columns_and_objects_store_the_same_matches_cases_and_report(
     assert {json.loads(m)[0] for m in objects["matches"]} >= {"ONE_TO_ONE", "ONE_TO_MANY"}
     evidence = [json.loads(c[7]) for c in objects["cases"] if c[1] == "MISSING_IN_LEDGER"]
     assert any(e["statementLines"][0]["amount"] == "100000000000000.00" for e in evidence)
+    mismatched = [json.loads(c[7]) for c in objects["cases"] if c[1] == "CURRENCY_MISMATCH"]
+    assert any(
+        e["statementLines"][0]["currency"] == "MUR"
+        and e["ledgerEntries"][0]["postedAt"] == "2026-01-10T09:30:01.123456+00:00"
+        for e in mismatched
+    )
 
 
 async def test_a_columnar_rerun_keeps_cases_and_resolves_what_late_data_explains(

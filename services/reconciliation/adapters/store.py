@@ -66,9 +66,10 @@ _MATCH_COLUMNS = (
 # date - _DAY_ZERO is Python's date.toordinal() (0001-01-01 is day 1).
 _DAY_ZERO = "(DATE '0001-01-01' - 1)"
 # A currency (char(3): at most three characters) as one integer, its code points side by side: equal
-# codes, equal currencies, without a Python string per row.
+# codes, equal currencies, without a Python string per row. Parenthesised: PostgreSQL gives << and | one
+# precedence, left to right (unparenthesised, the first letter's code is shifted out: USD = SSD).
 _CURRENCY_CODE = (
-    "(ascii(substr(btrim({0}), 1, 1))::bigint << 42 | ascii(substr(btrim({0}), 2, 1))::bigint << 21"
+    "((ascii(substr(btrim({0}), 1, 1))::bigint << 42) | (ascii(substr(btrim({0}), 2, 1))::bigint << 21)"
     " | ascii(substr(btrim({0}), 3, 1))::bigint)"
 )
 # A text as matching compares it, coded by the server: `normalised_text` (Python's str.strip(), then
