@@ -15,7 +15,6 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.reconciliation.adapters.store import ReconciliationStore
 from services.reconciliation.domain.cases import CaseStatus
-from services.reconciliation.service import matching_run
 from services.reconciliation.service.reconcile import ReconciliationService, StoredReport
 from tests.bench.reconcile_scale import END, START, ProjectionLedger, seed
 from tests.integration.engines import migrated_engine
@@ -149,10 +148,8 @@ async def forget_run(engine: AsyncEngine, account: str) -> None:
 
 
 async def test_columns_and_objects_store_the_same_matches_cases_and_report(
-    engine: AsyncEngine, database_url: str, monkeypatch: pytest.MonkeyPatch
+    engine: AsyncEngine, database_url: str
 ) -> None:
-    # The breaks' records read a few breaks at a time, as a million lines' are: slices change nothing.
-    monkeypatch.setattr(matching_run, "BREAKS_PER_READ", 7)
     account = "cols-vs-objects"
     injected = await seed(database_url, 3000, seed=11, account_id=account)
     await add_awkward_rows(engine, account)

@@ -19,7 +19,15 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.kernel.db import driver_connection
-from services.reconciliation.domain.cases import CaseEventKind, CaseState, CaseStatus, Finding, evidence_json
+from services.kernel.money import CURRENCY_EXPONENTS
+from services.reconciliation.domain.cases import (
+    CaseEventKind,
+    CaseState,
+    CaseStatus,
+    Finding,
+    StoredRecordsEvidence,
+    evidence_json,
+)
 from services.reconciliation.domain.matching import normalised_text
 from services.reconciliation.domain.matching_columns import NO_CODE
 from services.reconciliation.domain.model import Report, TransferSides, Window
@@ -126,6 +134,54 @@ def _split_columns(plain: str, width: int) -> list[str]:
 
 
 _NO_ROWS = np.zeros(0, dtype=np.int64)
+
+
+def _money_sql(amount: str, currency: str) -> str:
+    """`format_minor` in SQL: the amount in major units with the currency's decimals ($2: exponents)."""
+    exponent = f"(CAST($2 AS jsonb) ->> {currency}::text)::integer"
+    return f"round({amount}::numeric / power(10::numeric, {exponent}), {exponent})::text"
+
+
+# `datetime.isoformat()` of a timestamptz as the driver gives it (in UTC): microseconds only when some.
+_ISO_UTC = (
+    "to_char(e.posted_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS') || CASE WHEN extract(microseconds"
+    " FROM e.posted_at)::bigint % 1000000 <> 0 THEN to_char(e.posted_at AT TIME ZONE 'UTC', '.US') ELSE '' END"
+    " || '+00:00'"
+)
+# A staged finding's evidence (alias f; $1 the account, $2 the currencies' exponents): its document when
+# it came as one, else rendered from the records it names, as matching_run.findings_of renders them.
+_STAGED_EVIDENCE = (
+    "coalesce(f.evidence, jsonb_build_object('rule', f.rule,"
+    " 'statementLines', coalesce((SELECT jsonb_agg(jsonb_build_object('statementLineId', l.id::text,"
+    " 'line', l.line_no, 'bankAccount', s.bank_account, 'amount', " + _money_sql("l.amount_minor", "l.currency") + ","
+    " 'currency', l.currency, 'valueDate', to_char(l.value_date, 'YYYY-MM-DD'),"
+    " 'bookingDate', to_char(l.booking_date, 'YYYY-MM-DD'), 'reference', l.reference,"
+    " 'endToEndId', l.end_to_end_id, 'description', l.description, 'counterparty', l.counterparty) ORDER BY u.n)"
+    " FROM unnest(f.line_ids) WITH ORDINALITY AS u(id, n) JOIN statement_lines l ON l.id = u.id"
+    " JOIN statements s ON s.id = l.statement_id), '[]'::jsonb),"
+    " 'ledgerEntries', coalesce((SELECT jsonb_agg(jsonb_build_object('transferId', e.transfer_id,"
+    " 'entryId', e.entry_id, 'direction', e.direction, 'amount', "
+    + _money_sql(
+        "CASE WHEN (e.direction = 'DEBIT') = f.debit_normal THEN e.amount_minor ELSE -e.amount_minor END", "e.currency"
+    )
+    + ", 'currency', e.currency, 'postedAt', "
+    + _ISO_UTC
+    + ", 'reference', e.reference,"
+    " 'endToEndId', e.end_to_end_id) ORDER BY u.n)"
+    " FROM unnest(f.entry_ids) WITH ORDINALITY AS u(id, n) JOIN ledger_entries e"
+    " ON e.account_id = $1 AND e.entry_id = u.id), '[]'::jsonb))"
+    " || CASE WHEN f.days_apart IS NULL THEN '{}'::jsonb ELSE jsonb_build_object('daysApart', f.days_apart) END)"
+)
+_EXPONENTS_JSON = json.dumps(CURRENCY_EXPONENTS)
+
+
+def _staged_finding(case_id: uuid.UUID | None, f: Finding) -> tuple[object, ...]:
+    """A found_cases row (see `_stage_findings`)."""
+    head = (case_id, f.kind, f.fingerprint, f.severity, f.message, f.amount_minor, f.currency)
+    ev = f.evidence
+    if isinstance(ev, StoredRecordsEvidence):
+        return (*head, None, ev.rule, ev.days_apart, list(ev.statement_line_ids), list(ev.entry_ids), ev.debit_normal)
+    return (*head, evidence_json(ev), None, None, None, None, None)
 
 
 # The stored report's discrepancies, built by the server from run_discrepancies in the order listed.
@@ -695,6 +751,16 @@ class ReconciliationStore:
             rows = await driver.fetch(_LINE_COLUMNS + " WHERE l.id = ANY($1::bigint[]) ORDER BY l.id", list(ids))
             return [StatementLineRecord(*r) for r in rows]
 
+    async def transfer_ids(self, account_id: str, entry_ids: Sequence[int]) -> dict[int, str]:
+        async with self._engine.connect() as conn:
+            driver = await driver_connection(conn)
+            rows = await driver.fetch(
+                "SELECT entry_id, transfer_id FROM ledger_entries WHERE account_id = $1 AND entry_id = ANY($2::bigint[])",
+                account_id,
+                list(entry_ids),
+            )
+            return {r[0]: r[1] for r in rows}
+
     async def entries_by_id(self, account_id: str, entry_ids: Sequence[int]) -> list[ProjectedEntry]:
         async with self._engine.connect() as conn:
             driver = await driver_connection(conn)
@@ -974,8 +1040,10 @@ class ReconciliationStore:
     ) -> dict[str, str]:
         ids: dict[str, str] = {}
         async with self._engine.begin() as conn:
+            if open_ or refresh:
+                await self._stage_findings(conn, open_, refresh)
             if open_:
-                ids.update(await self._open_cases(conn, account_id, window, open_))
+                ids.update(await self._open_cases(conn, account_id, window))
             for case_id, finding in [*reopen, *refresh]:
                 ids[finding.fingerprint] = case_id
             if reopen:
@@ -989,18 +1057,11 @@ class ReconciliationStore:
                     conn, [c for c, _ in reopen], CaseEventKind.REOPENED, "a later run found the break again"
                 )
             if refresh:
-                await conn.execute(
-                    text(
-                        "UPDATE cases AS c SET evidence = CAST(u.ev AS jsonb), message = u.m, amount_minor = u.am"
-                        " FROM unnest(CAST(:i AS text[]), CAST(:ev AS text[]), CAST(:m AS text[]), CAST(:am AS bigint[]))"
-                        " AS u(i, ev, m, am) WHERE c.id::text = u.i"
-                    ),
-                    {
-                        "i": [c for c, _ in refresh],
-                        "ev": [evidence_json(f.evidence) for _, f in refresh],
-                        "m": [f.message for _, f in refresh],
-                        "am": [f.amount_minor for _, f in refresh],
-                    },
+                await (await driver_connection(conn)).execute(
+                    "UPDATE cases AS c SET evidence = " + _STAGED_EVIDENCE + ", message = f.message,"
+                    " amount_minor = f.amount_minor FROM found_cases f WHERE f.case_id IS NOT NULL AND c.id = f.case_id",
+                    account_id,
+                    _EXPONENTS_JSON,
                 )
             if auto_resolve:
                 await conn.execute(
@@ -1015,46 +1076,45 @@ class ReconciliationStore:
         return ids
 
     @staticmethod
-    async def _open_cases(conn: Any, account_id: str, window: Window, found: Sequence[Finding]) -> dict[str, str]:
-        """New cases with their OPENED event: by binary COPY into a temporary table (evidence encoded a
-        chunk at a time), then one statement that inserts both (the server draws the case ids). Returns fingerprint → id of those
-        inserted (a case a concurrent run opened first is left to it)."""
+    async def _stage_findings(conn: Any, open_: Sequence[Finding], refresh: Sequence[tuple[str, Finding]]) -> None:
+        """The findings to open (no case id) and to refresh (their case's id) by binary COPY into a
+        temporary table, a chunk at a time: evidence given as a document travels as its JSON text;
+        evidence that names records by id (`StoredRecordsEvidence`) travels as those ids, for the server
+        to render from the rows it holds (`_STAGED_EVIDENCE`)."""
         # Through SQLAlchemy, which begins the transaction (ON COMMIT DROP outside one drops it at once).
         await conn.execute(
             text(
-                "CREATE TEMPORARY TABLE new_cases (kind text, fingerprint text, severity text, message text,"
-                " amount_minor bigint, currency text, evidence jsonb) ON COMMIT DROP"
+                "CREATE TEMPORARY TABLE found_cases (case_id uuid, kind text, fingerprint text, severity text,"
+                " message text, amount_minor bigint, currency text, evidence jsonb, rule text, days_apart integer,"
+                " line_ids bigint[], entry_ids bigint[], debit_normal boolean) ON COMMIT DROP"
             )
         )
         driver = await driver_connection(conn)
-        for start in range(0, len(found), _CASES_PER_COPY):
+        staged = [(None, f) for f in open_] + [(uuid.UUID(case_id), f) for case_id, f in refresh]
+        for start in range(0, len(staged), _CASES_PER_COPY):
             await driver.copy_records_to_table(
-                "new_cases",
-                records=[
-                    (
-                        f.kind,
-                        f.fingerprint,
-                        f.severity,
-                        f.message,
-                        f.amount_minor,
-                        f.currency,
-                        evidence_json(f.evidence),
-                    )
-                    for f in found[start : start + _CASES_PER_COPY]
-                ],
+                "found_cases", records=[_staged_finding(c, f) for c, f in staged[start : start + _CASES_PER_COPY]]
             )
-        rows = await driver.fetch(
+
+    @staticmethod
+    async def _open_cases(conn: Any, account_id: str, window: Window) -> dict[str, str]:
+        """New cases with their OPENED event from the staged findings without a case, in one statement
+        that inserts both (the server draws the case ids). Returns fingerprint → id of those inserted (a
+        case a concurrent run opened first is left to it)."""
+        rows = await (await driver_connection(conn)).fetch(
             "WITH opened AS ("
             "   INSERT INTO cases (id, account_id, kind, fingerprint, status, severity, message, amount_minor,"
             "   currency, evidence, window_start, window_end)"
-            "   SELECT gen_random_uuid(), $1, kind, fingerprint, 'OPEN', severity, message, amount_minor, currency,"
-            "   evidence, $2, $3"
-            "   FROM new_cases ON CONFLICT (account_id, fingerprint) DO NOTHING RETURNING id, fingerprint),"
+            "   SELECT gen_random_uuid(), $1, f.kind, f.fingerprint, 'OPEN', f.severity, f.message, f.amount_minor,"
+            "   f.currency, " + _STAGED_EVIDENCE + ", $3, $4"
+            "   FROM found_cases f WHERE f.case_id IS NULL"
+            "   ON CONFLICT (account_id, fingerprint) DO NOTHING RETURNING id, fingerprint),"
             " events AS ("
             "   INSERT INTO case_events (case_id, action, actor, reason)"
-            "   SELECT id, $4, 'system', 'run found it' FROM opened)"
+            "   SELECT id, $5, 'system', 'run found it' FROM opened)"
             " SELECT id::text AS id, fingerprint FROM opened",
             account_id,
+            _EXPONENTS_JSON,
             window.start,
             window.end,
             CaseEventKind.OPENED.value,
