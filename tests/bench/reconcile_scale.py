@@ -44,12 +44,12 @@ COUNTERPART = "bench-customers"
 CURRENCY, OTHER_CURRENCY = "EUR", "USD"
 START, END = "2025-12-01", "2026-02-28"
 TARGET_SECONDS = 10
-# Before and after the server coded references (2026-11-26, back to back, 1,000,000 x 1,000,000).
+# Before and after the store rendered the breaks' evidence (2026-11-26, back to back, 1,000,000 x 1,000,000).
 COMPARISON = (
-    "Back to back at 1,000,000 x 1,000,000 (2026-11-26): before the server coded references (ee56b6b) 33.4 s"
-    " wall, 16.9 s CPU in this process, 8.2 s in PostgreSQL backends, 891 MiB peak at load average 8.5;"
-    " after 19.7 s, 10.5 s, 10.2 s and 707 MiB at load average 5.8. Same matches and cases"
-    " (tests/integration/test_reconcile_columns.py)."
+    "Back to back at 1,000,000 x 1,000,000 (2026-11-26, same database, load average 7-10): before the store"
+    " rendered the breaks' evidence (587d6af) 144.9 s wall, 23.3 s CPU in this process, 24.1 s in PostgreSQL"
+    " backends, 705 MiB peak; after 155.3 s, 13.9 s, 29.3 s and 691 MiB. Same matches, cases, evidence and"
+    " report (tests/integration/test_reconcile_columns.py; the bench's database compared before and after)."
 )
 TARGET_RSS_MIB = 500
 COPY_ROWS = 100_000

@@ -15,7 +15,6 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.reconciliation.adapters.store import ReconciliationStore
 from services.reconciliation.domain.cases import CaseStatus
-from services.reconciliation.service import matching_run
 from services.reconciliation.service.reconcile import ReconciliationService, StoredReport
 from tests.bench.reconcile_scale import END, START, ProjectionLedger, seed
 from tests.integration.engines import migrated_engine
@@ -87,6 +86,23 @@ async def add_awkward_rows(engine: AsyncEngine, account: str) -> None:
                 {"t": transfer, "a": account, "m": amount, "e": entry_id, "p": datetime(2026, 1, 10, 9, tzinfo=UTC)}
                 | {"x": e2e},
             )
+        # Currencies that differ only in their first letter (EUR, MUR: once one code on columns), and a
+        # posting time with microseconds (the evidence's postedAt keeps them, as isoformat() does).
+        await conn.execute(
+            text(
+                "INSERT INTO statement_lines (import_id, statement_id, account_id, line_no, amount_minor, currency,"
+                " value_date, reference) VALUES (:i, :s, :a, 20000, 4321, 'MUR', :d, :r)"
+            ),
+            {"i": import_id, "s": statement, "a": account, "d": day, "r": f"{account}:PAID-MUR"},
+        )
+        await conn.execute(
+            text(
+                "INSERT INTO ledger_entries (transfer_id, account_id, direction, amount_minor, currency, entry_id,"
+                " posted_at, reference) VALUES (:t, :a, 'DEBIT', 4321, 'EUR', :e, :p, :r)"
+            ),
+            {"t": f"{account}:MUR-t", "a": account, "e": 10**7 + 9, "r": f"{account}:PAID-MUR"}
+            | {"p": datetime(2026, 1, 10, 9, 30, 1, 123456, tzinfo=UTC)},
+        )
 
 
 async def snapshot(engine: AsyncEngine, account: str, stored: StoredReport) -> dict[str, Any]:
@@ -131,13 +147,14 @@ async def forget_run(engine: AsyncEngine, account: str) -> None:
             await conn.execute(text(f"DELETE FROM {table} WHERE account_id = :a"), {"a": account})
 
 
+# 20,000 lines: enough breaks (a few thousand) that the evidence the store renders, the cases and the
+# report are compared at volume, not only on the awkward rows.
+@pytest.mark.parametrize("size", [3000, 20_000])
 async def test_columns_and_objects_store_the_same_matches_cases_and_report(
-    engine: AsyncEngine, database_url: str, monkeypatch: pytest.MonkeyPatch
+    engine: AsyncEngine, database_url: str, size: int
 ) -> None:
-    # The breaks' records read a few breaks at a time, as a million lines' are: slices change nothing.
-    monkeypatch.setattr(matching_run, "BREAKS_PER_READ", 7)
-    account = "cols-vs-objects"
-    injected = await seed(database_url, 3000, seed=11, account_id=account)
+    account = f"cols-vs-objects-{size}"
+    injected = await seed(database_url, size, seed=11, account_id=account)
     await add_awkward_rows(engine, account)
     on_objects = await service(engine, ON_OBJECTS).reconcile_account(account, START, END)
     objects = await snapshot(engine, account, on_objects)
@@ -151,10 +168,16 @@ async def test_columns_and_objects_store_the_same_matches_cases_and_report(
     # Not vacuous: every kind of break the generator injects is there, and most lines matched.
     kinds = {d["type"] for d in objects["report"]["discrepancies"]}
     assert set(injected) <= kinds, (injected, kinds)
-    assert objects["report"]["matched"] > 2500
+    assert objects["report"]["matched"] > size * 0.8
     assert {json.loads(m)[0] for m in objects["matches"]} >= {"ONE_TO_ONE", "ONE_TO_MANY"}
     evidence = [json.loads(c[7]) for c in objects["cases"] if c[1] == "MISSING_IN_LEDGER"]
     assert any(e["statementLines"][0]["amount"] == "100000000000000.00" for e in evidence)
+    mismatched = [json.loads(c[7]) for c in objects["cases"] if c[1] == "CURRENCY_MISMATCH"]
+    assert any(
+        e["statementLines"][0]["currency"] == "MUR"
+        and e["ledgerEntries"][0]["postedAt"] == "2026-01-10T09:30:01.123456+00:00"
+        for e in mismatched
+    )
 
 
 async def test_a_columnar_rerun_keeps_cases_and_resolves_what_late_data_explains(

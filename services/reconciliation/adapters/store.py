@@ -19,7 +19,15 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.kernel.db import driver_connection
-from services.reconciliation.domain.cases import CaseEventKind, CaseState, CaseStatus, Finding, evidence_json
+from services.kernel.money import CURRENCY_EXPONENTS
+from services.reconciliation.domain.cases import (
+    CaseEventKind,
+    CaseState,
+    CaseStatus,
+    Finding,
+    StoredRecordsEvidence,
+    evidence_json,
+)
 from services.reconciliation.domain.matching import normalised_text
 from services.reconciliation.domain.matching_columns import NO_CODE
 from services.reconciliation.domain.model import Report, TransferSides, Window
@@ -66,9 +74,10 @@ _MATCH_COLUMNS = (
 # date - _DAY_ZERO is Python's date.toordinal() (0001-01-01 is day 1).
 _DAY_ZERO = "(DATE '0001-01-01' - 1)"
 # A currency (char(3): at most three characters) as one integer, its code points side by side: equal
-# codes, equal currencies, without a Python string per row.
+# codes, equal currencies, without a Python string per row. Parenthesised: PostgreSQL gives << and | one
+# precedence, left to right (unparenthesised, the first letter's code is shifted out: USD = SSD).
 _CURRENCY_CODE = (
-    "(ascii(substr(btrim({0}), 1, 1))::bigint << 42 | ascii(substr(btrim({0}), 2, 1))::bigint << 21"
+    "((ascii(substr(btrim({0}), 1, 1))::bigint << 42) | (ascii(substr(btrim({0}), 2, 1))::bigint << 21)"
     " | ascii(substr(btrim({0}), 3, 1))::bigint)"
 )
 # A text as matching compares it, coded by the server: `normalised_text` (Python's str.strip(), then
@@ -127,6 +136,54 @@ def _split_columns(plain: str, width: int) -> list[str]:
 _NO_ROWS = np.zeros(0, dtype=np.int64)
 
 
+def _money_sql(amount: str, currency: str) -> str:
+    """`format_minor` in SQL: the amount in major units with the currency's decimals ($2: exponents)."""
+    exponent = f"(CAST($2 AS jsonb) ->> {currency}::text)::integer"
+    return f"round({amount}::numeric / power(10::numeric, {exponent}), {exponent})::text"
+
+
+# `datetime.isoformat()` of a timestamptz as the driver gives it (in UTC): microseconds only when some.
+_ISO_UTC = (
+    "to_char(e.posted_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS') || CASE WHEN extract(microseconds"
+    " FROM e.posted_at)::bigint % 1000000 <> 0 THEN to_char(e.posted_at AT TIME ZONE 'UTC', '.US') ELSE '' END"
+    " || '+00:00'"
+)
+# A staged finding's evidence (alias f; $1 the account, $2 the currencies' exponents): its document when
+# it came as one, else rendered from the records it names, as matching_run.findings_of renders them.
+_STAGED_EVIDENCE = (
+    "coalesce(f.evidence, jsonb_build_object('rule', f.rule,"
+    " 'statementLines', coalesce((SELECT jsonb_agg(jsonb_build_object('statementLineId', l.id::text,"
+    " 'line', l.line_no, 'bankAccount', s.bank_account, 'amount', " + _money_sql("l.amount_minor", "l.currency") + ","
+    " 'currency', l.currency, 'valueDate', to_char(l.value_date, 'YYYY-MM-DD'),"
+    " 'bookingDate', to_char(l.booking_date, 'YYYY-MM-DD'), 'reference', l.reference,"
+    " 'endToEndId', l.end_to_end_id, 'description', l.description, 'counterparty', l.counterparty) ORDER BY u.n)"
+    " FROM unnest(f.line_ids) WITH ORDINALITY AS u(id, n) JOIN statement_lines l ON l.id = u.id"
+    " JOIN statements s ON s.id = l.statement_id), '[]'::jsonb),"
+    " 'ledgerEntries', coalesce((SELECT jsonb_agg(jsonb_build_object('transferId', e.transfer_id,"
+    " 'entryId', e.entry_id, 'direction', e.direction, 'amount', "
+    + _money_sql(
+        "CASE WHEN (e.direction = 'DEBIT') = f.debit_normal THEN e.amount_minor ELSE -e.amount_minor END", "e.currency"
+    )
+    + ", 'currency', e.currency, 'postedAt', "
+    + _ISO_UTC
+    + ", 'reference', e.reference,"
+    " 'endToEndId', e.end_to_end_id) ORDER BY u.n)"
+    " FROM unnest(f.entry_ids) WITH ORDINALITY AS u(id, n) JOIN ledger_entries e"
+    " ON e.account_id = $1 AND e.entry_id = u.id), '[]'::jsonb))"
+    " || CASE WHEN f.days_apart IS NULL THEN '{}'::jsonb ELSE jsonb_build_object('daysApart', f.days_apart) END)"
+)
+_EXPONENTS_JSON = json.dumps(CURRENCY_EXPONENTS)
+
+
+def _staged_finding(case_id: uuid.UUID | None, f: Finding) -> tuple[object, ...]:
+    """A found_cases row (see `_stage_findings`)."""
+    head = (case_id, f.kind, f.fingerprint, f.severity, f.message, f.amount_minor, f.currency)
+    ev = f.evidence
+    if isinstance(ev, StoredRecordsEvidence):
+        return (*head, None, ev.rule, ev.days_apart, list(ev.statement_line_ids), list(ev.entry_ids), ev.debit_normal)
+    return (*head, evidence_json(ev), None, None, None, None, None)
+
+
 # The stored report's discrepancies, built by the server from run_discrepancies in the order listed.
 _STAGED_DISCREPANCIES = (
     "SELECT jsonb_agg(jsonb_build_object('type', type, 'severity', severity, 'message', message,"
@@ -149,6 +206,29 @@ def _copyable(d: object) -> bool:
             for v in (d.get("statement_line_ids"), d.get("ledger_transfer_ids"))
         )
     )
+
+
+_COPY_HEADER = b"PGCOPY\n\xff\r\n\x00" + bytes(8)  # signature, no flags, no header extension
+
+
+async def _binary_copy(columns: Sequence[NDArray[Any]], rows_per_piece: int = 100_000) -> AsyncIterator[bytes]:
+    """Columns of int64 or float64 (equal lengths, no NULL) as a binary COPY stream, in pieces: each row
+    a field count, then each field's length (8) and big-endian value."""
+    fields: list[tuple[str, str]] = [("n", ">i2")]
+    for i, column in enumerate(columns):
+        fields += [(f"l{i}", ">i4"), (f"v{i}", ">f8" if column.dtype.kind == "f" else ">i8")]
+    dtype = np.dtype(fields)
+    size = int(columns[0].size) if columns else 0
+    yield _COPY_HEADER
+    for start in range(0, size, rows_per_piece):
+        end = min(start + rows_per_piece, size)
+        rows = np.empty(end - start, dtype=dtype)
+        rows["n"] = len(columns)
+        for i, column in enumerate(columns):
+            rows[f"l{i}"] = 8
+            rows[f"v{i}"] = column[start:end]
+        yield rows.tobytes()
+    yield b"\xff\xff"
 
 
 class _Int8Rows:
@@ -714,6 +794,16 @@ class ReconciliationStore:
             rows = await driver.fetch(_LINE_COLUMNS + " WHERE l.id = ANY($1::bigint[]) ORDER BY l.id", list(ids))
             return [StatementLineRecord(*r) for r in rows]
 
+    async def transfer_ids(self, account_id: str, entry_ids: Sequence[int]) -> dict[int, str]:
+        async with self._engine.connect() as conn:
+            driver = await driver_connection(conn)
+            rows = await driver.fetch(
+                "SELECT entry_id, transfer_id FROM ledger_entries WHERE account_id = $1 AND entry_id = ANY($2::bigint[])",
+                account_id,
+                list(entry_ids),
+            )
+            return {r[0]: r[1] for r in rows}
+
     async def entries_by_id(self, account_id: str, entry_ids: Sequence[int]) -> list[ProjectedEntry]:
         async with self._engine.connect() as conn:
             driver = await driver_connection(conn)
@@ -853,28 +943,41 @@ class ReconciliationStore:
 
     @staticmethod
     async def _save_pairs(conn: Any, run_id: str, account_id: str, pairs: PairMatches) -> None:
-        """One-to-one matches from columns: a row of arrays per _PAIRS_PER_ROW pairs in match_pairs."""
-        driver = await driver_connection(conn)
-        breakdowns = json.dumps(pairs.breakdowns)
-        size = len(pairs)
-        for chunk, start in enumerate(range(0, size, _PAIRS_PER_ROW)):
-            end = min(start + _PAIRS_PER_ROW, size)
-            await driver.execute(
-                "INSERT INTO match_pairs (run_id, chunk, account_id, statement_line_ids, entry_ids, rule_index, rules,"
-                " confidences, breakdown_index, breakdowns, amount_differences)"
-                " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10::jsonb, $11)",
-                uuid.UUID(run_id),
-                chunk,
-                account_id,
-                pairs.statement_line_id[start:end].tolist(),
-                pairs.entry_id[start:end].tolist(),
-                pairs.rule_index[start:end].tolist(),
-                list(pairs.rules),
-                pairs.confidence[start:end].tolist(),
-                pairs.breakdown_index[start:end].tolist(),
-                breakdowns,
-                pairs.amount_difference_minor[start:end].tolist(),
+        """One-to-one matches from columns: the columns by binary COPY (bytes made by numpy, no Python
+        object per pair) into a temporary table, then a row of arrays per _PAIRS_PER_ROW pairs in
+        match_pairs, built by the server."""
+        await conn.execute(
+            text(
+                "CREATE TEMPORARY TABLE staged_pairs (n bigint, statement_line_id bigint, entry_id bigint,"
+                " rule_index bigint, confidence double precision, breakdown_index bigint, amount_difference bigint)"
+                " ON COMMIT DROP"
             )
+        )
+        driver = await driver_connection(conn)
+        columns = (
+            np.arange(len(pairs), dtype=np.int64),
+            pairs.statement_line_id,
+            pairs.entry_id,
+            pairs.rule_index,
+            pairs.confidence,
+            pairs.breakdown_index,
+            pairs.amount_difference_minor,
+        )
+        await driver.copy_to_table("staged_pairs", source=_binary_copy(columns), format="binary")
+        # The rows come sorted by n: each array_agg's sort finds them in order.
+        await driver.execute(
+            "INSERT INTO match_pairs (run_id, chunk, account_id, statement_line_ids, entry_ids, rule_index, rules,"
+            " confidences, breakdown_index, breakdowns, amount_differences)"
+            " SELECT $1, n / $5, $2, array_agg(statement_line_id ORDER BY n), array_agg(entry_id ORDER BY n),"
+            " array_agg(rule_index::smallint ORDER BY n), $3, array_agg(confidence ORDER BY n),"
+            " array_agg(breakdown_index::integer ORDER BY n), $4::jsonb, array_agg(amount_difference ORDER BY n)"
+            " FROM staged_pairs GROUP BY n / $5",
+            uuid.UUID(run_id),
+            account_id,
+            list(pairs.rules),
+            json.dumps(pairs.breakdowns),
+            _PAIRS_PER_ROW,
+        )
 
     async def runs(self, account_id: str | None, before: tuple[datetime, str] | None, limit: int) -> list[StoredRun]:
         async with self._engine.connect() as conn:
@@ -993,8 +1096,13 @@ class ReconciliationStore:
     ) -> dict[str, str]:
         ids: dict[str, str] = {}
         async with self._engine.begin() as conn:
+            # Rendering evidence is index lookups and JSON building a row at a time, which JIT does not
+            # speed up; compiling it (planned on a staged table of a hundred thousand rows) took seconds.
+            await conn.execute(text("SET LOCAL jit = off"))
+            if open_ or refresh:
+                await self._stage_findings(conn, open_, refresh)
             if open_:
-                ids.update(await self._open_cases(conn, account_id, window, open_))
+                ids.update(await self._open_cases(conn, account_id, window))
             for case_id, finding in [*reopen, *refresh]:
                 ids[finding.fingerprint] = case_id
             if reopen:
@@ -1008,18 +1116,11 @@ class ReconciliationStore:
                     conn, [c for c, _ in reopen], CaseEventKind.REOPENED, "a later run found the break again"
                 )
             if refresh:
-                await conn.execute(
-                    text(
-                        "UPDATE cases AS c SET evidence = CAST(u.ev AS jsonb), message = u.m, amount_minor = u.am"
-                        " FROM unnest(CAST(:i AS text[]), CAST(:ev AS text[]), CAST(:m AS text[]), CAST(:am AS bigint[]))"
-                        " AS u(i, ev, m, am) WHERE c.id::text = u.i"
-                    ),
-                    {
-                        "i": [c for c, _ in refresh],
-                        "ev": [evidence_json(f.evidence) for _, f in refresh],
-                        "m": [f.message for _, f in refresh],
-                        "am": [f.amount_minor for _, f in refresh],
-                    },
+                await (await driver_connection(conn)).execute(
+                    "UPDATE cases AS c SET evidence = " + _STAGED_EVIDENCE + ", message = f.message,"
+                    " amount_minor = f.amount_minor FROM found_cases f WHERE f.case_id IS NOT NULL AND c.id = f.case_id",
+                    account_id,
+                    _EXPONENTS_JSON,
                 )
             if auto_resolve:
                 await conn.execute(
@@ -1034,46 +1135,45 @@ class ReconciliationStore:
         return ids
 
     @staticmethod
-    async def _open_cases(conn: Any, account_id: str, window: Window, found: Sequence[Finding]) -> dict[str, str]:
-        """New cases with their OPENED event: by binary COPY into a temporary table (evidence encoded a
-        chunk at a time), then one statement that inserts both (the server draws the case ids). Returns fingerprint → id of those
-        inserted (a case a concurrent run opened first is left to it)."""
+    async def _stage_findings(conn: Any, open_: Sequence[Finding], refresh: Sequence[tuple[str, Finding]]) -> None:
+        """The findings to open (no case id) and to refresh (their case's id) by binary COPY into a
+        temporary table, a chunk at a time: evidence given as a document travels as its JSON text;
+        evidence that names records by id (`StoredRecordsEvidence`) travels as those ids, for the server
+        to render from the rows it holds (`_STAGED_EVIDENCE`)."""
         # Through SQLAlchemy, which begins the transaction (ON COMMIT DROP outside one drops it at once).
         await conn.execute(
             text(
-                "CREATE TEMPORARY TABLE new_cases (kind text, fingerprint text, severity text, message text,"
-                " amount_minor bigint, currency text, evidence jsonb) ON COMMIT DROP"
+                "CREATE TEMPORARY TABLE found_cases (case_id uuid, kind text, fingerprint text, severity text,"
+                " message text, amount_minor bigint, currency text, evidence jsonb, rule text, days_apart integer,"
+                " line_ids bigint[], entry_ids bigint[], debit_normal boolean) ON COMMIT DROP"
             )
         )
         driver = await driver_connection(conn)
-        for start in range(0, len(found), _CASES_PER_COPY):
+        staged = [(None, f) for f in open_] + [(uuid.UUID(case_id), f) for case_id, f in refresh]
+        for start in range(0, len(staged), _CASES_PER_COPY):
             await driver.copy_records_to_table(
-                "new_cases",
-                records=[
-                    (
-                        f.kind,
-                        f.fingerprint,
-                        f.severity,
-                        f.message,
-                        f.amount_minor,
-                        f.currency,
-                        evidence_json(f.evidence),
-                    )
-                    for f in found[start : start + _CASES_PER_COPY]
-                ],
+                "found_cases", records=[_staged_finding(c, f) for c, f in staged[start : start + _CASES_PER_COPY]]
             )
-        rows = await driver.fetch(
+
+    @staticmethod
+    async def _open_cases(conn: Any, account_id: str, window: Window) -> dict[str, str]:
+        """New cases with their OPENED event from the staged findings without a case, in one statement
+        that inserts both (the server draws the case ids). Returns fingerprint → id of those inserted (a
+        case a concurrent run opened first is left to it)."""
+        rows = await (await driver_connection(conn)).fetch(
             "WITH opened AS ("
             "   INSERT INTO cases (id, account_id, kind, fingerprint, status, severity, message, amount_minor,"
             "   currency, evidence, window_start, window_end)"
-            "   SELECT gen_random_uuid(), $1, kind, fingerprint, 'OPEN', severity, message, amount_minor, currency,"
-            "   evidence, $2, $3"
-            "   FROM new_cases ON CONFLICT (account_id, fingerprint) DO NOTHING RETURNING id, fingerprint),"
+            "   SELECT gen_random_uuid(), $1, f.kind, f.fingerprint, 'OPEN', f.severity, f.message, f.amount_minor,"
+            "   f.currency, " + _STAGED_EVIDENCE + ", $3, $4"
+            "   FROM found_cases f WHERE f.case_id IS NULL"
+            "   ON CONFLICT (account_id, fingerprint) DO NOTHING RETURNING id, fingerprint),"
             " events AS ("
             "   INSERT INTO case_events (case_id, action, actor, reason)"
-            "   SELECT id, $4, 'system', 'run found it' FROM opened)"
+            "   SELECT id, $5, 'system', 'run found it' FROM opened)"
             " SELECT id::text AS id, fingerprint FROM opened",
             account_id,
+            _EXPONENTS_JSON,
             window.start,
             window.end,
             CaseEventKind.OPENED.value,

@@ -92,6 +92,19 @@ def evidence_json(evidence: Mapping[str, object]) -> str:
 
 
 @dataclass(frozen=True)
+class StoredRecordsEvidence:
+    """Evidence that names the records on both sides by id, for the store to render from the rows it
+    holds (the same document `matching_run.findings_of` builds from records): a large run's hundred
+    thousand breaks are never read into Python and written back."""
+
+    rule: str
+    statement_line_ids: tuple[int, ...]
+    entry_ids: tuple[int, ...]
+    debit_normal: bool
+    days_apart: int | None = None
+
+
+@dataclass(frozen=True)
 class Finding:
     """A break a run found, with its evidence: the records on both sides."""
 
@@ -101,7 +114,7 @@ class Finding:
     transfer_ids: tuple[str, ...] = ()
     amount_minor: int | None = None  # the amount in question (the difference, for a mismatch)
     currency: str = ""
-    evidence: Mapping[str, object] = field(default_factory=dict, hash=False, compare=False)
+    evidence: Mapping[str, object] | StoredRecordsEvidence = field(default_factory=dict, hash=False, compare=False)
 
     @property
     def severity(self) -> str:

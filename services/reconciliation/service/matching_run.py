@@ -5,7 +5,8 @@ for the cases.
 Two ways, with the same results: a small window loads records and matches objects (`match_items`); a
 large one loads columns straight from the store, matches them with `match_columns`, and hands the
 one-to-one matches back as columns, so that a million lines never become a million Python objects.
-Only the rows in breaks are loaded as records, for their evidence.
+Its findings name the records in their breaks by id (`StoredRecordsEvidence`): the store renders their
+evidence from the rows it holds, so a hundred thousand breaks' records are never read into Python.
 """
 
 from __future__ import annotations
@@ -19,8 +20,8 @@ from typing import Any, overload
 import numpy as np
 from numpy.typing import NDArray
 
-from services.kernel.money import format_minor
-from services.reconciliation.domain.cases import EncodedEvidence, Finding
+from services.kernel.money import exponent_of, format_minor
+from services.reconciliation.domain.cases import EncodedEvidence, Finding, StoredRecordsEvidence
 from services.reconciliation.domain.matching import (
     Break,
     LedgerItem,
@@ -53,8 +54,6 @@ I64 = NDArray[np.int64]
 
 # From this many statement lines in a window, matching runs on columns.
 COLUMNAR_FROM_LINES = 20_000
-# The breaks of a columnar run whose records are read at once, for their evidence.
-BREAKS_PER_READ = 20_000
 # Ids of up to 17 digits sort as their decimal text with one integer key (see _text_order).
 _MAX_KEYED_ID = 10**17
 
@@ -351,7 +350,9 @@ async def _match_columns(
     _separate(line_columns, entry_columns)
     lines, entries = _side(line_columns), _side(entry_columns)
     # Currencies numbered densely over both sides: small keys sort fast.
-    _, dense = np.unique(np.concatenate([lines.columns["currency"], entries.columns["currency"]]), return_inverse=True)
+    currency_codes, dense = np.unique(
+        np.concatenate([lines.columns["currency"], entries.columns["currency"]]), return_inverse=True
+    )
     n_lines = lines.columns["currency"].size
     lines.columns["currency"], entries.columns["currency"] = dense[:n_lines], dense[n_lines:]
     s_columns = StatementColumns(**lines.columns)
@@ -360,7 +361,8 @@ async def _match_columns(
     found = await asyncio.to_thread(match_columns, s_columns, l_columns, scope.rules)
 
     posted = l_columns.posted_day
-    in_cover = int(((posted >= covered_first.toordinal()) & (posted <= covered_last.toordinal())).sum())
+    cover = (covered_first.toordinal(), covered_last.toordinal())
+    in_cover = int(((posted >= cover[0]) & (posted <= cover[1])).sum())
     if entries.beyond:
         in_cover += sum(
             1
@@ -368,7 +370,6 @@ async def _match_columns(
             if covered_first <= e.posted_at.date() <= covered_last
         )
     scores = pair_scores(found, s_columns, l_columns, scope.rules)
-    del s_columns, l_columns
     pairs = PairMatches(
         statement_line_id=lines.ids[found.pair_statement],
         entry_id=entries.ids[found.pair_ledger],
@@ -379,23 +380,33 @@ async def _match_columns(
         breakdowns=[dict(b) for b in scores.breakdowns],
         amount_difference_minor=scores.amount_difference,
     )
-    s_ids, l_ids = _Ids(lines.ids), _Ids(entries.ids)
-    breaks = as_breaks(found, s_ids, l_ids) + _unmatchable(lines.beyond, entries.beyond)
+    breaks = as_breaks(found, _Ids(lines.ids), _Ids(entries.ids))
+    # What the findings need of the rows in breaks, from the columns; their evidence (the records on
+    # both sides) is rendered by the store from the rows it holds, never read into Python.
+    line_facts = _facts(lines.ids, (b.statement_ids for b in breaks), s_columns.amount_minor, s_columns.currency)
+    entry_facts = _facts(entries.ids, (b.ledger_ids for b in breaks), l_columns.amount_minor, l_columns.currency)
+    entry_days = dict(zip(entry_facts, posted[_rows_of(entries.ids, list(entry_facts))].tolist(), strict=True))
+    del s_columns, l_columns, posted
+    group_entries = entries.ids[[r for g in found.groups for r in g.ledger]].tolist()
+    transfer_of = await store.transfer_ids(scope.account_id, sorted({*entry_facts, *group_entries}))
+    texts = [_currency_text(int(code)) for code in currency_codes.tolist()]
+    for text_ in {texts[c] for _, c in (*line_facts.values(), *entry_facts.values())}:
+        exponent_of(text_)  # as the records' evidence would: an unknown currency stops the run
+    findings = list(
+        _findings_on_columns(
+            breaks, line_facts, entry_facts, entry_days, transfer_of, texts, scope.debit_normal, scope.currency, cover
+        )
+    )
+    del breaks, line_facts, entry_facts, entry_days
 
-    # Records only for what the findings and the groups show: their evidence and transfer ids. The
-    # breaks' records are read a slice of breaks at a time, each slice's let go once its findings are
-    # made: a million lines have a hundred thousand breaks, and all their records at once weigh more
-    # than the matching did.
-    findings: list[Finding] = []
-    for start in range(0, len(breaks), BREAKS_PER_READ):
-        some = breaks[start : start + BREAKS_PER_READ]
-        line_ids = sorted({int(i) for b in some for i in b.statement_ids})
-        entry_ids = sorted({int(i) for b in some for i in b.ledger_ids})
+    # The rows beyond the engine's range (rare) as records, with the evidence made from them.
+    beyond = _unmatchable(lines.beyond, entries.beyond)
+    if beyond:
         line_records, entry_records = await asyncio.gather(
-            store.lines_by_id(line_ids), store.entries_by_id(scope.account_id, entry_ids)
+            store.lines_by_id(lines.beyond), store.entries_by_id(scope.account_id, entries.beyond)
         )
         findings += findings_of(
-            some,
+            beyond,
             {str(r.id): r for r in line_records},
             {str(e.entry_id): e for e in entry_records},
             scope.debit_normal,
@@ -403,12 +414,6 @@ async def _match_columns(
             covered_first,
             covered_last,
         )
-        del line_records, entry_records
-    group_rows = [r for g in found.groups for r in g.ledger]
-    transfer_of = {
-        str(e.entry_id): e.transfer_id
-        for e in await store.entries_by_id(scope.account_id, sorted(set(entries.ids[group_rows].tolist())))
-    }
     groups = []
     for group in found.groups:
         confidence, breakdown = group_score(group, scope.rules)
@@ -416,7 +421,7 @@ async def _match_columns(
             MatchRecord(
                 group.kind.value,
                 tuple(int(i) for i in lines.ids[list(group.statement)].tolist()),
-                tuple(transfer_of[str(i)] for i in entries.ids[list(group.ledger)].tolist()),
+                tuple(transfer_of[i] for i in entries.ids[list(group.ledger)].tolist()),
                 group.rule,
                 confidence,
                 dict(breakdown),
@@ -429,6 +434,65 @@ async def _match_columns(
         "matched": int(found.pair_statement.size) + sum(len(g.statement) for g in found.groups),
     }
     return MatchOutcome(findings, groups, counts, pairs)
+
+
+def _rows_of(ids: I64, wanted: Sequence[int]) -> I64:
+    """The rows of `ids` (unique, in any order) holding the `wanted` ids, each of which is there."""
+    order = np.argsort(ids, kind="stable")
+    return order[np.searchsorted(ids[order], np.array(wanted, dtype=np.int64))]
+
+
+def _facts(ids: I64, listed: Iterable[Sequence[str]], amount: I64, currency: I64) -> dict[int, tuple[int, int]]:
+    """Id → (amount, dense currency) of the rows whose ids are `listed` (as text)."""
+    wanted = sorted({int(i) for some in listed for i in some})
+    rows = _rows_of(ids, wanted)
+    return dict(zip(wanted, zip(amount[rows].tolist(), currency[rows].tolist(), strict=True), strict=True))
+
+
+def _currency_text(code: int) -> str:
+    """The currency the store coded as one integer, its characters side by side (store._CURRENCY_CODE)."""
+    return "".join(chr(c) for c in (code >> 42, (code >> 21) & 0x1FFFFF, code & 0x1FFFFF) if c)
+
+
+def _findings_on_columns(
+    breaks: Iterable[Break],
+    lines: Mapping[int, tuple[int, int]],
+    entries: Mapping[int, tuple[int, int]],
+    entry_days: Mapping[int, int],
+    transfer_of: Mapping[int, str],
+    currencies: Sequence[str],
+    debit_normal: bool,
+    currency: str,
+    cover: tuple[int, int],
+) -> Iterator[Finding]:
+    """`findings_of` from what the columns hold (amounts signed from the account's view, dense
+    currencies, posting days as ordinals), the evidence left for the store to render."""
+    for brk in breaks:
+        kind = brk.kind.value
+        line_ids = tuple(int(i) for i in brk.statement_ids)
+        entry_ids = tuple(int(i) for i in brk.ledger_ids)
+        if kind == "MISSING_IN_STATEMENT" and not any(cover[0] <= entry_days[i] <= cover[1] for i in entry_ids):
+            continue  # outside the dates the statements cover: not missing, just not reported on yet
+        if brk.amount_difference_minor is not None:
+            amount = brk.amount_difference_minor
+        elif line_ids:
+            amount = sum(lines[i][0] for i in line_ids)
+        else:
+            amount = -sum(entries[i][0] for i in entry_ids)
+        cur = (
+            currencies[lines[line_ids[0]][1]]
+            if line_ids
+            else (currencies[entries[entry_ids[0]][1]] if entry_ids else currency)
+        )
+        yield Finding(
+            kind,
+            MESSAGES.get(kind, kind),
+            tuple(brk.statement_ids),
+            tuple(transfer_of[i] for i in entry_ids),
+            amount,
+            cur,
+            StoredRecordsEvidence(brk.rule, line_ids, entry_ids, debit_normal, brk.days_apart),
+        )
 
 
 # -- findings and their evidence ---------------------------------------------------------------------

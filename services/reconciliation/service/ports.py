@@ -324,6 +324,10 @@ class ReconciliationStore(Protocol):
 
     async def entries_by_id(self, account_id: str, entry_ids: Sequence[int]) -> list[ProjectedEntry]: ...
 
+    async def transfer_ids(self, account_id: str, entry_ids: Sequence[int]) -> dict[int, str]:
+        """Entry id → transfer id of the account's projected entries with those ids."""
+        ...
+
     # -- rules -----------------------------------------------------------------------------------
     async def rules(self, account_id: str) -> tuple[int, dict[str, Any], datetime | None, str]:
         """(version, rules, saved at, saved by); version 0 and {} for the defaults."""

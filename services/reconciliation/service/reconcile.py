@@ -326,8 +326,10 @@ class ReconciliationService:
         statement_drift = await self._statement_drift(account_id, window, currency, debit_normal)
         if statement_drift is not None:
             findings.append(statement_drift)
-            report.expected_balance_minor = int(statement_drift.evidence["statementClosingMinor"])  # type: ignore[call-overload]
-            report.actual_balance_minor = int(statement_drift.evidence["ledgerBalanceMinor"])  # type: ignore[call-overload]
+            drift = statement_drift.evidence
+            assert isinstance(drift, Mapping)  # a document made here, not records named by id
+            report.expected_balance_minor = int(drift["statementClosingMinor"])  # type: ignore[call-overload]
+            report.actual_balance_minor = int(drift["ledgerBalanceMinor"])  # type: ignore[call-overload]
         findings.extend(await self._not_posted(account_id))
         for d in report.discrepancies:
             findings.append(
