@@ -1,22 +1,30 @@
-"""The ledger's SQS worker against real PostgreSQL and a real SQS server: what it does when it stops."""
+"""The ledger's SQS worker against real PostgreSQL and a real SQS server: what it does when it stops,
+and what its health says."""
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import uuid
+from collections.abc import AsyncIterator
 
 import asyncpg
+import grpc
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from payrecon.common.v1 import money_pb2
 from payrecon.ledger.v1 import messages_pb2
 
+from services.devstack.processes import free_port
 from services.kernel.config import Env
 from services.kernel.sqs import OutgoingMessage, SqsClient
+from services.ledger.api.errors import WORKER_SERVICE_NAME
 from services.ledger.app import worker
 from services.ledger.config import LedgerSettings
 from services.provisioning import create_queues, migrate_all
 
 pytestmark = pytest.mark.integration
+SERVING, NOT_SERVING = health_pb2.HealthCheckResponse.SERVING, health_pb2.HealthCheckResponse.NOT_SERVING
 
 
 async def worker_settings(database_url: str, sqs_endpoint: str, run: str) -> LedgerSettings:
@@ -72,3 +80,55 @@ async def test_a_stopping_worker_posts_what_its_last_long_polls_bring(database_u
         await conn.close()
     assert (applied, status) == (1, "POSTED")
     assert left == []  # posted and deleted, not left in flight
+
+
+async def worker_health(port: int) -> AsyncIterator[int]:
+    """The statuses the worker's health reports, as a Watch on its service name streams them."""
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        request = health_pb2.HealthCheckRequest(service=WORKER_SERVICE_NAME)
+        async for update in health_pb2_grpc.HealthStub(channel).Watch(request, timeout=30):
+            yield int(update.status)
+
+
+@pytest.mark.parametrize("missing", ["database", "queue"])
+async def test_the_worker_is_not_serving_while_its_database_or_queue_cannot_be_reached(
+    database_url: str, sqs_endpoint: str, missing: str
+) -> None:
+    settings = await worker_settings(database_url, sqs_endpoint, uuid.uuid4().hex[:8])
+    nowhere = f"127.0.0.1:{free_port()}"
+    common = settings.common
+    if missing == "database":
+        common = dataclasses.replace(common, database_url=f"postgresql://postgres@{nowhere}/postgres")
+    else:
+        common = dataclasses.replace(common, sqs_endpoint_url=f"http://{nowhere}")
+    stop = asyncio.Event()
+    async with worker(dataclasses.replace(settings, common=common), stop, address="127.0.0.1:0") as port:
+        statuses = worker_health(port)
+        assert [await anext(statuses), await anext(statuses)] == [SERVING, NOT_SERVING]
+        await statuses.aclose()
+
+
+async def test_the_worker_serves_its_health_and_says_not_serving_once_it_drains(
+    database_url: str, sqs_endpoint: str
+) -> None:
+    settings = await worker_settings(database_url, sqs_endpoint, uuid.uuid4().hex[:8])
+    stop = asyncio.Event()
+    running = worker(settings, stop, address="127.0.0.1:0")
+    port = await running.__aenter__()
+    try:
+        statuses = worker_health(port)
+        assert await anext(statuses) == SERVING  # its database and queue are there
+        await asyncio.sleep(2)  # a probe or two later, still
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            request = health_pb2.HealthCheckRequest(service=WORKER_SERVICE_NAME)
+            assert (await health_pb2_grpc.HealthStub(channel).Check(request, timeout=5)).status == SERVING
+        stopping = asyncio.create_task(running.__aexit__(None, None, None))
+        # Announced while the server is still up (the receivers finish their polls meanwhile), not
+        # a stream that just ends when the process goes.
+        assert await anext(statuses) == NOT_SERVING
+        await statuses.aclose()
+        await stopping
+    except BaseException:
+        stop.set()
+        await running.__aexit__(None, None, None)
+        raise
