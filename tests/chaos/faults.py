@@ -5,6 +5,8 @@ it took away before the next one starts."""
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import threading
 import time
@@ -94,9 +96,13 @@ def health_target(stack: Stack, name: str) -> tuple[str, str]:
     return stack.addresses[name], SERVICE_NAMES[name.split("-")[0]]
 
 
-def sigterm(stack: Stack, name: str, exit_seconds: float = 30) -> Drained:
+def sigterm(stack: Stack, name: str, *, frozen_seconds: float = 0.0, exit_seconds: float = 30) -> Drained:
     """Stops a process as a supervisor does (SIGTERM) and waits for it to exit, watching its health
-    on the way. A process still running after `exit_seconds` is SIGKILLed (exit code -9)."""
+    on the way. A process still running after `exit_seconds` is SIGKILLed (exit code -9).
+
+    With `frozen_seconds`, the process is first frozen (SIGSTOP) that long and the SIGTERM is waiting
+    for it when it thaws: meanwhile work piles up at its door (a worker's long polls are answered
+    with messages, a server's connections fill with calls), so the drain has work in hand."""
     child = stack.children[name]
     address, service = health_target(stack, name)
     offset = child.log.stat().st_size if child.log.exists() else 0
@@ -112,8 +118,13 @@ def sigterm(stack: Stack, name: str, exit_seconds: float = 30) -> Drained:
             note(next(updates))
         except grpc.RpcError:
             pass
+        if frozen_seconds:
+            os.killpg(child.process.pid, signal.SIGSTOP)
+            time.sleep(frozen_seconds)
         began = time.monotonic()
         child.terminate()
+        if frozen_seconds:
+            os.killpg(child.process.pid, signal.SIGCONT)
         try:
             # The next update, if the drain announces itself; else the stream breaks as the server goes.
             note(next(updates))

@@ -34,8 +34,11 @@ pytestmark = pytest.mark.e2e
 TRANSFERS = 1_000
 CLIENTS = 16
 PAUSE_SECONDS = 0.2  # between one client's requests: the load lasts long enough to span every drain
-# After how many requests sent each process gets its SIGTERM, one after the other.
+# After how many requests sent each process gets its SIGTERM, one after the other; each is frozen
+# (SIGSTOP) a moment before, so that it has work in hand when the SIGTERM reaches it: the worker
+# batches its long polls were answered with, ingest the calls Envoy queued on its connections.
 STOPS = {150: "ledger-worker", 400: "ingest", 650: "ledger"}
+FROZEN_SECONDS = 1.5
 
 
 @pytest.fixture(scope="module")
@@ -108,7 +111,7 @@ async def run_load(stack: Stack, load: Load, keys: list[str], stops: list[Draine
                 while not reached[threshold].wait(0.1):
                     if done.is_set():
                         return
-                stops.append(sigterm(stack, name))
+                stops.append(sigterm(stack, name, frozen_seconds=FROZEN_SECONDS))
                 restarts.append(threading.Thread(target=restart, args=(stack, name)))
                 restarts[-1].start()
         finally:
