@@ -1,8 +1,8 @@
 """SIGTERM drains: 1,000 transfers go through Envoy while the ledger worker, an ingest process and the
-ledger are each stopped the way a supervisor stops them (SIGTERM) and started again. Each says
-NOT_SERVING before it stops, finishes what it has in hand and exits 0 within its grace periods; a
-request refused meanwhile gets a retryable 503, never a 202 that is then lost; every accepted transfer
-is COMPLETED and posted exactly once, and the balances add up to what was accepted.
+ledger are each stopped the way a supervisor stops them (SIGTERM, with work in hand) and started
+again. Each says NOT_SERVING before it stops, finishes what it has in hand and exits 0 within its
+grace periods; a request refused meanwhile gets a retryable 503, never a 202 that is then lost; every
+accepted transfer is COMPLETED and posted exactly once, and the balances add up to what was accepted.
 
 The redrive of stuck requests is switched off here (an hour): no safety net re-publishes what a drain
 might drop, so the drain alone must lose nothing."""

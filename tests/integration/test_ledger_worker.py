@@ -104,31 +104,72 @@ async def test_the_worker_is_not_serving_while_its_database_or_queue_cannot_be_r
     stop = asyncio.Event()
     async with worker(dataclasses.replace(settings, common=common), stop, address="127.0.0.1:0") as port:
         statuses = worker_health(port)
-        assert [await anext(statuses), await anext(statuses)] == [SERVING, NOT_SERVING]
+        seen = [await anext(statuses)]
+        if seen[-1] == SERVING:  # the status it starts with, unless its first probe came first
+            seen.append(await anext(statuses))
+        assert seen[-1] == NOT_SERVING
         await statuses.aclose()
 
 
-async def test_the_worker_serves_its_health_and_says_not_serving_once_it_drains(
+async def until_a_session_waits_for_a_lock(conn: asyncpg.Connection, seconds: float = 30) -> None:
+    for _ in range(int(seconds / 0.05)):
+        waiting = await conn.fetchval(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
+        )
+        if waiting:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"nothing waited for a lock within {seconds}s")
+
+
+async def test_the_worker_says_not_serving_from_the_start_of_its_drain_and_posts_the_batch_in_hand(
     database_url: str, sqs_endpoint: str
 ) -> None:
-    settings = await worker_settings(database_url, sqs_endpoint, uuid.uuid4().hex[:8])
+    """The batch in hand is held up by a lock the test keeps on the ledger's transfers: the worker,
+    told to stop meanwhile, already answers NOT_SERVING while it waits, then posts the batch."""
+    run = uuid.uuid4().hex[:8]
+    settings = await worker_settings(database_url, sqs_endpoint, run)
+    batch = messages_pb2.TransferBatch(
+        transfers=[
+            messages_pb2.TransferRequest(
+                transfer_id=f"wk-{run}-held",
+                debit_account_id=f"wk-{run}-a",
+                credit_account_id=f"wk-{run}-b",
+                amount=money_pb2.Money(minor_units=700, currency="USD"),
+            )
+        ]
+    )
+    locker = await asyncpg.connect(database_url)
     stop = asyncio.Event()
     running = worker(settings, stop, address="127.0.0.1:0")
     port = await running.__aenter__()
+    stopping: asyncio.Task[bool | None] | None = None
     try:
         statuses = worker_health(port)
         assert await anext(statuses) == SERVING  # its database and queue are there
-        await asyncio.sleep(2)  # a probe or two later, still
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-            request = health_pb2.HealthCheckRequest(service=WORKER_SERVICE_NAME)
-            assert (await health_pb2_grpc.HealthStub(channel).Check(request, timeout=5)).status == SERVING
+        locked = locker.transaction()
+        await locked.start()
+        await locker.execute("LOCK TABLE ledger.transfers IN ACCESS EXCLUSIVE MODE")
+        async with SqsClient.connect(endpoint_url=sqs_endpoint, region="us-east-1") as sqs:
+            message = OutgoingMessage(batch.SerializeToString(), "g-0000", f"wk-{run}-held-m", {})
+            await sqs.send_batch(settings.transfers_queue, [message])
+        await until_a_session_waits_for_a_lock(locker)  # the worker's posting of that batch
+
         stopping = asyncio.create_task(running.__aexit__(None, None, None))
-        # Announced while the server is still up (the receivers finish their polls meanwhile), not
-        # a stream that just ends when the process goes.
         assert await anext(statuses) == NOT_SERVING
+        assert not stopping.done()  # still draining: its batch is waiting for the lock
+        await locked.rollback()
         await statuses.aclose()
         await stopping
-    except BaseException:
-        stop.set()
-        await running.__aexit__(None, None, None)
-        raise
+    finally:
+        if stopping is None:
+            stop.set()
+            await running.__aexit__(None, None, None)
+        await locker.close()
+
+    conn = await asyncpg.connect(database_url)
+    try:
+        status = await conn.fetchval("SELECT status FROM ledger.transfers WHERE id = $1", f"wk-{run}-held")
+    finally:
+        await conn.close()
+    assert status == "POSTED"
