@@ -12,13 +12,16 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 
 from services.kernel.config import ConfigError
-from services.provisioning import create_queues, migrate_all
+
+# Subcommands import what they need when they run: `payrecon health` is a container health check
+# run every few seconds, and importing the services' stack (SQLAlchemy, the contexts) costs ~1 s of CPU.
 
 
 def _serve(context: str) -> None:
     from services.kernel.logging import configure_logging
+    from services.kernel.metrics import configure_metrics
     from services.kernel.runtime import serve_until_signalled
-    from services.kernel.telemetry import configure_tracing
+    from services.kernel.telemetry import configure_tracing, flush_traces
 
     run: Callable[[asyncio.Event], AbstractAsyncContextManager[object]]
     if context == "ingest":
@@ -47,7 +50,11 @@ def _serve(context: str) -> None:
         settings_common, run = recon.common, lambda stop: recon_running(recon, stop)
     configure_logging(context, settings_common.log_level)
     configure_tracing(context, settings_common.otlp_endpoint)
-    asyncio.run(serve_until_signalled(run))
+    configure_metrics(context, settings_common.metrics_address, settings_common.otlp_endpoint)
+    try:
+        asyncio.run(serve_until_signalled(run))
+    finally:
+        flush_traces()
 
 
 async def verify_ledger(environ: Mapping[str, str] | None = None) -> int:
@@ -89,6 +96,10 @@ def _run_stack(port: int) -> None:
     print("payrecon: starting the local stack ...", flush=True)
     stack.start()
     elapsed = time.monotonic() - started
+    # One Prometheus endpoint per process (PAYRECON_METRICS_ADDRESS); the Grafana dashboard reads them.
+    metrics_lines = "".join(
+        f"  metrics {name:<15}http://{address}/metrics\n" for name, address in stack.metrics_addresses.items()
+    )
     print(
         f"""
 payrecon is READY in {elapsed:.1f}s ({", ".join(f"{k} {v}s" for k, v in stack.timings.items())})
@@ -100,8 +111,9 @@ payrecon is READY in {elapsed:.1f}s ({", ".join(f"{k} {v}s" for k, v in stack.ti
   PostgreSQL            {stack.env["PAYRECON_DATABASE_URL"]}
   Redis                 {stack.env["PAYRECON_REDIS_URL"]}
   SQS ({stack.sqs.kind if stack.sqs else "?"})       {stack.env["PAYRECON_SQS_ENDPOINT_URL"]}
+  traces                {_where_traces_go(stack.otlp_endpoint)}
   logs                  {stack.options.state_dir}
-Ctrl-C stops everything.""",
+{metrics_lines}Ctrl-C stops everything.""",
         flush=True,
     )
     stopping = False
@@ -123,6 +135,12 @@ Ctrl-C stops everything.""",
         print("payrecon: stopping ...", flush=True)
         stack.stop()
         print("payrecon: stopped", flush=True)
+
+
+def _where_traces_go(otlp_endpoint: str | None) -> str:
+    if not otlp_endpoint:
+        return "off (set PAYRECON_OTLP_ENDPOINT, e.g. http://127.0.0.1:4317)"
+    return f"OTLP/gRPC to {otlp_endpoint} (Envoy and every service)"
 
 
 CHUNK = 1024 * 1024
@@ -287,6 +305,57 @@ def _export_run(run_id: str, fmt: str, address: str, token: str) -> int:
     return 0
 
 
+def check_health(address: str, service: str = "", timeout: float = 2.0) -> int:
+    """`payrecon health ADDRESS [--service NAME]`: 0 when the gRPC server at ADDRESS reports NAME ("" =
+    the server as a whole) SERVING over grpc.health.v1, 1 otherwise. The containers' health check: the
+    image has no grpc_health_probe, and Kubernetes asks the same service natively."""
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    asked = service or '"" (the server)'
+    with grpc.insecure_channel(address) as channel:
+        try:
+            reply = health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(service=service), timeout=timeout
+            )
+        except grpc.RpcError as error:
+            print(f"{address} {asked}: {error.code().name}: {error.details()}", file=sys.stderr)
+            return 1
+    status = health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
+    print(f"{address} {asked}: {status}")
+    return 0 if reply.status == health_pb2.HealthCheckResponse.SERVING else 1
+
+
+async def wait_for_migrations(
+    seconds: float, environ: Mapping[str, str] | None = None, *, interval: float = 2.0
+) -> int:
+    """`payrecon migrate --wait SECONDS`: applies nothing; 0 once every schema has all the image's
+    migrations, 1 when SECONDS pass first. Kubernetes pods run it as an initContainer, so a service
+    starts only after the migrations Job has migrated the database its code expects (a database not
+    reachable yet counts as not migrated yet)."""
+    from services.provisioning import pending_migrations
+
+    log = logging.getLogger("payrecon.migrate")
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            pending = await pending_migrations(environ)
+        except ConfigError:
+            raise
+        except Exception as error:  # PostgreSQL not reachable yet, starting up or refusing us: not migrated yet
+            waiting_for = f"the database ({type(error).__name__}: {error})"
+        else:
+            if not pending:
+                print("migrations: every schema is up to date")
+                return 0
+            waiting_for = "migrations " + ", ".join(f"{schema} {versions}" for schema, versions in pending.items())
+        if time.monotonic() >= deadline:
+            print(f"payrecon: gave up after {seconds:g}s waiting for {waiting_for}", file=sys.stderr)
+            return 1
+        log.info("waiting for %s", waiting_for)
+        await asyncio.sleep(interval)
+
+
 def _address_and_token(
     parser: argparse.ArgumentParser, context: str = "reconciliation", default: str = "127.0.0.1:50053", needs: str = ""
 ) -> None:
@@ -308,7 +377,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     serve = sub.add_parser("serve", help="run one service")
     serve.add_argument("context", choices=["ingest", "ledger", "reconciliation"])
     sub.add_parser("worker", help="run the ledger's SQS posting worker")
-    sub.add_parser("migrate", help="apply every schema's migrations")
+    migrate = sub.add_parser("migrate", help="apply every schema's migrations")
+    migrate.add_argument(
+        "--wait",
+        type=float,
+        metavar="SECONDS",
+        help="apply nothing: wait until another process (the migrations Job) has applied them; exit 1 after SECONDS",
+    )
     sub.add_parser("create-queues", help="create the SQS FIFO queues and their dead-letter queues")
     ledger = sub.add_parser("ledger", help="ledger tools")
     ledger_sub = ledger.add_subparsers(dest="ledger_command", required=True)
@@ -345,6 +420,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     versions = schema_sub.add_parser("versions", help="list every version applied, with when and by whom")
     for command in (apply, show, versions):
         _address_and_token(command, "ledger", "127.0.0.1:50052", "applying needs the schema:write scope")
+    health = sub.add_parser(
+        "health", help="ask a gRPC server's grpc.health.v1 status; exit 0 only when SERVING (container health checks)"
+    )
+    health.add_argument("address", help="host:port of the gRPC server")
+    health.add_argument("--service", default="", help='the service name to ask about (default "": the whole server)')
+    health.add_argument("--timeout", type=float, default=2.0, help="seconds to wait for the answer")
     run = sub.add_parser("run", help="run the whole local stack in the foreground")
     run.add_argument("--port", type=int, default=3000)
     args = parser.parse_args(argv)
@@ -354,9 +435,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif args.command == "worker":
             _serve("ledger-worker")
         elif args.command == "migrate":
+            from services.provisioning import migrate_all
+
+            if args.wait is not None:
+                return asyncio.run(wait_for_migrations(args.wait))
             asyncio.run(migrate_all())
         elif args.command == "create-queues":
+            from services.provisioning import create_queues
+
             asyncio.run(create_queues())
+        elif args.command == "health":
+            return check_health(args.address, args.service, args.timeout)
         elif args.command == "ledger":
             return asyncio.run(verify_ledger())
         elif args.command == "schema":

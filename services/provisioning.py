@@ -7,7 +7,7 @@ from collections.abc import Mapping
 
 from services.kernel.config import CommonSettings, Env
 from services.kernel.db import create_engine
-from services.kernel.migrations import migrate
+from services.kernel.migrations import migrate, pending
 from services.kernel.sqs import SqsClient
 from services.ledger.config import LedgerSettings
 
@@ -25,6 +25,22 @@ async def migrate_all(environ: Mapping[str, str] | None = None) -> None:
             logging.getLogger("payrecon.migrate").info("%s: %s", schema, status)
         finally:
             await engine.dispose()
+
+
+async def pending_migrations(environ: Mapping[str, str] | None = None) -> dict[str, list[int]]:
+    """The migrations each schema still lacks (schemas with none pending are left out); applies nothing."""
+    # Only the database is needed: a pod waiting for its migrations must not need the services' secrets.
+    database_url = Env(environ).text("PAYRECON_DATABASE_URL")
+    missing: dict[str, list[int]] = {}
+    for schema in SCHEMAS:
+        engine = create_engine(database_url, schema, pool_size=1)
+        try:
+            versions = await pending(engine, schema, f"services.{schema}.migrations")
+        finally:
+            await engine.dispose()
+        if versions:
+            missing[schema] = versions
+    return missing
 
 
 async def create_queues(environ: Mapping[str, str] | None = None) -> None:

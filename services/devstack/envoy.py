@@ -22,6 +22,10 @@ from services.kernel.config import host_of, port_of
 REPO_ROOT = Path(__file__).resolve().parents[2]
 GATEWAY_DIR = REPO_ROOT / "gateway"
 COMPOSE_CONFIG = REPO_ROOT / "deploy" / "envoy" / "envoy-compose.yaml"
+# The collector's OTLP/gRPC address in docker-compose and Kubernetes (their PAYRECON_OTLP_ENDPOINT).
+COMPOSE_OTLP_ENDPOINT = "http://otel-collector:4317"
+# The `service.name` of Envoy's spans, beside the services' `payrecon-<context>`.
+ENVOY_SERVICE_NAME = "payrecon-envoy"
 # Upstream cluster of each context, with its route timeout (reconciling a long window takes longer).
 CLUSTER_TIMEOUTS = {"ingest": "30s", "ledger": "30s", "reconciliation": "120s"}
 
@@ -62,6 +66,45 @@ def endpoint_lines(addresses: Sequence[str]) -> list[str]:
     ]
 
 
+def tracing_lines(otlp_endpoint: str | None) -> list[str]:
+    """The connection manager's `tracing`: Envoy's OpenTelemetry tracer exporting over OTLP/gRPC
+    through the `otlp` cluster, every request sampled (a caller's traceparent decides for itself);
+    without an endpoint no tracer, so no span and no cost."""
+    if not otlp_endpoint:
+        return ["tracing: {}"]
+    return [
+        "tracing:",
+        "  random_sampling: { value: 100 }",
+        "  provider:",
+        "    name: envoy.tracers.opentelemetry",
+        "    typed_config:",
+        '      "@type": type.googleapis.com/envoy.config.trace.v3.OpenTelemetryConfig',
+        "      grpc_service: { envoy_grpc: { cluster_name: otlp }, timeout: 2s }",
+        f"      service_name: {ENVOY_SERVICE_NAME}",
+    ]
+
+
+def trace_cluster_lines(otlp_endpoint: str | None) -> list[str]:
+    """The `otlp` cluster (HTTP/2 to the OTLP/gRPC endpoint, `http://host:port` or `host:port`)."""
+    if not otlp_endpoint:
+        return []
+    address = otlp_endpoint.split("://", 1)[-1].rstrip("/")
+    return [
+        "- name: otlp",
+        "  type: STRICT_DNS",
+        "  connect_timeout: 2s",
+        "  typed_extension_protocol_options:",
+        "    envoy.extensions.upstreams.http.v3.HttpProtocolOptions:",
+        '      "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions',
+        "      explicit_http_config: { http2_protocol_options: {} }",
+        "  load_assignment:",
+        "    cluster_name: otlp",
+        "    endpoints:",
+        "      - lb_endpoints:",
+        *("          " + line for line in endpoint_lines([address])),
+    ]
+
+
 def render_config(
     *,
     http_port: int,
@@ -71,16 +114,20 @@ def render_config(
     reconciliation: str,
     listen_host: str = "127.0.0.1",
     descriptor: Path | None = None,
+    otlp_endpoint: str | None = None,
 ) -> str:
     """The gateway config; routes come from the repository's descriptor set, which `descriptor` (the
     path Envoy loads, e.g. a container mount) must be a copy of. `ingest` is one address or one per
-    ingest process: Envoy balances requests over them."""
+    ingest process: Envoy balances requests over them. With `otlp_endpoint` (PAYRECON_OTLP_ENDPOINT)
+    Envoy traces every request and exports its spans there."""
     ingest_addresses = [ingest] if isinstance(ingest, str) else list(ingest)
     if not ingest_addresses:
         raise ValueError("at least one ingest address is needed")
     text = (GATEWAY_DIR / "envoy.yaml").read_text()
     text = _fill_block(text, "PUBLIC_ROUTES", public_routes())
     text = _fill_block(text, "INGEST_ENDPOINTS", endpoint_lines(ingest_addresses))
+    text = _fill_block(text, "TRACING", tracing_lines(otlp_endpoint))
+    text = _fill_block(text, "TRACE_CLUSTERS", trace_cluster_lines(otlp_endpoint))
     return string.Template(text).substitute(
         HTTP_PORT=http_port,
         ADMIN_PORT=admin_port,
@@ -113,13 +160,25 @@ class Envoy:
 
     @classmethod
     def start(
-        cls, state_dir: Path, *, http_port: int, ingest: str | Sequence[str], ledger: str, reconciliation: str
+        cls,
+        state_dir: Path,
+        *,
+        http_port: int,
+        ingest: str | Sequence[str],
+        ledger: str,
+        reconciliation: str,
+        otlp_endpoint: str | None = None,
     ) -> Envoy:
         admin_port = free_port()
         config = state_dir / f"envoy-{http_port}.yaml"
         config.write_text(
             render_config(
-                http_port=http_port, admin_port=admin_port, ingest=ingest, ledger=ledger, reconciliation=reconciliation
+                http_port=http_port,
+                admin_port=admin_port,
+                ingest=ingest,
+                ledger=ledger,
+                reconciliation=reconciliation,
+                otlp_endpoint=otlp_endpoint,
             )
         )
         child = spawn(
@@ -144,7 +203,8 @@ class Envoy:
 
 
 def render_compose_config() -> str:
-    """deploy/envoy/envoy-compose.yaml: upstreams by Service name, descriptor mounted at /etc/envoy."""
+    """deploy/envoy/envoy-compose.yaml: upstreams by Service name, descriptor mounted at /etc/envoy,
+    spans to the OpenTelemetry collector (the services' PAYRECON_OTLP_ENDPOINT there)."""
     rendered = render_config(
         http_port=3000,
         admin_port=9901,
@@ -153,6 +213,7 @@ def render_compose_config() -> str:
         reconciliation="reconciliation:50053",
         listen_host="0.0.0.0",
         descriptor=Path("/etc/envoy/descriptor.pb"),
+        otlp_endpoint=COMPOSE_OTLP_ENDPOINT,
     )
     return "# Rendered from gateway/envoy.yaml by `make protos`; do not edit (checked by tests/unit).\n" + rendered
 

@@ -91,6 +91,8 @@ class StackOptions:
     # endpoints of Envoy's ingest cluster; each runs the whole service, background jobs included.
     # None: INGEST_PROCESSES (from extra_env, then the environment), else the number of cores.
     ingest_processes: int | None = None
+    # Each process serves Prometheus metrics on a port of its own (`metrics_addresses`).
+    metrics: bool = True
 
 
 @dataclass
@@ -106,12 +108,19 @@ class Stack:
     admin_database_url: str | None = None
     addresses: dict[str, str] = field(default_factory=dict)
     worker_address: str = ""  # the ledger worker's health (grpc.health.v1) only
+    # Where each process (`ingest`, …, `ledger-worker`) serves its metrics (PAYRECON_METRICS_ADDRESS).
+    metrics_addresses: dict[str, str] = field(default_factory=dict)
     log_dir: Path = field(default_factory=Path)
     timings: dict[str, float] = field(default_factory=dict)
 
     @property
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.options.http_port}"
+
+    @property
+    def otlp_endpoint(self) -> str | None:
+        """Where every process, Envoy included, exports its spans (PAYRECON_OTLP_ENDPOINT); None: nowhere."""
+        return self.env.get("PAYRECON_OTLP_ENDPOINT") or None
 
     @property
     def ingest_names(self) -> list[str]:
@@ -187,6 +196,10 @@ class Stack:
                 processes = ingest_process_count(Env({**os.environ, **opts.extra_env}))
             for index in range(2, processes + 1):
                 self.addresses[f"ingest-{index}"] = f"127.0.0.1:{free_port()}"
+            if opts.metrics:
+                self.metrics_addresses = {
+                    name: f"127.0.0.1:{free_port()}" for name in [*self.addresses, "ledger-worker"]
+                }
             for name in self.addresses:
                 self.start_service(name)
             self.start_worker()
@@ -209,6 +222,7 @@ class Stack:
                 ingest=self.ingest_addresses,
                 ledger=self.addresses["ledger"],
                 reconciliation=self.addresses["reconciliation"],
+                otlp_endpoint=self.otlp_endpoint,
             )
             wait_until(self.ready, timeout=60, what="/api/v1/ready", log=self.envoy.child.log)
             self._mark("envoy+ready", t)
@@ -223,7 +237,7 @@ class Stack:
             "ledger-worker",
             [sys.executable, "-m", "services.cli", "worker"],
             log_dir=self.log_dir,
-            env=self.env,
+            env={**self.env, **self._metrics_env("ledger-worker")},
             cwd=REPO_ROOT,
         )
 
@@ -249,9 +263,13 @@ class Stack:
             name,
             [sys.executable, "-m", "services.cli", "serve", context],
             log_dir=self.log_dir,
-            env={**self.env, f"PAYRECON_{context.upper()}_ADDRESS": self.addresses[name]},
+            env={**self.env, f"PAYRECON_{context.upper()}_ADDRESS": self.addresses[name], **self._metrics_env(name)},
             cwd=REPO_ROOT,
         )
+
+    def _metrics_env(self, name: str) -> dict[str, str]:
+        address = self.metrics_addresses.get(name)
+        return {"PAYRECON_METRICS_ADDRESS": address} if address else {}
 
     def kill(self, name: str) -> None:
         """SIGKILLs a child (`ledger-worker`, `ingest-2`, …) as a crash would: nothing of it cleans up."""

@@ -5,9 +5,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 
 import redis.asyncio as redis
+from opentelemetry.metrics import Meter
 from payrecon.ingest.v1 import ingest_pb2_grpc
 
 from services.ingest.adapters.cache import RedisIdempotencyCache
@@ -25,12 +26,37 @@ from services.kernel.db import create_engine
 from services.kernel.grpc_server import create_server, scopes_for
 from services.kernel.health import OUTBOX_FLUSH_SECONDS, RPC_GRACE_SECONDS, drain, watch_dependencies
 from services.kernel.leadership import run_while_leader
+from services.kernel.metrics import (
+    BackgroundGauge,
+    Reading,
+    outbox_backlog_gauge,
+    payrecon_meter,
+    queue_depth_gauge,
+)
 from services.kernel.outbox import OutboxRelay
 from services.kernel.runtime import background, run_periodically
 from services.kernel.sqs import SqsClient, decode_body
+from services.kernel.telemetry import batch_span, trace_context_of
 
 log = logging.getLogger(__name__)
 SCHEMA = "ingest"
+
+
+def oldest_processing_gauge(meter: Meter, age_seconds: Callable[[], Awaitable[float]]) -> BackgroundGauge:
+    """`payrecon.ingest.oldest.processing.age`: how long the oldest request still PROCESSING has
+    waited since its 202. SQS tells no message age for FIFO queues; this is the age that matters to
+    a caller polling its status (outbox, queue, worker and the outcome's way back together)."""
+
+    async def read() -> Reading:
+        return [(await age_seconds(), {})]
+
+    return BackgroundGauge(
+        meter,
+        "payrecon.ingest.oldest.processing.age",
+        read,
+        unit="s",
+        description="Age of the oldest request accepted (202) whose outcome ingest has not learnt yet",
+    )
 
 
 @contextlib.asynccontextmanager
@@ -51,6 +77,10 @@ async def running(settings: IngestSettings, stop: asyncio.Event, address: str | 
                 window_seconds=settings.group_commit_window_ms / 1000,
                 max_rows=settings.group_commit_max_rows,
                 max_writes=settings.group_commit_max_writes,
+                # One span per write, in the first caller's trace, linked to the others'.
+                around_write=lambda requests: batch_span(
+                    "ingest group commit", (trace_context_of(r.context) for r in requests)
+                ),
             )
             transactions = TransactionService(
                 store,
@@ -61,6 +91,7 @@ async def running(settings: IngestSettings, stop: asyncio.Event, address: str | 
                 commits,
             )
             operations = OperationsService(store, cache, sqs, settings.transfers_queue, settings.redrive_after_seconds)
+
             redrive = RedriveService(
                 store, settings.redrive_after_seconds, settings.redrive_batch, common.message_groups
             )
@@ -84,6 +115,14 @@ async def running(settings: IngestSettings, stop: asyncio.Event, address: str | 
                 pack=transfer_batch_bytes,
                 rows_per_message=500,
             )
+
+            meter = payrecon_meter()
+            gauges = [
+                # The queue this service feeds and the one it consumes.
+                queue_depth_gauge(meter, sqs, [settings.transfers_queue, settings.events_queue]),
+                outbox_backlog_gauge(meter, "ingest", relay.unpublished),
+                oldest_processing_gauge(meter, store.oldest_processing_age_seconds),
+            ]
 
             async def can_serve() -> bool:
                 return (await operations.readiness()).ready  # the database and the queue
@@ -124,6 +163,7 @@ async def running(settings: IngestSettings, stop: asyncio.Event, address: str | 
                     what="re-publishing requests stuck in PROCESSING",
                 ),
                 watch_dependencies(health, [SERVICE_NAME], can_serve, stop),
+                *(gauge.refresh_until(stop) for gauge in gauges),
                 # The events consumer finishes the receive it has in flight (see consume).
                 grace_seconds=LONG_POLL_SECONDS + 1,
             ):

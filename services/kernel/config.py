@@ -142,6 +142,8 @@ class CommonSettings:
     # invisible (consumers extend it while they work) and deliveries before the dead-letter queue.
     sqs_visibility_seconds: int = 60
     sqs_max_receives: int = 5
+    # host:port of this process's Prometheus scrape endpoint (services.kernel.metrics); None: none.
+    metrics_address: str | None = None
 
     @property
     def development(self) -> bool:
@@ -157,6 +159,9 @@ class CommonSettings:
         tokens = parse_api_tokens(env.optional("PAYRECON_API_TOKENS"), development=development)
         if not tokens:
             raise ConfigError("PAYRECON_API_TOKENS is required outside development (no token would work)")
+        metrics_address = env.optional("PAYRECON_METRICS_ADDRESS")
+        if metrics_address and not re.fullmatch(r"[^\s:]*:\d{1,5}", metrics_address):
+            raise ConfigError(f"PAYRECON_METRICS_ADDRESS must be host:port, got {metrics_address!r}")
         groups = env.integer("PAYRECON_MESSAGE_GROUPS", 16)
         if not 1 <= groups <= 1024:
             raise ConfigError("PAYRECON_MESSAGE_GROUPS must be between 1 and 1024")
@@ -172,6 +177,7 @@ class CommonSettings:
             log_level=env.text("PAYRECON_LOG_LEVEL", "INFO").upper(),
             sqs_visibility_seconds=env.integer("PAYRECON_SQS_VISIBILITY_SECONDS", 60),
             sqs_max_receives=env.integer("PAYRECON_SQS_MAX_RECEIVES", 5),
+            metrics_address=metrics_address,
         )
 
 

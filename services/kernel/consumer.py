@@ -22,10 +22,9 @@ from opentelemetry import trace
 
 from services.kernel.runtime import sleep_or_stop
 from services.kernel.sqs import MAX_BATCH, SqsClient
-from services.kernel.telemetry import extract_message_context
+from services.kernel.telemetry import batch_span, extract_message_context
 
 log = logging.getLogger(__name__)
-tracer = trace.get_tracer(__name__)
 
 Message = dict[str, Any]
 BatchHandler = Callable[[Sequence[Message]], Awaitable[Sequence[Message]]]
@@ -77,14 +76,13 @@ async def consume(
             backoff = 0.0
             if not messages:
                 continue
-            context = extract_message_context(messages[0])
-            links = [
-                trace.Link(trace.get_current_span(extract_message_context(m)).get_span_context()) for m in messages[1:]
-            ]
-            with tracer.start_as_current_span(
-                f"{queue} process", context=context, links=links, kind=trace.SpanKind.CONSUMER
+            # One span for the batch: the child of the first message's trace, linked to the others'.
+            with batch_span(
+                f"{queue} process", (extract_message_context(m) for m in messages), kind=trace.SpanKind.CONSUMER
             ) as span:
-                span.set_attribute("messaging.batch.message_count", len(messages))
+                if span.is_recording():
+                    span.set_attribute("messaging.system", "aws_sqs")
+                    span.set_attribute("messaging.batch.message_count", len(messages))
                 heartbeat = asyncio.create_task(_keep_invisible(sqs, queue, messages, visibility_seconds))
                 try:
                     done = await handle(messages)

@@ -1,5 +1,5 @@
-"""Builds a service's grpc.aio server: auth, tracing and error mapping interceptors, health, reflection;
-and the probe-only server of a process that serves no RPCs of its own (the ledger worker)."""
+"""Builds a service's grpc.aio server: metrics, auth, tracing and error mapping interceptors, health,
+reflection; and the probe-only server of a process that serves no RPCs of its own (the ledger worker)."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from grpc_reflection.v1alpha import reflection
 from services.kernel.auth import BearerAuthInterceptor
 from services.kernel.config import ApiToken
 from services.kernel.grpc_errors import Context, ErrorMappingInterceptor, ErrorTable
+from services.kernel.metrics import rpc_metrics_interceptor
 from services.kernel.telemetry import grpc_server_interceptor
 
 Registration = Callable[[grpc.aio.Server], None]
@@ -32,7 +33,10 @@ async def create_server(
 
     The server is not started; callers `await server.start()` and later `await server.stop(grace)`.
     """
+    # Metrics first: it sees every call with the status the caller gets, refusals included.
+    measuring = rpc_metrics_interceptor()
     interceptors: list[Any] = [
+        *([measuring] if measuring is not None else []),
         grpc_server_interceptor(),
         BearerAuthInterceptor(tokens, scopes, public_methods),
         ErrorMappingInterceptor(errors),
@@ -46,7 +50,7 @@ async def create_server(
 
 async def create_probe_server(address: str, *, service_names: Iterable[str]) -> tuple[grpc.aio.Server, int, Any]:
     """A server with health and reflection only, for a process whose work is not RPCs (a queue
-    worker): Kubernetes' gRPC probes and `grpc_health_probe` ask it, nothing else does, so it needs
+    worker): Kubernetes' gRPC probes and `payrecon health` ask it, nothing else does, so it needs
     no token. Returns (server, bound port, health servicer), not started, like `create_server`."""
     server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
     port, health_servicer = await _add_health_and_bind(server, address, list(service_names))

@@ -43,6 +43,18 @@ def load_migrations(package: str) -> list[Migration]:
     return migrations
 
 
+async def pending(engine: AsyncEngine, schema: str, package: str) -> list[int]:
+    """The versions of `package` not yet applied to `schema` (all of them before its first migration);
+    applies nothing and takes no lock."""
+    async with engine.connect() as conn:
+        table = await conn.scalar(text("SELECT to_regclass(:t)"), {"t": f'"{schema}".schema_migrations'})
+        done: set[int] = set()
+        if table is not None:
+            rows = await conn.execute(text(f'SELECT version FROM "{schema}".schema_migrations'))
+            done = {row.version for row in rows}
+    return [m.version for m in load_migrations(package) if m.version not in done]
+
+
 async def migrate(engine: AsyncEngine, schema: str, package: str) -> list[int]:
     """Creates the schema if needed and applies pending migrations; returns the versions applied.
 

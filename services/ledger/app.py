@@ -7,6 +7,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Sequence
 
+from opentelemetry.metrics import Counter, Meter
 from payrecon.ledger.v1 import ledger_pb2_grpc
 
 from services.kernel.consumer import Message, consume
@@ -19,6 +20,7 @@ from services.kernel.health import (
     drain,
     watch_dependencies,
 )
+from services.kernel.metrics import outbox_backlog_gauge, payrecon_meter, queue_depth_gauge
 from services.kernel.outbox import OutboxRelay
 from services.kernel.runtime import background, run_periodically
 from services.kernel.sqs import SqsClient, decode_body
@@ -31,6 +33,19 @@ from services.ledger.service.ledger import LedgerService
 
 log = logging.getLogger(__name__)
 SCHEMA = "ledger"
+
+
+def postings_counter(meter: Meter) -> Counter:
+    """Transfers posted (entries committed), by the worker from the queue and by the batch API alike:
+    its rate is the ledger's postings per second."""
+    posted = meter.create_counter(
+        "payrecon.ledger.transfers.posted",
+        description="Transfers posted to the ledger (debit and credit entries committed)",
+    )
+    posted.add(0)  # served as 0 from the start: rate() needs a series before the first increment
+    return posted
+
+
 RECEIVE_WAIT_SECONDS = 1  # long poll of each receive: also the longest a stopping worker waits for one
 SHUTDOWN_GRACE_SECONDS = 8.0  # a poll, then posting what it brought; below the 10 s a supervisor allows
 
@@ -42,8 +57,11 @@ async def running(settings: LedgerSettings, stop: asyncio.Event, address: str | 
     engine = create_engine(common.database_url, SCHEMA)
     try:
         async with SqsClient.connect(endpoint_url=common.sqs_endpoint_url, region=common.aws_region) as sqs:
+            meter = payrecon_meter()
             ledger = LedgerService(
-                SqlLedgerUnitOfWork(engine), settings.default_currency, settings.auto_create_accounts
+                SqlLedgerUnitOfWork(engine, on_posted=postings_counter(meter).add),
+                settings.default_currency,
+                settings.auto_create_accounts,
             )
             servicer = LedgerServicer(ledger)
             server, port, health = await create_server(
@@ -67,10 +85,12 @@ async def running(settings: LedgerSettings, stop: asyncio.Event, address: str | 
                 # reconciliation what was posted.
                 await all_reachable(ledger.ping(), *(sqs.attributes(queue) for queue in settings.event_queues))
 
+            backlog = outbox_backlog_gauge(meter, "ledger", relay.unpublished)
             await server.start()
             log.info("ledger listening", extra={"fields": {"port": port}})
             async with background(
                 relay.run(stop),
+                backlog.refresh_until(stop),
                 run_periodically(
                     ledger.expire_due_holds, stop, settings.hold_expiry_interval_seconds, what="expiring holds"
                 ),
@@ -96,9 +116,13 @@ async def worker(settings: LedgerSettings, stop: asyncio.Event, address: str | N
     engine = create_engine(common.database_url, SCHEMA, pool_size=settings.worker_receivers + 2)
     try:
         async with SqsClient.connect(endpoint_url=common.sqs_endpoint_url, region=common.aws_region) as sqs:
+            meter = payrecon_meter()
             ledger = LedgerService(
-                SqlLedgerUnitOfWork(engine), settings.default_currency, settings.auto_create_accounts
+                SqlLedgerUnitOfWork(engine, on_posted=postings_counter(meter).add),
+                settings.default_currency,
+                settings.auto_create_accounts,
             )
+            depth = queue_depth_gauge(meter, sqs, [settings.transfers_queue])
 
             async def post(messages: Sequence[Message]) -> Sequence[Message]:
                 deliveries, received = [], []
@@ -150,6 +174,7 @@ async def worker(settings: LedgerSettings, stop: asyncio.Event, address: str | N
                         visibility_seconds=settings.common.sqs_visibility_seconds,
                     ),
                     watch_dependencies(health, [WORKER_SERVICE_NAME], can_post, stop),
+                    depth.refresh_until(stop),
                     grace_seconds=SHUTDOWN_GRACE_SECONDS,
                 ):
                     try:

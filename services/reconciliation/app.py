@@ -5,9 +5,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import UTC
 
+from opentelemetry.metrics import Meter
 from payrecon.ledger.v1 import messages_pb2
 from payrecon.reconciliation.v1 import reconciliation_pb2_grpc
 
@@ -15,19 +16,42 @@ from services.kernel.consumer import LONG_POLL_SECONDS, Message, consume
 from services.kernel.db import create_engine
 from services.kernel.grpc_server import create_server, scopes_for
 from services.kernel.health import RPC_GRACE_SECONDS, all_reachable, drain, watch_dependencies
+from services.kernel.metrics import BackgroundGauge, Reading, payrecon_meter, queue_depth_gauge
 from services.kernel.runtime import background, run_periodically
 from services.kernel.sqs import SqsClient, decode_body
 from services.reconciliation.adapters.ingest_client import IngestClient
 from services.reconciliation.adapters.ledger_client import LedgerClient
 from services.reconciliation.adapters.statement_parser import FileStatementParser
-from services.reconciliation.adapters.store import ReconciliationStore
+from services.reconciliation.adapters.store import OPEN_CASE_AGE_BANDS, ReconciliationStore
 from services.reconciliation.api.errors import RECONCILIATION_ERRORS, SCOPES, SERVICE_NAME
 from services.reconciliation.api.servicer import ReconciliationServicer
 from services.reconciliation.config import ReconciliationSettings
+from services.reconciliation.domain.cases import SEVERITY
 from services.reconciliation.service.reconcile import ReconciliationService
 
 log = logging.getLogger(__name__)
 SCHEMA = "reconciliation"
+
+
+def open_discrepancies_gauge(
+    meter: Meter, counts: Callable[[], Awaitable[Sequence[tuple[str, str, int]]]]
+) -> BackgroundGauge:
+    """`payrecon.reconciliation.open.discrepancies{kind, age}` from (kind, age band, count) readings:
+    every known kind in every band, zeros included, so a dashboard shows 0 and an alert finds a series."""
+
+    async def read() -> Reading:
+        found = {(kind, age): n for kind, age, n in await counts()}
+        kinds = sorted({*SEVERITY, *(kind for kind, _ in found)})
+        return [
+            (found.get((kind, age), 0), {"kind": kind, "age": age}) for kind in kinds for age in OPEN_CASE_AGE_BANDS
+        ]
+
+    return BackgroundGauge(
+        meter,
+        "payrecon.reconciliation.open.discrepancies",
+        read,
+        description="Discrepancy cases not resolved yet (OPEN or ACKNOWLEDGED), by kind and age band since opened",
+    )
 
 
 @contextlib.asynccontextmanager
@@ -78,6 +102,12 @@ async def running(
                 # that matching reads (without it, reports would miss what was posted meanwhile).
                 await all_reachable(store.ping(), sqs.attributes(settings.events_queue))
 
+            meter = payrecon_meter()
+
+            gauges = [
+                queue_depth_gauge(meter, sqs, [settings.events_queue]),
+                open_discrepancies_gauge(meter, store.unresolved_case_counts),
+            ]
             await server.start()
             log.info("reconciliation listening", extra={"fields": {"port": port}})
             async with background(
@@ -96,6 +126,7 @@ async def running(
                     service.match_touched, stop, settings.continuous_interval_seconds, what="continuous matching"
                 ),
                 watch_dependencies(health, [SERVICE_NAME], can_serve, stop),
+                *(gauge.refresh_until(stop) for gauge in gauges),
                 # The events consumer finishes the receive it has in flight (see consume).
                 grace_seconds=LONG_POLL_SECONDS + 1,
             ):

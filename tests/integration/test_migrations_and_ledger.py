@@ -140,6 +140,23 @@ async def test_a_batch_posts_each_transfer_once_and_redelivery_changes_nothing(l
     await invariants(ledger_engine)
 
 
+async def test_the_postings_count_is_told_transfers_committed_once(ledger_engine: AsyncEngine) -> None:
+    """What payrecon_ledger_transfers_posted_total adds: transfers given entries, per committed
+    transaction; a replay of known transfers and a rejected one post nothing."""
+    told: list[int] = []
+    ledger = LedgerService(SqlLedgerUnitOfWork(ledger_engine, on_posted=told.append))
+    batch = [
+        t("it-p1", "it-psrc", "it-pdst", 100),
+        t("it-p2", "it-psrc", "it-pdst", 200),
+        t("it-p1", "it-psrc", "it-pdst", 100),
+    ]
+    await ledger.post_transfers(batch)
+    assert told == [2]
+    await ledger.post_transfers(batch)  # known ids: their original outcomes, no entries
+    await ledger.post_transfers([t("it-p3", "it-psrc", "it-pdst", 0)])  # INVALID_AMOUNT: refused, nothing stored
+    assert told == [2]
+
+
 async def test_concurrent_batches_on_shared_accounts_do_not_deadlock(ledger_engine: AsyncEngine) -> None:
     ledger = LedgerService(SqlLedgerUnitOfWork(ledger_engine))
     accounts = [f"it-c{i}" for i in range(6)]

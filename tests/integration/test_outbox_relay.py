@@ -163,3 +163,16 @@ async def test_a_second_relay_publishes_other_groups_while_the_first_holds_its_o
     held.gate.set()
     assert await first == 10
     assert held.groups == {"a", "b"}
+
+
+async def test_the_backlog_counts_the_rows_not_yet_published(outbox_engine: AsyncEngine) -> None:
+    """What the payrecon_outbox_unpublished gauge reads."""
+    relay = OutboxRelay(outbox_engine, JitterySqs([]), source="backlog-test", queues=["q.fifo"], pack=b",".join)
+    assert await relay.unpublished() == 0
+    async with outbox_engine.begin() as conn:
+        await conn.execute(
+            text("INSERT INTO outbox (message_group, payload) SELECT 'g' || (n % 3), 'x' FROM generate_series(1, 7) n")
+        )
+    assert await relay.unpublished() == 7
+    assert await relay.relay_once() == 7
+    assert await relay.unpublished() == 0

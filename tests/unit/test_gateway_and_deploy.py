@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import base64
 import subprocess
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
-from services.devstack.envoy import envoy_binary, render_config
+from services.devstack.envoy import COMPOSE_OTLP_ENDPOINT, envoy_binary, render_config
+from tests.unit.manifests import OVERLAYS, find, one, render
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -53,17 +56,14 @@ def test_compose_runs_every_part_with_real_images() -> None:
         assert env["PAYRECON_SQS_ENDPOINT_URL"].startswith("http://sqs:")
 
 
-def test_kubernetes_manifests_parse_and_probe_grpc_health() -> None:
-    documents = [
-        d for p in sorted((REPO / "deploy" / "k8s").glob("*.yaml")) for d in yaml.safe_load_all(p.read_text()) if d
-    ]
-    kinds = {(d["kind"], d["metadata"]["name"]) for d in documents}
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_kubernetes_manifests_parse_and_probe_grpc_health(overlay: str) -> None:
+    documents = render(overlay)
     for name in ("ingest", "ledger", "ledger-worker", "reconciliation", "gateway"):
-        assert ("Deployment", name) in kinds, name
-    for doc in documents:
-        if doc["kind"] == "Deployment" and doc["metadata"]["name"] in ("ingest", "ledger", "reconciliation"):
-            container = doc["spec"]["template"]["spec"]["containers"][0]
-            assert "grpc" in container["readinessProbe"], doc["metadata"]["name"]
+        assert find(documents, "Deployment", name), name
+    for name in ("ingest", "ledger", "ledger-worker", "reconciliation"):
+        container = one(documents, "Deployment", name)["spec"]["template"]["spec"]["containers"][0]
+        assert "grpc" in container["readinessProbe"], name
 
 
 def test_compose_gateway_config_is_the_rendered_template() -> None:
@@ -75,9 +75,41 @@ def test_compose_gateway_config_is_the_rendered_template() -> None:
         reconciliation="reconciliation:50053",
         listen_host="0.0.0.0",
         descriptor=Path("/etc/envoy/descriptor.pb"),
+        otlp_endpoint=COMPOSE_OTLP_ENDPOINT,
     )
     committed = (REPO / "deploy" / "envoy" / "envoy-compose.yaml").read_text()
     assert committed.split("\n", 1)[1] == rendered, "re-render deploy/envoy/envoy-compose.yaml"
+
+
+def test_the_gateway_exports_spans_where_the_services_do() -> None:
+    """docker-compose and Kubernetes give the services PAYRECON_OTLP_ENDPOINT; the gateway they run
+    (the compose rendering) traces every request and sends its spans to that same collector."""
+    compose = yaml.safe_load((REPO / "docker-compose.yml").read_text())
+    config = one(render("prod"), "ConfigMap", "payrecon-env")
+    for name in ("ingest", "ledger", "ledger-worker", "reconciliation"):
+        assert compose["services"][name]["environment"]["PAYRECON_OTLP_ENDPOINT"] == COMPOSE_OTLP_ENDPOINT, name
+    assert config["data"]["PAYRECON_OTLP_ENDPOINT"] == COMPOSE_OTLP_ENDPOINT
+    gateway = yaml.safe_load((REPO / "deploy" / "envoy" / "envoy-compose.yaml").read_text())
+    (listener,) = gateway["static_resources"]["listeners"]
+    tracing = listener["filter_chains"][0]["filters"][0]["typed_config"]["tracing"]
+    assert tracing["provider"]["name"] == "envoy.tracers.opentelemetry"
+    assert tracing["provider"]["typed_config"]["grpc_service"]["envoy_grpc"]["cluster_name"] == "otlp"
+    assert _endpoints(_cluster(gateway, "otlp")) == ["otel-collector:4317"]
+
+
+def test_without_an_otlp_endpoint_the_gateway_has_no_tracer() -> None:
+    config = yaml.safe_load(
+        render_config(
+            http_port=3000,
+            admin_port=9901,
+            ingest="127.0.0.1:50051",
+            ledger="127.0.0.1:50052",
+            reconciliation="127.0.0.1:50053",
+        )
+    )
+    (listener,) = config["static_resources"]["listeners"]
+    assert "provider" not in listener["filter_chains"][0]["filters"][0]["typed_config"]["tracing"]
+    assert "otlp" not in {c["name"] for c in config["static_resources"]["clusters"]}
 
 
 def _annotated_and_internal_grpc_paths() -> tuple[set[str], set[str]]:
@@ -127,18 +159,25 @@ def test_the_gateway_routes_exactly_the_annotated_rpcs() -> None:
     assert not transcoder["typed_config"].get("auto_mapping"), "auto_mapping would give internal RPCs a REST form"
 
 
-def test_kubernetes_gateway_serves_the_compose_rendering() -> None:
-    """deploy/k8s mounts the payrecon-gateway ConfigMap (envoy-compose.yaml + descriptor.pb) at
-    /etc/envoy: its Services must be the upstreams that rendering names."""
-    documents = [d for d in yaml.safe_load_all((REPO / "deploy" / "k8s" / "payrecon.yaml").read_text()) if d]
-    (gateway,) = [d for d in documents if d["kind"] == "Deployment" and d["metadata"]["name"] == "gateway"]
-    pod = gateway["spec"]["template"]["spec"]
-    (mount,) = pod["containers"][0]["volumeMounts"]
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_kubernetes_gateway_serves_the_compose_rendering(overlay: str) -> None:
+    """The gateway pods mount the payrecon-gateway ConfigMap (deploy/envoy/envoy-compose.yaml) and the
+    payrecon-gateway-descriptor one (gateway/descriptor.pb) together at /etc/envoy; its Services must be
+    the upstreams that rendering names."""
+    documents = render(overlay)
+    pod = one(documents, "Deployment", "gateway")["spec"]["template"]["spec"]
+    (mount,) = [m for m in pod["containers"][0]["volumeMounts"] if m["mountPath"] == "/etc/envoy"]
     (volume,) = [v for v in pod["volumes"] if v["name"] == mount["name"]]
-    assert (mount["mountPath"], volume["configMap"]["name"]) == ("/etc/envoy", "payrecon-gateway")
-    services = {d["metadata"]["name"]: d["spec"]["ports"][0]["port"] for d in documents if d["kind"] == "Service"}
-    compose = yaml.safe_load((REPO / "deploy" / "envoy" / "envoy-compose.yaml").read_text())
-    for cluster in compose["static_resources"]["clusters"]:
+    sources = [source["configMap"]["name"] for source in volume["projected"]["sources"]]
+    config, descriptor = (next(d for d in documents if d["metadata"]["name"] == name) for name in sources)
+    assert config["data"]["envoy.yaml"] == (REPO / "deploy" / "envoy" / "envoy-compose.yaml").read_text()
+    assert (
+        base64.b64decode(descriptor["binaryData"]["descriptor.pb"]) == (REPO / "gateway" / "descriptor.pb").read_bytes()
+    )
+    rendering = yaml.safe_load(config["data"]["envoy.yaml"])
+    assert "/etc/envoy/descriptor.pb" in yaml.safe_dump(rendering)
+    services = {d["metadata"]["name"]: d["spec"]["ports"][0]["port"] for d in find(documents, "Service")}
+    for cluster in rendering["static_resources"]["clusters"]:
         address = cluster["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]
         upstream = address["socket_address"]
         assert services.get(upstream["address"]) == upstream["port_value"], cluster["name"]
@@ -194,12 +233,12 @@ def test_compose_runs_ingest_processes_as_replicas_the_gateway_resolves() -> Non
     assert ingest["type"] == "STRICT_DNS" and _endpoints(ingest) == ["ingest:50051"]
 
 
-def test_kubernetes_ingest_pods_are_each_an_endpoint_of_the_gateway() -> None:
-    documents = [d for d in yaml.safe_load_all((REPO / "deploy" / "k8s" / "payrecon.yaml").read_text()) if d]
-    (service,) = [d for d in documents if d["kind"] == "Service" and d["metadata"]["name"] == "ingest"]
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_kubernetes_ingest_pods_are_each_an_endpoint_of_the_gateway(overlay: str) -> None:
+    documents = render(overlay)
+    service = one(documents, "Service", "ingest")
     assert service["spec"]["clusterIP"] == "None"  # headless: the name resolves to every ready pod
-    (config,) = [d for d in documents if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "payrecon-env"]
+    config = one(documents, "ConfigMap", "payrecon-env")
     assert config["data"]["PAYRECON_INGEST_ADDRESS"] == "ingest:50051"  # what clients (reconciliation) dial
-    (deployment,) = [d for d in documents if d["kind"] == "Deployment" and d["metadata"]["name"] == "ingest"]
-    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    (container,) = one(documents, "Deployment", "ingest")["spec"]["template"]["spec"]["containers"]
     assert {"name": "PAYRECON_INGEST_ADDRESS", "value": "0.0.0.0:50051"} in container["env"]  # what pods listen on

@@ -25,7 +25,7 @@ from tests.unit.fakes.ledger import FakeLedgerRepository, FakeLedgerUnitOfWork
 
 def service(*, auto_create: bool = True) -> tuple[LedgerService, FakeLedgerUnitOfWork]:
     uow = FakeLedgerUnitOfWork()
-    return LedgerService(uow, "USD", auto_create), uow
+    return LedgerService(uow, "USD", auto_create, clock=lambda: uow.state.clock), uow
 
 
 def t(tid: str, debit: str, credit: str, minor: int, currency: str = "USD") -> TransferInstruction:

@@ -306,6 +306,21 @@ class IngestStore:
             ).one()
             return RedriveStatistics(int(row.redriven), int(row.stuck))
 
+    async def oldest_processing_age_seconds(self) -> float:
+        """How long the oldest request still PROCESSING has waited since its 202 (0 when none): the
+        delay the relay, the queue, the ledger worker and the outcome's trip back add up to, as the
+        caller polling its status sees it. Read on the partial index of PROCESSING requests."""
+        async with outages_as_unavailable(), self._engine.connect() as conn:
+            age = (
+                await conn.execute(
+                    text(
+                        "SELECT coalesce(extract(epoch FROM now() - min(accepted_at)), 0)"
+                        " FROM requests WHERE status = 'PROCESSING'"
+                    )
+                )
+            ).scalar_one()
+            return max(0.0, float(age))
+
     async def outbox_pending(self) -> int:
         async with outages_as_unavailable(), self._engine.connect() as conn:
             return int(

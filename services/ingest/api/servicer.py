@@ -8,13 +8,16 @@ from decimal import Decimal
 import grpc
 from google.protobuf import struct_pb2
 from google.protobuf.timestamp_pb2 import Timestamp
+from opentelemetry.metrics import Meter
 from payrecon.ingest.v1 import ingest_pb2, ingest_pb2_grpc
 
+from services.ingest.domain.errors import IdempotencyKeyReused
 from services.ingest.domain.model import RequestStatus, StoredRequest, SubmitTransaction
 from services.ingest.service.operations import OperationsService
 from services.ingest.service.transactions import TransactionService
 from services.kernel.grpc_server import set_http_status
 from services.kernel.json_values import json_scalar
+from services.kernel.metrics import payrecon_meter
 from services.kernel.money import format_minor
 from services.kernel.timestamps import to_timestamp
 
@@ -38,10 +41,29 @@ def _result(stored: StoredRequest) -> ingest_pb2.TransactionResult:
 
 
 class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
-    def __init__(self, transactions: TransactionService, operations: OperationsService, base_path: str) -> None:
+    def __init__(
+        self,
+        transactions: TransactionService,
+        operations: OperationsService,
+        base_path: str,
+        meter: Meter | None = None,
+    ) -> None:
         self._transactions = transactions
         self._operations = operations
         self._base_path = base_path.rstrip("/")
+        meter = meter or payrecon_meter()
+        # Told at the edge, like the idempotent-replayed header: the use case only answers.
+        self._replays = meter.create_counter(
+            "payrecon.ingest.idempotency.replays",
+            description="Submits answered with the original acceptance (same key, same request)",
+        )
+        self._conflicts = meter.create_counter(
+            "payrecon.ingest.idempotency.conflicts",
+            description="Submits refused because their key was used for a different request (IDEMPOTENCY_KEY_REUSED)",
+        )
+        # Served as 0 from the start: rate() needs a series before the first increment to count it.
+        self._replays.add(0)
+        self._conflicts.add(0)
 
     async def SubmitTransaction(
         self,
@@ -59,7 +81,13 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
             has_transaction=request.HasField("transaction"),
             code=tx.code,
         )
-        acceptance = await self._transactions.submit(command)
+        try:
+            acceptance = await self._transactions.submit(command)
+        except IdempotencyKeyReused:
+            self._conflicts.add(1)
+            raise
+        if acceptance.replayed:
+            self._replays.add(1)
         await context.send_initial_metadata(
             (("x-http-code", "202"), ("idempotent-replayed", "true" if acceptance.replayed else "false"))
         )

@@ -5,9 +5,12 @@ WAL flush serve many requests, as PostgreSQL's own group commit does for transac
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import itertools
 import logging
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from typing import TypeAlias
 
 from services.ingest.service.ports import IdempotencyCache, NewRequest, Recorded, RequestStore
@@ -17,6 +20,9 @@ log = logging.getLogger(__name__)
 # Callers waiting for one batch, by key in arrival order: the first request of a key is the one
 # written; the others with that key are answered from its outcome (a replay or a conflict).
 Waiting: TypeAlias = dict[str, list[tuple[NewRequest, asyncio.Future[Recorded]]]]
+# What each write (the store's, then the cache's) runs inside, given the requests it writes: the
+# wiring passes a tracing span; nothing by default.
+AroundWrite: TypeAlias = Callable[[Sequence[NewRequest]], AbstractContextManager[object]]
 
 
 class GroupCommit:
@@ -38,6 +44,7 @@ class GroupCommit:
         window_seconds: float = 0.005,
         max_rows: int = 256,
         max_writes: int = 2,
+        around_write: AroundWrite = lambda requests: contextlib.nullcontext(),
     ) -> None:
         if window_seconds < 0 or max_rows < 1 or max_writes < 1:
             raise ValueError("window_seconds must be ≥ 0, max_rows and max_writes ≥ 1")
@@ -46,6 +53,7 @@ class GroupCommit:
         self._window = window_seconds
         self._max_rows = max_rows
         self._max_writes = max_writes
+        self._around_write = around_write
         self._waiting: Waiting = {}
         self._scheduled: asyncio.Handle | None = None
         self._writes: set[asyncio.Task[None]] = set()
@@ -86,6 +94,10 @@ class GroupCommit:
 
     async def _write(self, batch: Waiting) -> None:
         firsts = [callers[0][0] for callers in batch.values()]
+        with self._around_write(firsts):
+            await self._write_firsts(batch, firsts)
+
+    async def _write_firsts(self, batch: Waiting, firsts: list[NewRequest]) -> None:
         try:
             recorded = await self._store.record_requests(firsts)
         except asyncio.CancelledError:

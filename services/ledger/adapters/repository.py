@@ -10,7 +10,7 @@ import contextlib
 import functools
 import json
 import zlib
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -76,14 +76,20 @@ class SqlLedgerUnitOfWork:
     """A database that cannot be reached raises Unavailable from every method (see
     services.kernel.db.outages_as_unavailable); a unique key refusing a row raises ConcurrentWrite."""
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, *, on_posted: Callable[[int], object] | None = None) -> None:
         self._engine = engine
+        # Told how many transfers each committed transaction posted (entries written): the postings
+        # metric, counted where the commit is known to have happened.
+        self._on_posted = on_posted
 
     @contextlib.asynccontextmanager
     async def transaction(self) -> AsyncIterator[SqlLedgerRepository]:
         try:
             async with outages_as_unavailable(), self._engine.begin() as conn:
-                yield SqlLedgerRepository(conn)
+                repo = SqlLedgerRepository(conn)
+                yield repo
+            if self._on_posted is not None and repo.transfers_posted:
+                self._on_posted(repo.transfers_posted)
         except Exception as error:
             if _is_unique_violation(error):
                 raise ConcurrentWrite(str(error)) from error
@@ -152,6 +158,7 @@ class SqlLedgerRepository:
         self._accounts: dict[str, Account] = {}
         self._heads: dict[str, bytes] = {}
         self._before: dict[str, tuple[int, int, int, int]] = {}
+        self.transfers_posted = 0  # transfers given entries in this transaction
 
     async def now(self) -> datetime:
         now: datetime = (await self._conn.execute(text("SELECT now()"))).scalar_one()
@@ -307,6 +314,7 @@ class SqlLedgerRepository:
     async def append_entries(self, transfers: Sequence[TransferInstruction], at: datetime) -> list[tuple[int, int]]:
         if not transfers:
             return []
+        self.transfers_posted += len(transfers)
         # One row holding an array: decoding thousands of one-column rows costs more than the query.
         ids = (
             await self._conn.execute(

@@ -6,7 +6,7 @@ import base64
 import binascii
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
@@ -183,6 +183,9 @@ class LedgerService:
     uow: LedgerUnitOfWork
     default_currency: str = "USD"
     auto_create_accounts: bool = True
+    # The instant requests are judged by (a hold's expiry in the future) and events are stamped with;
+    # the database's now() stamps what is stored.
+    clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC), repr=False, compare=False)
     # Compiled schema versions by number: a version never changes once applied.
     _schemas: dict[int, Schema] = field(default_factory=dict, init=False, repr=False, compare=False)
 
@@ -225,7 +228,7 @@ class LedgerService:
         if missing:  # in a message applied before: the outcomes recorded then
             async with self.uow.reading() as repo:
                 told.update({tid: r.event() for tid, r in (await repo.transfer_records(missing)).items()})
-        now = datetime.now(UTC)
+        now = self.clock()
         return [
             outcome_event(refused[i], now) if i in refused else told[t.transfer_id] for i, t in enumerate(transfers)
         ]
@@ -471,7 +474,7 @@ class LedgerService:
             )
         currency = rules.currency(new.currency or self.default_currency)
         amount = rules.positive_amount(new.amount, currency)
-        if new.expires_at is not None and new.expires_at <= datetime.now(UTC):
+        if new.expires_at is not None and new.expires_at <= self.clock():
             raise ValidationError("expiresAt must be in the future", field="expiresAt", code="INVALID_DATE")
         instruction = TransferInstruction(
             key,
@@ -479,7 +482,7 @@ class LedgerService:
             destination,
             Money(amount, currency),
             rules.metadata(new.metadata),
-            datetime.now(UTC),
+            self.clock(),
             pending=True,
             expires_at=new.expires_at,
             code=rules.transfer_type(new.code),

@@ -268,6 +268,10 @@ def _first(metadata: Mapping[str, str], keys: Sequence[str]) -> str | None:
     return None
 
 
+# The age bands unresolved_case_counts reports, youngest first.
+OPEN_CASE_AGE_BANDS = ("<1h", "1h-1d", "1d-7d", ">7d")
+
+
 class ReconciliationStore:
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
@@ -370,6 +374,22 @@ class ReconciliationStore:
     async def ping(self) -> None:
         async with self._engine.connect() as conn:
             await conn.execute(text("SELECT 1"))
+
+    async def unresolved_case_counts(self) -> list[tuple[str, str, int]]:
+        """(kind, age band, count) of the cases not resolved yet (OPEN or ACKNOWLEDGED), their age
+        counted from when they were opened, in the bands of OPEN_CASE_AGE_BANDS."""
+        async with self._engine.connect() as conn:
+            rows = await conn.execute(
+                text(
+                    "SELECT kind, CASE"
+                    "  WHEN opened_at > now() - interval '1 hour' THEN '<1h'"
+                    "  WHEN opened_at > now() - interval '1 day' THEN '1h-1d'"
+                    "  WHEN opened_at > now() - interval '7 days' THEN '1d-7d'"
+                    "  ELSE '>7d' END AS age, count(*) AS n"
+                    " FROM cases WHERE status <> 'RESOLVED' GROUP BY 1, 2"
+                )
+            )
+            return [(r.kind, r.age, int(r.n)) for r in rows]
 
     async def holds_entry(self, account_id: str, entry_id: int) -> bool:
         async with self._engine.connect() as conn:
