@@ -12,6 +12,7 @@ from opentelemetry.metrics import Meter
 from payrecon.ingest.v1 import ingest_pb2_grpc
 
 from services.ingest.adapters.cache import RedisIdempotencyCache
+from services.ingest.adapters.ledger_client import LedgerSchemaChecker
 from services.ingest.adapters.store import IngestStore
 from services.ingest.api.errors import INGEST_ERRORS, PUBLIC_METHODS, SCOPES, SERVICE_NAME
 from services.ingest.api.servicer import IngestServicer
@@ -20,6 +21,7 @@ from services.ingest.config import IngestSettings
 from services.ingest.service.group_commit import GroupCommit
 from services.ingest.service.operations import OperationsService
 from services.ingest.service.redrive import RedriveService
+from services.ingest.service.schema_gate import SchemaGate
 from services.ingest.service.transactions import TransactionService
 from services.kernel.consumer import LONG_POLL_SECONDS, Message, consume
 from services.kernel.db import create_engine
@@ -65,11 +67,17 @@ async def running(settings: IngestSettings, stop: asyncio.Event, address: str | 
     common = settings.common
     engine = create_engine(common.database_url, SCHEMA)
     redis_client = redis.Redis.from_url(settings.redis_url, socket_timeout=2, socket_connect_timeout=2)
+    ledger = LedgerSchemaChecker(settings.ledger_address, settings.ledger_token)
     try:
         async with SqsClient.connect(endpoint_url=common.sqs_endpoint_url, region=common.aws_region) as sqs:
             store = IngestStore(engine)
             cache = RedisIdempotencyCache(
                 redis_client, prefix=settings.cache_prefix, ttl_seconds=settings.idempotency_ttl_seconds
+            )
+            schema_gate = SchemaGate(
+                ledger,
+                timeout_seconds=settings.schema_check_timeout_ms / 1000,
+                refresh_seconds=settings.schema_refresh_ms / 1000,
             )
             commits = GroupCommit(
                 store,
@@ -81,6 +89,7 @@ async def running(settings: IngestSettings, stop: asyncio.Event, address: str | 
                 around_write=lambda requests: batch_span(
                     "ingest group commit", (trace_context_of(r.context) for r in requests)
                 ),
+                schema_gate=schema_gate,
             )
             transactions = TransactionService(
                 store,
@@ -157,6 +166,12 @@ async def running(settings: IngestSettings, stop: asyncio.Event, address: str | 
                     what="purging expired idempotency keys",
                 ),
                 run_periodically(
+                    schema_gate.refresh,
+                    stop,
+                    schema_gate.refresh_seconds,
+                    what="learning the ledger's schema version in force",
+                ),
+                run_periodically(
                     redrive.redrive_stuck,
                     stop,
                     redrive.interval_seconds,
@@ -175,5 +190,6 @@ async def running(settings: IngestSettings, stop: asyncio.Event, address: str | 
                     # What the drained calls committed goes out now rather than with the next relay.
                     await relay.flush(OUTBOX_FLUSH_SECONDS)
     finally:
+        await ledger.close()
         await redis_client.aclose()
         await engine.dispose()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from services.kernel.config import CommonSettings, ConfigError, Env
+from services.kernel.config import DEMO_TOKEN, CommonSettings, ConfigError, Env
 from services.kernel.money import MoneyError, exponent_of
 
 
@@ -26,6 +26,10 @@ class IngestSettings:
     group_commit_window_ms: int  # how long a batch of submits waits for a running write before its own
     group_commit_max_rows: int  # most submits written in one statement
     group_commit_max_writes: int  # most batches being written at once
+    ledger_address: str  # the ledger's gRPC address, for the schema pre-check
+    ledger_token: str  # a token with ledger:internal (CheckTransfers)
+    schema_refresh_ms: int  # how often the schema version in force is asked for
+    schema_check_timeout_ms: int  # beyond this the pre-check is skipped (the ledger enforces when posting)
 
     @classmethod
     def from_env(cls, env: Env | None = None) -> IngestSettings:
@@ -56,6 +60,17 @@ class IngestSettings:
         max_writes = env.integer("INGEST_GROUP_COMMIT_MAX_WRITES", 2)
         if not 1 <= max_writes <= 16:
             raise ConfigError("INGEST_GROUP_COMMIT_MAX_WRITES must be between 1 and 16")
+        token = env.optional("INGEST_LEDGER_TOKEN") or (DEMO_TOKEN if common.development else None)
+        if token is None:
+            raise ConfigError(
+                "INGEST_LEDGER_TOKEN (a token with ledger:internal, for the schema pre-check) is required outside development"
+            )
+        refresh = env.integer("INGEST_SCHEMA_REFRESH_MS", 1000)
+        if not 50 <= refresh <= 60_000:
+            raise ConfigError("INGEST_SCHEMA_REFRESH_MS must be between 50 and 60000")
+        check_timeout = env.integer("INGEST_SCHEMA_CHECK_TIMEOUT_MS", 500)
+        if not 10 <= check_timeout <= 10_000:
+            raise ConfigError("INGEST_SCHEMA_CHECK_TIMEOUT_MS must be between 10 and 10000")
         return cls(
             common=common,
             redis_url=common.redis_url,
@@ -72,6 +87,10 @@ class IngestSettings:
             group_commit_window_ms=window,
             group_commit_max_rows=max_rows,
             group_commit_max_writes=max_writes,
+            ledger_address=env.text("PAYRECON_LEDGER_ADDRESS", "127.0.0.1:50052"),
+            ledger_token=token,
+            schema_refresh_ms=refresh,
+            schema_check_timeout_ms=check_timeout,
         )
 
 

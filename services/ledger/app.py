@@ -91,6 +91,8 @@ async def running(settings: LedgerSettings, stop: asyncio.Event, address: str | 
             async with background(
                 relay.run(stop),
                 backlog.refresh_until(stop),
+                # Indexes a version declared but an interrupted build left missing (see index_metadata).
+                ledger.index_metadata(),
                 run_periodically(
                     ledger.expire_due_holds, stop, settings.hold_expiry_interval_seconds, what="expiring holds"
                 ),

@@ -1,11 +1,16 @@
-"""The configurable schema through Envoy: apply and inspect it over REST, and the ledger refusing what
-it forbids on the sync routes (a 400 with the rule's code, nothing stored) and through ingest (FAILED
-with the code). A stack of its own: a schema in force would refuse the other suites' free-form accounts."""
+"""The configurable schema through Envoy: apply and inspect it over REST, the ledger refusing what it
+forbids on the sync routes and ingest refusing it before its 202 (a 400 with the rule's code, nothing
+stored), ingest accepting while the ledger cannot be asked (the ledger then refuses it when posting:
+FAILED with the code), and listings filtered on indexed metadata. A stack of its own: a schema in force
+would refuse the other suites' free-form accounts."""
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -32,7 +37,8 @@ LEGACY = """
 
 @pytest.fixture(scope="module")
 def schema_stack(server_database_url: str, redis_url: str, state_dir: Path) -> Iterator[Stack]:
-    running = start_stack(server_database_url, redis_url, state_dir)
+    # Ingest learns a newly applied schema within a refresh: a short one keeps the test quick.
+    running = start_stack(server_database_url, redis_url, state_dir, {"INGEST_SCHEMA_REFRESH_MS": "100"})
     try:
         yield running
     finally:
@@ -53,6 +59,27 @@ def refused(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
     assert (response.status_code, response.json().get("code")) == (status, code), response.text
     body: dict[str, Any] = response.json()
     return body
+
+
+def submission(key: str, source: str, destination: str, code: str, **metadata: str) -> dict[str, Any]:
+    transaction = {"source_account_id": source, "destination_account_id": destination, "amount": "1.00"}
+    return {"transaction": {**transaction, "code": code, "metadata": metadata}, "idempotencyKey": key}
+
+
+def wait_for_ingest_to_check(client: httpx.Client, run: str, timeout: float = 30) -> None:
+    """Until ingest's pre-check answers (it learns the version in force within a refresh): a transfer of
+    a type no schema has is refused before the 202 once it does. Probes accepted before end FAILED."""
+    deadline = time.monotonic() + timeout
+    n = 0
+    while time.monotonic() < deadline:
+        n += 1
+        probe = client.post("/api/v1/transactions", json=submission(f"probe-{run}-{n}", "src", "dst", "NO_SUCH_TYPE"))
+        if probe.status_code == 400:
+            assert probe.json()["code"] == "SCHEMA_TRANSFER_TYPE_UNKNOWN", probe.text
+            return
+        assert probe.status_code == 202, probe.text
+        time.sleep(0.1)
+    raise AssertionError(f"ingest did not check transfers against the schema within {timeout}s")
 
 
 def test_a_marketplace_schema_is_applied_inspected_and_enforced(client: httpx.Client) -> None:
@@ -109,20 +136,31 @@ def test_a_marketplace_schema_is_applied_inspected_and_enforced(client: httpx.Cl
     assert wait_for_outcome(client, f"top-{run}")["status"] == "COMPLETED"
     assert client.get(f"/api/v1/accounts/{wallet}").json()["accountClass"] == "wallet"
 
-    # Through ingest: a wallet-to-wallet PURCHASE ends FAILED with the rule's code.
-    p2p = {
-        "transaction": {
-            "source_account_id": wallet,
-            "destination_account_id": other,
-            "amount": "1.00",
-            "code": "PURCHASE",
-            "metadata": {"orderId": "o1"},
-        },
-        "idempotencyKey": f"p2p-{run}",
-    }
-    assert client.post("/api/v1/transactions", json=p2p).status_code == 202
-    failed = wait_for_outcome(client, f"p2p-{run}")
-    assert failed["status"] == "FAILED" and failed["error"]["code"] == "SCHEMA_TRANSFER_TYPE_FORBIDS_CREDIT", failed
+    # Through ingest, before the 202: a wallet-to-wallet PURCHASE is refused with the rule's code, and
+    # nothing is stored (no request under the key, no transfer, no account opened).
+    wait_for_ingest_to_check(client, run)
+    p2p = refused(
+        client.post("/api/v1/transactions", json=submission(f"p2p-{run}", wallet, other, "PURCHASE", orderId="o1")),
+        400,
+        "SCHEMA_TRANSFER_TYPE_FORBIDS_CREDIT",
+    )
+    assert "PURCHASE" in p2p["message"] and other in p2p["message"]
+    assert client.get(f"/api/v1/transactions/status/p2p-{run}").status_code == 404
+    assert client.get(f"/api/v1/transfers/p2p-{run}").status_code == 404
+    assert client.get(f"/api/v1/accounts/{other}").status_code == 404
+    # Missing required metadata: refused too.
+    refused(
+        client.post("/api/v1/transactions", json=submission(f"buy-{run}", wallet, merchant, "PURCHASE")),
+        400,
+        "SCHEMA_METADATA_INVALID",
+    )
+    assert client.get(f"/api/v1/transactions/status/buy-{run}").status_code == 404
+    # The key stayed free: the corrected request under it is accepted and posted.
+    good = client.post(
+        "/api/v1/transactions", json=submission(f"buy-{run}", wallet, merchant, "PURCHASE", orderId="o1")
+    )
+    assert good.status_code == 202 and good.json()["status"] == "ACCEPTED", good.text
+    assert wait_for_outcome(client, f"buy-{run}")["status"] == "COMPLETED"
 
     # The ledger's sync hold route: refused with the rule's code, nothing stored.
     hold = {
@@ -225,4 +263,81 @@ def test_the_cli_prints_the_diff_applies_and_shows(schema_stack: Stack, client: 
     refused = payrecon("apply", str(broken))
     assert (
         refused.returncode == 1 and "SCHEMA_INVALID" in refused.stderr and "$.accountClasses.x.type" in refused.stderr
+    )
+
+
+def test_history_and_accounts_filter_on_indexed_metadata(client: httpx.Client) -> None:
+    """After the first test: the marketplace (orderId indexed for transfers, country for accounts) is in force."""
+    run = uuid.uuid4().hex[:8]
+    wait_for_ingest_to_check(client, run)
+    bank, merchant, wallet = "bank:operating", f"merchant:f{run}", f"wallet:f{run}"
+    opened = client.post("/api/v1/accounts", json={"id": merchant, "currency": "USD", "metadata": {"country": "DE"}})
+    assert opened.status_code == 201, opened.text
+    top = submission(f"ftop-{run}", bank, wallet, "TOPUP")
+    top["transaction"]["amount"] = "50.00"
+    assert client.post("/api/v1/transactions", json=top).status_code == 202
+    assert wait_for_outcome(client, f"ftop-{run}")["status"] == "COMPLETED"
+    for n in range(5):
+        body = submission(f"fbuy{n}-{run}", wallet, merchant, "PURCHASE", orderId=f"{run}-{n % 2}")
+        assert client.post("/api/v1/transactions", json=body).status_code == 202
+    for n in range(5):
+        assert wait_for_outcome(client, f"fbuy{n}-{run}")["status"] == "COMPLETED"
+
+    seen, cursor = [], ""
+    while True:  # pages of 2 keep the filter
+        params = {"metadata": f"orderId:{run}-0", "limit": 2, **({"cursor": cursor} if cursor else {})}
+        page = client.get(f"/api/v1/accounts/{merchant}/ledger", params=params)
+        assert page.status_code == 200, page.text
+        seen += [e["transferId"] for e in page.json().get("entries", [])]
+        cursor = page.json().get("nextCursor", "")
+        if not cursor:
+            break
+    assert seen == [f"fbuy4-{run}", f"fbuy2-{run}", f"fbuy0-{run}"]
+    both = client.get(
+        f"/api/v1/accounts/{wallet}/ledger", params=[("metadata", f"orderId:{run}-1"), ("metadata", "orderId:other")]
+    )
+    refused(both, 400, "INVALID_METADATA_FILTER")
+    not_indexed = refused(
+        client.get(f"/api/v1/accounts/{merchant}/ledger", params={"metadata": "userId:u1"}),
+        400,
+        "METADATA_FIELD_NOT_INDEXED",
+    )
+    assert "orderId" in not_indexed["message"]
+
+    listed = client.get("/api/v1/accounts", params={"metadata": "country:DE", "limit": 500})
+    assert listed.status_code == 200, listed.text
+    assert merchant in [a["id"] for a in listed.json()["accounts"]]
+    assert all(a["metadata"]["country"] == "DE" for a in listed.json()["accounts"])
+    refused(client.get("/api/v1/accounts", params={"metadata": "orderId:x"}), 400, "METADATA_FIELD_NOT_INDEXED")
+
+
+def test_ingest_accepts_while_the_ledger_cannot_be_asked_and_the_ledger_still_refuses(
+    schema_stack: Stack, client: httpx.Client
+) -> None:
+    """Ledger service hung (SIGSTOP: slower than any deadline): ingest answers 202 after its short
+    deadline instead of refusing payments, and the ledger refuses the transfer when posting it — FAILED
+    with the rule's code, told once the ledger's event relay (in the hung process) runs again."""
+    run = uuid.uuid4().hex[:8]
+    wait_for_ingest_to_check(client, run)
+    wallet, other = f"wallet:s{run}", f"wallet:t{run}"
+    top = submission(f"stop-{run}", "bank:operating", wallet, "TOPUP")
+    top["transaction"]["amount"] = "5.00"
+    assert client.post("/api/v1/transactions", json=top).status_code == 202
+    assert wait_for_outcome(client, f"stop-{run}")["status"] == "COMPLETED"
+    ledger = schema_stack.children["ledger"].process
+    os.killpg(ledger.pid, signal.SIGSTOP)
+    try:
+        body = submission(f"hung-{run}", wallet, other, "PURCHASE", orderId="o1")
+        accepted = client.post("/api/v1/transactions", json=body)
+        assert accepted.status_code == 202, accepted.text
+    finally:
+        os.killpg(ledger.pid, signal.SIGCONT)
+    failed = wait_for_outcome(client, f"hung-{run}")
+    assert failed["status"] == "FAILED" and failed["error"]["code"] == "SCHEMA_TRANSFER_TYPE_FORBIDS_CREDIT", failed
+    # Once the ledger answers again, ingest checks again.
+    wait_for_ingest_to_check(client, f"{run}-back")
+    refused(
+        client.post("/api/v1/transactions", json=submission(f"back-{run}", wallet, other, "PURCHASE", orderId="o2")),
+        400,
+        "SCHEMA_TRANSFER_TYPE_FORBIDS_CREDIT",
     )

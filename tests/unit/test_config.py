@@ -115,6 +115,27 @@ def test_ingest_group_commit_defaults_and_refuses_limits_out_of_range() -> None:
             IngestSettings.from_env(Env({**base, name: value}))
 
 
+def test_ingest_schema_precheck_needs_a_ledger_token_outside_development_and_sane_timings() -> None:
+    base = {
+        "PAYRECON_ENV": "development",
+        "PAYRECON_DATABASE_URL": "postgresql://x/y",
+        "PAYRECON_REDIS_URL": "redis://x",
+    }
+    settings = IngestSettings.from_env(Env(base))
+    assert (settings.ledger_token, settings.schema_refresh_ms, settings.schema_check_timeout_ms) == (
+        DEMO_TOKEN,
+        1000,
+        500,
+    )
+    production = {**base, "PAYRECON_ENV": "production", "PAYRECON_API_TOKENS": f"a:{hash_token('t')}:*"}
+    with pytest.raises(ConfigError, match="INGEST_LEDGER_TOKEN"):
+        IngestSettings.from_env(Env(production))
+    assert IngestSettings.from_env(Env({**production, "INGEST_LEDGER_TOKEN": "svc"})).ledger_token == "svc"
+    for name, value in (("INGEST_SCHEMA_REFRESH_MS", "0"), ("INGEST_SCHEMA_CHECK_TIMEOUT_MS", "20000")):
+        with pytest.raises(ConfigError, match=name):
+            IngestSettings.from_env(Env({**base, name: value}))
+
+
 def test_ingest_processes_default_to_the_cores_and_refuse_zero() -> None:
     assert ingest_process_count(Env({})) == cores() >= 1
     assert ingest_process_count(Env({"INGEST_PROCESSES": "3"})) == 3

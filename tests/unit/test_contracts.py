@@ -26,7 +26,7 @@ def test_every_public_rpc_has_a_rest_route() -> None:
     from payrecon.ledger.v1 import ledger_pb2
     from payrecon.reconciliation.v1 import reconciliation_pb2
 
-    internal = {"payrecon.ledger.v1.LedgerService.PostTransfers"}
+    internal = {"payrecon.ledger.v1.LedgerService.PostTransfers", "payrecon.ledger.v1.LedgerService.CheckTransfers"}
     for module in (ingest_pb2, ledger_pb2, reconciliation_pb2):
         for service in module.DESCRIPTOR.services_by_name.values():
             for method in service.methods:

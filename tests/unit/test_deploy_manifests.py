@@ -423,7 +423,13 @@ def _datasource_refs(node: Any) -> Iterator[Any]:
 K8S_VERSIONS = ("1.30.0", "1.37.0")
 CRD_KINDS = {"ScaledObject", "TriggerAuthentication"}
 # What the operator puts in the Secret `payrecon-config` in production (the base only references it).
-PROD_SECRET_KEYS = ("PAYRECON_DATABASE_URL", "PAYRECON_REDIS_URL", "PAYRECON_API_TOKENS", "RECON_LEDGER_TOKEN")
+PROD_SECRET_KEYS = (
+    "PAYRECON_DATABASE_URL",
+    "PAYRECON_REDIS_URL",
+    "PAYRECON_API_TOKENS",
+    "RECON_LEDGER_TOKEN",
+    "INGEST_LEDGER_TOKEN",
+)
 PAYRECON_DEPLOYMENTS = {
     "ingest": "ingest",
     "ledger": "ledger",
@@ -609,8 +615,12 @@ def _placeholder(key: str) -> str:
     return {
         "PAYRECON_DATABASE_URL": "postgresql://payrecon:secret@db.example:5432/payrecon",
         "PAYRECON_REDIS_URL": "rediss://cache.example:6379/0",
-        "PAYRECON_API_TOKENS": f"client:{hash_token('t')}:*;reconciliation:{hash_token('r')}:ledger:internal",
+        "PAYRECON_API_TOKENS": (
+            f"client:{hash_token('t')}:*;reconciliation:{hash_token('r')}:ledger:internal;"
+            f"ingest:{hash_token('i')}:ledger:internal"
+        ),
         "RECON_LEDGER_TOKEN": "r",
+        "INGEST_LEDGER_TOKEN": "i",
     }[key]
 
 

@@ -195,6 +195,16 @@ def test_reconciliation_defaults_are_kept_as_data(market: s.Schema) -> None:
             "accountClasses: {w: {type: ASSET, idPattern: 'w:{id}'}}\ntransferTypes: {}\ndefaultTransferType: X",
             "$.defaultTransferType",
         ),
+        (
+            "accountClasses: {w: {type: ASSET, idPattern: 'w:{id}', indexedMetadata: [\"x') OR 1=1 --\"]}}\n"
+            "transferTypes: {}",
+            "$.accountClasses.w.indexedMetadata[0]",
+        ),
+        (
+            "accountClasses: {w: {type: ASSET, idPattern: 'w:{id}'}}\n"
+            "transferTypes: {T: {debit: [w], credit: [w], indexedMetadata: orderId}}",
+            "$.transferTypes.T.indexedMetadata",
+        ),
         ("accountClasses: {w: {type: ASSET\n", "line "),
     ],
 )
@@ -290,6 +300,10 @@ def schema_documents(draw: st.DrawFn) -> dict[str, Any]:
             spec["limits"] = limits
         if draw(st.booleans()):
             spec["metadata"] = {"type": "object", "required": ["ref"], "properties": {"ref": {"pattern": "^r"}}}
+        if draw(st.booleans()):
+            spec["indexedMetadata"] = draw(
+                st.lists(st.sampled_from(["ref", "orderId", "c_2"]), min_size=1, unique=True)
+            )
         types[f"T{j}"] = spec
     doc: dict[str, Any] = {"accountClasses": classes, "transferTypes": types}
     if draw(st.booleans()):

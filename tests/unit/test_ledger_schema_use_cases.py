@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from services.kernel.errors import NotFound
+from services.kernel.errors import NotFound, ValidationError
 from services.kernel.money import Money
 from services.ledger.domain import events
 from services.ledger.domain.model import AccountType, TransferInstruction, TransferStatus
@@ -310,3 +310,61 @@ def test_a_json_document_keeps_its_whole_numbers_and_refuses_rounded_ones() -> N
     }
     with pytest.raises(ValidationError, match="documentText"):
         _whole_numbers({"limits": {"USD": {"max": 2.0**60}}})
+
+
+async def test_checking_transfers_tells_each_ones_rule_and_stores_nothing() -> None:
+    ledger, uow = await market()
+    transfers_before, accounts_before = dict(uow.state.transfers), set(uow.state.accounts)
+    version, verdicts = await ledger.check_transfers(
+        [
+            t("p2p", "wallet:alice", "wallet:bob", 500, "PURCHASE", orderId="o1"),
+            t("nometa", "wallet:alice", "merchant:shop", 500, "PURCHASE"),
+            t("ok", "wallet:alice", "merchant:shop", 500, "PURCHASE", orderId="o2"),
+            t("malformed", "wallet:alice", "wallet:alice", 500, "PURCHASE", orderId="o3"),  # the posting's to refuse
+        ]
+    )
+    assert version == 1
+    assert [v.code if v else None for v in verdicts] == [
+        "SCHEMA_TRANSFER_TYPE_FORBIDS_CREDIT",
+        "SCHEMA_METADATA_INVALID",
+        None,
+        None,
+    ]
+    assert (uow.state.transfers, set(uow.state.accounts)) == (transfers_before, accounts_before)
+
+
+async def test_with_no_schema_a_check_only_tells_version_zero() -> None:
+    ledger = LedgerService(FakeLedgerUnitOfWork())
+    assert await ledger.check_transfers([]) == (0, [])
+    assert await ledger.check_transfers([t("a", "x", "y", 100, "ANY")]) == (0, [None])
+
+
+async def test_history_and_accounts_filter_on_indexed_metadata_only() -> None:
+    ledger, uow = await market()
+    assert uow.indexed == (frozenset({"country"}), frozenset({"orderId"}))
+    await ledger.create_account(NewAccount("merchant:de", "USD", "", False, None, {"country": "DE"}))
+    await ledger.post_transfers(
+        [t(f"buy{n}", "wallet:alice", "merchant:shop", 100, "PURCHASE", orderId=f"o{n % 2}") for n in range(5)]
+    )
+    _, page, cursor = await ledger.history("merchant:shop", limit=2, cursor="", metadata=["orderId:o0"])
+    _, rest, end = await ledger.history("merchant:shop", limit=2, cursor=cursor, metadata=["orderId:o0"])
+    assert [e.transfer_id for e in page + rest] == ["buy4", "buy2", "buy0"] and end == ""
+    accounts, _ = await ledger.accounts(limit=10, cursor="", metadata=["country:FR"])
+    assert [a.id for a in accounts] == ["merchant:shop"]
+    for bad, code in (
+        (["userId:u1"], "METADATA_FIELD_NOT_INDEXED"),
+        (["orderId"], "INVALID_METADATA_FILTER"),
+    ):
+        with pytest.raises(ValidationError) as refused:
+            await ledger.history("merchant:shop", limit=2, cursor="", metadata=bad)
+        assert refused.value.code == code
+    with pytest.raises(ValidationError) as not_for_accounts:
+        await ledger.accounts(limit=10, cursor="", metadata=["orderId:o1"])  # a transfer field, not an account one
+    assert not_for_accounts.value.code == "METADATA_FIELD_NOT_INDEXED"
+
+
+async def test_with_no_schema_no_metadata_field_is_indexed() -> None:
+    ledger = LedgerService(FakeLedgerUnitOfWork())
+    with pytest.raises(ValidationError) as refused:
+        await ledger.accounts(limit=10, cursor="", metadata=["country:FR"])
+    assert refused.value.code == "METADATA_FIELD_NOT_INDEXED"

@@ -95,8 +95,10 @@ def test_path_and_query_parameters(spec: dict[str, Any]) -> None:
         ("cursor", "query", False),
         ("since", "query", False),
         ("until", "query", False),
+        ("metadata", "query", False),
     ]
     assert ledger[1]["schema"] == {"type": "integer", "format": "int32"}
+    assert ledger[5]["schema"] == {"type": "array", "items": {"type": "string"}}  # ?metadata=a:1&metadata=b:2
     balance = spec["paths"]["/api/v1/accounts/{account_id}/balance"]["get"]["parameters"]
     assert [(p["name"], p["in"]) for p in balance] == [("account_id", "path"), ("asOf", "query")]
     assert balance[1]["schema"] == {"type": "string", "format": "date-time"}

@@ -7,6 +7,7 @@ import grpc
 from services.ingest.domain.errors import (
     IdempotencyKeyReused,
     InvalidSubmission,
+    SchemaRefused,
     UnknownTransaction,
 )
 from services.kernel.grpc_errors import BASE_TABLE, ErrorMapping, ErrorTable
@@ -15,6 +16,9 @@ INGEST_ERRORS = ErrorTable(
     {
         **BASE_TABLE,
         InvalidSubmission: ErrorMapping(grpc.StatusCode.INVALID_ARGUMENT, "VALIDATION_ERROR"),
+        # As the ledger maps its own schema refusals (FAILED_PRECONDITION → 400 through Envoy); the
+        # error's code names the rule (SCHEMA_*).
+        SchemaRefused: ErrorMapping(grpc.StatusCode.FAILED_PRECONDITION, "SCHEMA_VIOLATION"),
         IdempotencyKeyReused: ErrorMapping(grpc.StatusCode.ALREADY_EXISTS, "IDEMPOTENCY_KEY_REUSED"),
         UnknownTransaction: ErrorMapping(grpc.StatusCode.NOT_FOUND, "TRANSACTION_NOT_FOUND"),
     }

@@ -15,3 +15,8 @@ class IdempotencyKeyReused(DomainError):
 
 class UnknownTransaction(NotFound):
     """No request was ever accepted under this key."""
+
+
+class SchemaRefused(ValidationError):
+    """The ledger's schema in force refuses the transfer (checked before the 202); `code` is the
+    rule's (SCHEMA_TRANSFER_TYPE_FORBIDS_CREDIT, SCHEMA_METADATA_INVALID, ...). Nothing was stored."""

@@ -114,5 +114,31 @@ class IdempotencyCache(Protocol):
     async def statistics(self) -> CacheStatistics: ...
 
 
+@dataclass(frozen=True)
+class SchemaRefusal:
+    """The rule of the ledger's schema a submission breaks: its stable code and a message naming it."""
+
+    code: str
+    message: str
+
+
+@dataclass(frozen=True)
+class SchemaVerdicts:
+    """The ledger's answer to a check: the schema version in force (0: none) and, per submission in
+    order, the rule it breaks or None."""
+
+    version: int
+    refusals: list[SchemaRefusal | None]
+
+
+class SchemaChecker(Protocol):
+    """The ledger's rule engine, asked before the 202 (the ledger owns the schema; ingest holds none)."""
+
+    async def check(self, submissions: Sequence[TransferSubmission], timeout_seconds: float) -> SchemaVerdicts:
+        """Checks the submissions against the schema in force (none: only the version is told). Raises
+        Unavailable when the ledger does not answer within `timeout_seconds`, or at all."""
+        ...
+
+
 class QueueInspector(Protocol):
     async def attributes(self, queue_name: str) -> QueueAttributes: ...

@@ -22,6 +22,7 @@ from services.ingest.domain.model import (
 )
 from services.ingest.service.group_commit import GroupCommit
 from services.ingest.service.ports import IdempotencyCache, KeyBinding, NewRequest, RequestStore
+from services.ingest.service.schema_gate import SchemaGate
 from services.kernel.errors import Unavailable
 
 log = logging.getLogger(__name__)
@@ -37,11 +38,13 @@ class TransactionService:
     ttl_seconds: int
     default_currency: str
     message_groups: int
-    # Concurrent submits share one write; built over store and cache when not given.
+    # Concurrent submits share one write; built over store, cache and schema gate when not given.
     group_commit: GroupCommit | None = field(default=None)
+    # The ledger's schema checked before the 202 (see SchemaGate); None: not checked here.
+    schema_gate: SchemaGate | None = field(default=None)
 
     def __post_init__(self) -> None:
-        self._commits = self.group_commit or GroupCommit(self.store, self.cache)
+        self._commits = self.group_commit or GroupCommit(self.store, self.cache, schema_gate=self.schema_gate)
 
     async def submit(self, command: SubmitTransaction) -> Acceptance:
         """Accepts a transfer once per idempotency key; the 202 is owed only after the commit.
@@ -49,8 +52,9 @@ class TransactionService:
         PostgreSQL's unique key decides, in the batched write (no cache lookup first: a first submit
         costs no Redis round trip). The cache answers replays while the database cannot.
 
-        Raises InvalidSubmission (bad input, nothing stored), IdempotencyKeyReused (the key was used
-        for a different request) and Unavailable (the database cannot be reached and the cache does
+        Raises InvalidSubmission (bad input, nothing stored), SchemaRefused (the ledger's schema in force
+        refuses it: the rule's code, nothing stored, the key stays free for a corrected request),
+        IdempotencyKeyReused (the key was used for a different request) and Unavailable (the database cannot be reached and the cache does
         not know the key: nothing was accepted, the same request may be retried).
         """
         submission = validate_submission(command, default_currency=self.default_currency)

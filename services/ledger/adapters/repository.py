@@ -10,7 +10,7 @@ import contextlib
 import functools
 import json
 import zlib
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence, Set
 from datetime import datetime
 from typing import Any
 
@@ -37,7 +37,7 @@ from services.ledger.domain.model import (
     TransferKind,
     TransferStatus,
 )
-from services.ledger.domain.schema import AppliedSchema, ExistingAccount
+from services.ledger.domain.schema import INDEXED_FIELD_SHAPE, AppliedSchema, ExistingAccount
 from services.ledger.domain.transfers import HoldDecision, TransferRecord
 from services.ledger.service.unit_of_work import ConcurrentWrite
 
@@ -103,6 +103,65 @@ class SqlLedgerUnitOfWork:
     async def ping(self) -> None:
         async with outages_as_unavailable(), self._engine.connect() as conn:
             await conn.execute(text("SELECT 1"))
+
+    async def index_metadata(self, *, accounts: Set[str], transfers: Set[str]) -> None:
+        """One btree expression index per field, `(metadata ->> 'field')`, which is what the listings'
+        equality filters use: it costs writes only for the fields a schema declares, unlike a GIN
+        index over every key of every transfer. Built CONCURRENTLY (postings go on), one builder at a
+        time across ledger processes; an index a failed build left INVALID is dropped and built again."""
+        wanted = [("accounts", f) for f in sorted(accounts)] + [("transfers", f) for f in sorted(transfers)]
+        if not wanted:
+            return
+        async with outages_as_unavailable(), self._engine.connect() as conn:
+            conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
+            await conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": _INDEX_LOCK})
+            try:
+                for table, name in wanted:
+                    index = _metadata_index(table, name)
+                    valid = (
+                        await conn.execute(
+                            text(
+                                "SELECT i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid"
+                                " WHERE c.relname = :n AND c.relnamespace = CAST(current_schema() AS regnamespace)"
+                            ),
+                            {"n": index},
+                        )
+                    ).scalar_one_or_none()
+                    if valid:
+                        continue
+                    if valid is False:
+                        await conn.execute(text(f'DROP INDEX CONCURRENTLY IF EXISTS "{index}"'))
+                    await conn.execute(
+                        text(
+                            f"CREATE INDEX CONCURRENTLY IF NOT EXISTS \"{index}\" ON {table} ((metadata ->> '{name}'))"
+                        )
+                    )
+            finally:
+                await conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": _INDEX_LOCK})
+
+
+_INDEX_LOCK = int.from_bytes(b"payrecon:metadata-index"[:8], "big", signed=True)
+
+
+def _indexable(name: str) -> str:
+    """`name`, checked again here because it is written into SQL: the schema's strict shape only."""
+    if not INDEXED_FIELD_SHAPE.fullmatch(name):
+        raise ValueError(f"not an indexable metadata field: {name!r}")
+    return name
+
+
+def _metadata_index(table: str, name: str) -> str:
+    return f"{table}_metadata_{_indexable(name)}"
+
+
+def metadata_conditions(alias: str, metadata: Mapping[str, str] | None) -> tuple[str, dict[str, str]]:
+    """` AND alias.metadata ->> 'field' = :mN` per filter: the field is written as a literal, so the
+    expression matches the index's (a bound key would not)."""
+    sql, params = "", {}
+    for n, (name, value) in enumerate(sorted((metadata or {}).items())):
+        sql += f" AND {alias}.metadata ->> '{_indexable(name)}' = :m{n}"
+        params[f"m{n}"] = value
+    return sql, params
 
 
 def _is_unique_violation(error: BaseException | None) -> bool:
@@ -240,6 +299,15 @@ class SqlLedgerRepository:
                 self._heads[r.id] = bytes(r.chain_head)
                 self._before[r.id] = _totals(account)
         return self._accounts
+
+    async def accounts_by_id(self, account_ids: set[str]) -> dict[str, Account]:
+        if not account_ids:
+            return {}
+        rows = await self._conn.execute(
+            text(f"SELECT {_ACCOUNT_COLUMNS} FROM unnest(CAST(:ids AS text[])) AS k(id) JOIN accounts USING (id)"),
+            {"ids": sorted(account_ids)},
+        )
+        return {r.id: _account(r) for r in rows}
 
     async def open_accounts(self, currencies: dict[str, str]) -> None:
         # Inserted in id order and only then locked: still one global lock order, no deadlocks.
@@ -397,10 +465,9 @@ class SqlLedgerRepository:
         )
         return [r.id for r in rows]
 
-    async def schema_version_in_force(self) -> int:
-        version: int = (
-            await self._conn.execute(text("SELECT version FROM schema_in_force FOR KEY SHARE"))
-        ).scalar_one()
+    async def schema_version_in_force(self, *, hold: bool = True) -> int:
+        lock = " FOR KEY SHARE" if hold else ""
+        version: int = (await self._conn.execute(text(f"SELECT version FROM schema_in_force{lock}"))).scalar_one()
         return version
 
     async def lock_schema(self) -> int:
@@ -463,10 +530,13 @@ class SqlLedgerRepository:
         accounts = await self._select_accounts("WHERE id = :id", {"id": account_id})
         return accounts[0] if accounts else None
 
-    async def accounts_after(self, after_id: str | None, limit: int) -> list[Account]:
+    async def accounts_after(
+        self, after_id: str | None, limit: int, *, metadata: Mapping[str, str] | None = None
+    ) -> list[Account]:
+        filters, params = metadata_conditions("accounts", metadata)
         return await self._select_accounts(
-            "WHERE CAST(:after AS text) IS NULL OR id > :after ORDER BY id LIMIT :limit",
-            {"after": after_id, "limit": limit},
+            f"WHERE (CAST(:after AS text) IS NULL OR id > :after){filters} ORDER BY id LIMIT :limit",
+            {"after": after_id, "limit": limit, **params},
         )
 
     async def _select_accounts(self, where: str, params: dict[str, object]) -> list[Account]:
@@ -497,7 +567,9 @@ class SqlLedgerRepository:
         before_id: int | None,
         since: datetime | None = None,
         until: datetime | None = None,
+        metadata: Mapping[str, str] | None = None,
     ) -> list[LedgerEntry]:
+        filters, params = metadata_conditions("t", metadata)
         rows = await self._conn.execute(
             text(
                 "SELECT e.id, e.transfer_id, e.account_id, e.direction, e.amount_minor, e.currency,"
@@ -506,9 +578,9 @@ class SqlLedgerRepository:
                 " WHERE e.account_id = :id AND (CAST(:before AS bigint) IS NULL OR e.id < :before)"
                 " AND (CAST(:since AS timestamptz) IS NULL OR e.created_at >= :since)"
                 " AND (CAST(:until AS timestamptz) IS NULL OR e.created_at < :until)"
-                " ORDER BY e.id DESC LIMIT :limit"
+                f"{filters} ORDER BY e.id DESC LIMIT :limit"
             ),
-            {"id": account_id, "before": before_id, "limit": limit, "since": since, "until": until},
+            {"id": account_id, "before": before_id, "limit": limit, "since": since, "until": until, **params},
         )
         return [
             LedgerEntry(

@@ -50,6 +50,8 @@ SCOPES = {
     "CreateAccount": "accounts:write",
     # Internal: the gateway does not route it (no google.api.http annotation); service tokens only.
     "PostTransfers": "ledger:internal",
+    # Internal too: ingest's schema pre-check before its 202 (and its watch of the version in force).
+    "CheckTransfers": "ledger:internal",
     "CreateHold": "transactions:write",
     "PostHold": "transactions:write",
     "VoidHold": "transactions:write",

@@ -183,7 +183,12 @@ class LedgerServicer(ledger_pb2_grpc.LedgerServiceServicer):
         context: grpc.aio.ServicerContext[ledger_pb2.ListLedgerEntriesRequest, ledger_pb2.ListLedgerEntriesResponse],
     ) -> ledger_pb2.ListLedgerEntriesResponse:
         account, rows, next_cursor = await self._ledger.history(
-            request.account_id, limit=request.limit, cursor=request.cursor, since=request.since, until=request.until
+            request.account_id,
+            limit=request.limit,
+            cursor=request.cursor,
+            since=request.since,
+            until=request.until,
+            metadata=list(request.metadata),
         )
         entries = []
         for row in rows:
@@ -213,6 +218,20 @@ class LedgerServicer(ledger_pb2_grpc.LedgerServiceServicer):
     ) -> ledger_pb2.PostTransfersResponse:
         events = await self._ledger.post_transfers([instruction_from_proto(t) for t in request.transfers])
         return ledger_pb2.PostTransfersResponse(outcomes=[event_message(e) for e in events])
+
+    async def CheckTransfers(
+        self,
+        request: ledger_pb2.CheckTransfersRequest,
+        context: grpc.aio.ServicerContext[ledger_pb2.CheckTransfersRequest, ledger_pb2.CheckTransfersResponse],
+    ) -> ledger_pb2.CheckTransfersResponse:
+        version, verdicts = await self._ledger.check_transfers([instruction_from_proto(t) for t in request.transfers])
+        return ledger_pb2.CheckTransfersResponse(
+            schema_version=version,
+            verdicts=[
+                ledger_pb2.TransferVerdict(code=v.code, message=v.message) if v else ledger_pb2.TransferVerdict()
+                for v in verdicts
+            ],
+        )
 
     async def CreateAccount(
         self,
@@ -245,7 +264,9 @@ class LedgerServicer(ledger_pb2_grpc.LedgerServiceServicer):
         request: ledger_pb2.ListAccountsRequest,
         context: grpc.aio.ServicerContext[ledger_pb2.ListAccountsRequest, ledger_pb2.ListAccountsResponse],
     ) -> ledger_pb2.ListAccountsResponse:
-        accounts, next_cursor = await self._ledger.accounts(limit=request.limit, cursor=request.cursor)
+        accounts, next_cursor = await self._ledger.accounts(
+            limit=request.limit, cursor=request.cursor, metadata=list(request.metadata)
+        )
         return ledger_pb2.ListAccountsResponse(accounts=[account_message(a) for a in accounts], next_cursor=next_cursor)
 
     async def CreateHold(

@@ -19,6 +19,7 @@ Document shape (names in lowerCamel, amounts in integer minor units):
         idPattern: "wallet:{userId}"     # literal id characters and {placeholders}
         autoCreate: true                 # may a transfer open such an account on first use
         metadata: {JSON Schema}          # the account's metadata (a map of strings)
+        indexedMetadata: [country]       # metadata fields account lists may filter on (indexed)
         reconciliation: {...}            # opaque defaults for the reconciliation context
     transferTypes:
       P2P:
@@ -26,6 +27,7 @@ Document shape (names in lowerCamel, amounts in integer minor units):
         credit: [wallet]                 # classes that may be credited
         limits: {USD: {min: 1, max: 100000}}   # optional; when present, other currencies are refused
         metadata: {JSON Schema}          # required metadata of the transfer
+        indexedMetadata: [orderId]       # metadata fields ledger history may filter on (indexed)
         holds: true                      # may be reserved as a hold (default false)
         reversals: true                  # may be reversed (default true)
     defaultTransferType: P2P             # optional: the type of a transfer that names none
@@ -67,6 +69,9 @@ CURRENCY_NOT_ALLOWED = "SCHEMA_CURRENCY_NOT_ALLOWED"
 AMOUNT_BELOW_MINIMUM = "SCHEMA_AMOUNT_BELOW_MINIMUM"
 AMOUNT_ABOVE_MAXIMUM = "SCHEMA_AMOUNT_ABOVE_MAXIMUM"
 METADATA_INVALID = "SCHEMA_METADATA_INVALID"
+# A history or account list filtered on a metadata field no class or type of the schema in force indexes.
+METADATA_FIELD_NOT_INDEXED = "METADATA_FIELD_NOT_INDEXED"
+INVALID_METADATA_FILTER = "INVALID_METADATA_FILTER"
 HOLDS_NOT_ALLOWED = "SCHEMA_HOLDS_NOT_ALLOWED"
 REVERSALS_NOT_ALLOWED = "SCHEMA_REVERSALS_NOT_ALLOWED"
 ACCOUNT_TYPE_MISMATCH = "SCHEMA_ACCOUNT_TYPE_MISMATCH"
@@ -82,6 +87,9 @@ NAME_SHAPE = re.compile(r"^[A-Za-z][A-Za-z0-9_\-]{0,63}$")
 _PLACEHOLDER = re.compile(r"\{([A-Za-z][A-Za-z0-9_]*)\}")
 _LITERAL = re.compile(r"^[A-Za-z0-9._:\-]*$")
 _SEGMENT = r"[A-Za-z0-9._\-]+"
+# An indexed metadata field: it is written into index names and index expressions (services.ledger
+# adapters), so its shape is strict — a letter, then letters, digits or _; 40 at most.
+INDEXED_FIELD_SHAPE = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,39}$")
 # Account ids classified by pattern, remembered per schema version; cleared when it fills up.
 _CLASS_CACHE_LIMIT = 100_000
 
@@ -183,6 +191,7 @@ class AccountClass:
     auto_create: bool = True
     metadata_schema: Mapping[str, Any] | None = None
     reconciliation: Mapping[str, Any] = field(default_factory=dict)
+    indexed_metadata: tuple[str, ...] = ()
     _regex: re.Pattern[str] = field(init=False, repr=False, compare=False)
     _metadata: _MetadataRule | None = field(init=False, repr=False, compare=False)
 
@@ -214,6 +223,8 @@ class AccountClass:
         doc["autoCreate"] = self.auto_create
         if self.metadata_schema:
             doc["metadata"] = dict(self.metadata_schema)
+        if self.indexed_metadata:
+            doc["indexedMetadata"] = list(self.indexed_metadata)
         if self.reconciliation:
             doc["reconciliation"] = dict(self.reconciliation)
         return doc
@@ -228,6 +239,7 @@ class TransferType:
     metadata_schema: Mapping[str, Any] | None = None
     holds_allowed: bool = False
     reversals_allowed: bool = True
+    indexed_metadata: tuple[str, ...] = ()
     _metadata: _MetadataRule | None = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -249,6 +261,8 @@ class TransferType:
             }
         if self.metadata_schema:
             doc["metadata"] = dict(self.metadata_schema)
+        if self.indexed_metadata:
+            doc["indexedMetadata"] = list(self.indexed_metadata)
         doc["holds"] = self.holds_allowed
         doc["reversals"] = self.reversals_allowed
         return doc
@@ -306,6 +320,16 @@ class Schema:
         if self.default_type:
             doc["defaultTransferType"] = self.default_type
         return doc
+
+    @property
+    def indexed_account_metadata(self) -> frozenset[str]:
+        """The account metadata fields some class indexes: what account lists may filter on."""
+        return frozenset(f for c in self.classes.values() for f in c.indexed_metadata)
+
+    @property
+    def indexed_transfer_metadata(self) -> frozenset[str]:
+        """The transfer metadata fields some type indexes: what ledger history may filter on."""
+        return frozenset(f for t in self.types.values() for f in t.indexed_metadata)
 
     # -- classification --------------------------------------------------------------------------
 
@@ -513,9 +537,10 @@ _CLASS_KEYS = {
     "idPattern",
     "autoCreate",
     "metadata",
+    "indexedMetadata",
     "reconciliation",
 }
-_TYPE_KEYS = {"debit", "credit", "limits", "metadata", "holds", "reversals"}
+_TYPE_KEYS = {"debit", "credit", "limits", "metadata", "indexedMetadata", "holds", "reversals"}
 _TOP_KEYS = {"accountClasses", "transferTypes", "defaultTransferType"}
 
 
@@ -620,6 +645,23 @@ def _currency(value: object, path: str, problems: _Problems) -> str | None:
     return value
 
 
+def _indexed_fields(value: object, path: str, problems: _Problems) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, list):
+        problems.add(path, "must be a list of metadata field names")
+        return ()
+    fields: list[str] = []
+    for i, name in enumerate(value):
+        if not isinstance(name, str) or not INDEXED_FIELD_SHAPE.fullmatch(name):
+            problems.add(
+                f"{path}[{i}]", f"an indexed field is a letter then up to 39 letters, digits or _, got {name!r}"
+            )
+        elif name not in fields:
+            fields.append(name)
+    return tuple(fields)
+
+
 def _metadata_schema(value: object, path: str, problems: _Problems) -> Mapping[str, Any] | None:
     if value is None:
         return None
@@ -693,6 +735,7 @@ def _parse_classes(value: object, problems: _Problems) -> dict[str, AccountClass
         auto_create = _bool(spec.get("autoCreate"), True, f"{path}.autoCreate", problems)
         metadata = _metadata_schema(spec.get("metadata"), f"{path}.metadata", problems)
         reconciliation = _mapping(spec.get("reconciliation"), f"{path}.reconciliation", problems, required=False)
+        indexed = _indexed_fields(spec.get("indexedMetadata"), f"{path}.indexedMetadata", problems)
         if len(problems.found) > before:
             continue
         classes[name] = AccountClass(
@@ -705,6 +748,7 @@ def _parse_classes(value: object, problems: _Problems) -> dict[str, AccountClass
             auto_create,
             metadata,
             json.loads(json.dumps(dict(reconciliation))),
+            indexed,
         )
     return classes
 
@@ -749,9 +793,10 @@ def _parse_types(value: object, class_names: set[str], problems: _Problems) -> d
         metadata = _metadata_schema(spec.get("metadata"), f"{path}.metadata", problems)
         holds = _bool(spec.get("holds"), False, f"{path}.holds", problems)
         reversals = _bool(spec.get("reversals"), True, f"{path}.reversals", problems)
+        indexed = _indexed_fields(spec.get("indexedMetadata"), f"{path}.indexedMetadata", problems)
         if len(problems.found) > before:
             continue
-        types[code] = TransferType(code, sides["debit"], sides["credit"], limits, metadata, holds, reversals)
+        types[code] = TransferType(code, sides["debit"], sides["credit"], limits, metadata, holds, reversals, indexed)
     return types
 
 
@@ -909,3 +954,32 @@ def accounts_opened_under(schema: Schema, currencies: Mapping[str, str]) -> list
 
 def violation_error(violation: Violation) -> SchemaViolation:
     return SchemaViolation(violation.message, code=violation.code)
+
+
+# -- querying by metadata ----------------------------------------------------------------------
+
+
+def metadata_filters(raw: Iterable[str], indexed: frozenset[str], what: str) -> dict[str, str]:
+    """`field:value` filters as a map, each field one the schema in force indexes for `what`
+    (accounts or transfers). Raises ValidationError: INVALID_METADATA_FILTER (no `:`, or a field twice),
+    METADATA_FIELD_NOT_INDEXED (a field no class or type declares in indexedMetadata)."""
+    filters: dict[str, str] = {}
+    for item in raw:
+        name, colon, value = item.partition(":")
+        if not colon or not name:
+            raise ValidationError(
+                f"metadata filter {item!r} must be field:value", field="metadata", code=INVALID_METADATA_FILTER
+            )
+        if name not in indexed:
+            declared = ", ".join(sorted(indexed)) or "none (no schema in force declares indexedMetadata)"
+            raise ValidationError(
+                f"metadata field {name!r} is not indexed for {what}; indexed: {declared}",
+                field="metadata",
+                code=METADATA_FIELD_NOT_INDEXED,
+            )
+        if name in filters and filters[name] != value:
+            raise ValidationError(
+                f"metadata field {name!r} is filtered on twice", field="metadata", code=INVALID_METADATA_FILTER
+            )
+        filters[name] = value
+    return filters

@@ -51,6 +51,7 @@ from services.ledger.domain.schema import (
     accounts_opened_under,
     diff,
     load_schema,
+    metadata_filters,
     parse_schema,
     posting_of,
     refuse_breaking,
@@ -189,9 +190,10 @@ class LedgerService:
     # Compiled schema versions by number: a version never changes once applied.
     _schemas: dict[int, Schema] = field(default_factory=dict, init=False, repr=False, compare=False)
 
-    async def _schema(self, repo: LedgerRepository) -> Schema | None:
-        """The schema in force for this transaction (None: no schema, nothing to enforce)."""
-        version = await repo.schema_version_in_force()
+    async def _schema(self, repo: LedgerRepository, *, hold: bool = True) -> Schema | None:
+        """The schema in force for this transaction (None: no schema, nothing to enforce); `hold`: see
+        LedgerRepository.schema_version_in_force."""
+        version = await repo.schema_version_in_force(hold=hold)
         if not version:
             return None
         schema = self._schemas.get(version)
@@ -240,6 +242,24 @@ class LedgerService:
             if message_id is not None and not await repo.claim_messages([message_id]):
                 return {}
             return {e.transfer_id: e for e in await self._post(repo, list(transfers), well_formed=True)}
+
+    async def check_transfers(self, transfers: Sequence[TransferInstruction]) -> tuple[int, list[Violation | None]]:
+        """(the schema version in force, 0 for none; per transfer the rule of that version it breaks, or
+        None). Stores nothing and locks no account: ingest asks this before its 202, and the posting checks
+        again under the version in force then. A transfer that breaks an input rule (invalid_transfer)
+        is not the schema's to judge: None here, rejected when posted."""
+        async with self.uow.reading() as repo:
+            # Unheld: a row lock would dirty the version's row on every check, for nothing to protect.
+            schema = await self._schema(repo, hold=False)
+            if schema is None or not transfers:
+                return (schema.version if schema else 0), [None] * len(transfers)
+            well_formed = [t for t in transfers if invalid_transfer(t) is None]
+            accounts = await repo.accounts_by_id(
+                {a for t in well_formed for a in (t.debit_account_id, t.credit_account_id)}
+            )
+        _, refused = refuse_breaking(schema, well_formed, accounts)
+        broken = {id(r.transfer): Violation(r.code, r.message) for r in refused}
+        return schema.version, [broken.get(id(t)) for t in transfers]
 
     async def apply_message(self, transfers: Sequence[TransferInstruction], message_id: str) -> None:
         """Worker path: posts one queued batch; a redelivered message changes nothing."""
@@ -449,12 +469,15 @@ class LedgerService:
             )
         return account
 
-    async def accounts(self, *, limit: int, cursor: str) -> tuple[list[Account], str]:
-        """Raises ValidationError (limit out of range, foreign cursor)."""
+    async def accounts(self, *, limit: int, cursor: str, metadata: Sequence[str] = ()) -> tuple[list[Account], str]:
+        """One page of accounts in id order, only those whose metadata has every `field:value` of
+        `metadata` (fields the schema in force indexes for accounts). Raises ValidationError (limit out
+        of range, foreign cursor, METADATA_FIELD_NOT_INDEXED, INVALID_METADATA_FILTER)."""
         size = _page_size(limit)
         after = _account_position(cursor) if cursor else None
         async with self.uow.reading() as repo:
-            rows = await repo.accounts_after(after, size + 1)
+            filters = await self._metadata_filters(repo, metadata, "accounts")
+            rows = await repo.accounts_after(after, size + 1, metadata=filters)
         next_cursor = encode_cursor("a", rows[size - 1].id) if len(rows) > size else ""
         return rows[:size], next_cursor
 
@@ -653,20 +676,54 @@ class LedgerService:
         return BalanceView(account, balance, 0, balance, as_of, last_entry_id)
 
     async def history(
-        self, account_id: str, *, limit: int, cursor: str, since: str = "", until: str = ""
+        self,
+        account_id: str,
+        *,
+        limit: int,
+        cursor: str,
+        since: str = "",
+        until: str = "",
+        metadata: Sequence[str] = (),
     ) -> tuple[Account, list[LedgerEntry], str]:
-        """One page of entries, newest first, and the cursor of the next page ('' at the end).
+        """One page of entries, newest first, and the cursor of the next page ('' at the end); with
+        `metadata` (`field:value`, fields the schema in force indexes for transfers) only the entries of
+        transfers whose metadata has them all.
 
-        Raises AccountNotFound and ValidationError (limit out of range, foreign cursor, bad dates).
+        Raises AccountNotFound and ValidationError (limit out of range, foreign cursor, bad dates,
+        METADATA_FIELD_NOT_INDEXED, INVALID_METADATA_FILTER).
         """
         size = _page_size(limit)
         before = _entry_position(cursor) if cursor else None
         start, end = parse_window(since, until, start_field="since", end_field="until")
         account = await self.account(account_id)
         async with self.uow.reading() as repo:
-            rows = await repo.entries(account_id, limit=size + 1, before_id=before, since=start, until=end)
+            filters = await self._metadata_filters(repo, metadata, "transfers")
+            rows = await repo.entries(
+                account_id, limit=size + 1, before_id=before, since=start, until=end, metadata=filters
+            )
         next_cursor = encode_cursor("e", rows[size - 1].id) if len(rows) > size else ""
         return account, rows[:size], next_cursor
+
+    async def _metadata_filters(self, repo: LedgerRepository, raw: Sequence[str], what: str) -> dict[str, str]:
+        """The filters of a listing, on fields the schema in force indexes (none without a schema)."""
+        if not raw:
+            return {}
+        schema = await self._schema(repo, hold=False)
+        indexed: frozenset[str] = frozenset()
+        if schema is not None:
+            indexed = schema.indexed_account_metadata if what == "accounts" else schema.indexed_transfer_metadata
+        return metadata_filters(raw, indexed, what)
+
+    async def index_metadata(self) -> None:
+        """Builds the indexes behind the metadata filters the schema in force declares (idempotent: run
+        after each version applied and at start, in case a build was interrupted). Indexes of fields a
+        later version drops are kept: history filtered under the old version stays fast."""
+        async with self.uow.reading() as repo:
+            schema = await self._schema(repo, hold=False)
+        if schema is not None:
+            await self.uow.index_metadata(
+                accounts=schema.indexed_account_metadata, transfers=schema.indexed_transfer_metadata
+            )
 
     # -- the schema ----------------------------------------------------------------------------
 
@@ -697,7 +754,18 @@ class LedgerService:
 
         Raises SchemaInvalid (the document, every problem with its path), SchemaVersionConflict (the
         version in force is not `expected_version`) and SchemaStrandsAccounts (existing accounts would
-        match no class, or hold a currency their class no longer allows: listed, nothing changed)."""
+        match no class, or hold a currency their class no longer allows: listed, nothing changed).
+
+        Once a version is applied, the indexes its indexedMetadata declares are built (CONCURRENTLY,
+        after the commit: postings go on meanwhile) before this returns."""
+        plan = await self._apply_schema(text, applied_by, expected_version, dry_run)
+        if plan.applied is not None:
+            await self.index_metadata()
+        return plan
+
+    async def _apply_schema(
+        self, text: str, applied_by: str, expected_version: int | None, dry_run: bool
+    ) -> SchemaPlan:
         new = load_schema(text)
         async with self.uow.reading() if dry_run else self.uow.transaction() as repo:
             in_force = await (repo.schema_version_in_force() if dry_run else repo.lock_schema())

@@ -8,7 +8,7 @@ row (a hold or a reversal's original) first, then accounts in id order.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence, Set
 from contextlib import AbstractAsyncContextManager
 from datetime import datetime
 from typing import Protocol
@@ -44,6 +44,10 @@ class LedgerRepository(Protocol):
     async def lock_accounts(self, account_ids: set[str]) -> dict[str, Account]:
         """Locks the existing accounts among `account_ids` in id order; returns every account locked
         in this transaction so far, by id."""
+        ...
+
+    async def accounts_by_id(self, account_ids: set[str]) -> dict[str, Account]:
+        """The existing accounts among `account_ids`, by id, read without locking them."""
         ...
 
     async def open_accounts(self, currencies: dict[str, str]) -> None:
@@ -83,8 +87,9 @@ class LedgerRepository(Protocol):
     # -- the schema: a posting transaction reads the version in force under a shared row lock, and a
     # new version is written under the exclusive one, so no posting straddles a change.
 
-    async def schema_version_in_force(self) -> int:
-        """The version in force (0: no schema), held until the transaction ends."""
+    async def schema_version_in_force(self, *, hold: bool = True) -> int:
+        """The version in force (0: no schema), held until the transaction ends (`hold`: a posting
+        must not straddle a change; a pre-check that stores nothing need not hold it)."""
         ...
 
     async def lock_schema(self) -> int:
@@ -107,7 +112,11 @@ class LedgerRepository(Protocol):
 
     async def account(self, account_id: str) -> Account | None: ...
 
-    async def accounts_after(self, after_id: str | None, limit: int) -> list[Account]: ...
+    async def accounts_after(
+        self, after_id: str | None, limit: int, *, metadata: Mapping[str, str] | None = None
+    ) -> list[Account]:
+        """Accounts in id order after `after_id`, only those whose metadata has every field: value given."""
+        ...
 
     async def totals_as_of(self, account_id: str, as_of: datetime) -> tuple[int, int, int]:
         """(Σ debits, Σ credits, newest entry id or 0) of the account's entries posted at or before `as_of`."""
@@ -121,8 +130,10 @@ class LedgerRepository(Protocol):
         before_id: int | None,
         since: datetime | None = None,
         until: datetime | None = None,
+        metadata: Mapping[str, str] | None = None,
     ) -> list[LedgerEntry]:
-        """Newest first, older than `before_id` when given, posted in [since, until)."""
+        """Newest first, older than `before_id` when given, posted in [since, until), of transfers whose
+        metadata has every field: value of `metadata`."""
         ...
 
 
@@ -133,6 +144,11 @@ class LedgerUnitOfWork(Protocol):
 
     def reading(self) -> AbstractAsyncContextManager[LedgerRepository]:
         """A connection for reads (no locks, nothing to commit)."""
+        ...
+
+    async def index_metadata(self, *, accounts: Set[str], transfers: Set[str]) -> None:
+        """Makes sure an index serves equality filters on each named metadata field of accounts and of
+        transfers (names of the schema's INDEXED_FIELD_SHAPE). Outside any transaction; idempotent."""
         ...
 
     async def ping(self) -> None: ...

@@ -14,6 +14,7 @@ from services.ingest.domain.model import (
     RequestStatus,
     StoredRequest,
     TransferOutcome,
+    TransferSubmission,
 )
 from services.ingest.service.ports import (
     CacheStatistics,
@@ -21,6 +22,8 @@ from services.ingest.service.ports import (
     NewRequest,
     Recorded,
     RedriveStatistics,
+    SchemaRefusal,
+    SchemaVerdicts,
 )
 from services.kernel.errors import Unavailable
 from services.kernel.queues import QueueAttributes
@@ -166,3 +169,22 @@ class FakeQueue:
         if self.down:
             raise ConnectionError("queue down")
         return QueueAttributes(f"http://sqs/{queue_name}", self.depth.get(queue_name, 0), 0, 60, True, False)
+
+
+class FakeSchemaChecker:
+    """The ledger's CheckTransfers as ingest sees it: `version` in force, `refuse` decides per submission,
+    `calls` keeps the keys of each check (a refresh is an empty list), `down` fails every call."""
+
+    def __init__(self, version: int = 0, refuse: Callable[[TransferSubmission], SchemaRefusal | None] | None = None):
+        self.version = version
+        self.refuse = refuse or (lambda s: None)
+        self.calls: list[list[str]] = []
+        self.down = False
+
+    async def check(self, submissions: Sequence[TransferSubmission], timeout_seconds: float) -> SchemaVerdicts:
+        self.calls.append([s.idempotency_key for s in submissions])
+        if self.down:
+            raise Unavailable("the ledger's schema check failed: UNAVAILABLE", code="SERVICE_UNAVAILABLE")
+        if not self.version:
+            return SchemaVerdicts(0, [None] * len(submissions))
+        return SchemaVerdicts(self.version, [self.refuse(s) for s in submissions])

@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import json
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence, Set
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 
@@ -68,6 +68,9 @@ class FakeLedgerRepository:
             if account_id in self.state.accounts:
                 self.locked[account_id] = self.state.accounts[account_id]
         return self.locked
+
+    async def accounts_by_id(self, account_ids: set[str]) -> dict[str, Account]:
+        return {i: self.state.accounts[i] for i in account_ids if i in self.state.accounts}
 
     async def open_accounts(self, currencies: dict[str, str]) -> None:
         for account_id, currency in sorted(currencies.items()):
@@ -163,7 +166,7 @@ class FakeLedgerRepository:
         ]
         return due[:limit]
 
-    async def schema_version_in_force(self) -> int:
+    async def schema_version_in_force(self, *, hold: bool = True) -> int:
         return self.state.schemas[-1].version if self.state.schemas else 0
 
     async def lock_schema(self) -> int:
@@ -206,9 +209,14 @@ class FakeLedgerRepository:
     async def account(self, account_id: str) -> Account | None:
         return self.state.accounts.get(account_id)
 
-    async def accounts_after(self, after_id: str | None, limit: int) -> list[Account]:
+    async def accounts_after(
+        self, after_id: str | None, limit: int, *, metadata: Mapping[str, str] | None = None
+    ) -> list[Account]:
         ordered = sorted(self.state.accounts.values(), key=lambda a: a.id)
-        return [a for a in ordered if after_id is None or a.id > after_id][:limit]
+        wanted = (metadata or {}).items()
+        return [a for a in ordered if (after_id is None or a.id > after_id) and wanted <= dict(a.metadata).items()][
+            :limit
+        ]
 
     async def totals_as_of(self, account_id: str, as_of: datetime) -> tuple[int, int, int]:
         mine = [e for e in self.state.entries if e.account_id == account_id and e.created_at <= as_of]
@@ -226,7 +234,9 @@ class FakeLedgerRepository:
         before_id: int | None,
         since: datetime | None = None,
         until: datetime | None = None,
+        metadata: Mapping[str, str] | None = None,
     ) -> list[LedgerEntry]:
+        wanted = (metadata or {}).items()
         rows = []
         for e in sorted(self.state.entries, key=lambda e: -e.id):
             if e.account_id != account_id or (before_id is not None and e.id >= before_id):
@@ -234,6 +244,8 @@ class FakeLedgerRepository:
             if (since and e.created_at < since) or (until and e.created_at >= until):
                 continue
             t = self.state.transfers[e.transfer_id]
+            if not wanted <= dict(t.instruction.metadata).items():
+                continue
             rows.append(
                 LedgerEntry(
                     e.id,
@@ -259,6 +271,7 @@ class FakeLedgerUnitOfWork:
         self.state = LedgerState()
         self.commits = 0
         self.repository_class: type[FakeLedgerRepository] = FakeLedgerRepository  # a test may break it on purpose
+        self.indexed: tuple[frozenset[str], frozenset[str]] = (frozenset(), frozenset())  # (accounts, transfers)
 
     def advance(self, seconds: float) -> None:
         self.state.clock += timedelta(seconds=seconds)
@@ -279,6 +292,9 @@ class FakeLedgerUnitOfWork:
 
     async def ping(self) -> None:
         return None
+
+    async def index_metadata(self, *, accounts: Set[str], transfers: Set[str]) -> None:
+        self.indexed = (frozenset(accounts), frozenset(transfers))
 
     def balance(self, account_id: str) -> int:
         return self.state.accounts[account_id].balance_minor

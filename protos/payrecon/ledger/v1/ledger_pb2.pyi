@@ -344,6 +344,7 @@ class ListLedgerEntriesRequest(_message.Message):
     CURSOR_FIELD_NUMBER: _builtins.int
     SINCE_FIELD_NUMBER: _builtins.int
     UNTIL_FIELD_NUMBER: _builtins.int
+    METADATA_FIELD_NUMBER: _builtins.int
     account_id: _builtins.str
     limit: _builtins.int
     """Page size, 1-500 (default 100)."""
@@ -354,6 +355,13 @@ class ListLedgerEntriesRequest(_message.Message):
     or Z, or YYYY-MM-DD dates (UTC days); a date as `until` includes that whole day.
     """
     until: _builtins.str
+    @_builtins.property
+    def metadata(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Optional filters on the transfers' metadata, `field:value` (REST: `?metadata=orderId:o-1`,
+        repeatable, all must match). Only fields the schema in force declares in a transfer type's
+        indexedMetadata; another field is INVALID_ARGUMENT (METADATA_FIELD_NOT_INDEXED).
+        """
+
     def __init__(
         self,
         *,
@@ -362,10 +370,11 @@ class ListLedgerEntriesRequest(_message.Message):
         cursor: _builtins.str = ...,
         since: _builtins.str = ...,
         until: _builtins.str = ...,
+        metadata: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "cursor", b"cursor", "limit", b"limit", "since", b"since", "until", b"until"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "cursor", b"cursor", "limit", b"limit", "metadata", b"metadata", "since", b"since", "until", b"until"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -494,6 +503,77 @@ class PostTransfersRequest(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___PostTransfersRequest: _TypeAlias = PostTransfersRequest  # noqa: Y015
+
+@_typing.final
+class CheckTransfersRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TRANSFERS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def transfers(self) -> _containers.RepeatedCompositeFieldContainer[_messages_pb2.TransferRequest]: ...
+    def __init__(
+        self,
+        *,
+        transfers: _abc.Iterable[_messages_pb2.TransferRequest] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["transfers", b"transfers"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CheckTransfersRequest: _TypeAlias = CheckTransfersRequest  # noqa: Y015
+
+@_typing.final
+class TransferVerdict(_message.Message):
+    """What the schema in force says of one transfer: an empty code when it allows it."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CODE_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    code: _builtins.str
+    """The rule it breaks (SCHEMA_TRANSFER_TYPE_FORBIDS_CREDIT, SCHEMA_METADATA_INVALID, ...)."""
+    message: _builtins.str
+    def __init__(
+        self,
+        *,
+        code: _builtins.str = ...,
+        message: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["code", b"code", "message", b"message"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TransferVerdict: _TypeAlias = TransferVerdict  # noqa: Y015
+
+@_typing.final
+class CheckTransfersResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SCHEMA_VERSION_FIELD_NUMBER: _builtins.int
+    VERDICTS_FIELD_NUMBER: _builtins.int
+    schema_version: _builtins.int
+    """The version in force (0: no schema, every transfer allowed as far as the schema goes)."""
+    @_builtins.property
+    def verdicts(self) -> _containers.RepeatedCompositeFieldContainer[Global___TransferVerdict]:
+        """One verdict per transfer, same order."""
+
+    def __init__(
+        self,
+        *,
+        schema_version: _builtins.int = ...,
+        verdicts: _abc.Iterable[Global___TransferVerdict] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["schema_version", b"schema_version", "verdicts", b"verdicts"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CheckTransfersResponse: _TypeAlias = CheckTransfersResponse  # noqa: Y015
 
 @_typing.final
 class PostTransfersResponse(_message.Message):
@@ -699,18 +779,27 @@ class ListAccountsRequest(_message.Message):
 
     LIMIT_FIELD_NUMBER: _builtins.int
     CURSOR_FIELD_NUMBER: _builtins.int
+    METADATA_FIELD_NUMBER: _builtins.int
     limit: _builtins.int
     """Page size, 1-500 (default 100)."""
     cursor: _builtins.str
+    @_builtins.property
+    def metadata(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Optional filters on the accounts' metadata, `field:value` (REST: `?metadata=country:FR`,
+        repeatable, all must match). Only fields the schema in force declares in an account class's
+        indexedMetadata; another field is INVALID_ARGUMENT (METADATA_FIELD_NOT_INDEXED).
+        """
+
     def __init__(
         self,
         *,
         limit: _builtins.int = ...,
         cursor: _builtins.str = ...,
+        metadata: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cursor", b"cursor", "limit", b"limit"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cursor", b"cursor", "limit", b"limit", "metadata", b"metadata"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

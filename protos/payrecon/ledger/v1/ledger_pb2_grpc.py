@@ -49,6 +49,11 @@ class LedgerServiceStub:
                 request_serializer=payrecon_dot_ledger_dot_v1_dot_ledger__pb2.PostTransfersRequest.SerializeToString,
                 response_deserializer=payrecon_dot_ledger_dot_v1_dot_ledger__pb2.PostTransfersResponse.FromString,
                 _registered_method=True)
+        self.CheckTransfers = channel.unary_unary(
+                '/payrecon.ledger.v1.LedgerService/CheckTransfers',
+                request_serializer=payrecon_dot_ledger_dot_v1_dot_ledger__pb2.CheckTransfersRequest.SerializeToString,
+                response_deserializer=payrecon_dot_ledger_dot_v1_dot_ledger__pb2.CheckTransfersResponse.FromString,
+                _registered_method=True)
         self.CreateAccount = channel.unary_unary(
                 '/payrecon.ledger.v1.LedgerService/CreateAccount',
                 request_serializer=payrecon_dot_ledger_dot_v1_dot_ledger__pb2.CreateAccountRequest.SerializeToString,
@@ -130,6 +135,14 @@ class LedgerServiceServicer:
 
     def PostTransfers(self, request, context):
         """Internal: posts a batch of transfers in one database transaction, each exactly once.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CheckTransfers(self, request, context):
+        """Internal: checks transfers against the schema in force without storing anything (ingest asks
+        before its 202). With no transfers it only tells the version in force (0: none).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -242,6 +255,11 @@ def add_LedgerServiceServicer_to_server(servicer, server):
                     servicer.PostTransfers,
                     request_deserializer=payrecon_dot_ledger_dot_v1_dot_ledger__pb2.PostTransfersRequest.FromString,
                     response_serializer=payrecon_dot_ledger_dot_v1_dot_ledger__pb2.PostTransfersResponse.SerializeToString,
+            ),
+            'CheckTransfers': grpc.unary_unary_rpc_method_handler(
+                    servicer.CheckTransfers,
+                    request_deserializer=payrecon_dot_ledger_dot_v1_dot_ledger__pb2.CheckTransfersRequest.FromString,
+                    response_serializer=payrecon_dot_ledger_dot_v1_dot_ledger__pb2.CheckTransfersResponse.SerializeToString,
             ),
             'CreateAccount': grpc.unary_unary_rpc_method_handler(
                     servicer.CreateAccount,
@@ -385,6 +403,33 @@ class LedgerService:
             '/payrecon.ledger.v1.LedgerService/PostTransfers',
             payrecon_dot_ledger_dot_v1_dot_ledger__pb2.PostTransfersRequest.SerializeToString,
             payrecon_dot_ledger_dot_v1_dot_ledger__pb2.PostTransfersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CheckTransfers(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/payrecon.ledger.v1.LedgerService/CheckTransfers',
+            payrecon_dot_ledger_dot_v1_dot_ledger__pb2.CheckTransfersRequest.SerializeToString,
+            payrecon_dot_ledger_dot_v1_dot_ledger__pb2.CheckTransfersResponse.FromString,
             options,
             channel_credentials,
             insecure,

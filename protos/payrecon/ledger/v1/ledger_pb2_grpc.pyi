@@ -37,6 +37,10 @@ class LedgerServiceStub:
     """Entries of one account, newest first, cursor-paginated."""
     PostTransfers: _grpc.UnaryUnaryMultiCallable[_ledger_pb2.PostTransfersRequest, _ledger_pb2.PostTransfersResponse]
     """Internal: posts a batch of transfers in one database transaction, each exactly once."""
+    CheckTransfers: _grpc.UnaryUnaryMultiCallable[_ledger_pb2.CheckTransfersRequest, _ledger_pb2.CheckTransfersResponse]
+    """Internal: checks transfers against the schema in force without storing anything (ingest asks
+    before its 202). With no transfers it only tells the version in force (0: none).
+    """
     CreateAccount: _grpc.UnaryUnaryMultiCallable[_ledger_pb2.CreateAccountRequest, _ledger_pb2.Account]
     """Opens an account. Idempotent by id: the same definition again answers the account;
     a different one is ALREADY_EXISTS (LEDGER_ACCOUNT_EXISTS).
@@ -81,6 +85,10 @@ class LedgerServiceAsyncStub(LedgerServiceStub):
     """Entries of one account, newest first, cursor-paginated."""
     PostTransfers: _aio.UnaryUnaryMultiCallable[_ledger_pb2.PostTransfersRequest, _ledger_pb2.PostTransfersResponse]  # type: ignore[assignment]
     """Internal: posts a batch of transfers in one database transaction, each exactly once."""
+    CheckTransfers: _aio.UnaryUnaryMultiCallable[_ledger_pb2.CheckTransfersRequest, _ledger_pb2.CheckTransfersResponse]  # type: ignore[assignment]
+    """Internal: checks transfers against the schema in force without storing anything (ingest asks
+    before its 202). With no transfers it only tells the version in force (0: none).
+    """
     CreateAccount: _aio.UnaryUnaryMultiCallable[_ledger_pb2.CreateAccountRequest, _ledger_pb2.Account]  # type: ignore[assignment]
     """Opens an account. Idempotent by id: the same definition again answers the account;
     a different one is ALREADY_EXISTS (LEDGER_ACCOUNT_EXISTS).
@@ -140,6 +148,16 @@ class LedgerServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_ledger_pb2.PostTransfersResponse, _abc.Awaitable[_ledger_pb2.PostTransfersResponse]]:
         """Internal: posts a batch of transfers in one database transaction, each exactly once."""
+
+    @_abc_1.abstractmethod
+    def CheckTransfers(
+        self,
+        request: _ledger_pb2.CheckTransfersRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_ledger_pb2.CheckTransfersResponse, _abc.Awaitable[_ledger_pb2.CheckTransfersResponse]]:
+        """Internal: checks transfers against the schema in force without storing anything (ingest asks
+        before its 202). With no transfers it only tells the version in force (0: none).
+        """
 
     @_abc_1.abstractmethod
     def CreateAccount(
