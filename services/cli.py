@@ -107,6 +107,7 @@ payrecon is READY in {elapsed:.1f}s ({", ".join(f"{k} {v}s" for k, v in stack.ti
   ingest gRPC           {", ".join(stack.ingest_addresses)} ({len(stack.ingest_addresses)} processes, INGEST_PROCESSES)
   ledger gRPC           {stack.addresses["ledger"]}
   reconciliation gRPC   {stack.addresses["reconciliation"]}
+  ledger worker health  {stack.worker_address} (grpc.health.v1 only)
   PostgreSQL            {stack.env["PAYRECON_DATABASE_URL"]}
   Redis                 {stack.env["PAYRECON_REDIS_URL"]}
   SQS ({stack.sqs.kind if stack.sqs else "?"})       {stack.env["PAYRECON_SQS_ENDPOINT_URL"]}

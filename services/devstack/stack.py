@@ -24,6 +24,7 @@ from services.ingest.api.errors import SERVICE_NAME as INGEST_SERVICE
 from services.ingest.config import ingest_process_count
 from services.kernel.config import Env
 from services.ledger.api.errors import SERVICE_NAME as LEDGER_SERVICE
+from services.ledger.api.errors import WORKER_SERVICE_NAME
 from services.provisioning import create_queues, migrate_all
 from services.reconciliation.api.errors import SERVICE_NAME as RECONCILIATION_SERVICE
 
@@ -106,6 +107,7 @@ class Stack:
     database_name: str | None = None
     admin_database_url: str | None = None
     addresses: dict[str, str] = field(default_factory=dict)
+    worker_address: str = ""  # the ledger worker's health (grpc.health.v1) only
     # Where each process (`ingest`, …, `ledger-worker`) serves its metrics (PAYRECON_METRICS_ADDRESS).
     metrics_addresses: dict[str, str] = field(default_factory=dict)
     log_dir: Path = field(default_factory=Path)
@@ -158,6 +160,7 @@ class Stack:
             self._mark("sqs", t)
 
             self.addresses = {name: f"127.0.0.1:{free_port()}" for name in SERVICES}
+            self.worker_address = f"127.0.0.1:{free_port()}"
             suffix = secrets.token_hex(3) if opts.isolated else ""
             self.env = {
                 **{k: v for k, v in os.environ.items() if not k.startswith(("INGEST_", "LEDGER_", "RECON_"))},
@@ -168,6 +171,7 @@ class Stack:
                 "PAYRECON_INGEST_ADDRESS": self.addresses["ingest"],
                 "PAYRECON_LEDGER_ADDRESS": self.addresses["ledger"],
                 "PAYRECON_RECONCILIATION_ADDRESS": self.addresses["reconciliation"],
+                "LEDGER_WORKER_ADDRESS": self.worker_address,
                 "INGEST_CACHE_PREFIX": f"idempotency:{suffix}:" if suffix else "idempotency:",
                 **(
                     {
@@ -209,6 +213,7 @@ class Stack:
                     process=child.process,
                     log=child.log,
                 )
+            self.wait_for_worker()
             self._mark("services", t)
             t = time.monotonic()
             self.envoy = Envoy.start(
@@ -234,6 +239,17 @@ class Stack:
             log_dir=self.log_dir,
             env={**self.env, **self._metrics_env("ledger-worker")},
             cwd=REPO_ROOT,
+        )
+
+    def wait_for_worker(self, timeout: float = 60) -> None:
+        """Until the ledger worker reports SERVING: its database and queue are reachable."""
+        child = self.children["ledger-worker"]
+        wait_until(
+            functools.partial(grpc_serving, self.worker_address, WORKER_SERVICE_NAME),
+            timeout=timeout,
+            what="ledger worker",
+            process=child.process,
+            log=child.log,
         )
 
     def stop_worker(self) -> None:

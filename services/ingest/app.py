@@ -26,7 +26,7 @@ from services.ingest.service.transactions import TransactionService
 from services.kernel.consumer import LONG_POLL_SECONDS, Message, consume
 from services.kernel.db import create_engine
 from services.kernel.grpc_server import create_server, scopes_for
-from services.kernel.health import drain, watch_dependencies
+from services.kernel.health import OUTBOX_FLUSH_SECONDS, RPC_GRACE_SECONDS, drain, watch_dependencies
 from services.kernel.leadership import run_while_leader
 from services.kernel.metrics import (
     BackgroundGauge,
@@ -186,7 +186,9 @@ async def running(settings: IngestSettings, stop: asyncio.Event, address: str | 
                     yield port
                 finally:
                     stop.set()
-                    await drain(server, health, 5)
+                    await drain(server, health, RPC_GRACE_SECONDS)
+                    # What the drained calls committed goes out now rather than with the next relay.
+                    await relay.flush(OUTBOX_FLUSH_SECONDS)
     finally:
         await ledger.close()
         await redis_client.aclose()

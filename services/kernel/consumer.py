@@ -71,7 +71,7 @@ async def consume(
             except Exception as error:
                 backoff = min(5.0, max(0.1, backoff * 2))
                 log.warning("receive failed", extra={"fields": {"queue": queue, "error": repr(error)}})
-                await asyncio.sleep(backoff)
+                await sleep_or_stop(stop, backoff)  # a stopping consumer does not sleep its backoff out
                 continue
             backoff = 0.0
             if not messages:

@@ -1,4 +1,5 @@
-"""Builds a service's grpc.aio server: metrics, auth, tracing and error mapping interceptors, health, reflection."""
+"""Builds a service's grpc.aio server: metrics, auth, tracing and error mapping interceptors, health,
+reflection; and the probe-only server of a process that serves no RPCs of its own (the ledger worker)."""
 
 from __future__ import annotations
 
@@ -43,16 +44,30 @@ async def create_server(
     server = grpc.aio.server(interceptors=interceptors, options=[("grpc.so_reuseport", 0)])
     for add in register:
         add(server)
+    port, health_servicer = await _add_health_and_bind(server, address, list(service_names))
+    return server, port, health_servicer
+
+
+async def create_probe_server(address: str, *, service_names: Iterable[str]) -> tuple[grpc.aio.Server, int, Any]:
+    """A server with health and reflection only, for a process whose work is not RPCs (a queue
+    worker): Kubernetes' gRPC probes and `payrecon health` ask it, nothing else does, so it needs
+    no token. Returns (server, bound port, health servicer), not started, like `create_server`."""
+    server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+    port, health_servicer = await _add_health_and_bind(server, address, list(service_names))
+    return server, port, health_servicer
+
+
+async def _add_health_and_bind(server: grpc.aio.Server, address: str, names: list[str]) -> tuple[int, Any]:
+    """Registers health (every name and the server's "" SERVING) and reflection, binds `address`."""
     health_servicer = health.aio.HealthServicer()  # type: ignore[attr-defined]  # health.aio is set at import time
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    names = list(service_names)
     reflection.enable_server_reflection([*names, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
     port = server.add_insecure_port(address)
     if port == 0:
         raise RuntimeError(f"could not bind {address}")
     for name in ["", *names]:
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    return server, port, health_servicer
+    return port, health_servicer
 
 
 async def set_http_status(context: Context, status: int) -> None:

@@ -2,7 +2,7 @@
 
 The server's overall status ("") says the process is alive. Each service's own name says it can
 serve now: NOT_SERVING while a dependency it needs (database, queue) is down, SERVING again once it
-is back. Both are NOT_SERVING while the server drains on shutdown. Kubernetes' readiness probe asks
+is back. Both are NOT_SERVING from the moment the process starts draining on shutdown. Kubernetes' readiness probe asks
 for the service's name and its liveness probe for "" (deploy/k8s): an outage takes instances out of
 rotation without restarting them.
 """
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Any
 
 import grpc
@@ -22,6 +22,11 @@ from services.kernel.runtime import sleep_or_stop
 log = logging.getLogger(__name__)
 
 CHECK_INTERVAL_SECONDS = 1.0
+# Once draining, calls in flight get this long to finish (a group commit, a posting) before they are
+# cancelled; the whole shutdown stays well within a supervisor's 10 s (Kubernetes allows 30 s).
+RPC_GRACE_SECONDS = 5.0
+# Then one last outbox poll gets this long.
+OUTBOX_FLUSH_SECONDS = 2.0
 
 
 async def watch_dependencies(
@@ -52,6 +57,13 @@ async def watch_dependencies(
                 extra={"fields": {"services": list(service_names)}},
             )
         await sleep_or_stop(stop, interval)
+
+
+async def all_reachable(*checks: Coroutine[Any, Any, object]) -> None:
+    """Runs the checks (one per dependency) at once; raises when any fails, cancelling the rest."""
+    async with asyncio.TaskGroup() as group:
+        for check in checks:
+            group.create_task(check)
 
 
 async def drain(server: grpc.aio.Server, health: Any, grace: float) -> None:

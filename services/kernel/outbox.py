@@ -208,6 +208,19 @@ class OutboxRelay:
                 (await conn.execute(text("SELECT count(*) FROM outbox WHERE published_at IS NULL"))).scalar_one()
             )
 
+    async def flush(self, seconds: float) -> int:
+        """One last poll on the way out, once the server has drained: publishes what is committed
+        (up to one poll's rows) within `seconds`; returns how many. What it leaves stays in the
+        outbox for the next relay — the outbox is durable, so a flush that fails loses nothing."""
+        try:
+            return await asyncio.wait_for(self.relay_once(), seconds)
+        except Exception as error:
+            log.warning(
+                "final outbox flush incomplete; the next relay publishes the rest",
+                extra={"fields": {"source": self._source, "error": repr(error)}},
+            )
+            return 0
+
     async def run(self, stop: asyncio.Event) -> None:
         """Relays until `stop` is set, backing off (up to 5 s) while SQS or the database fails.
 

@@ -24,6 +24,7 @@ async def serve_until_signalled(running: Running) -> None:
         settle_garbage_collector()
         await stop.wait()
         log.info("stopping")
+    log.info("stopped")
 
 
 def settle_garbage_collector() -> None:
@@ -54,7 +55,14 @@ async def background(*coroutines: object, grace_seconds: float = 0.0) -> AsyncIt
     finally:
         if grace_seconds > 0:
             await asyncio.wait(tasks, timeout=grace_seconds)
-        for task in tasks:
+        unfinished = [task for task in tasks if not task.done()]
+        if unfinished:
+            # A drain that overran: what those tasks had in hand is abandoned (left for redelivery).
+            log.warning(
+                "background tasks cancelled: still running after the grace period",
+                extra={"fields": {"tasks": len(unfinished), "grace_seconds": grace_seconds}},
+            )
+        for task in unfinished:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
 

@@ -1,4 +1,4 @@
-"""Wires the ledger: the gRPC server with its outbox relay, and the SQS posting worker."""
+"""Wires the ledger: the gRPC server with its outbox relay, and the SQS posting worker with its health."""
 
 from __future__ import annotations
 
@@ -12,14 +12,20 @@ from payrecon.ledger.v1 import ledger_pb2_grpc
 
 from services.kernel.consumer import Message, consume
 from services.kernel.db import create_engine
-from services.kernel.grpc_server import create_server, scopes_for
-from services.kernel.health import drain, watch_dependencies
+from services.kernel.grpc_server import create_probe_server, create_server, scopes_for
+from services.kernel.health import (
+    OUTBOX_FLUSH_SECONDS,
+    RPC_GRACE_SECONDS,
+    all_reachable,
+    drain,
+    watch_dependencies,
+)
 from services.kernel.metrics import outbox_backlog_gauge, payrecon_meter, queue_depth_gauge
 from services.kernel.outbox import OutboxRelay
 from services.kernel.runtime import background, run_periodically
 from services.kernel.sqs import SqsClient, decode_body
 from services.ledger.adapters.repository import SqlLedgerUnitOfWork
-from services.ledger.api.errors import LEDGER_ERRORS, SCOPES, SERVICE_NAME
+from services.ledger.api.errors import LEDGER_ERRORS, SCOPES, SERVICE_NAME, WORKER_SERVICE_NAME
 from services.ledger.api.servicer import LedgerServicer
 from services.ledger.codecs import event_batch_bytes, instructions_from_batch
 from services.ledger.config import LedgerSettings
@@ -73,6 +79,12 @@ async def running(settings: LedgerSettings, stop: asyncio.Event, address: str | 
                 queues=list(settings.event_queues),
                 pack=event_batch_bytes,
             )
+
+            async def can_serve() -> None:
+                # The database for every call; the queue for the relay that tells ingest and
+                # reconciliation what was posted.
+                await all_reachable(ledger.ping(), *(sqs.attributes(queue) for queue in settings.event_queues))
+
             backlog = outbox_backlog_gauge(meter, "ledger", relay.unpublished)
             await server.start()
             log.info("ledger listening", extra={"fields": {"port": port}})
@@ -84,20 +96,24 @@ async def running(settings: LedgerSettings, stop: asyncio.Event, address: str | 
                 run_periodically(
                     ledger.expire_due_holds, stop, settings.hold_expiry_interval_seconds, what="expiring holds"
                 ),
-                watch_dependencies(health, [SERVICE_NAME], ledger.ping, stop),
+                watch_dependencies(health, [SERVICE_NAME], can_serve, stop),
+                # The relay finishes the publish it has in flight rather than leave it half sent.
+                grace_seconds=OUTBOX_FLUSH_SECONDS,
             ):
                 try:
                     yield port
                 finally:
                     stop.set()
-                    await drain(server, health, 5)
+                    await drain(server, health, RPC_GRACE_SECONDS)
+                    await relay.flush(OUTBOX_FLUSH_SECONDS)
     finally:
         await engine.dispose()
 
 
 @contextlib.asynccontextmanager
-async def worker(settings: LedgerSettings, stop: asyncio.Event) -> AsyncIterator[None]:
-    """Consumes transfers.fifo and posts each message's batch in one database transaction."""
+async def worker(settings: LedgerSettings, stop: asyncio.Event, address: str | None = None) -> AsyncIterator[int]:
+    """Consumes transfers.fifo and posts each message's batch in one database transaction; serves
+    its health (WORKER_SERVICE_NAME) on LEDGER_WORKER_ADDRESS. Yields the health port."""
     common = settings.common
     engine = create_engine(common.database_url, SCHEMA, pool_size=settings.worker_receivers + 2)
     try:
@@ -132,27 +148,44 @@ async def worker(settings: LedgerSettings, stop: asyncio.Event) -> AsyncIterator
                 # The others stay undeleted: redelivered, or moved to the dead-letter queue.
                 return [m for m, done in zip(received, finished, strict=True) if done]
 
-            log.info("ledger worker consuming", extra={"fields": {"queue": settings.transfers_queue}})
-            # On the way out each receiver finishes its long poll and posts what it brings (see consume):
-            # a receive cancelled mid-poll is not withdrawn from the queue, so the server would still hand
-            # it the next messages, invisible for the whole visibility timeout (a worker restart held a
-            # backlog back for 60 s that way). Cancelled only past the grace period.
-            async with background(
-                consume(
-                    sqs,
-                    settings.transfers_queue,
-                    post,
-                    stop,
-                    receivers=settings.worker_receivers,
-                    wait_seconds=RECEIVE_WAIT_SECONDS,
-                    visibility_seconds=settings.common.sqs_visibility_seconds,
-                ),
-                depth.refresh_until(stop),
-                grace_seconds=SHUTDOWN_GRACE_SECONDS,
-            ):
-                try:
-                    yield
-                finally:
-                    stop.set()
+            async def can_post() -> None:
+                # Posting needs the database; receiving and deleting need the queue.
+                await all_reachable(ledger.ping(), sqs.attributes(settings.transfers_queue))
+
+            probes, port, health = await create_probe_server(
+                address or settings.worker_address, service_names=[WORKER_SERVICE_NAME]
+            )
+            await probes.start()
+            log.info(
+                "ledger worker consuming",
+                extra={"fields": {"queue": settings.transfers_queue, "health_port": port}},
+            )
+            try:
+                # On the way out each receiver finishes its long poll and posts what it brings (see
+                # consume): a receive cancelled mid-poll is not withdrawn from the queue, so the server
+                # would still hand it the next messages, invisible for the whole visibility timeout (a
+                # worker restart held a backlog back for 60 s that way). Cancelled only past the grace.
+                async with background(
+                    consume(
+                        sqs,
+                        settings.transfers_queue,
+                        post,
+                        stop,
+                        receivers=settings.worker_receivers,
+                        wait_seconds=RECEIVE_WAIT_SECONDS,
+                        visibility_seconds=settings.common.sqs_visibility_seconds,
+                    ),
+                    watch_dependencies(health, [WORKER_SERVICE_NAME], can_post, stop),
+                    depth.refresh_until(stop),
+                    grace_seconds=SHUTDOWN_GRACE_SECONDS,
+                ):
+                    try:
+                        yield port
+                    finally:
+                        stop.set()
+                        # NOT_SERVING for the whole drain, not only once the receivers are done.
+                        await health.enter_graceful_shutdown()
+            finally:
+                await drain(probes, health, 0)
     finally:
         await engine.dispose()

@@ -16,6 +16,7 @@ class LedgerSettings:
     default_currency: str
     hold_expiry_interval_seconds: float
     address: str
+    worker_address: str  # the worker's health (grpc.health.v1) only
     transfers_queue: str  # consumed by the worker
     event_queues: tuple[str, ...]  # the ledger's events go to each subscriber's queue (ingest, reconciliation)
 
@@ -37,6 +38,7 @@ class LedgerSettings:
             default_currency=currency,
             hold_expiry_interval_seconds=env.integer("LEDGER_HOLD_EXPIRY_INTERVAL_SECONDS", 1),
             address=env.text("PAYRECON_LEDGER_ADDRESS", "127.0.0.1:50052"),
+            worker_address=env.text("LEDGER_WORKER_ADDRESS", "127.0.0.1:50054"),
             transfers_queue=env.text("PAYRECON_TRANSFERS_QUEUE", "payrecon-transfers.fifo"),
             event_queues=(
                 env.text("PAYRECON_INGEST_EVENTS_QUEUE", "payrecon-ledger-events-ingest.fifo"),

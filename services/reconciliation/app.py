@@ -15,7 +15,7 @@ from payrecon.reconciliation.v1 import reconciliation_pb2_grpc
 from services.kernel.consumer import LONG_POLL_SECONDS, Message, consume
 from services.kernel.db import create_engine
 from services.kernel.grpc_server import create_server, scopes_for
-from services.kernel.health import drain, watch_dependencies
+from services.kernel.health import RPC_GRACE_SECONDS, all_reachable, drain, watch_dependencies
 from services.kernel.metrics import BackgroundGauge, Reading, payrecon_meter, queue_depth_gauge
 from services.kernel.runtime import background, run_periodically
 from services.kernel.sqs import SqsClient, decode_body
@@ -97,6 +97,11 @@ async def running(
                 )
                 return messages
 
+            async def can_serve() -> None:
+                # The database for every call; the queue for the projection of the ledger's events
+                # that matching reads (without it, reports would miss what was posted meanwhile).
+                await all_reachable(store.ping(), sqs.attributes(settings.events_queue))
+
             meter = payrecon_meter()
 
             gauges = [
@@ -120,7 +125,7 @@ async def running(
                 run_periodically(
                     service.match_touched, stop, settings.continuous_interval_seconds, what="continuous matching"
                 ),
-                watch_dependencies(health, [SERVICE_NAME], store.ping, stop),
+                watch_dependencies(health, [SERVICE_NAME], can_serve, stop),
                 *(gauge.refresh_until(stop) for gauge in gauges),
                 # The events consumer finishes the receive it has in flight (see consume).
                 grace_seconds=LONG_POLL_SECONDS + 1,
@@ -129,7 +134,7 @@ async def running(
                     yield port
                 finally:
                     stop.set()
-                    await drain(server, health, 5)
+                    await drain(server, health, RPC_GRACE_SECONDS)
     finally:
         await ledger.close()
         await ingest.close()

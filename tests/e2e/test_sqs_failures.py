@@ -1,6 +1,7 @@
 """SQS failing in both ways: with the server down, requests are still accepted (the outbox holds
-them) and each is posted exactly once when it is back; a message that keeps failing ends in the
-dead-letter queue with its request FAILED and its batch-mates posted."""
+them), every process's health says NOT_SERVING, and each request is posted exactly once when it is
+back; a message that keeps failing ends in the dead-letter queue with its request FAILED and its
+batch-mates posted."""
 
 from __future__ import annotations
 
@@ -10,15 +11,34 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import grpc
 import httpx
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from services.devstack.processes import wait_until
 from services.devstack.stack import Stack
+from tests.chaos.faults import health_target
 from tests.conftest import start_stack
 from tests.e2e.test_ingest_guarantees import fetch
 from tests.e2e.test_rest_flow import AUTH, seed_body
 
 pytestmark = pytest.mark.e2e
+SERVING, NOT_SERVING = health_pb2.HealthCheckResponse.SERVING, health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+PROCESSES = ["ingest", "ledger", "reconciliation", "ledger-worker"]
+
+
+def health_of(address: str, service: str) -> int:
+    with grpc.insecure_channel(address) as channel:
+        request = health_pb2.HealthCheckRequest(service=service)
+        return int(health_pb2_grpc.HealthStub(channel).Check(request, timeout=5).status)
+
+
+def wait_for_health(stack: Stack, name: str, status: int, seconds: float = 30) -> None:
+    address, service = health_target(stack, name)
+    wait_until(lambda: health_of(address, service) == status, timeout=seconds, what=f"{name} health {status}")
 
 
 @pytest.fixture(scope="module")
@@ -63,8 +83,15 @@ def test_requests_accepted_while_sqs_is_down_are_all_posted_once_it_is_back(outa
             f"outage-{run}-%",
         )[0]["n"]
         assert pending == 100  # durable in PostgreSQL, waiting for SQS
+        # Every process needs the queue (ingest and the ledger to relay, the worker and
+        # reconciliation to consume): each says NOT_SERVING, while the process itself lives.
+        for name in PROCESSES:
+            wait_for_health(stack, name, NOT_SERVING)
+            assert health_of(health_target(stack, name)[0], "") == SERVING
     finally:
         stack.restart_sqs(port)
+    for name in PROCESSES:
+        wait_for_health(stack, name, SERVING)
 
     deadline = time.monotonic() + 90
     with httpx.Client(base_url=stack.base_url, headers=AUTH, timeout=10) as c:

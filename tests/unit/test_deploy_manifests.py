@@ -24,11 +24,6 @@ from tests.unit.manifests import OVERLAYS, find, one, render
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIG_PREFIXES = ("PAYRECON_", "INGEST_", "LEDGER_", "RECON_")
-# Named by the lead's conventions and read by code on other branches (services/kernel/metrics.py on
-# `metrics`, the worker's health server on `probes`). While a name here is not read by this branch's
-# code it is allowed in compose; test_no_variable_awaits_a_reader fails once it is, so the allowance
-# is removed with the merge.
-AWAITING_READERS = frozenset({"LEDGER_WORKER_ADDRESS"})
 METRICS_PORT = 9464
 
 
@@ -241,9 +236,7 @@ def settings_loader(command: list[str]) -> Callable[[Env], object]:
 def test_every_payrecon_variable_in_compose_is_one_the_code_reads(services: dict[str, dict[str, Any]]) -> None:
     read = variables_read_by_the_code()
     for name, service in payrecon_services(services).items():
-        unknown = {
-            v for v in service["environment"] if v.startswith(CONFIG_PREFIXES) and v not in read
-        } - AWAITING_READERS
+        unknown = {v for v in service["environment"] if v.startswith(CONFIG_PREFIXES) and v not in read}
         assert not unknown, f"{name} sets variables no code reads: {sorted(unknown)}"
 
 
@@ -420,14 +413,6 @@ def _datasource_refs(node: Any) -> Iterator[Any]:
     elif isinstance(node, list):
         for item in node:
             yield from _datasource_refs(item)
-
-
-# --- the merge allowance -------------------------------------------------------------------------
-
-
-def test_no_variable_awaits_a_reader_that_exists() -> None:
-    read = set(variables_read_by_the_code())
-    assert not AWAITING_READERS & read, f"remove {sorted(AWAITING_READERS & read)} from AWAITING_READERS"
 
 
 # --- deploy/k8s: kustomize base + overlays ------------------------------------------------------
@@ -648,7 +633,7 @@ def test_every_payrecon_container_loads_its_configuration_in_kubernetes(rendered
             if "envFrom" not in container:
                 continue
             env = pod_environment(rendered, overlay, container)
-            unknown = {v for v in env if v.startswith(CONFIG_PREFIXES) and v not in read} - AWAITING_READERS
+            unknown = {v for v in env if v.startswith(CONFIG_PREFIXES) and v not in read}
             assert not unknown, f"{name} {container['name']} sets variables no code reads: {sorted(unknown)}"
             settings_loader(container["args"])(Env(env))
 

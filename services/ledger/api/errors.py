@@ -40,6 +40,8 @@ LEDGER_ERRORS = ErrorTable(
 )
 
 SERVICE_NAME = "payrecon.ledger.v1.LedgerService"
+# What the posting worker's health reports on: it serves no RPCs, only grpc.health.v1 (and reflection).
+WORKER_SERVICE_NAME = "payrecon.ledger.v1.LedgerWorker"
 SCOPES = {
     "GetBalance": "accounts:read",
     "ListLedgerEntries": "accounts:read",
