@@ -15,7 +15,7 @@ from payrecon.reconciliation.v1 import reconciliation_pb2_grpc
 from services.kernel.consumer import LONG_POLL_SECONDS, Message, consume
 from services.kernel.db import create_engine
 from services.kernel.grpc_server import create_server, scopes_for
-from services.kernel.health import RPC_GRACE_SECONDS, all_reachable, drain, watch_dependencies
+from services.kernel.health import RPC_GRACE_SECONDS, drain, watch_dependencies
 from services.kernel.metrics import BackgroundGauge, Reading, payrecon_meter, queue_depth_gauge
 from services.kernel.runtime import background, run_periodically
 from services.kernel.sqs import SqsClient, decode_body
@@ -98,9 +98,10 @@ async def running(
                 return messages
 
             async def can_serve() -> None:
-                # The database for every call; the queue for the projection of the ledger's events
-                # that matching reads (without it, reports would miss what was posted meanwhile).
-                await all_reachable(store.ping(), sqs.attributes(settings.events_queue))
+                # The database, which every call needs. Not the queue: while SQS is down, imports,
+                # cases and reports still work, and a report says how far the ledger's events had
+                # reached (its watermark) rather than show breaks that are only in flight.
+                await store.ping()
 
             meter = payrecon_meter()
 
