@@ -7,6 +7,9 @@ free-form accounts."""
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -57,7 +60,9 @@ def client(stack_with_schema: Stack) -> Iterator[httpx.Client]:
         yield c
 
 
-def test_a_statement_finds_its_account_by_iban_and_matches_with_the_class_rules(client: httpx.Client) -> None:
+def test_a_statement_finds_its_account_by_iban_and_matches_with_the_class_rules(
+    client: httpx.Client, stack_with_schema: Stack, tmp_path: Path
+) -> None:
     run = uuid.uuid4().hex[:8]
     applied = client.put("/api/v1/schema", json={"documentText": SCHEMA})
     assert applied.status_code == 200, applied.text
@@ -84,6 +89,20 @@ def test_a_statement_finds_its_account_by_iban_and_matches_with_the_class_rules(
     assert imported.status_code == 201, imported.text
     assert imported.json()["accountId"] == bank and imported.json()["linesImported"] == 1
 
+    # The CLI without --account: the same routing over the streamed import.
+    next_day = (today - timedelta(days=2)).isoformat()
+    file = tmp_path / "next.xml"
+    file.write_text(camt053(iban, next_day, "250.00", "250.00", []))
+    address = stack_with_schema.addresses["reconciliation"]
+    cli = subprocess.run(
+        [sys.executable, "-m", "services.cli", "statements", "import", str(file), "--address", address],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert cli.returncode == 0, cli.stderr
+    assert json.loads(cli.stdout)["accountId"] == bank
+
     window = {"startDate": booked, "endDate": today.isoformat()}
     report = client.post(f"/api/v1/accounts/{bank}/reconcile", json=window)
     assert report.status_code == 200, report.text
@@ -91,8 +110,16 @@ def test_a_statement_finds_its_account_by_iban_and_matches_with_the_class_rules(
     assert found["rules_source"] == "schema v1, class bank", found
     assert found["matched"] == 1 and found["statement_lines"] == 1, found
 
+    shown = client.get(f"/api/v1/accounts/{bank}/matching-rules").json()
+    assert (shown["source"], shown["rules"]["date_tolerance_days"], shown.get("version", 0)) == (
+        "schema v1, class bank",
+        3,
+        0,
+    ), shown
+
     # Rules saved for the account win over its class's: with the built-in tolerance the line is too far off.
     saved = client.put(f"/api/v1/accounts/{bank}/matching-rules", json={"rules": {"date_tolerance_days": 2}})
     assert saved.status_code == 200, saved.text
     again = client.post(f"/api/v1/accounts/{bank}/reconcile", json=window).json()
     assert again["rules_source"] == "account rules v1" and again["matched"] == 0, again
+    assert saved.json()["source"] == "account rules v1" and saved.json()["rules"]["date_tolerance_days"] == 2

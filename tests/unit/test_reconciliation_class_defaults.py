@@ -97,6 +97,12 @@ async def test_a_class_s_rules_apply_when_the_account_saved_none_and_the_schema_
     assert ledger.schema_calls == [3]  # cached per version: runs do not ask again
 
 
+async def test_the_rules_shown_for_an_account_are_those_a_run_would_use() -> None:
+    recon, _ = service()
+    version, rules, _, _, source = await recon.matching_rules("bank:operating")
+    assert (version, rules["date_tolerance_days"], source) == (0, 3, "schema v3, class bank")
+
+
 async def test_the_account_s_saved_rules_win_over_its_class() -> None:
     recon, ledger = service({"bank:operating": (2, {"date_tolerance_days": 0})})
     in_force = await recon.rules_in_force("bank:operating", None)

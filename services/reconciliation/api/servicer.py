@@ -215,20 +215,22 @@ class ReconciliationServicer(reconciliation_pb2_grpc.ReconciliationServiceServic
         )
 
     async def SetMatchingRules(self, request: pb.SetMatchingRulesRequest, context: Context) -> pb.MatchingRules:
-        version, rules, at, by = await self._service.set_matching_rules(
+        version, rules, at, by, source = await self._service.set_matching_rules(
             request.account_id, _dict(request.rules), current_principal()
         )
-        return self._rules_message(request.account_id, version, rules, at, by)
+        return self._rules_message(request.account_id, version, rules, at, by, source)
 
     async def GetMatchingRules(self, request: pb.GetMatchingRulesRequest, context: Context) -> pb.MatchingRules:
-        version, rules, at, by = await self._service.matching_rules(request.account_id)
-        return self._rules_message(request.account_id, version, rules, at, by)
+        version, rules, at, by, source = await self._service.matching_rules(request.account_id)
+        return self._rules_message(request.account_id, version, rules, at, by, source)
 
     @staticmethod
     def _rules_message(
-        account_id: str, version: int, rules: Mapping[str, Any], at: datetime | None, by: str
+        account_id: str, version: int, rules: Mapping[str, Any], at: datetime | None, by: str, source: str
     ) -> pb.MatchingRules:
-        message = pb.MatchingRules(account_id=account_id, version=version, rules=_struct(rules), created_by=by)
+        message = pb.MatchingRules(
+            account_id=account_id, version=version, rules=_struct(rules), created_by=by, source=source
+        )
         if at is not None:
             message.created_at.CopyFrom(to_timestamp(at))
         return message

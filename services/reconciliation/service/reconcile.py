@@ -374,14 +374,17 @@ class ReconciliationService:
 
     # -- rules -------------------------------------------------------------------------------------
 
-    async def matching_rules(self, account_id: str) -> tuple[int, dict[str, Any], datetime | None, str]:
+    async def matching_rules(self, account_id: str) -> tuple[int, dict[str, Any], datetime | None, str, str]:
+        """(saved version — 0 when none —, the rules a run would use now, saved at, saved by, where they come
+        from: see `rules_in_force`). Raises ValidationError (a malformed account id)."""
         account_id = _account_id(account_id)
-        version, saved, at, by = await self.store.rules(account_id)
-        return version, parse_rules(saved, version).to_dict(), at, by
+        version, _, at, by = await self.store.rules(account_id)
+        in_force = await self.rules_in_force(account_id, None)
+        return version, in_force.rules.to_dict(), at, by, in_force.source
 
     async def set_matching_rules(
         self, account_id: str, rules: Mapping[str, Any], actor: str
-    ) -> tuple[int, dict[str, Any], datetime | None, str]:
+    ) -> tuple[int, dict[str, Any], datetime | None, str, str]:
         """Saves a new version. Raises ValidationError when the rules make no sense."""
         account_id = _account_id(account_id)
         clean = {k: v for k, v in rules.items() if k != "version"}

@@ -326,9 +326,14 @@ class MatchingRules(_message.Message):
     RULES_FIELD_NUMBER: _builtins.int
     CREATED_AT_FIELD_NUMBER: _builtins.int
     CREATED_BY_FIELD_NUMBER: _builtins.int
+    SOURCE_FIELD_NUMBER: _builtins.int
     account_id: _builtins.str
     version: _builtins.int
     created_by: _builtins.str
+    source: _builtins.str
+    """Where the rules come from, as a run's rules_source: "account rules v2", "schema v3, class bank",
+    "built-in".
+    """
     @_builtins.property
     def rules(self) -> _struct_pb2.Struct: ...
     @_builtins.property
@@ -341,10 +346,11 @@ class MatchingRules(_message.Message):
         rules: _struct_pb2.Struct | None = ...,
         created_at: _timestamp_pb2.Timestamp | None = ...,
         created_by: _builtins.str = ...,
+        source: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "rules", b"rules"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "created_at", b"created_at", "created_by", b"created_by", "rules", b"rules", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "created_at", b"created_at", "created_by", b"created_by", "rules", b"rules", "source", b"source", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
