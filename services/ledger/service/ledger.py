@@ -174,6 +174,12 @@ def _page_size(limit: int) -> int:
     return limit
 
 
+def _account_not_found(account_id: str) -> AccountNotFound:
+    return AccountNotFound(
+        f"account {account_id!r} does not exist", field="account_id", code="LEDGER_ACCOUNT_NOT_FOUND"
+    )
+
+
 def _transfer_not_found(transfer_id: str) -> TransferNotFound:
     return TransferNotFound(
         f"transfer {transfer_id!r} does not exist", field="transfer_id", code="LEDGER_TRANSFER_NOT_FOUND"
@@ -468,9 +474,7 @@ class LedgerService:
         async with self.uow.reading() as repo:
             account = await repo.account(account_id)
         if account is None:
-            raise AccountNotFound(
-                f"account {account_id!r} does not exist", field="account_id", code="LEDGER_ACCOUNT_NOT_FOUND"
-            )
+            raise _account_not_found(account_id)
         return account
 
     async def accounts(self, *, limit: int, cursor: str, metadata: Sequence[str] = ()) -> tuple[list[Account], str]:
@@ -670,9 +674,14 @@ class LedgerService:
     # -- reads ---------------------------------------------------------------------------------
 
     async def balance(self, account_id: str, as_of: datetime | None = None) -> BalanceView:
-        """Raises AccountNotFound."""
-        account = await self.account(account_id)
+        """With the account's class under the schema in force and that version (what reconciliation takes
+        a class's default matching rules from), read in the same transaction. Raises ValidationError (a
+        malformed id) and AccountNotFound."""
+        rules.account_id(account_id, "account_id")
         async with self.uow.reading() as repo:
+            account = await repo.account(account_id)
+            if account is None:
+                raise _account_not_found(account_id)
             schema = await self._schema(repo, hold=False)
             totals = await repo.totals_as_of(account_id, as_of) if as_of is not None else None
         found = schema.class_of(AccountRef(account.id, account.account_class)) if schema is not None else None
