@@ -147,7 +147,7 @@ CHUNK = 1024 * 1024
 
 
 def _import_statement(path: str, account: str, fmt: str, mapping_file: str | None, address: str, token: str) -> int:
-    """`payrecon statements import FILE --account …`: streams the file to the reconciliation service
+    """`payrecon statements import FILE [--account …]`: streams the file to the reconciliation service
     over gRPC (any size), with a progress bar on a terminal; prints the import's summary as JSON."""
     import json
     from pathlib import Path
@@ -396,7 +396,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         "import", help="import a statement file (camt.05x, MT940, BAI2, OFX, CSV) and match it against the ledger"
     )
     importer.add_argument("file")
-    importer.add_argument("--account", required=True, help="the ledger account the statement reconciles with")
+    importer.add_argument(
+        "--account",
+        default="",
+        help="the ledger account the statement reconciles with (default: the one whose schema class's"
+        " statementAccount metadata field holds the file's own account id, e.g. its IBAN)",
+    )
     importer.add_argument(
         "--format", default="", help="CAMT053, CAMT052, CAMT054, MT940, BAI2, OFX or CSV (default: detect)"
     )

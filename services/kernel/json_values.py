@@ -3,6 +3,8 @@ accepts both the seed's JSON numbers and decimal strings into a Value (a string 
 
 from __future__ import annotations
 
+from typing import Any
+
 from google.protobuf import struct_pb2
 
 
@@ -21,3 +23,15 @@ def json_scalar(value: struct_pb2.Value, present: bool) -> object:
     if kind in (None, "null_value"):
         return None
     return object()  # a list or an object: not an amount
+
+
+def whole_numbers(value: Any) -> Any:
+    """A Struct's JSON with whole doubles as ints: a Struct carries every number as a double, so the `3`
+    a caller sent (a day count, a column index, minor units) arrives as 3.0, which a count rightly refuses."""
+    if isinstance(value, dict):
+        return {k: whole_numbers(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [whole_numbers(v) for v in value]
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value

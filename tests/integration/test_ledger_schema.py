@@ -146,7 +146,11 @@ async def test_metadata_filters_are_served_by_the_indexes_a_version_declares(dat
                     )
                 ).all()
             )
-        assert indexes == {"accounts_metadata_country": True, "transfers_metadata_orderId": True}
+        assert indexes == {
+            "accounts_metadata_country": True,
+            "accounts_metadata_iban": True,
+            "transfers_metadata_orderId": True,
+        }
         await ledger.create_account(NewAccount("bank:operating", "USD", "", False, None, {}))
         for country in ("FR", "DE"):
             await ledger.create_account(NewAccount(f"merchant:{country}", "USD", "", False, None, {"country": country}))

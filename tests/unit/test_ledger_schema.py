@@ -31,7 +31,8 @@ accountClasses:
       type: object
       required: [country]
       properties: {country: {type: string, pattern: "^[A-Z]{2}$"}}
-    reconciliation: {statementAccount: "bank:operating", dateToleranceDays: 2}
+    indexedMetadata: [country]
+    reconciliation: {rules: {date_tolerance_days: 3}, statementAccount: {metadataField: country}, note: kept}
   fees:
     type: REVENUE
     idPattern: "fees:platform"
@@ -149,8 +150,12 @@ def test_metadata_violations_say_where() -> None:
 
 
 def test_reconciliation_defaults_are_kept_as_data(market: s.Schema) -> None:
-    assert market.classes["merchant"].reconciliation == {"statementAccount": "bank:operating", "dateToleranceDays": 2}
-    assert market.document()["accountClasses"]["merchant"]["reconciliation"]["dateToleranceDays"] == 2
+    # The ledger checks the block's shape, never the rules themselves: reconciliation parses those.
+    defaults = {"rules": {"date_tolerance_days": 3}, "statementAccount": {"metadataField": "country"}, "note": "kept"}
+    assert market.classes["merchant"].reconciliation == defaults
+    assert market.document()["accountClasses"]["merchant"]["reconciliation"] == defaults
+    unchecked = "accountClasses: {w: {type: ASSET, idPattern: 'w:{id}', reconciliation: {rules: {no_such_rule: 1}}}}"
+    assert s.load_schema(unchecked + "\ntransferTypes: {}").classes["w"].reconciliation["rules"] == {"no_such_rule": 1}
 
 
 @pytest.mark.parametrize(
@@ -204,6 +209,25 @@ def test_reconciliation_defaults_are_kept_as_data(market: s.Schema) -> None:
             "accountClasses: {w: {type: ASSET, idPattern: 'w:{id}'}}\n"
             "transferTypes: {T: {debit: [w], credit: [w], indexedMetadata: orderId}}",
             "$.transferTypes.T.indexedMetadata",
+        ),
+        (
+            "accountClasses: {w: {type: ASSET, idPattern: 'w:{id}', reconciliation: {rules: [3]}}}\ntransferTypes: {}",
+            "$.accountClasses.w.reconciliation.rules",
+        ),
+        (
+            "accountClasses: {w: {type: ASSET, idPattern: 'w:{id}', reconciliation: {statementAccount: iban}}}\n"
+            "transferTypes: {}",
+            "$.accountClasses.w.reconciliation.statementAccount",
+        ),
+        (  # a statement is routed by a filtered account list: only an indexed field can be filtered on
+            "accountClasses: {w: {type: ASSET, idPattern: 'w:{id}', indexedMetadata: [bic],"
+            " reconciliation: {statementAccount: {metadataField: iban}}}}\ntransferTypes: {}",
+            "$.accountClasses.w.reconciliation.statementAccount.metadataField",
+        ),
+        (
+            "accountClasses: {w: {type: ASSET, idPattern: 'w:{id}', indexedMetadata: [iban],"
+            " reconciliation: {statementAccount: {metadataField: iban, format: CAMT053}}}}\ntransferTypes: {}",
+            "$.accountClasses.w.reconciliation.statementAccount.format",
         ),
         ("accountClasses: {w: {type: ASSET\n", "line "),
     ],

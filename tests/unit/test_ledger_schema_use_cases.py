@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -341,7 +342,7 @@ async def test_with_no_schema_a_check_only_tells_version_zero() -> None:
 
 async def test_history_and_accounts_filter_on_indexed_metadata_only() -> None:
     ledger, uow = await market()
-    assert uow.indexed == (frozenset({"country"}), frozenset({"orderId"}))
+    assert uow.indexed == (frozenset({"country", "iban"}), frozenset({"orderId"}))
     await ledger.create_account(NewAccount("merchant:de", "USD", "", False, None, {"country": "DE"}))
     await ledger.post_transfers(
         [t(f"buy{n}", "wallet:alice", "merchant:shop", 100, "PURCHASE", orderId=f"o{n % 2}") for n in range(5)]
@@ -368,3 +369,14 @@ async def test_with_no_schema_no_metadata_field_is_indexed() -> None:
     with pytest.raises(ValidationError) as refused:
         await ledger.accounts(limit=10, cursor="", metadata=["country:FR"])
     assert refused.value.code == "METADATA_FIELD_NOT_INDEXED"
+
+
+async def test_a_balance_tells_the_account_s_class_and_the_schema_version_in_force() -> None:
+    """Reconciliation takes a class's default matching rules from this, with no call of its own."""
+    ledger, _ = await market()
+    now = await ledger.balance("bank:operating")
+    then = await ledger.balance("bank:operating", datetime.now(UTC))
+    assert (now.account_class, now.schema_version) == (then.account_class, then.schema_version) == ("bank", 1)
+    bare = LedgerService(FakeLedgerUnitOfWork())
+    await bare.post_transfers([t("a", "x", "y", 100)])
+    assert ((await bare.balance("x")).account_class, (await bare.balance("x")).schema_version) == ("", 0)

@@ -175,6 +175,8 @@ class LedgerServicer(ledger_pb2_grpc.LedgerServiceServicer):
             as_of=to_timestamp(view.as_of or datetime.now(UTC)),
             account_type=view.account.type.value,
             last_entry_id=view.last_entry_id,
+            account_class=view.account_class,
+            schema_version=view.schema_version,
         )
 
     async def ListLedgerEntries(

@@ -20,7 +20,9 @@ Document shape (names in lowerCamel, amounts in integer minor units):
         autoCreate: true                 # may a transfer open such an account on first use
         metadata: {JSON Schema}          # the account's metadata (a map of strings)
         indexedMetadata: [country]       # metadata fields account lists may filter on (indexed)
-        reconciliation: {...}            # opaque defaults for the reconciliation context
+        reconciliation:                  # defaults for the reconciliation context, kept as data
+          rules: {date_tolerance_days: 3}          # its matching-rules document (reconciliation checks it)
+          statementAccount: {metadataField: iban}  # a statement naming this value reconciles with the account
     transferTypes:
       P2P:
         debit: [wallet]                  # classes that may be debited
@@ -686,6 +688,30 @@ def _metadata_schema(value: object, path: str, problems: _Problems) -> Mapping[s
     return dict(schema)
 
 
+def _reconciliation(value: object, indexed: tuple[str, ...], path: str, problems: _Problems) -> Mapping[str, Any]:
+    """A class's defaults for the reconciliation context, checked only as far as the ledger can without
+    knowing reconciliation's rules: `rules` is a mapping (the matching-rules document, which reconciliation
+    validates when it uses it) and `statementAccount.metadataField` names one of the class's indexed
+    metadata fields (statements are routed by a filtered account list, which only indexed fields allow).
+    Other keys are kept as they are: documents applied before this shape existed still load."""
+    block = _mapping(value, path, problems, required=False)
+    if "rules" in block and not isinstance(block["rules"], Mapping):
+        problems.add(f"{path}.rules", "must be a mapping: the matching rules document (e.g. {date_tolerance_days: 3})")
+    if "statementAccount" in block:
+        statement_account = _mapping(block["statementAccount"], f"{path}.statementAccount", problems)
+        for key in statement_account:
+            if key != "metadataField":
+                problems.add(f"{path}.statementAccount.{key}", "unknown key; expected metadataField")
+        name = statement_account.get("metadataField")
+        if statement_account and not (isinstance(name, str) and name in indexed):
+            declared = ", ".join(indexed) or "none"
+            problems.add(
+                f"{path}.statementAccount.metadataField",
+                f"must name one of the class's indexedMetadata fields ({declared}), got {name!r}",
+            )
+    return block
+
+
 def _parse_classes(value: object, problems: _Problems) -> dict[str, AccountClass]:
     classes: dict[str, AccountClass] = {}
     for name, spec in _mapping(value, "$.accountClasses", problems).items():
@@ -734,8 +760,8 @@ def _parse_classes(value: object, problems: _Problems) -> dict[str, AccountClass
                 problems.add(f"{path}.idPattern", str(error))
         auto_create = _bool(spec.get("autoCreate"), True, f"{path}.autoCreate", problems)
         metadata = _metadata_schema(spec.get("metadata"), f"{path}.metadata", problems)
-        reconciliation = _mapping(spec.get("reconciliation"), f"{path}.reconciliation", problems, required=False)
         indexed = _indexed_fields(spec.get("indexedMetadata"), f"{path}.indexedMetadata", problems)
+        reconciliation = _reconciliation(spec.get("reconciliation"), indexed, f"{path}.reconciliation", problems)
         if len(problems.found) > before:
             continue
         classes[name] = AccountClass(

@@ -41,6 +41,7 @@ from services.ledger.domain.model import (
     settle_hold,
 )
 from services.ledger.domain.schema import (
+    AccountRef,
     AppliedSchema,
     PostingKind,
     Schema,
@@ -85,6 +86,9 @@ class BalanceView:
     available_minor: int
     as_of: datetime | None
     last_entry_id: int = 0  # with as_of: the newest entry counted (a watermark for event consumers)
+    # The class the account belongs to under the schema in force ('' for none) and that version (0: none).
+    account_class: str = ""
+    schema_version: int = 0
 
 
 @dataclass(frozen=True)
@@ -168,6 +172,12 @@ def _page_size(limit: int) -> int:
     if not 1 <= limit <= MAX_PAGE:
         raise ValidationError(f"limit must be between 1 and {MAX_PAGE}", field="limit", code="INVALID_LIMIT")
     return limit
+
+
+def _account_not_found(account_id: str) -> AccountNotFound:
+    return AccountNotFound(
+        f"account {account_id!r} does not exist", field="account_id", code="LEDGER_ACCOUNT_NOT_FOUND"
+    )
 
 
 def _transfer_not_found(transfer_id: str) -> TransferNotFound:
@@ -464,9 +474,7 @@ class LedgerService:
         async with self.uow.reading() as repo:
             account = await repo.account(account_id)
         if account is None:
-            raise AccountNotFound(
-                f"account {account_id!r} does not exist", field="account_id", code="LEDGER_ACCOUNT_NOT_FOUND"
-            )
+            raise _account_not_found(account_id)
         return account
 
     async def accounts(self, *, limit: int, cursor: str, metadata: Sequence[str] = ()) -> tuple[list[Account], str]:
@@ -666,14 +674,24 @@ class LedgerService:
     # -- reads ---------------------------------------------------------------------------------
 
     async def balance(self, account_id: str, as_of: datetime | None = None) -> BalanceView:
-        """Raises AccountNotFound."""
-        account = await self.account(account_id)
-        if as_of is None:
-            return BalanceView(account, account.balance_minor, account.pending_minor, account.available_minor, None)
+        """With the account's class under the schema in force and that version (what reconciliation takes
+        a class's default matching rules from), read in the same transaction. Raises ValidationError (a
+        malformed id) and AccountNotFound."""
+        rules.account_id(account_id, "account_id")
         async with self.uow.reading() as repo:
-            debits, credits, last_entry_id = await repo.totals_as_of(account_id, as_of)
+            account = await repo.account(account_id)
+            if account is None:
+                raise _account_not_found(account_id)
+            schema = await self._schema(repo, hold=False)
+            totals = await repo.totals_as_of(account_id, as_of) if as_of is not None else None
+        found = schema.class_of(AccountRef(account.id, account.account_class)) if schema is not None else None
+        cls, version = (found.name if found else ""), (schema.version if schema else 0)
+        if totals is None:
+            pending, available = account.pending_minor, account.available_minor
+            return BalanceView(account, account.balance_minor, pending, available, None, 0, cls, version)
+        debits, credits, last_entry_id = totals
         balance = debits - credits if account.type.debit_normal else credits - debits
-        return BalanceView(account, balance, 0, balance, as_of, last_entry_id)
+        return BalanceView(account, balance, 0, balance, as_of, last_entry_id, cls, version)
 
     async def history(
         self,

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import UTC, datetime
+from typing import Any
 
 import grpc
+from google.protobuf import json_format
 from payrecon.common.v1 import money_pb2
 from payrecon.ledger.v1 import ledger_pb2, ledger_pb2_grpc, messages_pb2
 
 from services.kernel.errors import Unavailable
+from services.kernel.json_values import whole_numbers
 from services.kernel.telemetry import grpc_client_interceptors
 from services.kernel.timestamps import to_timestamp
-from services.reconciliation.service.ports import LedgerBalance
+from services.reconciliation.service.ports import LedgerAccount, LedgerBalance
 
 
 class LedgerClient:
@@ -33,8 +37,30 @@ class LedgerClient:
                 return None
             raise
         return LedgerBalance(
-            reply.balance_minor, reply.currency, reply.account_type in ("ASSET", "EXPENSE"), reply.last_entry_id
+            reply.balance_minor,
+            reply.currency,
+            reply.account_type in ("ASSET", "EXPENSE"),
+            reply.last_entry_id,
+            reply.account_class,
+            reply.schema_version,
         )
+
+    async def schema(self, version: int) -> tuple[int, Mapping[str, Any]] | None:
+        """None when no schema was ever applied (version 0)."""
+        reply = await self._stub.GetSchema(
+            ledger_pb2.GetSchemaRequest(version=version), metadata=self._metadata, timeout=10
+        )
+        if reply.version == 0:
+            return None
+        return reply.version, whole_numbers(json_format.MessageToDict(reply.document))
+
+    async def accounts_with_metadata(self, field: str, value: str, limit: int) -> list[LedgerAccount]:
+        reply = await self._stub.ListAccounts(
+            ledger_pb2.ListAccountsRequest(limit=limit, metadata=[f"{field}:{value}"]),
+            metadata=self._metadata,
+            timeout=10,
+        )
+        return [LedgerAccount(a.id, a.account_class) for a in reply.accounts]
 
     async def post_adjustment(
         self,

@@ -15,6 +15,7 @@ from payrecon.reconciliation.v1 import reconciliation_pb2_grpc
 from services.kernel.auth import current_principal
 from services.kernel.errors import ValidationError
 from services.kernel.grpc_server import set_http_status
+from services.kernel.json_values import whole_numbers
 from services.kernel.money import format_minor
 from services.kernel.timestamps import to_timestamp
 from services.reconciliation.service.ports import CaseRecord, StoredRun
@@ -52,7 +53,8 @@ def json_format_safe(values: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _dict(message: struct_pb2.Struct) -> dict[str, Any]:
-    return json_format.MessageToDict(message)
+    result: dict[str, Any] = whole_numbers(json_format.MessageToDict(message))
+    return result
 
 
 def _import_message(outcome: ImportOutcome) -> pb.StatementImport:
@@ -123,6 +125,7 @@ def _report_message(run_id: str, created_at: datetime, rendered: Mapping[str, An
         ledger_entries=int(rendered.get("ledger_entries", 0)),
         matched=int(rendered.get("matched", 0)),
         rules_version=int(rendered.get("rules_version", 0)),
+        rules_source=str(rendered.get("rules_source", "")),
         watermark=str(rendered.get("watermark", "CURRENT")),
         case_ids=list(rendered.get("case_ids", [])),
     )
@@ -212,20 +215,22 @@ class ReconciliationServicer(reconciliation_pb2_grpc.ReconciliationServiceServic
         )
 
     async def SetMatchingRules(self, request: pb.SetMatchingRulesRequest, context: Context) -> pb.MatchingRules:
-        version, rules, at, by = await self._service.set_matching_rules(
+        version, rules, at, by, source = await self._service.set_matching_rules(
             request.account_id, _dict(request.rules), current_principal()
         )
-        return self._rules_message(request.account_id, version, rules, at, by)
+        return self._rules_message(request.account_id, version, rules, at, by, source)
 
     async def GetMatchingRules(self, request: pb.GetMatchingRulesRequest, context: Context) -> pb.MatchingRules:
-        version, rules, at, by = await self._service.matching_rules(request.account_id)
-        return self._rules_message(request.account_id, version, rules, at, by)
+        version, rules, at, by, source = await self._service.matching_rules(request.account_id)
+        return self._rules_message(request.account_id, version, rules, at, by, source)
 
     @staticmethod
     def _rules_message(
-        account_id: str, version: int, rules: Mapping[str, Any], at: datetime | None, by: str
+        account_id: str, version: int, rules: Mapping[str, Any], at: datetime | None, by: str, source: str
     ) -> pb.MatchingRules:
-        message = pb.MatchingRules(account_id=account_id, version=version, rules=_struct(rules), created_by=by)
+        message = pb.MatchingRules(
+            account_id=account_id, version=version, rules=_struct(rules), created_by=by, source=source
+        )
         if at is not None:
             message.created_at.CopyFrom(to_timestamp(at))
         return message

@@ -25,11 +25,29 @@ class LedgerBalance:
     currency: str
     debit_normal: bool
     last_entry_id: int = 0  # the newest entry the balance counts: the projection's watermark
+    # The account's class under the ledger's schema in force ('' for none) and that version (0: no schema).
+    account_class: str = ""
+    schema_version: int = 0
+
+
+@dataclass(frozen=True)
+class LedgerAccount:
+    id: str
+    account_class: str  # the schema class it was opened under ('' when opened with no schema in force)
 
 
 class Ledger(Protocol):
     async def balance_as_of(self, account_id: str, as_of: datetime) -> LedgerBalance | None:
         """None when the ledger does not know the account."""
+        ...
+
+    async def schema(self, version: int) -> tuple[int, Mapping[str, Any]] | None:
+        """(version, document) of that schema version, or of the one in force with 0; None when no schema
+        was ever applied."""
+        ...
+
+    async def accounts_with_metadata(self, field: str, value: str, limit: int) -> list[LedgerAccount]:
+        """At most `limit` accounts whose metadata `field` (indexed by the schema in force) is `value`."""
         ...
 
     async def post_adjustment(

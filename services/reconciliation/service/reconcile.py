@@ -3,7 +3,8 @@ answer the seed's reconcile call for an account and window.
 
 Matching runs over an account and window each time new data arrives (an import) and on demand (a
 reconcile call): the statement lines of the window against the ledger entries the projection holds,
-with the account's rules in force. Its breaks become cases (see domain/cases.py), so running it
+with the account's rules in force (its saved rules, else its schema class's defaults, else the built-in
+ones: see domain/class_defaults.py). Its breaks become cases (see domain/cases.py), so running it
 again is harmless: a break found again updates its case; a break gone resolves it.
 """
 
@@ -30,7 +31,13 @@ from services.reconciliation.domain.cases import (
     parse_action,
     plan_cases,
 )
-from services.reconciliation.domain.matching_rules import MatchingRules
+from services.reconciliation.domain.class_defaults import (
+    RulesInForce,
+    SchemaDefaults,
+    choose_rules,
+    parse_rules,
+    read_schema_defaults,
+)
 from services.reconciliation.domain.model import (
     BALANCE_DRIFT,
     Discrepancy,
@@ -54,6 +61,7 @@ from services.reconciliation.service.ports import (
     CaseFilter,
     CaseRecord,
     Ledger,
+    LedgerBalance,
     ReconciliationStore,
     StatementParser,
     StoredRun,
@@ -70,6 +78,11 @@ MAX_PAGE = 500
 # A page of stored runs stops growing past this much report JSON: the gateway buffers a whole answer.
 MAX_RUNS_PAGE_BYTES = 512 * 1024
 DEFAULT_PAGE = 50
+# A statement routed by its account id to more ledger accounts than this lists only these.
+MAX_LISTED_ACCOUNTS = 10
+STATEMENT_ACCOUNT_UNKNOWN = "STATEMENT_ACCOUNT_UNKNOWN"
+STATEMENT_ACCOUNT_AMBIGUOUS = "STATEMENT_ACCOUNT_AMBIGUOUS"
+STATEMENT_ACCOUNTS_MIXED = "STATEMENT_ACCOUNTS_MIXED"
 
 
 class StatementRejected(ValidationError):
@@ -141,6 +154,8 @@ class ReconciliationService:
     columnar_from_lines: int = COLUMNAR_FROM_LINES
     # Days with new ledger entries, per account, not yet matched against statements (continuous mode).
     _touched: dict[str, set[date]] = field(default_factory=dict)
+    # The ledger schema's reconciliation defaults by version: a version never changes once applied.
+    _schema_defaults: dict[int, SchemaDefaults] = field(default_factory=dict)
 
     # -- continuous matching -----------------------------------------------------------------------
 
@@ -159,8 +174,13 @@ class ReconciliationService:
         with_statements = await self.store.accounts_with_statements(sorted(touched))
         for account_id in with_statements:
             days = touched[account_id]
-            version, saved, _, _ = await self.store.rules(account_id)
-            margin = timedelta(days=_rules(version, saved).date_tolerance_days)
+            try:
+                in_force = await self.rules_in_force(account_id, None)
+            except Exception:
+                log.exception("continuous matching failed", extra={"fields": {"account_id": account_id}})
+                self._touched.setdefault(account_id, set()).update(days)
+                continue
+            margin = timedelta(days=in_force.rules.date_tolerance_days)
             window = parse_window((min(days) - margin).isoformat(), (max(days) + margin).isoformat())
             try:
                 await self.reconcile_window(account_id, window, wait=False)
@@ -174,30 +194,31 @@ class ReconciliationService:
     async def import_statement(self, command: ImportCommand) -> ImportOutcome:
         """Imports a file once per account (same bytes → the first import, replayed), checks each
         statement's balances and its continuity with the previous one, then matches the new lines.
+        With no account id the file's own account identifier names the ledger account (`route_statement`).
 
-        Raises ValidationError (bad account id, format, empty file, CSV mapping) and StatementRejected.
+        Raises ValidationError (bad account id, format, empty file, CSV mapping; STATEMENT_ACCOUNT_UNKNOWN,
+        STATEMENT_ACCOUNT_AMBIGUOUS, STATEMENT_ACCOUNTS_MIXED when routing) and StatementRejected.
         """
-        account_id = _account_id(command.account_id)
         fmt = _format(command.format)
         if not command.content:
             raise ValidationError("content (or contentBase64) is required", field="content", code="MISSING_FIELD")
         sha256 = hashlib.sha256(command.content).hexdigest()
-        known = await self.store.find_import(account_id, sha256)
-        if known is not None:
-            return ImportOutcome(known.id, known.summary, known.created_at, replayed=True)
-        mapping = command.csv_mapping
-        if mapping is None and fmt in (None, StatementFormat.CSV):
-            mapping = await self.store.csv_mapping(account_id)
-        if self.parser is None:
-            raise RuntimeError("no statement parser configured")
-        parser = self.parser
-        try:
-            # Parsing a large file is CPU work: off the event loop, so other calls keep being answered.
-            parsed = await asyncio.to_thread(parser.parse, command.content, fmt, mapping)
-        except StatementFileError as broken:
-            raise StatementRejected(broken) from None
-        except ValueError as error:
-            raise ValidationError(f"csvMapping: {error}", field="csvMapping", code="INVALID_CSV_MAPPING") from None
+        if not command.account_id.strip():
+            # The file must be read to know whose it is: parsed first, then the replay check.
+            parsed = await self._parse(command.content, fmt, command.csv_mapping)
+            account_id = await self.route_statement(parsed)
+            known = await self.store.find_import(account_id, sha256)
+            if known is not None:
+                return ImportOutcome(known.id, known.summary, known.created_at, replayed=True)
+        else:
+            account_id = _account_id(command.account_id)
+            known = await self.store.find_import(account_id, sha256)
+            if known is not None:
+                return ImportOutcome(known.id, known.summary, known.created_at, replayed=True)
+            mapping = command.csv_mapping
+            if mapping is None and fmt in (None, StatementFormat.CSV):
+                mapping = await self.store.csv_mapping(account_id)
+            parsed = await self._parse(command.content, fmt, mapping)
         if command.csv_mapping is not None and parsed.format is StatementFormat.CSV:
             await self.store.save_csv_mapping(account_id, command.csv_mapping)
         chained = await self._with_continuity(account_id, parsed)
@@ -227,6 +248,111 @@ class ReconciliationService:
                 log.exception("matching after an import failed", extra={"fields": {"account_id": account_id}})
         return ImportOutcome(stored.id, summary, stored.created_at, replayed=False)
 
+    async def _parse(
+        self, content: bytes, fmt: StatementFormat | None, mapping: Mapping[str, Any] | None
+    ) -> ParsedFile:
+        if self.parser is None:
+            raise RuntimeError("no statement parser configured")
+        parser = self.parser
+        try:
+            # Parsing a large file is CPU work: off the event loop, so other calls keep being answered.
+            return await asyncio.to_thread(parser.parse, content, fmt, mapping)
+        except StatementFileError as broken:
+            raise StatementRejected(broken) from None
+        except ValueError as error:
+            raise ValidationError(f"csvMapping: {error}", field="csvMapping", code="INVALID_CSV_MAPPING") from None
+
+    async def route_statement(self, parsed: ParsedFile) -> str:
+        """The ledger account a file names by its own account identifier (camt IBAN or Othr/Id, MT940
+        :25:, BAI2 account, OFX ACCTID): the account whose schema class declares
+        `reconciliation.statementAccount.metadataField` and whose metadata holds that identifier. One
+        import reconciles with one account, so a file whose statements name different accounts is
+        refused (import them one by one, or name accountId).
+
+        Raises ValidationError: MISSING_FIELD (the file names no account, or no class of the schema in
+        force declares a statement account), STATEMENT_ACCOUNT_UNKNOWN, STATEMENT_ACCOUNT_AMBIGUOUS,
+        STATEMENT_ACCOUNTS_MIXED."""
+        identifiers = sorted({statement.account.strip() for statement in parsed.statements})
+        if not identifiers or "" in identifiers:
+            raise ValidationError(
+                "accountId is required: the file names no account to find it by",
+                field="accountId",
+                code="MISSING_FIELD",
+            )
+        applied = await self.ledger.schema(0)
+        defaults = self._defaults_of(*applied) if applied is not None else None
+        fields = defaults.statement_fields if defaults is not None else {}
+        if not fields:
+            raise ValidationError(
+                "accountId is required: no account class of the ledger's schema declares"
+                " reconciliation.statementAccount to find it by",
+                field="accountId",
+                code="MISSING_FIELD",
+            )
+        routed: dict[str, str] = {}
+        for identifier in identifiers:
+            found: list[str] = []
+            for metadata_field, classes in sorted(fields.items()):
+                accounts = await self.ledger.accounts_with_metadata(metadata_field, identifier, MAX_LISTED_ACCOUNTS)
+                found.extend(a.id for a in accounts if a.account_class in classes and a.id not in found)
+            if not found:
+                declared = ", ".join(sorted(fields))
+                raise ValidationError(
+                    f"no ledger account's metadata ({declared}) holds the statement's account {identifier!r}:"
+                    " open one with it, or name accountId",
+                    field="accountId",
+                    code=STATEMENT_ACCOUNT_UNKNOWN,
+                    metadata={"statementAccount": identifier},
+                )
+            if len(found) > 1:
+                raise ValidationError(
+                    f"the statement's account {identifier!r} is held by several ledger accounts"
+                    f" ({', '.join(found[:MAX_LISTED_ACCOUNTS])}): name accountId",
+                    field="accountId",
+                    code=STATEMENT_ACCOUNT_AMBIGUOUS,
+                    metadata={"statementAccount": identifier, "accounts": ",".join(found[:MAX_LISTED_ACCOUNTS])},
+                )
+            routed[identifier] = found[0]
+        if len(set(routed.values())) > 1:
+            pairs = ", ".join(f"{identifier} → {account}" for identifier, account in routed.items())
+            raise ValidationError(
+                f"the file's statements belong to different ledger accounts ({pairs}); one import reconciles"
+                " with one account: import each statement on its own, or name accountId",
+                field="accountId",
+                code=STATEMENT_ACCOUNTS_MIXED,
+            )
+        return next(iter(routed.values()))
+
+    def _defaults_of(self, version: int, document: Mapping[str, Any]) -> SchemaDefaults:
+        defaults = self._schema_defaults.get(version)
+        if defaults is None:
+            defaults = self._schema_defaults[version] = read_schema_defaults(version, document)
+        return defaults
+
+    async def _schema_defaults_at(self, version: int) -> SchemaDefaults | None:
+        """The defaults of a schema version, asking the ledger only for a version not seen before."""
+        if version <= 0:
+            return None
+        if version not in self._schema_defaults:
+            applied = await self.ledger.schema(version)
+            if applied is None:
+                return None
+            self._defaults_of(*applied)
+        return self._schema_defaults[version]
+
+    async def rules_in_force(self, account_id: str, balance: LedgerBalance | None) -> RulesInForce:
+        """The account's saved rules, else its class's in the schema in force (the ledger tells its class
+        with its balance: asked here when the caller has none), else the built-in ones."""
+        version, saved, _, _ = await self.store.rules(account_id)
+        if version > 0:
+            return choose_rules(version, saved, None, "")
+        if balance is None:
+            balance = await self.ledger.balance_as_of(account_id, datetime.now(UTC))
+        if balance is None or not balance.account_class:
+            return choose_rules(0, {}, None, "")
+        schema = await self._schema_defaults_at(balance.schema_version)
+        return choose_rules(0, {}, schema, balance.account_class)
+
     async def _with_continuity(self, account_id: str, parsed: ParsedFile) -> list[tuple[Statement, str]]:
         """Each statement with OK, GAP (its opening differs from the previous closing) or FIRST."""
         previous: dict[str, int | None] = {}
@@ -248,19 +374,22 @@ class ReconciliationService:
 
     # -- rules -------------------------------------------------------------------------------------
 
-    async def matching_rules(self, account_id: str) -> tuple[int, dict[str, Any], datetime | None, str]:
+    async def matching_rules(self, account_id: str) -> tuple[int, dict[str, Any], datetime | None, str, str]:
+        """(saved version — 0 when none —, the rules a run would use now, saved at, saved by, where they come
+        from: see `rules_in_force`). Raises ValidationError (a malformed account id)."""
         account_id = _account_id(account_id)
-        version, saved, at, by = await self.store.rules(account_id)
-        return version, _rules(version, saved).to_dict(), at, by
+        version, _, at, by = await self.store.rules(account_id)
+        in_force = await self.rules_in_force(account_id, None)
+        return version, in_force.rules.to_dict(), at, by, in_force.source
 
     async def set_matching_rules(
         self, account_id: str, rules: Mapping[str, Any], actor: str
-    ) -> tuple[int, dict[str, Any], datetime | None, str]:
+    ) -> tuple[int, dict[str, Any], datetime | None, str, str]:
         """Saves a new version. Raises ValidationError when the rules make no sense."""
         account_id = _account_id(account_id)
         clean = {k: v for k, v in rules.items() if k != "version"}
         try:
-            MatchingRules.from_dict({**clean, "version": 1})
+            parse_rules(clean, 1)
         except (TypeError, ValueError) as error:
             raise ValidationError(f"rules: {error}", field="rules", code="INVALID_RULES") from None
         await self.store.save_rules(account_id, clean, actor)
@@ -294,8 +423,8 @@ class ReconciliationService:
             debits, credits, projected_currency = await self.store.totals_until(account_id, as_of)
             projected = debits - credits if debit_normal else credits - debits
             currency = (balance.currency if balance else None) or projected_currency or ""
-            version, saved, _, _ = await self.store.rules(account_id)
-            rules = _rules(version, saved)
+            in_force = await self.rules_in_force(account_id, balance)
+            rules = in_force.rules
             first, last = window.start.date(), (window.end - timedelta(microseconds=1)).date()
             matched = await match_window(
                 self.store,
@@ -347,7 +476,7 @@ class ReconciliationService:
         # (a large run's findings weigh a hundred MiB and more).
         del plan
         findings.clear()
-        rendered = _rendered(report, counts, rules.version, watermark, sorted(set(case_ids.values())))
+        rendered = _rendered(report, counts, rules.version, in_force.source, watermark, sorted(set(case_ids.values())))
         run_id, created_at = await self.store.save_run(
             report, rendered, matched.matches, rules.version, watermark, matched.pairs
         )
@@ -575,10 +704,6 @@ KINDS = (
 )
 
 
-def _rules(version: int, saved: Mapping[str, Any]) -> MatchingRules:
-    return MatchingRules.from_dict({**saved, "version": max(version, 1)})
-
-
 def _discrepancy(finding: Finding, case_id: str, currency: str) -> Discrepancy:
     return Discrepancy(
         finding.kind,
@@ -595,7 +720,7 @@ def _discrepancy(finding: Finding, case_id: str, currency: str) -> Discrepancy:
 
 
 def _rendered(
-    report: Report, counts: Mapping[str, int], version: int, watermark: str, case_ids: list[str]
+    report: Report, counts: Mapping[str, int], version: int, source: str, watermark: str, case_ids: list[str]
 ) -> dict[str, Any]:
     return {
         "account_id": report.account_id,
@@ -609,6 +734,7 @@ def _rendered(
         "ledger_entries": counts.get("ledger_entries", 0),
         "matched": counts.get("matched", 0),
         "rules_version": version,
+        "rules_source": source,
         "watermark": watermark,
         "case_ids": case_ids,
         "discrepancies": [

@@ -294,6 +294,8 @@ class Balance(_message.Message):
     AS_OF_FIELD_NUMBER: _builtins.int
     ACCOUNT_TYPE_FIELD_NUMBER: _builtins.int
     LAST_ENTRY_ID_FIELD_NUMBER: _builtins.int
+    ACCOUNT_CLASS_FIELD_NUMBER: _builtins.int
+    SCHEMA_VERSION_FIELD_NUMBER: _builtins.int
     account_id: _builtins.str
     currency: _builtins.str
     balance: _builtins.str
@@ -310,6 +312,13 @@ class Balance(_message.Message):
     """With as_of: the id of the newest entry counted, a watermark for consumers of ledger events
     (a projection holding this entry holds every entry the balance counts).
     """
+    account_class: _builtins.str
+    """The account class it belongs to under the schema in force (the class it was opened under while
+    that version keeps it, else the first whose id pattern matches); '' when none or no schema.
+    Reconciliation takes the class's default matching rules from it.
+    """
+    schema_version: _builtins.int
+    """The schema version in force (0: none), whose document names that class."""
     @_builtins.property
     def as_of(self) -> _timestamp_pb2.Timestamp: ...
     def __init__(
@@ -326,10 +335,12 @@ class Balance(_message.Message):
         as_of: _timestamp_pb2.Timestamp | None = ...,
         account_type: _builtins.str = ...,
         last_entry_id: _builtins.int = ...,
+        account_class: _builtins.str = ...,
+        schema_version: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["as_of", b"as_of"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "account_type", b"account_type", "as_of", b"as_of", "available", b"available", "available_minor", b"available_minor", "balance", b"balance", "balance_minor", b"balance_minor", "currency", b"currency", "last_entry_id", b"last_entry_id", "pending", b"pending", "pending_minor", b"pending_minor"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_class", b"account_class", "account_id", b"account_id", "account_type", b"account_type", "as_of", b"as_of", "available", b"available", "available_minor", b"available_minor", "balance", b"balance", "balance_minor", b"balance_minor", "currency", b"currency", "last_entry_id", b"last_entry_id", "pending", b"pending", "pending_minor", b"pending_minor", "schema_version", b"schema_version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -55,7 +55,11 @@ class ImportStatementRequest(_message.Message):
     CSV_MAPPING_FIELD_NUMBER: _builtins.int
     FILE_NAME_FIELD_NUMBER: _builtins.int
     account_id: _builtins.str
-    """The ledger account the statement reconciles with (e.g. the bank account's mirror)."""
+    """The ledger account the statement reconciles with (e.g. the bank account's mirror). When empty,
+    the file's own account identifier (IBAN, account number) names it: the ledger account whose
+    schema class declares reconciliation.statementAccount.metadataField and whose metadata holds that
+    value (400 STATEMENT_ACCOUNT_UNKNOWN or STATEMENT_ACCOUNT_AMBIGUOUS otherwise).
+    """
     format: _builtins.str
     """CAMT053, CAMT052, CAMT054, MT940, BAI2, OFX or CSV; detected from the content when empty."""
     content: _builtins.str
@@ -96,7 +100,9 @@ class ImportStatementChunk(_message.Message):
     FILE_NAME_FIELD_NUMBER: _builtins.int
     DATA_FIELD_NUMBER: _builtins.int
     account_id: _builtins.str
-    """Header fields: read from the first chunk only."""
+    """Header fields: read from the first chunk only. An empty account_id routes the file by its own
+    account identifier, as ImportStatementRequest.account_id says.
+    """
     format: _builtins.str
     file_name: _builtins.str
     data: _builtins.bytes
@@ -320,9 +326,14 @@ class MatchingRules(_message.Message):
     RULES_FIELD_NUMBER: _builtins.int
     CREATED_AT_FIELD_NUMBER: _builtins.int
     CREATED_BY_FIELD_NUMBER: _builtins.int
+    SOURCE_FIELD_NUMBER: _builtins.int
     account_id: _builtins.str
     version: _builtins.int
     created_by: _builtins.str
+    source: _builtins.str
+    """Where the rules come from, as a run's rules_source: "account rules v2", "schema v3, class bank",
+    "built-in".
+    """
     @_builtins.property
     def rules(self) -> _struct_pb2.Struct: ...
     @_builtins.property
@@ -335,10 +346,11 @@ class MatchingRules(_message.Message):
         rules: _struct_pb2.Struct | None = ...,
         created_at: _timestamp_pb2.Timestamp | None = ...,
         created_by: _builtins.str = ...,
+        source: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "rules", b"rules"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "created_at", b"created_at", "created_by", b"created_by", "rules", b"rules", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "created_at", b"created_at", "created_by", b"created_by", "rules", b"rules", "source", b"source", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -793,6 +805,7 @@ class ReconciliationReport(_message.Message):
     RULES_VERSION_FIELD_NUMBER: _builtins.int
     WATERMARK_FIELD_NUMBER: _builtins.int
     CASE_IDS_FIELD_NUMBER: _builtins.int
+    RULES_SOURCE_FIELD_NUMBER: _builtins.int
     report_id: _builtins.str
     account_id: _builtins.str
     transaction_count: _builtins.int
@@ -812,6 +825,11 @@ class ReconciliationReport(_message.Message):
     watermark: _builtins.str
     """CURRENT when the projection had every ledger entry of the window; BEHIND when events were still
     in flight after waiting (the report then shows no balance drift it cannot be sure of).
+    """
+    rules_source: _builtins.str
+    """Where the run's matching rules came from: "account rules v2" (saved for the account), "schema v3,
+    class bank" (the account class's defaults in the ledger's schema) or "built-in" (with the reason
+    when a class's rules were unusable).
     """
     @_builtins.property
     def period(self) -> Global___Period: ...
@@ -843,10 +861,11 @@ class ReconciliationReport(_message.Message):
         rules_version: _builtins.int = ...,
         watermark: _builtins.str = ...,
         case_ids: _abc.Iterable[_builtins.str] | None = ...,
+        rules_source: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "period", b"period"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "actual_balance", b"actual_balance", "balanced", b"balanced", "case_ids", b"case_ids", "created_at", b"created_at", "currency", b"currency", "discrepancies", b"discrepancies", "discrepancy_count", b"discrepancy_count", "expected_balance", b"expected_balance", "ledger_entries", b"ledger_entries", "matched", b"matched", "period", b"period", "report_id", b"report_id", "rules_version", b"rules_version", "statement_lines", b"statement_lines", "transaction_count", b"transaction_count", "watermark", b"watermark"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "actual_balance", b"actual_balance", "balanced", b"balanced", "case_ids", b"case_ids", "created_at", b"created_at", "currency", b"currency", "discrepancies", b"discrepancies", "discrepancy_count", b"discrepancy_count", "expected_balance", b"expected_balance", "ledger_entries", b"ledger_entries", "matched", b"matched", "period", b"period", "report_id", b"report_id", "rules_source", b"rules_source", "rules_version", b"rules_version", "statement_lines", b"statement_lines", "transaction_count", b"transaction_count", "watermark", b"watermark"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -133,7 +133,8 @@ class ReconciliationServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def GetMatchingRules(self, request, context):
-        """The matching rules in force for an account (the defaults until a version is saved).
+        """The matching rules in force for an account: its saved version, else its schema class's defaults,
+        else the built-in ones (`source` says which; `version` is 0 until a version is saved).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

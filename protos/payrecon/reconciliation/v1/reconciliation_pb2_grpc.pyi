@@ -47,7 +47,9 @@ class ReconciliationServiceStub:
     SetMatchingRules: _grpc.UnaryUnaryMultiCallable[_reconciliation_pb2.SetMatchingRulesRequest, _reconciliation_pb2.MatchingRules]
     """Saves a new version of an account's matching rules (rules are data: every run lists the version)."""
     GetMatchingRules: _grpc.UnaryUnaryMultiCallable[_reconciliation_pb2.GetMatchingRulesRequest, _reconciliation_pb2.MatchingRules]
-    """The matching rules in force for an account (the defaults until a version is saved)."""
+    """The matching rules in force for an account: its saved version, else its schema class's defaults,
+    else the built-in ones (`source` says which; `version` is 0 until a version is saved).
+    """
     ListDiscrepancies: _grpc.UnaryUnaryMultiCallable[_reconciliation_pb2.ListDiscrepanciesRequest, _reconciliation_pb2.ListDiscrepanciesResponse]
     """Cases, filtered by kind, status, account and age; newest first, cursor-paginated."""
     GetDiscrepancy: _grpc.UnaryUnaryMultiCallable[_reconciliation_pb2.GetDiscrepancyRequest, _reconciliation_pb2.Case]
@@ -89,7 +91,9 @@ class ReconciliationServiceAsyncStub(ReconciliationServiceStub):
     SetMatchingRules: _aio.UnaryUnaryMultiCallable[_reconciliation_pb2.SetMatchingRulesRequest, _reconciliation_pb2.MatchingRules]  # type: ignore[assignment]
     """Saves a new version of an account's matching rules (rules are data: every run lists the version)."""
     GetMatchingRules: _aio.UnaryUnaryMultiCallable[_reconciliation_pb2.GetMatchingRulesRequest, _reconciliation_pb2.MatchingRules]  # type: ignore[assignment]
-    """The matching rules in force for an account (the defaults until a version is saved)."""
+    """The matching rules in force for an account: its saved version, else its schema class's defaults,
+    else the built-in ones (`source` says which; `version` is 0 until a version is saved).
+    """
     ListDiscrepancies: _aio.UnaryUnaryMultiCallable[_reconciliation_pb2.ListDiscrepanciesRequest, _reconciliation_pb2.ListDiscrepanciesResponse]  # type: ignore[assignment]
     """Cases, filtered by kind, status, account and age; newest first, cursor-paginated."""
     GetDiscrepancy: _aio.UnaryUnaryMultiCallable[_reconciliation_pb2.GetDiscrepancyRequest, _reconciliation_pb2.Case]  # type: ignore[assignment]
@@ -158,7 +162,9 @@ class ReconciliationServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _reconciliation_pb2.GetMatchingRulesRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_reconciliation_pb2.MatchingRules, _abc.Awaitable[_reconciliation_pb2.MatchingRules]]:
-        """The matching rules in force for an account (the defaults until a version is saved)."""
+        """The matching rules in force for an account: its saved version, else its schema class's defaults,
+        else the built-in ones (`source` says which; `version` is 0 until a version is saved).
+        """
 
     @_abc_1.abstractmethod
     def ListDiscrepancies(
