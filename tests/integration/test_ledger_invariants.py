@@ -25,7 +25,7 @@ from services.kernel.db import create_engine
 from services.kernel.migrations import migrate
 from services.kernel.money import Money
 from services.ledger.adapters.audit import audit_ledger
-from services.ledger.adapters.repository import SqlLedgerUnitOfWork
+from services.ledger.adapters.repository import EVENT_GROUPS, SqlLedgerUnitOfWork
 from services.ledger.domain.events import HoldCreated
 from services.ledger.domain.model import TransferInstruction
 from services.ledger.service.ledger import LedgerService, NewAccount, NewHold
@@ -405,6 +405,29 @@ def test_one_receive_is_posted_in_one_transaction_and_a_bad_message_does_not_sin
             ]
             assert (await ledger.balance(f"{run}-b")).balance_minor == 9 * 100  # m1, m2, m3 once each
             assert (await audit_ledger(engine)).ok
+        finally:
+            await engine.dispose()
+
+    asyncio.run(scenario())
+
+
+def test_a_posting_transactions_events_travel_in_one_outbox_row_per_event_group(ledger_database: str) -> None:
+    """The SQS cost of the events: one row per group touched, never one per account or transfer."""
+
+    async def scenario() -> None:
+        engine = create_engine(ledger_database, "ledger", pool_size=2)
+        try:
+            ledger = LedgerService(SqlLedgerUnitOfWork(engine))
+            run = uuid.uuid4().hex[:8]
+            transfers = [
+                TransferInstruction(f"{run}-{n}", f"{run}-from-{n}", f"{run}-to-{n}", Money(100, "USD"))
+                for n in range(64)
+            ]
+            assert await ledger.handle_delivery(transfers, f"{run}-m", last_delivery=False) is True
+            async with engine.connect() as conn:
+                rows = (await conn.execute(text("SELECT message_group FROM outbox"))).scalars().all()
+            assert 1 <= len(rows) <= EVENT_GROUPS == 4  # 128 accounts, yet at most 4 rows
+            assert len(set(rows)) == len(rows)
         finally:
             await engine.dispose()
 

@@ -41,7 +41,15 @@ from services.ledger.domain.schema import INDEXED_FIELD_SHAPE, AppliedSchema, Ex
 from services.ledger.domain.transfers import HoldDecision, TransferRecord
 from services.ledger.service.unit_of_work import ConcurrentWrite
 
-EVENT_GROUPS = 16
+# Message groups of the ledger's events. Every group a posting transaction touches is one more
+# outbox row, and every group with rows at a relay poll one more SQS message on each of the two event
+# queues (sent, received, deleted by ingest and by reconciliation): with 16 (as many as the
+# transfers' groups) a poll of each relay could send twice as many event messages as transfer
+# messages. Their consumers run one receiver per process, so more groups bought no parallelism.
+# Fewer groups keep every account's events in order (an account still has one group); a message
+# that keeps failing holds back a quarter of the accounts' events until it reaches the dead-letter
+# queue.
+EVENT_GROUPS = 4
 # Events per outbox row: a row's payload is a serialized LedgerEventBatch, and serialized batches
 # concatenate into one (protobuf merges repeated fields), so the relay packs rows by joining bytes.
 EVENTS_PER_ROW = 500
