@@ -78,8 +78,13 @@ async def test_a_stopping_worker_posts_what_its_last_long_polls_bring(database_u
         status = await conn.fetchval("SELECT status FROM ledger.transfers WHERE id = $1", f"wk-{run}-1")
     finally:
         await conn.close()
-    assert (applied, status) == (1, "POSTED")
-    assert left == []  # posted and deleted, not left in flight
+    # What must never happen: a poll abandoned mid-way took the message, so it is neither posted nor
+    # receivable (invisible for the visibility timeout). On a loaded machine the send can land after
+    # the last poll ended; then the message simply waits in the queue for the next worker.
+    if left:
+        assert (applied, status, len(left)) == (0, None, 1)
+    else:
+        assert (applied, status) == (1, "POSTED")  # posted and deleted, not left in flight
 
 
 async def worker_health(port: int) -> AsyncIterator[int]:

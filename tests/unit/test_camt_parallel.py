@@ -65,8 +65,12 @@ def test_every_fixture_and_corpus_file_reads_the_same_in_parts(path: Path, parts
 
 
 def test_most_fixture_and_corpus_files_are_cut() -> None:
-    cut = [path.name for path in CAMT_FILES if camt_parallel.plan_parts(path.read_bytes(), 2) is not None]
-    assert len(cut) >= 5, cut
+    """So that the comparison above compares parts, not the single reader with itself. The corpus
+    beside the repository is optional (absent in a fresh clone): the project's own fixtures suffice."""
+    cut = [path for path in CAMT_FILES if camt_parallel.plan_parts(path.read_bytes(), 2) is not None]
+    assert len([path for path in cut if path.is_relative_to(FIXTURES)]) >= 4, cut
+    if CORPUS.is_dir():
+        assert len(cut) >= 5, cut
 
 
 @pytest.mark.parametrize("parts", [2, 3, 4])
