@@ -113,4 +113,4 @@ class BearerAuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-ar
                 "AUTH_FORBIDDEN",
                 f"token lacks the scope {required or 'for this method'}",
             )
-        return within(handler, lambda: _acting_as(token.name))
+        return within(handler, lambda context: _acting_as(token.name))

@@ -1,6 +1,6 @@
 """Wrapping a gRPC server handler so that its behaviour runs inside a context: one place for the four
-shapes a handler can take, used by the interceptors that only set something for the call's duration
-(the caller's principal, the caller's trace context)."""
+shapes a handler can take, used by the interceptors that only wrap the call's duration (the caller's
+principal, the caller's trace context, the call's latency and status)."""
 
 from __future__ import annotations
 
@@ -10,11 +10,12 @@ from typing import Any
 
 import grpc
 
-Scope = Callable[[], AbstractContextManager[object]]
+# Called with the call's context (grpc.aio.ServicerContext); the manager's exit sees how the call ended.
+Scope = Callable[[Any], AbstractContextManager[object]]
 
 
 def within(handler: Any, scope: Scope) -> Any:
-    """`handler` (None stays None) with every call's behaviour run inside `scope()`; a server-streaming
+    """`handler` (None stays None) with every call's behaviour run inside `scope(context)`; a server-streaming
     behaviour stays inside it while it produces, including one that writes with context.write()."""
     if handler is None:
         return None
@@ -22,7 +23,7 @@ def within(handler: Any, scope: Scope) -> Any:
         unary = handler.unary_unary
 
         async def scoped_unary(request: Any, context: Any) -> Any:
-            with scope():
+            with scope(context):
                 return await unary(request, context)
 
         return grpc.unary_unary_rpc_method_handler(
@@ -34,7 +35,7 @@ def within(handler: Any, scope: Scope) -> Any:
         streamed = handler.stream_unary
 
         async def scoped_stream(requests: Any, context: Any) -> Any:
-            with scope():
+            with scope(context):
                 return await streamed(requests, context)
 
         return grpc.stream_unary_rpc_method_handler(
@@ -46,7 +47,7 @@ def within(handler: Any, scope: Scope) -> Any:
         producing = handler.unary_stream
 
         async def scoped_produce(request: Any, context: Any) -> AsyncIterator[Any]:
-            with scope():
+            with scope(context):
                 produced = producing(request, context)
                 if not hasattr(produced, "__aiter__"):  # a handler that writes with context.write()
                     await produced

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 from wsgiref.simple_server import WSGIServer
@@ -27,6 +27,7 @@ from prometheus_client import CollectorRegistry
 from services.kernel.auth import INFRASTRUCTURE_PREFIXES
 from services.kernel.config import host_of, port_of
 from services.kernel.grpc_errors import Context
+from services.kernel.grpc_handlers import within
 from services.kernel.queues import dead_letter_queue_name
 from services.kernel.runtime import sleep_or_stop
 from services.kernel.sqs import SqsClient
@@ -163,66 +164,23 @@ class RpcMetricsInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-ar
         method = handler_call_details.method
         if handler is None or method.startswith(UNMEASURED_PREFIXES):
             return handler
-        observe = self._observe
-        if handler.unary_unary is not None:
-            unary = handler.unary_unary
+        return within(handler, lambda context: _MeasuredCall(self._observe, method, context))
 
-            async def measured_unary(request: Any, context: Context) -> Any:
-                started = time.perf_counter()
-                try:
-                    response = await unary(request, context)
-                except BaseException as error:
-                    observe(method, started, _status_of(error, context))
-                    raise
-                observe(method, started, _status_of(None, context))
-                return response
 
-            return grpc.unary_unary_rpc_method_handler(
-                measured_unary,
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-        if handler.stream_unary is not None:
-            streamed = handler.stream_unary
+class _MeasuredCall:
+    """The scope of one call: on exit, its duration and the status it ends with are observed. A class
+    rather than a generator-based manager: it runs on every RPC."""
 
-            async def measured_stream(requests: Any, context: Context) -> Any:
-                started = time.perf_counter()
-                try:
-                    response = await streamed(requests, context)
-                except BaseException as error:
-                    observe(method, started, _status_of(error, context))
-                    raise
-                observe(method, started, _status_of(None, context))
-                return response
+    __slots__ = ("_context", "_method", "_observe", "_started")
 
-            return grpc.stream_unary_rpc_method_handler(
-                measured_stream,
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-        if handler.unary_stream is not None:
-            producing = handler.unary_stream
+    def __init__(self, observe: Callable[[str, float, str], None], method: str, context: Context) -> None:
+        self._observe, self._method, self._context = observe, method, context
 
-            async def measured_produce(request: Any, context: Context) -> AsyncIterator[Any]:
-                started = time.perf_counter()
-                try:
-                    produced = producing(request, context)
-                    if not hasattr(produced, "__aiter__"):  # a handler that writes with context.write()
-                        await produced
-                    else:
-                        async for item in produced:
-                            yield item
-                except BaseException as error:
-                    observe(method, started, _status_of(error, context))
-                    raise
-                observe(method, started, _status_of(None, context))
+    def __enter__(self) -> None:
+        self._started = time.perf_counter()
 
-            return grpc.unary_stream_rpc_method_handler(
-                measured_produce,
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-        return handler
+    def __exit__(self, kind: object, error: BaseException | None, traceback: object) -> None:
+        self._observe(self._method, self._started, _status_of(error, self._context))
 
 
 def _status_of(error: BaseException | None, context: Context) -> str:

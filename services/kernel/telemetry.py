@@ -161,7 +161,7 @@ class TraceContextInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-
         if handler is None or "traceparent" not in carrier:
             return handler
         remote = propagate.extract(carrier)
-        return within(handler, lambda: _attached(remote))
+        return within(handler, lambda context: _attached(remote))
 
 
 @contextlib.contextmanager
