@@ -3,18 +3,22 @@ same cases and the same report as one matched on objects, and keeps the case lif
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 from collections.abc import AsyncIterator
 from datetime import UTC, date, datetime
 from typing import Any
 
+import numpy as np
 import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from services.reconciliation.adapters.store import ReconciliationStore
-from services.reconciliation.domain.cases import CaseStatus
+from services.reconciliation.adapters.store import ReconciliationStore, _coded_query, _Text
+from services.reconciliation.domain.cases import CaseState, CaseStatus
+from services.reconciliation.domain.model import Window
+from services.reconciliation.service.ports import CaseFilter
 from services.reconciliation.service.reconcile import ReconciliationService, StoredReport
 from tests.bench.reconcile_scale import END, START, ProjectionLedger, seed
 from tests.integration.engines import migrated_engine
@@ -112,21 +116,24 @@ async def snapshot(engine: AsyncEngine, account: str, stored: StoredReport) -> d
         for batch in [b async for b in ReconciliationStore(engine).run_matches(stored.run_id)]
         for m in batch
     ]
+    store = ReconciliationStore(engine)
     async with engine.connect() as conn:
-        cases = (
+        rows = (
             await conn.execute(
                 text(
-                    "SELECT fingerprint, kind, status, severity, message, amount_minor, currency, evidence::text,"
+                    "SELECT id::text, fingerprint, kind, status, severity, message, amount_minor, currency,"
                     " window_start, window_end FROM cases WHERE account_id = :a ORDER BY fingerprint"
                 ),
                 {"a": account},
             )
         ).all()
-        # The stored report is the answer's, its discrepancies built by the server from a COPY.
-        kept = (
-            await conn.execute(text("SELECT report::text FROM runs WHERE id = CAST(:i AS uuid)"), {"i": stored.run_id})
-        ).scalar_one()
-    assert json.loads(kept) == json.loads(json.dumps(stored.rendered, default=str))
+    # Evidence as a reader gets it (records named by id are rendered then).
+    read = {c.id: c for c in await store.cases(CaseFilter(account_id=account), None, len(rows) + 1)}
+    cases = [(*row[:7], json.dumps(read[case_id].evidence, sort_keys=True), *row[7:]) for case_id, *row in rows]
+    # The stored report is the answer's, its discrepancies a row each.
+    kept = await store.run(stored.run_id)
+    assert kept is not None
+    assert json.loads(json.dumps(kept.report, default=str)) == json.loads(json.dumps(stored.rendered, default=str))
     assert stored.rendered["discrepancies"]
     report = {k: v for k, v in stored.rendered.items() if k not in ("report_id", "case_ids")}
     report["discrepancies"] = [{k: v for k, v in d.items() if k != "case_id"} for d in report["discrepancies"]]
@@ -141,6 +148,10 @@ async def forget_run(engine: AsyncEngine, account: str) -> None:
     async with engine.begin() as conn:
         await conn.execute(
             text("DELETE FROM case_events WHERE case_id IN (SELECT id FROM cases WHERE account_id = :a)"),
+            {"a": account},
+        )
+        await conn.execute(
+            text("DELETE FROM run_discrepancies WHERE run_id IN (SELECT id FROM runs WHERE account_id = :a)"),
             {"a": account},
         )
         for table in ("cases", "matches", "match_pairs", "runs"):
@@ -188,13 +199,7 @@ async def test_a_columnar_rerun_keeps_cases_and_resolves_what_late_data_explains
     run = service(engine, ON_COLUMNS)
     first = await run.reconcile_account(account, START, END)
     store = ReconciliationStore(engine)
-    async with engine.connect() as conn:
-        rows = (
-            await conn.execute(
-                text("SELECT id::text, kind, evidence FROM cases WHERE account_id = :a AND status = 'OPEN'"),
-                {"a": account},
-            )
-        ).all()
+    rows = await store.cases(CaseFilter(account_id=account, status=CaseStatus.OPEN), None, 10**6)
     assert len(rows) == len(set(first.rendered["case_ids"])) > 0
     missing = next(r for r in rows if r.kind == "MISSING_IN_LEDGER")
     line = missing.evidence["statementLines"][0]
@@ -226,16 +231,79 @@ async def test_a_columnar_rerun_keeps_cases_and_resolves_what_late_data_explains
         status = dict(
             (await conn.execute(text("SELECT id::text, status FROM cases WHERE account_id = :a"), {"a": account})).all()
         )
-        events = (
-            await conn.execute(
-                text("SELECT action, actor FROM case_events WHERE case_id = CAST(:i AS uuid) ORDER BY id"),
-                {"i": missing.id},
-            )
-        ).all()
-    assert status[missing.id] == "RESOLVED" and [tuple(e) for e in events] == [
+    resolved = await store.case(missing.id)
+    assert resolved is not None
+    events = [(e.action, e.actor) for e in resolved.history]
+    assert status[missing.id] == "RESOLVED" and events == [
         ("OPENED", "system"),
         ("RESOLVED", "system"),
     ]
     assert status[acknowledged.id] == "ACKNOWLEDGED"  # found again: left as the person set it, not reopened
     assert set(status) == {r.id for r in rows}  # nothing opened twice, nothing new
     assert missing.id not in second.rendered["case_ids"]
+
+
+async def test_codes_stored_with_the_rows_equal_the_codes_computed_on_read(
+    engine: AsyncEngine, database_url: str
+) -> None:
+    # Matching reads the codes stored by migration 0005 where the rules' normalisation is theirs: they
+    # must be what coding the texts on read gives (awkward texts included: spaces, case, non-ASCII).
+    account = "stored-codes"
+    await seed(database_url, 200, seed=3, account_id=account)
+    await add_awkward_rows(engine, account)
+    store = ReconciliationStore(engine)
+    for table, key, texts in (
+        ("statement_lines", "id", (("reference", "reference"), ("end_to_end_id", "end_to_end"))),
+        ("ledger_entries", "entry_id", (("reference", "reference"), ("end_to_end_id", "end_to_end"))),
+    ):
+        for column, stored in texts + (
+            (("description", "description"),) if table == "statement_lines" else (("transfer_id", "transfer"),)
+        ):
+            fold = column != "description"
+            read, computed = [
+                await store._int8_copy(
+                    _coded_query(
+                        f"{key}::bigint",
+                        1,
+                        [_Text(column, fold, stored, fold if use else not fold)],
+                        table + " WHERE account_id = $1",
+                    ),
+                    (account,),
+                    3,
+                )
+                for use in (True, False)
+            ]
+            order_read, order_computed = np.argsort(read[0]), np.argsort(computed[0])
+            assert read[0].size > 0
+            for r, c in zip(read, computed, strict=True):
+                assert r[order_read].tolist() == c[order_computed].tolist(), (table, column)
+
+
+async def test_runs_of_one_account_at_once_open_each_case_once(engine: AsyncEngine, database_url: str) -> None:
+    # New cases are written by COPY, without ON CONFLICT: a run whose view of the account's cases is out
+    # of date (another run wrote some meanwhile) must plan again, not fail or open a case twice.
+    account = "concurrent-runs"
+    await seed(database_url, 1500, seed=9, account_id=account)
+
+    class StaleOnce(ReconciliationStore):
+        stale = True
+
+        async def cases_of(self, account_id: str, window: Window) -> tuple[dict[str, CaseState], list[str]]:
+            if self.stale:  # as read just before another run committed its cases
+                self.stale = False
+                return {}, []
+            return await super().cases_of(account_id, window)
+
+    first = await service(engine, ON_COLUMNS).reconcile_account(account, START, END)
+    stale = ReconciliationService(StaleOnce(engine), ProjectionLedger(engine), columnar_from_lines=ON_COLUMNS)
+    second = await stale.reconcile_account(account, START, END)
+    assert second.rendered["case_ids"] == first.rendered["case_ids"]  # planned again: the same cases
+    together = await asyncio.gather(*(service(engine, ON_COLUMNS).reconcile_account(account, START, END) for _ in "ab"))
+    async with engine.connect() as conn:
+        counts = (
+            await conn.execute(
+                text("SELECT count(*), count(DISTINCT fingerprint) FROM cases WHERE account_id = :a"), {"a": account}
+            )
+        ).one()
+    assert counts[0] == counts[1] == len(first.rendered["case_ids"]) > 0
+    assert all(r.rendered["case_ids"] == first.rendered["case_ids"] for r in together)

@@ -8,6 +8,7 @@ import contextlib
 import json
 import uuid
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import date, datetime
 from itertools import islice
 from typing import Any
@@ -22,6 +23,7 @@ from services.kernel.db import driver_connection
 from services.kernel.money import CURRENCY_EXPONENTS
 from services.reconciliation.domain.cases import (
     CaseEventKind,
+    CasePlan,
     CaseState,
     CaseStatus,
     Finding,
@@ -30,19 +32,20 @@ from services.reconciliation.domain.cases import (
 )
 from services.reconciliation.domain.matching import normalised_text
 from services.reconciliation.domain.matching_columns import NO_CODE
-from services.reconciliation.domain.model import Report, TransferSides, Window
+from services.reconciliation.domain.model import TransferSides, Window
 from services.reconciliation.domain.statements import Statement, StatementFormat
 from services.reconciliation.service.ports import (
     CaseEventRecord,
     CaseFilter,
     CaseRecord,
+    CasesChanged,
     EntryChunk,
     ExportCase,
     ExportMatch,
     LineChunk,
-    MatchRecord,
     PairMatches,
     ProjectedEntry,
+    RunToSave,
     StatementLineRecord,
     StoredImport,
     StoredRun,
@@ -95,17 +98,23 @@ def _normalised_sql(column: str, casefold: bool) -> str:
     return f'lower({stripped} COLLATE "C")' if casefold else stripped
 
 
-def _coded_query(plain: str, width: int, texts: Sequence[tuple[str, bool]], source: str) -> str:
-    """SELECT of `width` plain bigint columns, then the code of each text, then its check. Each text is
-    normalised once, in a subquery kept apart (OFFSET 0: otherwise the planner would repeat the
-    expressions in every CASE that uses them)."""
+def _coded_query(plain: str, width: int, texts: Sequence[_Text], source: str) -> str:
+    """SELECT of `width` plain bigint columns, then the code of each text, then its check: the ones
+    stored with the row (migration 0005) where their normalisation is the one asked for, else computed.
+    Each computed text is normalised once, in a subquery kept apart (OFFSET 0: otherwise the planner
+    would repeat the expressions in every CASE that uses them)."""
     inner = [f"{column} AS p{i}" for i, column in enumerate(_split_columns(plain, width))]
     codes: list[str] = []
     checks: list[str] = []
-    for i, (column, casefold) in enumerate(texts):
+    for i, text_ in enumerate(texts):
+        if text_.casefold == text_.stored_casefold:
+            inner += [f"{text_.stored}_code AS c{i}", f"{text_.stored}_check AS k{i}"]
+            codes.append(f"c{i}")
+            checks.append(f"k{i}")
+            continue
         inner += [
-            f"{_normalised_sql(column, casefold)} AS t{i}",
-            f"octet_length({column}) <> char_length({column}) AS o{i}",
+            f"{_normalised_sql(text_.column, text_.casefold)} AS t{i}",
+            f"octet_length({text_.column}) <> char_length({text_.column}) AS o{i}",
         ]
         for seed, out in ((0, codes), (1, checks)):
             hashed = f"hashtextextended(t{i}, {seed})" + (f" & {_CODE_MASK}" if seed == 0 else "")
@@ -115,6 +124,17 @@ def _coded_query(plain: str, width: int, texts: Sequence[tuple[str, bool]], sour
             )
     outer = [f"p{i}" for i in range(width)] + codes + checks
     return f"SELECT {', '.join(outer)} FROM (SELECT {', '.join(inner)} FROM {source} OFFSET 0) AS q"
+
+
+@dataclass(frozen=True)
+class _Text:
+    """A text column as matching codes it: normalised with or without case-folding; its code and check
+    as stored with the row (`{stored}_code`, `{stored}_check`) are normalised per `stored_casefold`."""
+
+    column: str
+    casefold: bool
+    stored: str
+    stored_casefold: bool
 
 
 def _split_columns(plain: str, width: int) -> list[str]:
@@ -136,76 +156,65 @@ def _split_columns(plain: str, width: int) -> list[str]:
 _NO_ROWS = np.zeros(0, dtype=np.int64)
 
 
-def _money_sql(amount: str, currency: str) -> str:
-    """`format_minor` in SQL: the amount in major units with the currency's decimals ($2: exponents)."""
-    exponent = f"(CAST($2 AS jsonb) ->> {currency}::text)::integer"
-    return f"round({amount}::numeric / power(10::numeric, {exponent}), {exponent})::text"
+# A staged finding's evidence (alias f, `_stored_evidence`).
+_STAGED_EVIDENCE = "f.evidence, f.rule, f.days_apart, f.line_ids, f.entry_ids, f.debit_normal"
 
 
-# `datetime.isoformat()` of a timestamptz as the driver gives it (in UTC): microseconds only when some.
-_ISO_UTC = (
-    "to_char(e.posted_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS') || CASE WHEN extract(microseconds"
-    " FROM e.posted_at)::bigint % 1000000 <> 0 THEN to_char(e.posted_at AT TIME ZONE 'UTC', '.US') ELSE '' END"
-    " || '+00:00'"
-)
-# A staged finding's evidence (alias f; $1 the account, $2 the currencies' exponents): its document when
-# it came as one, else rendered from the records it names, as matching_run.findings_of renders them.
-_STAGED_EVIDENCE = (
-    "coalesce(f.evidence, jsonb_build_object('rule', f.rule,"
-    " 'statementLines', coalesce((SELECT jsonb_agg(jsonb_build_object('statementLineId', l.id::text,"
-    " 'line', l.line_no, 'bankAccount', s.bank_account, 'amount', " + _money_sql("l.amount_minor", "l.currency") + ","
-    " 'currency', l.currency, 'valueDate', to_char(l.value_date, 'YYYY-MM-DD'),"
-    " 'bookingDate', to_char(l.booking_date, 'YYYY-MM-DD'), 'reference', l.reference,"
-    " 'endToEndId', l.end_to_end_id, 'description', l.description, 'counterparty', l.counterparty) ORDER BY u.n)"
-    " FROM unnest(f.line_ids) WITH ORDINALITY AS u(id, n) JOIN statement_lines l ON l.id = u.id"
-    " JOIN statements s ON s.id = l.statement_id), '[]'::jsonb),"
-    " 'ledgerEntries', coalesce((SELECT jsonb_agg(jsonb_build_object('transferId', e.transfer_id,"
-    " 'entryId', e.entry_id, 'direction', e.direction, 'amount', "
-    + _money_sql(
-        "CASE WHEN (e.direction = 'DEBIT') = f.debit_normal THEN e.amount_minor ELSE -e.amount_minor END", "e.currency"
+def _case_evidence(exponents: str) -> str:
+    """A case's evidence as read (alias c): its document, else rendered from the records it names by the
+    migration's case_evidence; `exponents` is the placeholder of the currencies' decimals as JSON."""
+    return (
+        "coalesce(c.evidence, case_evidence(c.account_id, c.evidence_rule, c.days_apart, c.line_ids, c.entry_ids,"
+        f" c.debit_normal, CAST({exponents} AS jsonb)))"
     )
-    + ", 'currency', e.currency, 'postedAt', "
-    + _ISO_UTC
-    + ", 'reference', e.reference,"
-    " 'endToEndId', e.end_to_end_id) ORDER BY u.n)"
-    " FROM unnest(f.entry_ids) WITH ORDINALITY AS u(id, n) JOIN ledger_entries e"
-    " ON e.account_id = $1 AND e.entry_id = u.id), '[]'::jsonb))"
-    " || CASE WHEN f.days_apart IS NULL THEN '{}'::jsonb ELSE jsonb_build_object('daysApart', f.days_apart) END)"
-)
+
+
 _EXPONENTS_JSON = json.dumps(CURRENCY_EXPONENTS)
 
 
-def _staged_finding(case_id: uuid.UUID | None, f: Finding) -> tuple[object, ...]:
-    """A found_cases row (see `_stage_findings`)."""
-    head = (case_id, f.kind, f.fingerprint, f.severity, f.message, f.amount_minor, f.currency)
+def _stored_evidence(f: Finding) -> tuple[object, ...]:
+    """A finding's evidence as a case stores it: (document, rule, days apart, line ids, entry ids, debit
+    normal), the document None when the evidence names records by id."""
     ev = f.evidence
     if isinstance(ev, StoredRecordsEvidence):
-        return (*head, None, ev.rule, ev.days_apart, list(ev.statement_line_ids), list(ev.entry_ids), ev.debit_normal)
-    return (*head, evidence_json(ev), None, None, None, None, None)
+        return (None, ev.rule, ev.days_apart, list(ev.statement_line_ids), list(ev.entry_ids), ev.debit_normal)
+    return (evidence_json(ev), None, None, None, None, None)
 
 
-# The stored report's discrepancies, built by the server from run_discrepancies in the order listed.
-_STAGED_DISCREPANCIES = (
-    "SELECT jsonb_agg(jsonb_build_object('type', type, 'severity', severity, 'message', message,"
-    " 'transaction_id', transaction_id, 'amount_minor', amount_minor, 'currency', currency, 'case_id', case_id,"
-    " 'statement_line_ids', to_jsonb(statement_line_ids), 'ledger_transfer_ids', to_jsonb(ledger_transfer_ids))"
-    " ORDER BY n) FROM run_discrepancies"
+# The first event of every case's history: the run that found it opened it (when: the case's opened_at).
+_OPENING = f"'{CaseEventKind.OPENED.value}' AS action, 'system' AS actor, 'run found it' AS reason"
+_OPENED_CASE_COLUMNS = (
+    "id",
+    "account_id",
+    "kind",
+    "fingerprint",
+    "status",
+    "severity",
+    "message",
+    "amount_minor",
+    "currency",
+    "evidence",
+    "evidence_rule",
+    "days_apart",
+    "line_ids",
+    "entry_ids",
+    "debit_normal",
+    "window_start",
+    "window_end",
 )
-_DISCREPANCY_TEXTS = ("type", "severity", "message", "transaction_id", "currency", "case_id")
 
 
-def _copyable(d: object) -> bool:
-    """A discrepancy whose fields have the types run_discrepancies holds (else the report goes as JSON)."""
-    return (
-        isinstance(d, dict)
-        and len(d) == 9
-        and all(isinstance(d.get(k), str) for k in _DISCREPANCY_TEXTS)
-        and (d.get("amount_minor") is None or type(d.get("amount_minor")) is int)
-        and all(
-            isinstance(v, list) and all(isinstance(x, str) for x in v)
-            for v in (d.get("statement_line_ids"), d.get("ledger_transfer_ids"))
-        )
-    )
+_DISCREPANCY_COLUMNS = (
+    "type",
+    "severity",
+    "message",
+    "transaction_id",
+    "amount_minor",
+    "currency",
+    "case_id",
+    "statement_line_ids",
+    "ledger_transfer_ids",
+)
 
 
 _COPY_HEADER = b"PGCOPY\n\xff\r\n\x00" + bytes(8)  # signature, no flags, no header extension
@@ -229,6 +238,35 @@ async def _binary_copy(columns: Sequence[NDArray[Any]], rows_per_piece: int = 10
             rows[f"v{i}"] = column[start:end]
         yield rows.tobytes()
     yield b"\xff\xff"
+
+
+# PostgreSQL's binary array elements: type oid and big-endian numpy type.
+_INT2, _INT4, _INT8, _FLOAT8 = (21, ">i2"), (23, ">i4"), (20, ">i8"), (701, ">f8")
+_TEXT_OID = 25
+
+
+def _copy_field(value: bytes) -> bytes:
+    """A binary COPY field: its length, then its bytes."""
+    return len(value).to_bytes(4, "big") + value
+
+
+def _array_head(oid: int, size: int) -> bytes:
+    """A one-dimensional, NULL-free binary array's header (dimensions, flags, element type, size, lower bound)."""
+    return b"".join(n.to_bytes(4, "big") for n in (1, 0, oid, size, 1))
+
+
+def _numeric_array(element: tuple[int, str], values: NDArray[Any]) -> bytes:
+    """A column of numbers as a binary array value: each element its length, then its big-endian value."""
+    oid, kind = element
+    items = np.empty(values.size, dtype=np.dtype([("length", ">i4"), ("value", kind)]))
+    items["length"] = np.dtype(kind).itemsize
+    items["value"] = values
+    return _array_head(oid, values.size) + items.tobytes()
+
+
+def _binary_array(oid: int, values: Sequence[bytes]) -> bytes:
+    """Values already in their binary form (text: UTF-8) as a binary array value."""
+    return _array_head(oid, len(values)) + b"".join(_copy_field(v) for v in values)
 
 
 class _Int8Rows:
@@ -676,7 +714,11 @@ class ReconciliationStore:
         the server and sent by binary COPY (no Python object per row), in no particular order:
         days are `date.toordinal()` (NO_CODE for no booking date), currencies integers (equal when the
         currencies are), texts coded (`_coded_query`)."""
-        texts = (("reference", casefold), ("end_to_end_id", casefold), ("description", False))
+        texts = (
+            _Text("reference", casefold, "reference", True),
+            _Text("end_to_end_id", casefold, "end_to_end", True),
+            _Text("description", False, "description", False),
+        )
         columns = await self._int8_copy(
             _coded_query(
                 f"l.id::bigint, l.amount_minor::bigint, {_CURRENCY_CODE.format('l.currency')},"
@@ -708,7 +750,11 @@ class ReconciliationStore:
         """The account's projected entries posted in [start, end) as columns (see `line_columns`), in no
         particular order, amounts signed from the account's view (+ raises its balance), days as
         `date.toordinal()` in UTC."""
-        texts = (("reference", casefold), ("end_to_end_id", casefold), ("transfer_id", casefold))
+        texts = (
+            _Text("reference", casefold, "reference", True),
+            _Text("end_to_end_id", casefold, "end_to_end", True),
+            _Text("transfer_id", casefold, "transfer", True),
+        )
         columns = await self._int8_copy(
             _coded_query(
                 "entry_id::bigint, CASE WHEN (direction = 'DEBIT') = $4 THEN amount_minor ELSE -amount_minor END::bigint,"
@@ -736,7 +782,7 @@ class ReconciliationStore:
         return rows.columns()
 
     async def _code_other_texts(
-        self, columns: list[I64], first_text: int, table: str, key: str, texts: Sequence[tuple[str, bool]]
+        self, columns: list[I64], first_text: int, table: str, key: str, texts: Sequence[_Text]
     ) -> None:
         """Codes the texts the server left to Python (_OTHER_TEXT: not plain ASCII, where stripping and
         case-folding are Python's own): normalised here, hashed by the server as `_coded_query` does."""
@@ -751,10 +797,10 @@ class ReconciliationStore:
             driver = await driver_connection(conn)
             ids = columns[0][rows].tolist()
             records = await driver.fetch(
-                f"SELECT {key}, {', '.join(c for c, _ in texts)} FROM {table} WHERE {key} = ANY($1::bigint[])", ids
+                f"SELECT {key}, {', '.join(t.column for t in texts)} FROM {table} WHERE {key} = ANY($1::bigint[])", ids
             )
             by_id = {int(r[0]): r for r in records}
-            normalised = [normalised_text(by_id[i][1 + c], fold) for i in ids for c, (_, fold) in enumerate(texts)]
+            normalised = [normalised_text(by_id[i][1 + c], t.casefold) for i in ids for c, t in enumerate(texts)]
             hashed = await driver.fetch(
                 f"SELECT CASE WHEN t = '' THEN {NO_CODE} ELSE hashtextextended(t, 0) & {_CODE_MASK} END,"
                 f" CASE WHEN t = '' THEN {NO_CODE} ELSE hashtextextended(t, 1) END"
@@ -847,136 +893,184 @@ class ReconciliationStore:
 
     # -- runs, matches, cases --------------------------------------------------------------------
 
-    async def save_run(
+    async def record_run(
         self,
-        report: Report,
-        rendered: dict[str, object],
-        matches: Sequence[MatchRecord],
-        rules_version: int,
-        watermark: str,
-        pairs: PairMatches | None = None,
+        account_id: str,
+        window: Window,
+        plan: CasePlan,
+        opened: Mapping[str, str],
+        known_cases: int,
+        run: RunToSave,
     ) -> tuple[str, datetime]:
+        """Writes a run's case changes with their history, and the run with its matches, on two
+        connections at once; the cases commit first, the run only once they have. `opened` holds the
+        ids drawn for the plan's new cases. Raises CasesChanged when the account's cases are no longer
+        the `known_cases` the plan was made from (another run wrote some since)."""
         run_id = str(uuid.uuid4())
-        listed = rendered.get("discrepancies")
-        by_copy = isinstance(listed, list) and bool(listed) and all(_copyable(d) for d in listed)
-        head = {k: v for k, v in rendered.items() if k != "discrepancies"} if by_copy else rendered
-        async with self._engine.begin() as conn:
-            if by_copy:
-                assert isinstance(listed, list)
-                await self._stage_discrepancies(conn, listed)
-            created = (
-                await conn.execute(
-                    text(
-                        "INSERT INTO runs (id, account_id, period_start, period_end, transaction_count,"
-                        " discrepancy_count, balanced, report, rules_version, watermark)"
-                        " VALUES (CAST(:id AS uuid), :a, :s, :e, :tc, :dc, :b, CAST(:r AS jsonb)"
-                        + (f" || jsonb_build_object('discrepancies', ({_STAGED_DISCREPANCIES}))" if by_copy else "")
-                        + ", :v, :w) RETURNING created_at"
-                    ),
-                    {
-                        "id": run_id,
-                        "a": report.account_id,
-                        "s": report.window.start,
-                        "e": report.window.end,
-                        "tc": report.transaction_count,
-                        "dc": len(report.discrepancies),
-                        "b": report.balanced,
-                        "r": json.dumps({**head, "report_id": run_id}, default=str),
-                        "v": rules_version,
-                        "w": watermark,
-                    },
+        async with self._engine.begin() as run_conn:
+            async with self._engine.begin() as cases_conn:
+                # One run at a time writes an account's cases: they are only ever added here, under this
+                # lock, so an unchanged count means the plan's new cases are new.
+                await cases_conn.execute(
+                    text("SELECT pg_advisory_xact_lock(hashtextextended('payrecon:cases:' || :a, 0))"),
+                    {"a": account_id},
                 )
-            ).scalar_one()
-            if matches:
-                await (await driver_connection(conn)).copy_records_to_table(
-                    "matches",
-                    records=[
-                        (
-                            uuid.UUID(run_id),
-                            report.account_id,
-                            m.kind,
-                            list(m.statement_line_ids),
-                            list(m.transfer_ids),
-                            m.rule,
-                            m.confidence,
-                            json.dumps(dict(m.breakdown)),
-                            m.amount_difference_minor,
-                        )
-                        for m in matches
-                    ],
-                    columns=_MATCH_COLUMNS,
+                count = (
+                    await cases_conn.execute(
+                        text("SELECT count(*) FROM cases WHERE account_id = :a"), {"a": account_id}
+                    )
+                ).scalar_one()
+                if count != known_cases:
+                    raise CasesChanged(f"{count - known_cases} cases of {account_id!r} were written meanwhile")
+                _, created = await asyncio.gather(
+                    self._write_cases(cases_conn, account_id, window, plan, opened),
+                    self._write_run(run_conn, run_id, run),
                 )
-            if pairs is not None and len(pairs):
-                await self._save_pairs(conn, run_id, report.account_id, pairs)
-            return run_id, created
+        return run_id, created
+
+    async def _write_run(self, conn: Any, run_id: str, run: RunToSave) -> datetime:
+        report, rendered = run.report, run.rendered
+        listed = rendered.get("discrepancies") or []
+        assert isinstance(listed, list)
+        head = {k: v for k, v in rendered.items() if k != "discrepancies"}
+        created: datetime = (
+            await conn.execute(
+                text(
+                    "INSERT INTO runs (id, account_id, period_start, period_end, transaction_count,"
+                    " discrepancy_count, balanced, report, rules_version, watermark)"
+                    " VALUES (CAST(:id AS uuid), :a, :s, :e, :tc, :dc, :b, CAST(:r AS jsonb), :v, :w)"
+                    " RETURNING created_at"
+                ),
+                {
+                    "id": run_id,
+                    "a": report.account_id,
+                    "s": report.window.start,
+                    "e": report.window.end,
+                    "tc": report.transaction_count,
+                    "dc": len(report.discrepancies),
+                    "b": report.balanced,
+                    "r": json.dumps({**head, "report_id": run_id}, default=str),
+                    "v": run.rules_version,
+                    "w": run.watermark,
+                },
+            )
+        ).scalar_one()
+        if listed:
+            await self._save_discrepancies(conn, run_id, listed)
+        matches = run.matches
+        if matches:
+            await (await driver_connection(conn)).copy_records_to_table(
+                "matches",
+                records=[
+                    (
+                        uuid.UUID(run_id),
+                        report.account_id,
+                        m.kind,
+                        list(m.statement_line_ids),
+                        list(m.transfer_ids),
+                        m.rule,
+                        m.confidence,
+                        json.dumps(dict(m.breakdown)),
+                        m.amount_difference_minor,
+                    )
+                    for m in matches
+                ],
+                columns=_MATCH_COLUMNS,
+            )
+        if run.pairs is not None and len(run.pairs):
+            await self._save_pairs(conn, run_id, report.account_id, run.pairs)
+        return created
 
     @staticmethod
-    async def _stage_discrepancies(conn: Any, listed: Sequence[Mapping[str, Any]]) -> None:
-        """The report's discrepancies by binary COPY into a temporary table, for the server to build the
-        report's list from (`_STAGED_DISCREPANCIES`): a large run's list (tens of MB as JSON) is never
-        one Python string."""
-        await conn.execute(
-            text(
-                "CREATE TEMPORARY TABLE run_discrepancies (n integer, type text, severity text, message text,"
-                " transaction_id text, amount_minor bigint, currency text, case_id text,"
-                " statement_line_ids text[], ledger_transfer_ids text[]) ON COMMIT DROP"
-            )
-        )
+    async def _save_discrepancies(conn: Any, run_id: str, listed: Sequence[Mapping[str, Any]]) -> None:
+        """The report's discrepancies by binary COPY, a row each (`run_discrepancies`): a large run's list
+        is never one JSON document, on either side."""
+        run = uuid.UUID(run_id)
         await (await driver_connection(conn)).copy_records_to_table(
             "run_discrepancies",
             records=(
                 (
+                    run,
                     n,
-                    d["type"],
-                    d["severity"],
-                    d["message"],
-                    d["transaction_id"],
-                    d["amount_minor"],
-                    d["currency"],
-                    d["case_id"],
-                    d["statement_line_ids"],
-                    d["ledger_transfer_ids"],
+                    str(d["type"]),
+                    str(d["severity"]),
+                    str(d["message"]),
+                    str(d["transaction_id"] or ""),
+                    None if d["amount_minor"] is None else int(d["amount_minor"]),
+                    str(d["currency"] or ""),
+                    str(d["case_id"] or ""),
+                    [str(i) for i in d["statement_line_ids"]],
+                    [str(i) for i in d["ledger_transfer_ids"]],
                 )
                 for n, d in enumerate(listed)
             ),
+            columns=("run_id", "n", *_DISCREPANCY_COLUMNS),
         )
+
+    async def _with_discrepancies(self, conn: Any, rows: Sequence[Any]) -> list[StoredRun]:
+        """Stored runs with their reports' discrepancies (from run_discrepancies, in the order listed)."""
+        listed: dict[str, list[dict[str, Any]]] = {r.id: [] for r in rows}
+        if rows:
+            records = await (await driver_connection(conn)).fetch(
+                "SELECT run_id::text, " + ", ".join(_DISCREPANCY_COLUMNS) + " FROM run_discrepancies"
+                " WHERE run_id = ANY($1::uuid[]) ORDER BY run_id, n",
+                [uuid.UUID(r.id) for r in rows],
+            )
+            for record in records:
+                d = dict(zip(_DISCREPANCY_COLUMNS, record[1:], strict=True))
+                d["statement_line_ids"] = list(d["statement_line_ids"])
+                d["ledger_transfer_ids"] = list(d["ledger_transfer_ids"])
+                listed[record[0]].append(d)
+        return [StoredRun(r.id, r.created_at, {**r.report, "discrepancies": listed[r.id]}) for r in rows]
 
     @staticmethod
     async def _save_pairs(conn: Any, run_id: str, account_id: str, pairs: PairMatches) -> None:
-        """One-to-one matches from columns: the columns by binary COPY (bytes made by numpy, no Python
-        object per pair) into a temporary table, then a row of arrays per _PAIRS_PER_ROW pairs in
-        match_pairs, built by the server."""
-        await conn.execute(
-            text(
-                "CREATE TEMPORARY TABLE staged_pairs (n bigint, statement_line_id bigint, entry_id bigint,"
-                " rule_index bigint, confidence double precision, breakdown_index bigint, amount_difference bigint)"
-                " ON COMMIT DROP"
-            )
-        )
-        driver = await driver_connection(conn)
-        columns = (
-            np.arange(len(pairs), dtype=np.int64),
-            pairs.statement_line_id,
-            pairs.entry_id,
-            pairs.rule_index,
-            pairs.confidence,
-            pairs.breakdown_index,
-            pairs.amount_difference_minor,
-        )
-        await driver.copy_to_table("staged_pairs", source=_binary_copy(columns), format="binary")
-        # The rows come sorted by n: each array_agg's sort finds them in order.
-        await driver.execute(
-            "INSERT INTO match_pairs (run_id, chunk, account_id, statement_line_ids, entry_ids, rule_index, rules,"
-            " confidences, breakdown_index, breakdowns, amount_differences)"
-            " SELECT $1, n / $5, $2, array_agg(statement_line_id ORDER BY n), array_agg(entry_id ORDER BY n),"
-            " array_agg(rule_index::smallint ORDER BY n), $3, array_agg(confidence ORDER BY n),"
-            " array_agg(breakdown_index::integer ORDER BY n), $4::jsonb, array_agg(amount_difference ORDER BY n)"
-            " FROM staged_pairs GROUP BY n / $5",
-            uuid.UUID(run_id),
-            account_id,
-            list(pairs.rules),
-            json.dumps(pairs.breakdowns),
-            _PAIRS_PER_ROW,
+        """One-to-one matches from columns: a match_pairs row of arrays per _PAIRS_PER_ROW pairs, sent by
+        binary COPY with the arrays' bytes made by numpy (no Python object per pair, no server-side
+        aggregation)."""
+        head = _copy_field(uuid.UUID(run_id).bytes), _copy_field(account_id.encode())
+        rules = _copy_field(_binary_array(_TEXT_OID, [rule.encode() for rule in pairs.rules]))
+        breakdowns = _copy_field(b"\x01" + json.dumps(pairs.breakdowns).encode())  # jsonb, version 1
+
+        async def rows() -> AsyncIterator[bytes]:
+            yield _COPY_HEADER
+            for chunk, start in enumerate(range(0, len(pairs), _PAIRS_PER_ROW)):
+                part = slice(start, start + _PAIRS_PER_ROW)
+                yield b"".join(
+                    (
+                        (11).to_bytes(2, "big"),
+                        head[0],
+                        _copy_field(chunk.to_bytes(4, "big")),
+                        head[1],
+                        _copy_field(_numeric_array(_INT8, pairs.statement_line_id[part])),
+                        _copy_field(_numeric_array(_INT8, pairs.entry_id[part])),
+                        _copy_field(_numeric_array(_INT2, pairs.rule_index[part])),
+                        rules,
+                        _copy_field(_numeric_array(_FLOAT8, pairs.confidence[part])),
+                        _copy_field(_numeric_array(_INT4, pairs.breakdown_index[part])),
+                        breakdowns,
+                        _copy_field(_numeric_array(_INT8, pairs.amount_difference_minor[part])),
+                    )
+                )
+            yield b"\xff\xff"
+
+        await (await driver_connection(conn)).copy_to_table(
+            "match_pairs",
+            source=rows(),
+            columns=(
+                "run_id",
+                "chunk",
+                "account_id",
+                "statement_line_ids",
+                "entry_ids",
+                "rule_index",
+                "rules",
+                "confidences",
+                "breakdown_index",
+                "breakdowns",
+                "amount_differences",
+            ),
+            format="binary",
         )
 
     async def runs(self, account_id: str | None, before: tuple[datetime, str] | None, limit: int) -> list[StoredRun]:
@@ -990,7 +1084,7 @@ class ReconciliationStore:
                 ),
                 {"a": account_id, "t": before[0] if before else None, "i": before[1] if before else "", "n": limit},
             )
-            return [StoredRun(r.id, r.created_at, dict(r.report)) for r in rows]
+            return await self._with_discrepancies(conn, list(rows))
 
     async def run(self, run_id: str) -> StoredRun | None:
         async with self._engine.connect() as conn:
@@ -999,7 +1093,7 @@ class ReconciliationStore:
                     text("SELECT id::text AS id, created_at, report FROM runs WHERE id::text = :i"), {"i": run_id}
                 )
             ).first()
-            return StoredRun(row.id, row.created_at, dict(row.report)) if row else None
+            return (await self._with_discrepancies(conn, [row]))[0] if row else None
 
     async def run_matches(self, run_id: str, chunk: int = _EXPORT_ROWS) -> AsyncIterator[list[ExportMatch]]:
         """The run's matches: those stored one per row, then the one-to-one pairs stored in columns (with
@@ -1042,15 +1136,12 @@ class ReconciliationStore:
 
     async def run_cases(self, run_id: str, chunk: int = _EXPORT_ROWS) -> AsyncIterator[list[ExportCase]]:
         async for records in self._batches(
-            "SELECT d.value ->> 'case_id', d.value ->> 'type', coalesce(c.status, ''),"
-            " coalesce(d.value ->> 'severity', ''), coalesce(d.value ->> 'message', ''),"
-            " (d.value ->> 'amount_minor')::bigint, coalesce(d.value ->> 'currency', ''),"
-            " coalesce(d.value -> 'statement_line_ids', '[]')::text, coalesce(d.value -> 'ledger_transfer_ids', '[]')::text,"
-            " coalesce(c.evidence, '{}')::text"
-            " FROM runs r CROSS JOIN LATERAL jsonb_array_elements(r.report -> 'discrepancies') WITH ORDINALITY AS d(value, n)"
-            " LEFT JOIN cases c ON c.id::text = d.value ->> 'case_id'"
-            " WHERE r.id = $1 ORDER BY d.n",
-            (uuid.UUID(run_id),),
+            "SELECT d.case_id, d.type, coalesce(c.status, ''), d.severity, d.message, d.amount_minor, d.currency,"
+            " to_jsonb(d.statement_line_ids)::text, to_jsonb(d.ledger_transfer_ids)::text,"
+            " coalesce(" + _case_evidence("$2") + ", '{}')::text"
+            " FROM run_discrepancies d LEFT JOIN cases c ON c.id::text = d.case_id"
+            " WHERE d.run_id = $1 ORDER BY d.n",
+            (uuid.UUID(run_id), _EXPONENTS_JSON),
             chunk,
         ):
             yield [
@@ -1085,100 +1176,94 @@ class ReconciliationStore:
                     covered.append(r.fingerprint)
             return existing, covered
 
-    async def apply_findings(
-        self,
-        account_id: str,
-        window: Window,
-        open_: Sequence[Finding],
-        reopen: Sequence[tuple[str, Finding]],
-        refresh: Sequence[tuple[str, Finding]],
-        auto_resolve: Sequence[str],
-    ) -> dict[str, str]:
-        ids: dict[str, str] = {}
-        async with self._engine.begin() as conn:
-            # Rendering evidence is index lookups and JSON building a row at a time, which JIT does not
-            # speed up; compiling it (planned on a staged table of a hundred thousand rows) took seconds.
-            await conn.execute(text("SET LOCAL jit = off"))
-            if open_ or refresh:
-                await self._stage_findings(conn, open_, refresh)
-            if open_:
-                ids.update(await self._open_cases(conn, account_id, window))
-            for case_id, finding in [*reopen, *refresh]:
-                ids[finding.fingerprint] = case_id
-            if reopen:
-                await conn.execute(
-                    text(
-                        "UPDATE cases SET status = 'OPEN', updated_at = now() WHERE id::text = ANY(CAST(:i AS text[]))"
-                    ),
-                    {"i": [case_id for case_id, _ in reopen]},
-                )
-                await self._events(
-                    conn, [c for c, _ in reopen], CaseEventKind.REOPENED, "a later run found the break again"
-                )
-            if refresh:
-                await (await driver_connection(conn)).execute(
-                    "UPDATE cases AS c SET evidence = " + _STAGED_EVIDENCE + ", message = f.message,"
-                    " amount_minor = f.amount_minor FROM found_cases f WHERE f.case_id IS NOT NULL AND c.id = f.case_id",
-                    account_id,
-                    _EXPONENTS_JSON,
-                )
-            if auto_resolve:
-                await conn.execute(
-                    text(
-                        "UPDATE cases SET status = 'RESOLVED', updated_at = now() WHERE id::text = ANY(CAST(:i AS text[]))"
-                    ),
-                    {"i": list(auto_resolve)},
-                )
-                await self._events(
-                    conn, list(auto_resolve), CaseEventKind.RESOLVED, "a later run no longer finds the break"
-                )
-        return ids
+    async def _write_cases(
+        self, conn: Any, account_id: str, window: Window, plan: CasePlan, opened: Mapping[str, str]
+    ) -> None:
+        if plan.open:
+            await self._open_cases(conn, account_id, window, plan.open, opened)
+        if plan.reopen:
+            await conn.execute(
+                text("UPDATE cases SET status = 'OPEN', updated_at = now() WHERE id::text = ANY(CAST(:i AS text[]))"),
+                {"i": [case_id for case_id, _ in plan.reopen]},
+            )
+            await self._events(
+                conn, [c for c, _ in plan.reopen], CaseEventKind.REOPENED, "a later run found the break again"
+            )
+        refresh = [*plan.reopen, *plan.still_open]
+        if refresh:
+            await self._stage_findings(conn, refresh)
+            await (await driver_connection(conn)).execute(
+                "UPDATE cases AS c SET (evidence, evidence_rule, days_apart, line_ids, entry_ids, debit_normal)"
+                " = (" + _STAGED_EVIDENCE + "), message = f.message, amount_minor = f.amount_minor"
+                " FROM found_cases f WHERE c.id = f.case_id"
+            )
+        if plan.auto_resolve:
+            await conn.execute(
+                text(
+                    "UPDATE cases SET status = 'RESOLVED', updated_at = now() WHERE id::text = ANY(CAST(:i AS text[]))"
+                ),
+                {"i": list(plan.auto_resolve)},
+            )
+            await self._events(
+                conn, list(plan.auto_resolve), CaseEventKind.RESOLVED, "a later run no longer finds the break"
+            )
 
     @staticmethod
-    async def _stage_findings(conn: Any, open_: Sequence[Finding], refresh: Sequence[tuple[str, Finding]]) -> None:
-        """The findings to open (no case id) and to refresh (their case's id) by binary COPY into a
-        temporary table, a chunk at a time: evidence given as a document travels as its JSON text;
-        evidence that names records by id (`StoredRecordsEvidence`) travels as those ids, for the server
-        to render from the rows it holds (`_STAGED_EVIDENCE`)."""
+    async def _stage_findings(conn: Any, refresh: Sequence[tuple[str, Finding]]) -> None:
+        """The findings of existing cases (their ids) by binary COPY into a temporary table, a chunk at a
+        time, for one UPDATE to refresh the cases from."""
         # Through SQLAlchemy, which begins the transaction (ON COMMIT DROP outside one drops it at once).
         await conn.execute(
             text(
-                "CREATE TEMPORARY TABLE found_cases (case_id uuid, kind text, fingerprint text, severity text,"
-                " message text, amount_minor bigint, currency text, evidence jsonb, rule text, days_apart integer,"
-                " line_ids bigint[], entry_ids bigint[], debit_normal boolean) ON COMMIT DROP"
+                "CREATE TEMPORARY TABLE found_cases (case_id uuid, message text, amount_minor bigint, evidence jsonb,"
+                " rule text, days_apart integer, line_ids bigint[], entry_ids bigint[], debit_normal boolean)"
+                " ON COMMIT DROP"
             )
         )
         driver = await driver_connection(conn)
-        staged = [(None, f) for f in open_] + [(uuid.UUID(case_id), f) for case_id, f in refresh]
-        for start in range(0, len(staged), _CASES_PER_COPY):
+        for start in range(0, len(refresh), _CASES_PER_COPY):
             await driver.copy_records_to_table(
-                "found_cases", records=[_staged_finding(c, f) for c, f in staged[start : start + _CASES_PER_COPY]]
+                "found_cases",
+                records=[
+                    (uuid.UUID(case_id), f.message, f.amount_minor, *_stored_evidence(f))
+                    for case_id, f in refresh[start : start + _CASES_PER_COPY]
+                ],
             )
 
     @staticmethod
-    async def _open_cases(conn: Any, account_id: str, window: Window) -> dict[str, str]:
-        """New cases with their OPENED event from the staged findings without a case, in one statement
-        that inserts both (the server draws the case ids). Returns fingerprint → id of those inserted (a
-        case a concurrent run opened first is left to it)."""
-        rows = await (await driver_connection(conn)).fetch(
-            "WITH opened AS ("
-            "   INSERT INTO cases (id, account_id, kind, fingerprint, status, severity, message, amount_minor,"
-            "   currency, evidence, window_start, window_end)"
-            "   SELECT gen_random_uuid(), $1, f.kind, f.fingerprint, 'OPEN', f.severity, f.message, f.amount_minor,"
-            "   f.currency, " + _STAGED_EVIDENCE + ", $3, $4"
-            "   FROM found_cases f WHERE f.case_id IS NULL"
-            "   ON CONFLICT (account_id, fingerprint) DO NOTHING RETURNING id, fingerprint),"
-            " events AS ("
-            "   INSERT INTO case_events (case_id, action, actor, reason)"
-            "   SELECT id, $5, 'system', 'run found it' FROM opened)"
-            " SELECT id::text AS id, fingerprint FROM opened",
-            account_id,
-            _EXPONENTS_JSON,
-            window.start,
-            window.end,
-            CaseEventKind.OPENED.value,
-        )
-        return {r["fingerprint"]: r["id"] for r in rows}
+    async def _open_cases(
+        conn: Any, account_id: str, window: Window, found: Sequence[Finding], opened: Mapping[str, str]
+    ) -> None:
+        """New cases (ids drawn by the caller) by binary COPY, a chunk at a time (a case's opening is its
+        history's first event, `_OPENING`, not a row of its own):
+        evidence given as a document is stored as it is; evidence that names records by id
+        (`StoredRecordsEvidence`) is stored as those ids and rendered when the case is read
+        (`_case_evidence`)."""
+        driver = await driver_connection(conn)
+        for start in range(0, len(found), _CASES_PER_COPY):
+            chunk = found[start : start + _CASES_PER_COPY]
+            ids = [uuid.UUID(opened[f.fingerprint]) for f in chunk]
+            await driver.copy_records_to_table(
+                "cases",
+                records=[
+                    (
+                        case_id,
+                        account_id,
+                        f.kind,
+                        f.fingerprint,
+                        "OPEN",
+                        f.severity,
+                        f.message,
+                        f.amount_minor,
+                        f.currency,
+                        *_stored_evidence(f),
+                        window.start,
+                        window.end,
+                    )
+                    for case_id, f in zip(ids, chunk, strict=True)
+                ],
+                columns=_OPENED_CASE_COLUMNS,
+            )
 
     @staticmethod
     async def _events(conn: Any, case_ids: list[str], kind: CaseEventKind, reason: str, actor: str = "system") -> None:
@@ -1209,17 +1294,27 @@ class ReconciliationStore:
                     "t": before[0] if before else None,
                     "i": before[1] if before else "",
                     "n": limit,
+                    "exponents": _EXPONENTS_JSON,
                 },
             )
             return [_case(r) for r in rows]
 
     async def case(self, case_id: str, *, lock: bool = False) -> CaseRecord | None:
         async with self._engine.connect() as conn:
-            row = (await conn.execute(text(_CASE_COLUMNS + " WHERE id::text = :i"), {"i": case_id})).first()
+            row = (
+                await conn.execute(
+                    text(_CASE_COLUMNS + " WHERE id::text = :i"), {"i": case_id, "exponents": _EXPONENTS_JSON}
+                )
+            ).first()
             if row is None:
                 return None
             events = await conn.execute(
-                text("SELECT action, actor, reason, at FROM case_events WHERE case_id::text = :i ORDER BY id"),
+                text(
+                    "SELECT action, actor, reason, at FROM (SELECT " + _OPENING + ", opened_at AS at, 0::bigint AS n"
+                    " FROM cases WHERE id::text = :i"
+                    " UNION ALL SELECT action, actor, reason, at, id FROM case_events WHERE case_id::text = :i) AS h"
+                    " ORDER BY n"
+                ),
                 {"i": case_id},
             )
             return _case(row, [CaseEventRecord(*e) for e in events])
@@ -1228,7 +1323,7 @@ class ReconciliationStore:
         self, account_id: str | None, after: tuple[datetime, str], limit: int
     ) -> tuple[list[CaseRecord], list[StoredRun]]:
         async with self._engine.connect() as conn:
-            params = {"a": account_id, "t": after[0], "i": after[1], "n": limit}
+            params = {"a": account_id, "t": after[0], "i": after[1], "n": limit, "exponents": _EXPONENTS_JSON}
             cases = await conn.execute(
                 text(
                     _CASE_COLUMNS + " WHERE (CAST(:a AS text) IS NULL OR account_id = :a)"
@@ -1243,7 +1338,7 @@ class ReconciliationStore:
                 ),
                 params,
             )
-            return [_case(r) for r in cases], [StoredRun(r.id, r.created_at, dict(r.report)) for r in runs]
+            return [_case(r) for r in cases], await self._with_discrepancies(conn, list(runs))
 
     async def transition_case(
         self,
@@ -1270,9 +1365,11 @@ class ReconciliationStore:
             )
 
 
+# A case as read (`:exponents`: _EXPONENTS_JSON).
 _CASE_COLUMNS = (
-    "SELECT id::text AS id, account_id, kind, status, severity, message, amount_minor, currency, evidence,"
-    " opened_at, updated_at, adjustment_transfer_id FROM cases"
+    "SELECT id::text AS id, account_id, kind, status, severity, message, amount_minor, currency, "
+    + _case_evidence(":exponents")
+    + " AS evidence, opened_at, updated_at, adjustment_transfer_id FROM cases c"
 )
 
 

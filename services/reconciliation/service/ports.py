@@ -12,7 +12,7 @@ from typing import Any, Protocol
 import numpy as np
 from numpy.typing import NDArray
 
-from services.reconciliation.domain.cases import CaseState, CaseStatus, Finding
+from services.reconciliation.domain.cases import CasePlan, CaseState, CaseStatus
 from services.reconciliation.domain.model import Report, TransferSides, Window
 from services.reconciliation.domain.statements import ParsedFile, Statement, StatementFormat
 
@@ -203,6 +203,24 @@ class PairMatches:
 
 
 @dataclass(frozen=True)
+class RunToSave:
+    """A run as stored: its report (`rendered`: as answered, discrepancies included), its matches
+    (`pairs`: more one-to-one matches, in columns), the rules' version and the event watermark."""
+
+    report: Report
+    rendered: dict[str, object]
+    matches: Sequence[MatchRecord]
+    rules_version: int
+    watermark: str
+    pairs: PairMatches | None = None
+
+
+class CasesChanged(Exception):
+    """The account's cases changed between reading them and writing a run's plan (another run wrote
+    some): the plan must be made again."""
+
+
+@dataclass(frozen=True)
 class LineChunk:
     """Statement lines as matching reads them, a column of int64 each: days are `date.toordinal()`, -1 for
     none; currencies as integers, equal when the currencies are; the reference, end-to-end id and
@@ -354,16 +372,18 @@ class ReconciliationStore(Protocol):
     async def save_rules(self, account_id: str, rules: Mapping[str, Any], actor: str) -> int: ...
 
     # -- runs, matches, cases --------------------------------------------------------------------
-    async def save_run(
+    async def record_run(
         self,
-        report: Report,
-        rendered: dict[str, object],
-        matches: Sequence[MatchRecord],
-        rules_version: int,
-        watermark: str,
-        pairs: PairMatches | None = None,
+        account_id: str,
+        window: Window,
+        plan: CasePlan,
+        opened: Mapping[str, str],
+        known_cases: int,
+        run: RunToSave,
     ) -> tuple[str, datetime]:
-        """Stores the run with its matches (`pairs`: more one-to-one matches, in columns)."""
+        """Writes the plan's case changes with their history (`opened`: fingerprint → id drawn for each
+        new case), then the run with its matches: (run id, created at). Raises CasesChanged when the
+        account no longer has `known_cases` cases."""
         ...
 
     async def runs(
@@ -382,18 +402,6 @@ class ReconciliationStore(Protocol):
 
     async def cases_of(self, account_id: str, window: Window) -> tuple[dict[str, CaseState], list[str]]:
         """(fingerprint → case for every case of the account, fingerprints of the cases the window covers)."""
-        ...
-
-    async def apply_findings(
-        self,
-        account_id: str,
-        window: Window,
-        open_: Sequence[Finding],
-        reopen: Sequence[tuple[str, Finding]],
-        refresh: Sequence[tuple[str, Finding]],
-        auto_resolve: Sequence[str],
-    ) -> dict[str, str]:
-        """Writes a run's case changes with their history; returns fingerprint → case id."""
         ...
 
     async def cases(self, where: CaseFilter, before: tuple[datetime, str] | None, limit: int) -> list[CaseRecord]: ...

@@ -14,6 +14,7 @@ import asyncio
 import hashlib
 import json
 import logging
+import uuid
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
@@ -21,6 +22,7 @@ from typing import Any
 
 from services.kernel.errors import NotFound, ValidationError
 from services.kernel.money import format_minor
+from services.kernel.runtime import cyclic_collector_paused
 from services.reconciliation.domain.cases import (
     SYSTEM_ACTOR,
     CaseAction,
@@ -60,9 +62,11 @@ from services.reconciliation.service.ports import (
     AcceptedTransfers,
     CaseFilter,
     CaseRecord,
+    CasesChanged,
     Ledger,
     LedgerBalance,
     ReconciliationStore,
+    RunToSave,
     StatementParser,
     StoredRun,
 )
@@ -70,6 +74,8 @@ from services.reconciliation.service.ports import (
 log = logging.getLogger(__name__)
 
 SUSPENSE_ACCOUNT = "suspense"
+# A run whose account's cases another run changed meanwhile plans its cases again, this many times in all.
+_PLAN_ATTEMPTS = 3
 # Row errors of a rejected file carried in its error's details: gRPC trailers are limited to a few KiB.
 MAX_REPORTED_ROW_ERRORS = 20
 # Ages reach back from now: beyond a century there is nothing to find, and far beyond it no datetime.
@@ -405,6 +411,12 @@ class ReconciliationService:
         return await self.reconcile_window(account_id, window, wait=True)
 
     async def reconcile_window(self, account_id: str, window: Window, *, wait: bool) -> StoredReport:
+        # A large window makes a break, a finding and a report row per discrepancy (hundreds of
+        # thousands), none in a reference cycle: the cyclic collector would walk them again and again.
+        with cyclic_collector_paused():
+            return await self._reconcile_window(account_id, window, wait=wait)
+
+    async def _reconcile_window(self, account_id: str, window: Window, *, wait: bool) -> StoredReport:
         as_of = min(window.end, datetime.now(UTC))
         balance = await self.ledger.balance_as_of(account_id, as_of)
         if balance is None and not await self.store.knows_account(account_id):
@@ -466,20 +478,24 @@ class ReconciliationService:
                     d.kind, d.message, (), (d.transaction_id,) if d.transaction_id else (), d.actual_minor, currency
                 )
             )
-        existing, covered = await self.store.cases_of(account_id, window)
-        plan = plan_cases(findings, existing, covered)
-        case_ids = await self.store.apply_findings(
-            account_id, window, plan.open, plan.reopen, plan.still_open, plan.auto_resolve
-        )
-        report.discrepancies[:] = [_discrepancy(f, case_ids.get(f.fingerprint, ""), currency) for f in findings]
-        # The findings' evidence is stored with their cases: let it go before the report is encoded
-        # (a large run's findings weigh a hundred MiB and more).
-        del plan
-        findings.clear()
-        rendered = _rendered(report, counts, rules.version, in_force.source, watermark, sorted(set(case_ids.values())))
-        run_id, created_at = await self.store.save_run(
-            report, rendered, matched.matches, rules.version, watermark, matched.pairs
-        )
+        for attempt in range(1, _PLAN_ATTEMPTS + 1):
+            existing, covered = await self.store.cases_of(account_id, window)
+            plan = plan_cases(findings, existing, covered)
+            # The new cases' ids are drawn here, so that the run is written beside its cases, not after.
+            opened = {f.fingerprint: str(uuid.uuid4()) for f in plan.open}
+            case_ids = opened | {f.fingerprint: case_id for case_id, f in (*plan.reopen, *plan.still_open)}
+            report.discrepancies[:] = [_discrepancy(f, case_ids.get(f.fingerprint, ""), currency) for f in findings]
+            rendered = _rendered(
+                report, counts, rules.version, in_force.source, watermark, sorted(set(case_ids.values()))
+            )
+            run = RunToSave(report, rendered, matched.matches, rules.version, watermark, matched.pairs)
+            try:
+                run_id, created_at = await self.store.record_run(account_id, window, plan, opened, len(existing), run)
+                break
+            except CasesChanged:
+                if attempt == _PLAN_ATTEMPTS:
+                    raise
+                log.info("cases changed during a run; planning again", extra={"fields": {"account_id": account_id}})
         return StoredReport(run_id, created_at, report, {**rendered, "report_id": run_id})
 
     async def _not_posted(self, account_id: str) -> list[Finding]:
