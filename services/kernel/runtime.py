@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import gc
 import logging
 import signal
@@ -21,6 +22,7 @@ async def serve_until_signalled(running: Running) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    return_large_blocks_to_the_system()
     async with running(stop):
         settle_garbage_collector()
         await stop.wait()
@@ -36,6 +38,28 @@ def settle_garbage_collector() -> None:
     gc.collect()
     gc.freeze()
     gc.set_threshold(50_000, 20, 20)
+
+
+# glibc's mallopt parameter number for the mmap threshold (malloc.h: M_MMAP_THRESHOLD).
+_M_MMAP_THRESHOLD = -3
+LARGE_BLOCK_BYTES = 1 << 20
+
+
+def return_large_blocks_to_the_system() -> None:
+    """Blocks of LARGE_BLOCK_BYTES and more (a column of a large reconcile, a statement being parsed) are
+    mapped on their own and given back to the system when freed.
+
+    glibc's default raises its mmap threshold each time such a block is freed, after which the next
+    ones come from the heap and stay in the process once freed: a reconcile of a million lines then
+    held 700 MiB where its live memory peaked at 340 MiB. A fixed threshold keeps the process's size
+    near what it uses (measured: 486 MiB, same CPU). No effect where the C library is not glibc."""
+    try:
+        libc = ctypes.CDLL(None)
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return
+    mallopt.argtypes, mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
+    mallopt(_M_MMAP_THRESHOLD, LARGE_BLOCK_BYTES)
 
 
 _pause_lock = threading.Lock()

@@ -205,7 +205,7 @@ async def _reconcile(database_url: str, on_objects: bool = False) -> dict[str, A
     from sqlalchemy import text
 
     from services.kernel.db import create_engine
-    from services.kernel.runtime import settle_garbage_collector
+    from services.kernel.runtime import return_large_blocks_to_the_system, settle_garbage_collector
     from services.reconciliation.adapters.store import ReconciliationStore
     from services.reconciliation.service.reconcile import ReconciliationService
 
@@ -216,7 +216,8 @@ async def _reconcile(database_url: str, on_objects: bool = False) -> dict[str, A
             service.columnar_from_lines = 10**12
         async with engine.connect() as warm:  # connections open, as in a running service
             await warm.exec_driver_sql("SELECT 1")
-        settle_garbage_collector()  # as a service does once started
+        return_large_blocks_to_the_system()  # as a service does once started
+        settle_garbage_collector()
         rss_before = _peak_rss_mib()
         server_before = await _server_cpu(engine)
         started, cpu_started = time.perf_counter(), time.process_time()

@@ -32,9 +32,10 @@ from services.reconciliation.domain.cases import (
 )
 from services.reconciliation.domain.matching import normalised_text
 from services.reconciliation.domain.matching_columns import NO_CODE
-from services.reconciliation.domain.model import TransferSides, Window
+from services.reconciliation.domain.model import Discrepancy, TransferSides, Window
 from services.reconciliation.domain.statements import Statement, StatementFormat
 from services.reconciliation.service.ports import (
+    REPORT_LISTS_AT_MOST,
     CaseEventRecord,
     CaseFilter,
     CaseRecord,
@@ -930,8 +931,6 @@ class ReconciliationStore:
 
     async def _write_run(self, conn: Any, run_id: str, run: RunToSave) -> datetime:
         report, rendered = run.report, run.rendered
-        listed = rendered.get("discrepancies") or []
-        assert isinstance(listed, list)
         head = {k: v for k, v in rendered.items() if k != "discrepancies"}
         created: datetime = (
             await conn.execute(
@@ -955,8 +954,8 @@ class ReconciliationStore:
                 },
             )
         ).scalar_one()
-        if listed:
-            await self._save_discrepancies(conn, run_id, listed)
+        if report.discrepancies:
+            await self._save_discrepancies(conn, run_id, report.discrepancies)
         matches = run.matches
         if matches:
             await (await driver_connection(conn)).copy_records_to_table(
@@ -982,9 +981,9 @@ class ReconciliationStore:
         return created
 
     @staticmethod
-    async def _save_discrepancies(conn: Any, run_id: str, listed: Sequence[Mapping[str, Any]]) -> None:
-        """The report's discrepancies by binary COPY, a row each (`run_discrepancies`): a large run's list
-        is never one JSON document, on either side."""
+    async def _save_discrepancies(conn: Any, run_id: str, listed: Sequence[Discrepancy]) -> None:
+        """The report's discrepancies by binary COPY, a row each (`run_discrepancies`): every one, where
+        an answer lists the first REPORT_LISTS_AT_MOST."""
         run = uuid.UUID(run_id)
         await (await driver_connection(conn)).copy_records_to_table(
             "run_discrepancies",
@@ -992,15 +991,15 @@ class ReconciliationStore:
                 (
                     run,
                     n,
-                    str(d["type"]),
-                    str(d["severity"]),
-                    str(d["message"]),
-                    str(d["transaction_id"] or ""),
-                    None if d["amount_minor"] is None else int(d["amount_minor"]),
-                    str(d["currency"] or ""),
-                    str(d["case_id"] or ""),
-                    [str(i) for i in d["statement_line_ids"]],
-                    [str(i) for i in d["ledger_transfer_ids"]],
+                    d.kind,
+                    d.severity,
+                    d.message,
+                    d.transaction_id,
+                    d.actual_minor,
+                    d.currency,
+                    d.case_id,
+                    d.statement_line_ids,
+                    d.transfer_ids,
                 )
                 for n, d in enumerate(listed)
             ),
@@ -1008,20 +1007,36 @@ class ReconciliationStore:
         )
 
     async def _with_discrepancies(self, conn: Any, rows: Sequence[Any]) -> list[StoredRun]:
-        """Stored runs with their reports' discrepancies (from run_discrepancies, in the order listed)."""
+        """Stored runs (rows with id, created_at, report, discrepancy_count) with their reports' first
+        REPORT_LISTS_AT_MOST discrepancies, in the order listed, and their count."""
         listed: dict[str, list[dict[str, Any]]] = {r.id: [] for r in rows}
         if rows:
             records = await (await driver_connection(conn)).fetch(
-                "SELECT run_id::text, " + ", ".join(_DISCREPANCY_COLUMNS) + " FROM run_discrepancies"
-                " WHERE run_id = ANY($1::uuid[]) ORDER BY run_id, n",
+                "SELECT r.id::text, " + ", ".join(f"d.{c}" for c in _DISCREPANCY_COLUMNS) + ""
+                " FROM unnest($1::uuid[]) AS r(id) CROSS JOIN LATERAL (SELECT * FROM run_discrepancies"
+                " WHERE run_id = r.id ORDER BY n LIMIT $2) AS d ORDER BY r.id, d.n",
                 [uuid.UUID(r.id) for r in rows],
+                REPORT_LISTS_AT_MOST,
             )
             for record in records:
                 d = dict(zip(_DISCREPANCY_COLUMNS, record[1:], strict=True))
                 d["statement_line_ids"] = list(d["statement_line_ids"])
                 d["ledger_transfer_ids"] = list(d["ledger_transfer_ids"])
                 listed[record[0]].append(d)
-        return [StoredRun(r.id, r.created_at, {**r.report, "discrepancies": listed[r.id]}) for r in rows]
+        return [
+            StoredRun(
+                r.id,
+                r.created_at,
+                {
+                    **r.report,
+                    "discrepancies": listed[r.id],
+                    "discrepancy_count": int(r.discrepancy_count),
+                    "discrepancies_truncated": bool(r.report.get("discrepancies_truncated"))
+                    or r.discrepancy_count > len(listed[r.id]),
+                },
+            )
+            for r in rows
+        ]
 
     @staticmethod
     async def _save_pairs(conn: Any, run_id: str, account_id: str, pairs: PairMatches) -> None:
@@ -1077,7 +1092,7 @@ class ReconciliationStore:
         async with self._engine.connect() as conn:
             rows = await conn.execute(
                 text(
-                    "SELECT id::text AS id, created_at, report FROM runs"
+                    "SELECT id::text AS id, created_at, report, discrepancy_count FROM runs"
                     " WHERE (CAST(:a AS text) IS NULL OR account_id = :a)"
                     " AND (CAST(:t AS timestamptz) IS NULL OR (created_at, id::text) < (:t, :i))"
                     " ORDER BY created_at DESC, id::text DESC LIMIT :n"
@@ -1090,7 +1105,8 @@ class ReconciliationStore:
         async with self._engine.connect() as conn:
             row = (
                 await conn.execute(
-                    text("SELECT id::text AS id, created_at, report FROM runs WHERE id::text = :i"), {"i": run_id}
+                    text("SELECT id::text AS id, created_at, report, discrepancy_count FROM runs WHERE id::text = :i"),
+                    {"i": run_id},
                 )
             ).first()
             return (await self._with_discrepancies(conn, [row]))[0] if row else None
@@ -1333,7 +1349,7 @@ class ReconciliationStore:
             )
             runs = await conn.execute(
                 text(
-                    "SELECT id::text AS id, created_at, report FROM runs WHERE (CAST(:a AS text) IS NULL OR account_id = :a)"
+                    "SELECT id::text AS id, created_at, report, discrepancy_count FROM runs WHERE (CAST(:a AS text) IS NULL OR account_id = :a)"
                     " AND (created_at, id::text) > (:t, :i) ORDER BY created_at, id::text LIMIT :n"
                 ),
                 params,

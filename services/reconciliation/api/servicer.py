@@ -91,6 +91,7 @@ def _report_message(run_id: str, created_at: datetime, rendered: Mapping[str, An
         return "" if minor is None or not currency else format_minor(int(minor), currency)
 
     discrepancies = rendered.get("discrepancies", [])
+    count = int(rendered.get("discrepancy_count", len(discrepancies)))
     return pb.ReconciliationReport(
         report_id=run_id,
         account_id=str(rendered.get("account_id", "")),
@@ -99,8 +100,8 @@ def _report_message(run_id: str, created_at: datetime, rendered: Mapping[str, An
             end=to_timestamp(datetime.fromisoformat(str(rendered["end"]))),
         ),
         transaction_count=int(rendered.get("transaction_count", 0)),
-        discrepancy_count=len(discrepancies),
-        balanced=not discrepancies,
+        discrepancy_count=count,
+        balanced=count == 0,
         expected_balance=amount(rendered.get("expected_balance_minor")),
         actual_balance=amount(rendered.get("actual_balance_minor")),
         discrepancies=[
@@ -128,6 +129,7 @@ def _report_message(run_id: str, created_at: datetime, rendered: Mapping[str, An
         rules_source=str(rendered.get("rules_source", "")),
         watermark=str(rendered.get("watermark", "CURRENT")),
         case_ids=list(rendered.get("case_ids", [])),
+        discrepancies_truncated=bool(rendered.get("discrepancies_truncated", False)),
     )
 
 

@@ -198,7 +198,7 @@ def csv_cases(run: RunHeader, batch: Iterable[ExportCase]) -> str:
 
 def json_opening(run: StoredRun) -> str:
     """The document up to its "matches" array: the run's summary first."""
-    summary = {k: v for k, v in run.report.items() if k not in ("discrepancies", "case_ids")}
+    summary = {k: v for k, v in run.report.items() if k not in ("discrepancies", "case_ids", "discrepancies_truncated")}
     summary["report_id"] = run.id
     summary["created_at"] = run.created_at.isoformat()
     currency = str(summary.get("currency") or "")

@@ -202,9 +202,14 @@ class PairMatches:
         return int(self.statement_line_id.size)
 
 
+# An answer (a run's report, as returned and as read back) lists at most this many discrepancies and
+# case ids; the run stores every one (its export and the cases API list them all).
+REPORT_LISTS_AT_MOST = 1000
+
+
 @dataclass(frozen=True)
 class RunToSave:
-    """A run as stored: its report (`rendered`: as answered, discrepancies included), its matches
+    """A run as stored: its report (`report`: every discrepancy; `rendered`: as answered), its matches
     (`pairs`: more one-to-one matches, in columns), the rules' version and the event watermark."""
 
     report: Report

@@ -59,6 +59,7 @@ from services.reconciliation.domain.statements import (
 from services.reconciliation.service.export import encode_run, parse_format
 from services.reconciliation.service.matching_run import COLUMNAR_FROM_LINES, day_start, match_window
 from services.reconciliation.service.ports import (
+    REPORT_LISTS_AT_MOST,
     AcceptedTransfers,
     CaseFilter,
     CaseRecord,
@@ -752,7 +753,10 @@ def _rendered(
         "rules_version": version,
         "rules_source": source,
         "watermark": watermark,
-        "case_ids": case_ids,
+        "case_ids": case_ids[:REPORT_LISTS_AT_MOST],
+        "discrepancy_count": len(report.discrepancies),
+        "discrepancies_truncated": len(report.discrepancies) > REPORT_LISTS_AT_MOST
+        or len(case_ids) > REPORT_LISTS_AT_MOST,
         "discrepancies": [
             {
                 "type": d.kind,
@@ -765,7 +769,7 @@ def _rendered(
                 "statement_line_ids": list(d.statement_line_ids),
                 "ledger_transfer_ids": list(d.transfer_ids),
             }
-            for d in report.discrepancies
+            for d in report.discrepancies[:REPORT_LISTS_AT_MOST]
         ],
     }
 

@@ -806,6 +806,7 @@ class ReconciliationReport(_message.Message):
     WATERMARK_FIELD_NUMBER: _builtins.int
     CASE_IDS_FIELD_NUMBER: _builtins.int
     RULES_SOURCE_FIELD_NUMBER: _builtins.int
+    DISCREPANCIES_TRUNCATED_FIELD_NUMBER: _builtins.int
     report_id: _builtins.str
     account_id: _builtins.str
     transaction_count: _builtins.int
@@ -830,6 +831,11 @@ class ReconciliationReport(_message.Message):
     """Where the run's matching rules came from: "account rules v2" (saved for the account), "schema v3,
     class bank" (the account class's defaults in the ledger's schema) or "built-in" (with the reason
     when a class's rules were unusable).
+    """
+    discrepancies_truncated: _builtins.bool
+    """True when the run found more discrepancies than an answer lists (1,000): `discrepancies` and
+    `case_ids` then hold the first 1,000 and `discrepancy_count` the total; every one is in the run's
+    export (GET /api/v1/reconciliations/{run_id}/export) and listed by GET /api/v1/discrepancies.
     """
     @_builtins.property
     def period(self) -> Global___Period: ...
@@ -862,10 +868,11 @@ class ReconciliationReport(_message.Message):
         watermark: _builtins.str = ...,
         case_ids: _abc.Iterable[_builtins.str] | None = ...,
         rules_source: _builtins.str = ...,
+        discrepancies_truncated: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "period", b"period"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "actual_balance", b"actual_balance", "balanced", b"balanced", "case_ids", b"case_ids", "created_at", b"created_at", "currency", b"currency", "discrepancies", b"discrepancies", "discrepancy_count", b"discrepancy_count", "expected_balance", b"expected_balance", "ledger_entries", b"ledger_entries", "matched", b"matched", "period", b"period", "report_id", b"report_id", "rules_source", b"rules_source", "rules_version", b"rules_version", "statement_lines", b"statement_lines", "transaction_count", b"transaction_count", "watermark", b"watermark"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "actual_balance", b"actual_balance", "balanced", b"balanced", "case_ids", b"case_ids", "created_at", b"created_at", "currency", b"currency", "discrepancies", b"discrepancies", "discrepancies_truncated", b"discrepancies_truncated", "discrepancy_count", b"discrepancy_count", "expected_balance", b"expected_balance", "ledger_entries", b"ledger_entries", "matched", b"matched", "period", b"period", "report_id", b"report_id", "rules_source", b"rules_source", "rules_version", b"rules_version", "statement_lines", b"statement_lines", "transaction_count", b"transaction_count", "watermark", b"watermark"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
