@@ -122,18 +122,24 @@ async def match_window(
     currency: str,
     *,
     columnar_from_lines: int = COLUMNAR_FROM_LINES,
+    rows_read: asyncio.Event | None = None,
 ) -> MatchOutcome:
     """Matches the account's booked statement lines valued from `first` to `last` against the entries
     posted around them (± the date tolerance and the group window), on columns from
-    `columnar_from_lines` lines on."""
-    scope = _Scope(account_id, rules, debit_normal, currency, first, last, columnar_from_lines)
-    span = await store.line_span(account_id, first, last)
-    if span is None:
-        return MatchOutcome([], [], {"statement_lines": 0, "ledger_entries": 0, "matched": 0})
-    count, covered_first, covered_last = span
-    if columnar_from_lines <= 0 or count >= columnar_from_lines:
-        return await _match_columns(store, scope, covered_first, covered_last)
-    return await _match_objects(store, scope)
+    `columnar_from_lines` lines on. `rows_read` is set once the rows are read (the database has
+    nothing more to do for the match until its results are written), at the latest on return."""
+    read = rows_read or asyncio.Event()
+    try:
+        scope = _Scope(account_id, rules, debit_normal, currency, first, last, columnar_from_lines)
+        span = await store.line_span(account_id, first, last)
+        if span is None:
+            return MatchOutcome([], [], {"statement_lines": 0, "ledger_entries": 0, "matched": 0})
+        count, covered_first, covered_last = span
+        if columnar_from_lines <= 0 or count >= columnar_from_lines:
+            return await _match_columns(store, scope, covered_first, covered_last, read)
+        return await _match_objects(store, scope)
+    finally:
+        read.set()
 
 
 # -- on objects -------------------------------------------------------------------------------------
@@ -340,13 +346,14 @@ def _separate(lines: dict[str, I64], entries: dict[str, I64]) -> None:
 
 
 async def _match_columns(
-    store: ReconciliationStore, scope: _Scope, covered_first: date, covered_last: date
+    store: ReconciliationStore, scope: _Scope, covered_first: date, covered_last: date, rows_read: asyncio.Event
 ) -> MatchOutcome:
     # The dates the lines cover (`line_span`), asked first, so that both sides are read at once (two
     # server backends).
     line_columns, entry_columns = await asyncio.gather(
         _load_lines(store, scope), _load_entries(store, scope, *scope.entries_between(covered_first, covered_last))
     )
+    rows_read.set()
     _separate(line_columns, entry_columns)
     lines, entries = _side(line_columns), _side(entry_columns)
     # Currencies numbered densely over both sides: small keys sort fast.
