@@ -1212,6 +1212,9 @@ class ReconciliationStore:
                 "UPDATE cases AS c SET (evidence, evidence_rule, days_apart, line_ids, entry_ids, debit_normal)"
                 " = (" + _STAGED_EVIDENCE + "), message = f.message, amount_minor = f.amount_minor"
                 " FROM found_cases f WHERE c.id = f.case_id"
+                # A break found again as it was (most of a rerun's) leaves its case's row alone.
+                " AND (c.evidence, c.evidence_rule, c.days_apart, c.line_ids, c.entry_ids, c.debit_normal, c.message,"
+                " c.amount_minor) IS DISTINCT FROM (" + _STAGED_EVIDENCE + ", f.message, f.amount_minor)"
             )
         if plan.auto_resolve:
             await conn.execute(
