@@ -15,7 +15,6 @@ import json
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from functools import cached_property
 
 from services.kernel.errors import DomainError, ValidationError
 
@@ -91,7 +90,8 @@ def evidence_json(evidence: Mapping[str, object]) -> str:
     return evidence.text if isinstance(evidence, EncodedEvidence) else _ENCODE(evidence)
 
 
-@dataclass(frozen=True)
+# Slots: a large run holds a hundred thousand findings and their evidence at once.
+@dataclass(frozen=True, slots=True)
 class StoredRecordsEvidence:
     """Evidence that names the records on both sides by id, for the store to render from the rows it
     holds (the same document `matching_run.findings_of` builds from records): a large run's hundred
@@ -104,7 +104,7 @@ class StoredRecordsEvidence:
     days_apart: int | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Finding:
     """A break a run found, with its evidence: the records on both sides."""
 
@@ -115,20 +115,23 @@ class Finding:
     amount_minor: int | None = None  # the amount in question (the difference, for a mismatch)
     currency: str = ""
     evidence: Mapping[str, object] | StoredRecordsEvidence = field(default_factory=dict, hash=False, compare=False)
+    _fingerprint: str = field(default="", init=False, repr=False, hash=False, compare=False)
 
     @property
     def severity(self) -> str:
         return SEVERITY.get(self.kind, "MEDIUM")
 
-    @cached_property
+    @property
     def fingerprint(self) -> str:
-        """Same kind, same records: the same break, whichever run found it."""
-        canonical = "|".join(
-            [self.kind, ",".join(sorted(self.statement_line_ids)), ",".join(sorted(self.transfer_ids))]
-        )
-        if not self.statement_line_ids and not self.transfer_ids:
-            canonical += "|" + self.message  # account-level findings (balance drift) differ by what they say
-        return hashlib.sha256(canonical.encode()).hexdigest()[:32]
+        """Same kind, same records: the same break, whichever run found it (computed once)."""
+        if not self._fingerprint:
+            canonical = "|".join(
+                [self.kind, ",".join(sorted(self.statement_line_ids)), ",".join(sorted(self.transfer_ids))]
+            )
+            if not self.statement_line_ids and not self.transfer_ids:
+                canonical += "|" + self.message  # account-level findings (balance drift) differ by what they say
+            object.__setattr__(self, "_fingerprint", hashlib.sha256(canonical.encode()).hexdigest()[:32])
+        return self._fingerprint
 
 
 @dataclass(frozen=True)

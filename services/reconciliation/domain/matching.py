@@ -150,7 +150,10 @@ def separate_collisions(codes: Sequence[I64], checks: Sequence[I64]) -> list[I64
     mixed = np.concatenate(checks)
     with np.errstate(over="ignore"):
         mixed *= np.int64(-7046029254386353131)  # odd: a bijection of the checks
-    mixed ^= np.concatenate(codes)
+    start = 0
+    for column in codes:  # in place, column by column: no third copy of every code
+        mixed[start : start + column.size] ^= column
+        start += column.size
     mixed.sort()
     if _distinct_sorted(mixed) == distinct_codes:
         return list(codes)

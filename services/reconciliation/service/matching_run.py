@@ -387,11 +387,11 @@ async def _match_columns(
         breakdowns=[dict(b) for b in scores.breakdowns],
         amount_difference_minor=scores.amount_difference,
     )
-    breaks = as_breaks(found, _Ids(lines.ids), _Ids(entries.ids))
+    breaks: list[Break | None] = list(as_breaks(found, _Ids(lines.ids), _Ids(entries.ids)))
     # What the findings need of the rows in breaks, from the columns; their evidence (the records on
     # both sides) is rendered by the store from the rows it holds, never read into Python.
-    line_facts = _facts(lines.ids, (b.statement_ids for b in breaks), s_columns.amount_minor, s_columns.currency)
-    entry_facts = _facts(entries.ids, (b.ledger_ids for b in breaks), l_columns.amount_minor, l_columns.currency)
+    line_facts = _facts(lines.ids, (b.statement_ids for b in breaks if b), s_columns.amount_minor, s_columns.currency)
+    entry_facts = _facts(entries.ids, (b.ledger_ids for b in breaks if b), l_columns.amount_minor, l_columns.currency)
     entry_days = dict(zip(entry_facts, posted[_rows_of(entries.ids, list(entry_facts))].tolist(), strict=True))
     del s_columns, l_columns, posted
     group_entries = entries.ids[[r for g in found.groups for r in g.ledger]].tolist()
@@ -462,7 +462,7 @@ def _currency_text(code: int) -> str:
 
 
 def _findings_on_columns(
-    breaks: Iterable[Break],
+    breaks: list[Break | None],
     lines: Mapping[int, tuple[int, int]],
     entries: Mapping[int, tuple[int, int]],
     entry_days: Mapping[int, int],
@@ -473,8 +473,12 @@ def _findings_on_columns(
     cover: tuple[int, int],
 ) -> Iterator[Finding]:
     """`findings_of` from what the columns hold (amounts signed from the account's view, dense
-    currencies, posting days as ordinals), the evidence left for the store to render."""
-    for brk in breaks:
+    currencies, posting days as ordinals), the evidence left for the store to render. Each break is let
+    go (its place in `breaks` emptied) once its finding is made: the two never all exist at once."""
+    for row, brk in enumerate(breaks):
+        if brk is None:
+            continue
+        breaks[row] = None
         kind = brk.kind.value
         line_ids = tuple(int(i) for i in brk.statement_ids)
         entry_ids = tuple(int(i) for i in brk.ledger_ids)
