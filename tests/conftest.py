@@ -1,5 +1,6 @@
 """Shared fixtures: real PostgreSQL and Redis (from PAYRECON_DATABASE_URL / PAYRECON_REDIS_URL, else
-embedded), a real SQS server, and — for e2e — the whole stack behind a real Envoy."""
+embedded), a real SQS server, and — for e2e — `start_stack`: the whole stack behind a real Envoy (the
+stacks e2e modules share are in tests/e2e/conftest.py)."""
 
 from __future__ import annotations
 
@@ -85,9 +86,12 @@ def start_stack(
     extra_env: dict[str, str] | None = None,
     *,
     ingest_processes: int | None = 1,
+    sqs_url: str | None = None,
 ) -> Stack:
     """The whole system: services, worker and Envoy, on free ports, with its own database and queues.
-    One ingest process unless asked (None: INGEST_PROCESSES, else one per core, as `make run`)."""
+    One ingest process unless asked (None: INGEST_PROCESSES, else one per core, as `make run`). Its
+    queues live on `sqs_url` (the session's server: `sqs_endpoint`) unless the test takes SQS away,
+    then on a server of its own (None)."""
     from services.devstack.processes import free_port
     from services.kernel.config import hash_token
 
@@ -108,14 +112,6 @@ def start_stack(
             isolated=True,
             extra_env={"PAYRECON_API_TOKENS": tokens, **(extra_env or {})},
             ingest_processes=ingest_processes,
+            sqs_url=sqs_url,
         )
     ).start()
-
-
-@pytest.fixture(scope="session")
-def stack(server_database_url: str, redis_url: str, state_dir: Path) -> Iterator[Stack]:
-    running = start_stack(server_database_url, redis_url, state_dir)
-    try:
-        yield running
-    finally:
-        running.stop()

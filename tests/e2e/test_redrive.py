@@ -24,9 +24,13 @@ REDRIVE_AFTER_SECONDS = 10
 
 
 @pytest.fixture(scope="module")
-def redrive_stack(server_database_url: str, redis_url: str, state_dir: Path) -> Iterator[Stack]:
+def redrive_stack(server_database_url: str, redis_url: str, state_dir: Path, sqs_endpoint: str) -> Iterator[Stack]:
     running = start_stack(
-        server_database_url, redis_url, state_dir, {"INGEST_REDRIVE_AFTER_SECONDS": str(REDRIVE_AFTER_SECONDS)}
+        server_database_url,
+        redis_url,
+        state_dir,
+        {"INGEST_REDRIVE_AFTER_SECONDS": str(REDRIVE_AFTER_SECONDS)},
+        sqs_url=sqs_endpoint,
     )
     try:
         yield running

@@ -36,9 +36,11 @@ LEGACY = """
 
 
 @pytest.fixture(scope="module")
-def schema_stack(server_database_url: str, redis_url: str, state_dir: Path) -> Iterator[Stack]:
+def schema_stack(server_database_url: str, redis_url: str, state_dir: Path, sqs_endpoint: str) -> Iterator[Stack]:
     # Ingest learns a newly applied schema within a refresh: a short one keeps the test quick.
-    running = start_stack(server_database_url, redis_url, state_dir, {"INGEST_SCHEMA_REFRESH_MS": "100"})
+    running = start_stack(
+        server_database_url, redis_url, state_dir, {"INGEST_SCHEMA_REFRESH_MS": "100"}, sqs_url=sqs_endpoint
+    )
     try:
         yield running
     finally:

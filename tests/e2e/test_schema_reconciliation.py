@@ -46,8 +46,10 @@ defaultTransferType: DEPOSIT
 
 
 @pytest.fixture(scope="module")
-def stack_with_schema(server_database_url: str, redis_url: str, state_dir: Path) -> Iterator[Stack]:
-    running = start_stack(server_database_url, redis_url, state_dir, {"INGEST_SCHEMA_REFRESH_MS": "100"})
+def stack_with_schema(server_database_url: str, redis_url: str, state_dir: Path, sqs_endpoint: str) -> Iterator[Stack]:
+    running = start_stack(
+        server_database_url, redis_url, state_dir, {"INGEST_SCHEMA_REFRESH_MS": "100"}, sqs_url=sqs_endpoint
+    )
     try:
         yield running
     finally:
