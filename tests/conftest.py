@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -77,6 +78,44 @@ def sqs_endpoint(state_dir: Path) -> Iterator[str]:
         yield server.url
     finally:
         server.stop()
+
+
+class StackStops:
+    """Stacks stopped in the background: a stack's processes take up to a long poll (5 s) to finish,
+    and the next module's stack starts meanwhile. The session waits for every stop before it ends,
+    and fails with what a stop raised."""
+
+    def __init__(self) -> None:
+        self._threads: list[threading.Thread] = []
+        self._errors: list[BaseException] = []
+
+    def stop(self, stack: Stack) -> None:
+        def run() -> None:
+            try:
+                stack.stop()
+            except BaseException as error:
+                self._errors.append(error)
+
+        thread = threading.Thread(target=run, name=f"stop stack {stack.base_url}")
+        thread.start()
+        self._threads.append(thread)
+
+    def wait(self) -> None:
+        for thread in self._threads:
+            thread.join()
+        if self._errors:
+            raise self._errors[0]
+
+
+@pytest.fixture(scope="session")
+def stack_stops(server_database_url: str, redis_url: str, sqs_endpoint: str) -> Iterator[StackStops]:
+    """Waits for the stops at the end, before what the stacks use (the server's PostgreSQL, Redis, the
+    shared SQS server) is torn down: it depends on them, so it goes first."""
+    stops = StackStops()
+    try:
+        yield stops
+    finally:
+        stops.wait()
 
 
 def start_stack(

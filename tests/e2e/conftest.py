@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from services.devstack.stack import Stack
-from tests.conftest import start_stack
+from tests.conftest import StackStops, start_stack
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -26,17 +26,21 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 @pytest.fixture(scope="package")
-def stack(server_database_url: str, redis_url: str, state_dir: Path, sqs_endpoint: str) -> Iterator[Stack]:
+def stack(
+    server_database_url: str, redis_url: str, state_dir: Path, sqs_endpoint: str, stack_stops: StackStops
+) -> Iterator[Stack]:
     """The stack most e2e modules drive: one ingest process, default settings."""
     running = start_stack(server_database_url, redis_url, state_dir, sqs_url=sqs_endpoint)
     try:
         yield running
     finally:
-        running.stop()
+        stack_stops.stop(running)
 
 
 @pytest.fixture(scope="package")
-def two_ingest_stack(server_database_url: str, redis_url: str, state_dir: Path, sqs_endpoint: str) -> Iterator[Stack]:
+def two_ingest_stack(
+    server_database_url: str, redis_url: str, state_dir: Path, sqs_endpoint: str, stack_stops: StackStops
+) -> Iterator[Stack]:
     """Two ingest processes behind Envoy, as INGEST_PROCESSES=2 asks: two outbox relays share one
     outbox, and one ingest process keeps serving while the other drains. No redrive (an hour): no
     safety net re-publishes what a drain might drop, so a drain alone must lose nothing.
@@ -54,4 +58,4 @@ def two_ingest_stack(server_database_url: str, redis_url: str, state_dir: Path, 
     try:
         yield running
     finally:
-        running.stop()
+        stack_stops.stop(running)
