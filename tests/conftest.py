@@ -1,10 +1,12 @@
 """Shared fixtures: real PostgreSQL and Redis (from PAYRECON_DATABASE_URL / PAYRECON_REDIS_URL, else
-embedded), a real SQS server, and — for e2e — the whole stack behind a real Envoy."""
+embedded), a real SQS server, and — for e2e — `start_stack`: the whole stack behind a real Envoy (the
+stacks e2e modules share are in tests/e2e/conftest.py)."""
 
 from __future__ import annotations
 
 import os
 import secrets
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -78,6 +80,44 @@ def sqs_endpoint(state_dir: Path) -> Iterator[str]:
         server.stop()
 
 
+class StackStops:
+    """Stacks stopped in the background: a stack's processes take up to a long poll (5 s) to finish,
+    and the next module's stack starts meanwhile. The session waits for every stop before it ends,
+    and fails with what a stop raised."""
+
+    def __init__(self) -> None:
+        self._threads: list[threading.Thread] = []
+        self._errors: list[BaseException] = []
+
+    def stop(self, stack: Stack) -> None:
+        def run() -> None:
+            try:
+                stack.stop()
+            except BaseException as error:
+                self._errors.append(error)
+
+        thread = threading.Thread(target=run, name=f"stop stack {stack.base_url}")
+        thread.start()
+        self._threads.append(thread)
+
+    def wait(self) -> None:
+        for thread in self._threads:
+            thread.join()
+        if self._errors:
+            raise self._errors[0]
+
+
+@pytest.fixture(scope="session")
+def stack_stops(server_database_url: str, redis_url: str, sqs_endpoint: str) -> Iterator[StackStops]:
+    """Waits for the stops at the end, before what the stacks use (the server's PostgreSQL, Redis, the
+    shared SQS server) is torn down: it depends on them, so it goes first."""
+    stops = StackStops()
+    try:
+        yield stops
+    finally:
+        stops.wait()
+
+
 def start_stack(
     server_database_url: str,
     redis_url: str,
@@ -85,9 +125,12 @@ def start_stack(
     extra_env: dict[str, str] | None = None,
     *,
     ingest_processes: int | None = 1,
+    sqs_url: str | None = None,
 ) -> Stack:
     """The whole system: services, worker and Envoy, on free ports, with its own database and queues.
-    One ingest process unless asked (None: INGEST_PROCESSES, else one per core, as `make run`)."""
+    One ingest process unless asked (None: INGEST_PROCESSES, else one per core, as `make run`). Its
+    queues live on `sqs_url` (the session's server: `sqs_endpoint`) unless the test takes SQS away,
+    then on a server of its own (None)."""
     from services.devstack.processes import free_port
     from services.kernel.config import hash_token
 
@@ -108,14 +151,6 @@ def start_stack(
             isolated=True,
             extra_env={"PAYRECON_API_TOKENS": tokens, **(extra_env or {})},
             ingest_processes=ingest_processes,
+            sqs_url=sqs_url,
         )
     ).start()
-
-
-@pytest.fixture(scope="session")
-def stack(server_database_url: str, redis_url: str, state_dir: Path) -> Iterator[Stack]:
-    running = start_stack(server_database_url, redis_url, state_dir)
-    try:
-        yield running
-    finally:
-        running.stop()

@@ -83,6 +83,9 @@ class StackOptions:
     http_port: int = 3000
     database_url: str | None = None
     redis_url: str | None = None
+    # An SQS server already running, shared (isolated stacks name their queues apart); None: the
+    # stack starts one of its own, which `stop_sqs`/`restart_sqs` can then take away.
+    sqs_url: str | None = None
     state_dir: Path = field(default_factory=default_state_dir)
     # Tests: a fresh database and key prefix per stack, dropped afterwards.
     isolated: bool = False
@@ -156,7 +159,10 @@ class Stack:
                 redis_url = self.redis.url
             self._mark("redis", t)
             t = time.monotonic()
-            self.sqs = SqsServer.start(opts.state_dir)
+            sqs_url = opts.sqs_url
+            if not sqs_url:
+                self.sqs = SqsServer.start(opts.state_dir)
+                sqs_url = self.sqs.url
             self._mark("sqs", t)
 
             self.addresses = {name: f"127.0.0.1:{free_port()}" for name in SERVICES}
@@ -167,7 +173,7 @@ class Stack:
                 "PAYRECON_ENV": "development",
                 "PAYRECON_DATABASE_URL": database_url,
                 "PAYRECON_REDIS_URL": redis_url,
-                "PAYRECON_SQS_ENDPOINT_URL": self.sqs.url,
+                "PAYRECON_SQS_ENDPOINT_URL": sqs_url,
                 "PAYRECON_INGEST_ADDRESS": self.addresses["ingest"],
                 "PAYRECON_LEDGER_ADDRESS": self.addresses["ledger"],
                 "PAYRECON_RECONCILIATION_ADDRESS": self.addresses["reconciliation"],
@@ -277,7 +283,8 @@ class Stack:
 
     def stop_sqs(self) -> int:
         """Takes the SQS server away, for outage drills; returns its port for `restart_sqs`."""
-        assert self.sqs is not None
+        if self.sqs is None:
+            raise RuntimeError("this stack uses a shared SQS server: it is not the stack's to stop")
         self.sqs.stop()
         return self.sqs.port
 

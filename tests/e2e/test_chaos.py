@@ -13,19 +13,20 @@ import pytest
 
 from services.devstack.stack import Stack
 from tests.chaos.run import ChaosConfig, chaos_stack_options, run_chaos
+from tests.conftest import StackStops
 
 pytestmark = pytest.mark.e2e
 CONFIG = ChaosConfig.short()
 
 
 @pytest.fixture(scope="module")
-def chaos_stack(server_database_url: str, state_dir: Path) -> Iterator[Stack]:
+def chaos_stack(server_database_url: str, state_dir: Path, stack_stops: StackStops) -> Iterator[Stack]:
     """Its own Redis (flushed here) and SQS server; the session's PostgreSQL, never restarted here."""
     stack = Stack(chaos_stack_options(state_dir, CONFIG, server_database_url)).start()
     try:
         yield stack
     finally:
-        stack.stop()
+        stack_stops.stop(stack)
 
 
 def test_nothing_accepted_is_lost_or_applied_twice_through_crashes_flushes_and_restarts(chaos_stack: Stack) -> None:

@@ -9,14 +9,11 @@ import json
 import time
 import urllib.request
 import uuid
-from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
 
 from services.devstack.stack import Stack
-from tests.conftest import start_stack
 
 # The exactly-once checks of one key under concurrency, run here against two processes (this module's
 # `stack`): 50 concurrent requests with one key, spread over both, still make one row and one posting.
@@ -33,12 +30,9 @@ CONNECTIONS = 32
 
 
 @pytest.fixture(scope="module")
-def stack(server_database_url: str, redis_url: str, state_dir: Path) -> Iterator[Stack]:
-    running = start_stack(server_database_url, redis_url, state_dir, {"INGEST_PROCESSES": "2"}, ingest_processes=None)
-    try:
-        yield running
-    finally:
-        running.stop()
+def stack(two_ingest_stack: Stack) -> Stack:
+    """The e2e package's stack started with INGEST_PROCESSES=2 (tests/e2e/conftest.py)."""
+    return two_ingest_stack
 
 
 def requests_per_upstream(stack: Stack, cluster: str) -> dict[str, int]:
@@ -111,8 +105,10 @@ def test_concurrent_transfers_through_envoy_reach_both_processes_and_post_exactl
     assert (ledger["transfers"], ledger["entries"], ledger["outbox"]) == (TRANSFERS, 2 * TRANSFERS, TRANSFERS)
 
 
+@pytest.mark.stops_shared_stack
 def test_stopping_the_stack_stops_every_process(stack: Stack) -> None:
-    """Runs last in this module: it stops the module's stack (the fixture's stop is then a no-op)."""
+    """Runs after every other e2e test (`stops_shared_stack`): it stops the shared stack, processes
+    restarted by test_sigterm_drain included (the fixture's stop is then a no-op)."""
     children = list(stack.children.values())
     assert stack.envoy is not None
     children.append(stack.envoy.child)

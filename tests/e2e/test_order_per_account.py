@@ -8,8 +8,6 @@ import asyncio
 import itertools
 import time
 import uuid
-from collections.abc import Iterator
-from pathlib import Path
 
 import grpc
 import httpx
@@ -19,7 +17,6 @@ from payrecon.ingest.v1 import ingest_pb2, ingest_pb2_grpc
 
 from services.devstack.stack import Stack
 from services.ingest.domain.model import message_group_for
-from tests.conftest import start_stack
 from tests.e2e.test_ingest_guarantees import fetch
 from tests.e2e.test_rest_flow import AUTH
 
@@ -30,12 +27,9 @@ PAIRS_PER_WALLET = 125  # 16 x 125 = 2,000 credit/debit pairs, 4,000 requests
 
 
 @pytest.fixture(scope="module")
-def two_relay_stack(server_database_url: str, redis_url: str, state_dir: Path) -> Iterator[Stack]:
-    running = start_stack(server_database_url, redis_url, state_dir, ingest_processes=2)
-    try:
-        yield running
-    finally:
-        running.stop()
+def two_relay_stack(two_ingest_stack: Stack) -> Stack:
+    """The e2e package's stack with two ingest processes (tests/e2e/conftest.py)."""
+    return two_ingest_stack
 
 
 def funder_in_group_of(wallet: str, run: str, groups: int) -> str:

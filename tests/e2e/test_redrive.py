@@ -15,7 +15,7 @@ import pytest
 from aiobotocore.session import get_session
 
 from services.devstack.stack import Stack
-from tests.conftest import start_stack
+from tests.conftest import StackStops, start_stack
 from tests.e2e.test_ingest_guarantees import fetch
 from tests.e2e.test_rest_flow import AUTH, seed_body, wait_for_outcome
 
@@ -24,14 +24,20 @@ REDRIVE_AFTER_SECONDS = 10
 
 
 @pytest.fixture(scope="module")
-def redrive_stack(server_database_url: str, redis_url: str, state_dir: Path) -> Iterator[Stack]:
+def redrive_stack(
+    server_database_url: str, redis_url: str, state_dir: Path, sqs_endpoint: str, stack_stops: StackStops
+) -> Iterator[Stack]:
     running = start_stack(
-        server_database_url, redis_url, state_dir, {"INGEST_REDRIVE_AFTER_SECONDS": str(REDRIVE_AFTER_SECONDS)}
+        server_database_url,
+        redis_url,
+        state_dir,
+        {"INGEST_REDRIVE_AFTER_SECONDS": str(REDRIVE_AFTER_SECONDS)},
+        sqs_url=sqs_endpoint,
     )
     try:
         yield running
     finally:
-        running.stop()
+        stack_stops.stop(running)
 
 
 def submit_all(stack: Stack, run: str, keys: list[str]) -> None:

@@ -21,7 +21,7 @@ import pytest
 import yaml
 
 from services.devstack.stack import Stack
-from tests.conftest import start_stack
+from tests.conftest import StackStops, start_stack
 from tests.e2e.test_rest_flow import AUTH, seed_body, wait_for_outcome
 
 pytestmark = pytest.mark.e2e
@@ -36,13 +36,17 @@ LEGACY = """
 
 
 @pytest.fixture(scope="module")
-def schema_stack(server_database_url: str, redis_url: str, state_dir: Path) -> Iterator[Stack]:
+def schema_stack(
+    server_database_url: str, redis_url: str, state_dir: Path, sqs_endpoint: str, stack_stops: StackStops
+) -> Iterator[Stack]:
     # Ingest learns a newly applied schema within a refresh: a short one keeps the test quick.
-    running = start_stack(server_database_url, redis_url, state_dir, {"INGEST_SCHEMA_REFRESH_MS": "100"})
+    running = start_stack(
+        server_database_url, redis_url, state_dir, {"INGEST_SCHEMA_REFRESH_MS": "100"}, sqs_url=sqs_endpoint
+    )
     try:
         yield running
     finally:
-        running.stop()
+        stack_stops.stop(running)
 
 
 @pytest.fixture(scope="module")

@@ -19,7 +19,7 @@ import httpx
 import pytest
 
 from services.devstack.stack import Stack
-from tests.conftest import start_stack
+from tests.conftest import StackStops, start_stack
 from tests.e2e.test_rest_flow import AUTH
 from tests.e2e.test_statements import camt053, post_transfer
 
@@ -46,12 +46,16 @@ defaultTransferType: DEPOSIT
 
 
 @pytest.fixture(scope="module")
-def stack_with_schema(server_database_url: str, redis_url: str, state_dir: Path) -> Iterator[Stack]:
-    running = start_stack(server_database_url, redis_url, state_dir, {"INGEST_SCHEMA_REFRESH_MS": "100"})
+def stack_with_schema(
+    server_database_url: str, redis_url: str, state_dir: Path, sqs_endpoint: str, stack_stops: StackStops
+) -> Iterator[Stack]:
+    running = start_stack(
+        server_database_url, redis_url, state_dir, {"INGEST_SCHEMA_REFRESH_MS": "100"}, sqs_url=sqs_endpoint
+    )
     try:
         yield running
     finally:
-        running.stop()
+        stack_stops.stop(running)
 
 
 @pytest.fixture(scope="module")

@@ -14,10 +14,8 @@ import random
 import threading
 import uuid
 from collections import Counter
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal
-from pathlib import Path
 
 import httpx
 import pytest
@@ -25,7 +23,6 @@ import pytest
 from services.devstack.stack import Stack
 from tests.chaos.faults import Drained, restart, sigterm
 from tests.chaos.verdict import verify_ledger_cli, wait_until_settled
-from tests.conftest import start_stack
 from tests.e2e.test_ingest_guarantees import fetch
 from tests.e2e.test_rest_flow import AUTH, seed_body
 
@@ -42,20 +39,11 @@ FROZEN_SECONDS = 1.5
 
 
 @pytest.fixture(scope="module")
-def drain_stack(server_database_url: str, redis_url: str, state_dir: Path) -> Iterator[Stack]:
-    """A stack of its own, two ingest processes behind Envoy (one keeps serving while the other
-    drains), and no redrive to hide a lost message."""
-    running = start_stack(
-        server_database_url,
-        redis_url,
-        state_dir,
-        {"INGEST_REDRIVE_AFTER_SECONDS": "3600"},
-        ingest_processes=2,
-    )
-    try:
-        yield running
-    finally:
-        running.stop()
+def drain_stack(two_ingest_stack: Stack) -> Stack:
+    """The e2e package's stack (tests/e2e/conftest.py): two ingest processes behind Envoy (one keeps
+    serving while the other drains), and no redrive to hide a lost message. Every process stopped
+    here is started again before the test ends, for the other modules sharing it."""
+    return two_ingest_stack
 
 
 @dataclass

@@ -19,7 +19,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from services.devstack.processes import wait_until
 from services.devstack.stack import Stack
 from tests.chaos.faults import health_target
-from tests.conftest import start_stack
+from tests.conftest import StackStops, start_stack
 from tests.e2e.test_ingest_guarantees import fetch
 from tests.e2e.test_rest_flow import AUTH, seed_body
 
@@ -47,13 +47,13 @@ def wait_for_health(stack: Stack, name: str, status: int, seconds: float = 30) -
 
 
 @pytest.fixture(scope="module")
-def outage_stack(server_database_url: str, redis_url: str, state_dir: Path) -> Iterator[Stack]:
+def outage_stack(server_database_url: str, redis_url: str, state_dir: Path, stack_stops: StackStops) -> Iterator[Stack]:
     """A stack of its own: these tests take its SQS server away, and want redeliveries within seconds."""
     running = start_stack(server_database_url, redis_url, state_dir, {"PAYRECON_SQS_VISIBILITY_SECONDS": "2"})
     try:
         yield running
     finally:
-        running.stop()
+        stack_stops.stop(running)
 
 
 def test_requests_accepted_while_sqs_is_down_are_all_posted_once_it_is_back(outage_stack: Stack) -> None:

@@ -109,7 +109,7 @@ def receiver() -> Iterator[tuple[OtlpReceiver, int]]:
 
 @pytest.fixture(scope="module")
 def traced_stack(
-    receiver: tuple[OtlpReceiver, int], server_database_url: str, redis_url: str, state_dir: Path
+    receiver: tuple[OtlpReceiver, int], server_database_url: str, redis_url: str, state_dir: Path, sqs_endpoint: str
 ) -> Iterator[Stack]:
     _, port = receiver
     running = start_stack(
@@ -118,6 +118,7 @@ def traced_stack(
         state_dir,
         # Spans leave each service every 200 ms instead of every 5 s.
         {"PAYRECON_OTLP_ENDPOINT": f"http://127.0.0.1:{port}", "OTEL_BSP_SCHEDULE_DELAY": "200"},
+        sqs_url=sqs_endpoint,
     )
     try:
         yield running
