@@ -431,3 +431,13 @@ def test_any_valid_document_round_trips(doc: dict[str, Any]) -> None:
 def test_an_oversized_document_is_refused_before_it_is_parsed() -> None:
     with pytest.raises(s.SchemaInvalid, match="at most"):
         s.load_schema("# " + "x" * s.DOCUMENT_LIMIT)
+
+
+def test_a_document_with_text_that_is_not_unicode_is_refused_not_stored() -> None:
+    # Found by the e2e fuzzer: a lone surrogate (escaped in the JSON) in a field kept as data passed every
+    # rule, then failed PostgreSQL's encoding: 500 instead of 400.
+    document = MARKETPLACE.replace("note: kept", 'note: "\\ud800"')
+    with pytest.raises(s.SchemaInvalid) as refused:
+        s.load_schema(document)
+    assert refused.value.code == s.SCHEMA_INVALID
+    assert "Unicode" in str(refused.value)

@@ -573,6 +573,16 @@ def load_schema(text: str) -> Schema:
         raise SchemaInvalid(
             f"{where}: {problem}", code=SCHEMA_INVALID, field="document", violations=[(where, str(problem))]
         ) from None
+    try:
+        # An escape such as "\ud800" decodes to half a character: no text can hold it, nor PostgreSQL.
+        json.dumps(raw, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        problem = "holds text that is not valid Unicode (a lone surrogate escape such as \\ud800)"
+        raise SchemaInvalid(
+            f"document: {problem}", code=SCHEMA_INVALID, field="document", violations=[("$", problem)]
+        ) from None
+    except (TypeError, ValueError):
+        pass  # not JSON data (a YAML date, say): parse_schema says what is wrong with it
     return parse_schema(raw)
 
 
