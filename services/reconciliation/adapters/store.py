@@ -75,15 +75,6 @@ _MATCH_COLUMNS = (
     "breakdown",
     "amount_difference_minor",
 )
-# date - _DAY_ZERO is Python's date.toordinal() (0001-01-01 is day 1).
-_DAY_ZERO = "(DATE '0001-01-01' - 1)"
-# A currency (char(3): at most three characters) as one integer, its code points side by side: equal
-# codes, equal currencies, without a Python string per row. Parenthesised: PostgreSQL gives << and | one
-# precedence, left to right (unparenthesised, the first letter's code is shifted out: USD = SSD).
-_CURRENCY_CODE = (
-    "((ascii(substr(btrim({0}), 1, 1))::bigint << 42) | (ascii(substr(btrim({0}), 2, 1))::bigint << 21)"
-    " | ascii(substr(btrim({0}), 3, 1))::bigint)"
-)
 # A text as matching compares it, coded by the server: `normalised_text` (Python's str.strip(), then
 # casefold when asked) is, for plain ASCII, btrim of the characters str.strip() removes and lower() in
 # the C collation; the code is a 63-bit hash of that (NO_CODE for empty), the check another hash of it.
@@ -722,8 +713,7 @@ class ReconciliationStore:
         )
         columns = await self._int8_copy(
             _coded_query(
-                f"l.id::bigint, l.amount_minor::bigint, {_CURRENCY_CODE.format('l.currency')},"
-                f" (l.value_date - {_DAY_ZERO})::bigint, coalesce(l.booking_date - {_DAY_ZERO}, -1)::bigint",
+                "l.id::bigint, l.amount_minor::bigint, l.currency_code, l.value_day, l.booking_day",
                 5,
                 texts,
                 "statement_lines l WHERE l.account_id = $1 AND l.value_date BETWEEN $2 AND $3 AND l.status = 'BOOKED'",
@@ -759,7 +749,7 @@ class ReconciliationStore:
         columns = await self._int8_copy(
             _coded_query(
                 "entry_id::bigint, CASE WHEN (direction = 'DEBIT') = $4 THEN amount_minor ELSE -amount_minor END::bigint,"
-                f" {_CURRENCY_CODE.format('currency')}, ((posted_at AT TIME ZONE 'UTC')::date - {_DAY_ZERO})::bigint",
+                " currency_code, posted_day",
                 4,
                 texts,
                 "ledger_entries WHERE account_id = $1 AND posted_at >= $2 AND posted_at < $3",

@@ -457,7 +457,7 @@ def _facts(ids: I64, listed: Iterable[Sequence[str]], amount: I64, currency: I64
 
 
 def _currency_text(code: int) -> str:
-    """The currency the store coded as one integer, its characters side by side (store._CURRENCY_CODE)."""
+    """The currency the store coded as one integer, its characters side by side (the stored currency_code, migration 0005)."""
     return "".join(chr(c) for c in (code >> 42, (code >> 21) & 0x1FFFFF, code & 0x1FFFFF) if c)
 
 
