@@ -143,22 +143,31 @@ async def running(settings: IngestSettings, stop: asyncio.Event, address: str | 
 
             await server.start()
             log.info("ingest listening", extra={"fields": {"port": port}})
+
+            async def relay_and_record(resign: asyncio.Event) -> None:
+                await asyncio.gather(
+                    relay.run(resign),
+                    # One receiver lingering 0.1 s after a partial batch: fewer, fuller receives and
+                    # deletes (the queue's own CPU) for at most 0.1 s more before the batch is applied.
+                    consume(
+                        sqs,
+                        settings.events_queue,
+                        record,
+                        resign,
+                        receivers=1,
+                        linger_seconds=0.1,
+                        visibility_seconds=common.sqs_visibility_seconds,
+                    ),
+                )
+
             async with background(
-                # One relay at a time across the ingest processes: each relay polls on its own, so N
-                # of them cut the outbox into N times as many (smaller) SQS messages. Several would
-                # still be correct (message groups are claimed by advisory locks, see OutboxRelay).
-                run_while_leader(engine, "ingest-outbox-relay", relay.run, stop),
-                # One receiver lingering 0.1 s after a partial batch: fewer, fuller receives and
-                # deletes (the queue's own CPU) for at most 0.1 s more before the batch is applied.
-                consume(
-                    sqs,
-                    settings.events_queue,
-                    record,
-                    stop,
-                    receivers=1,
-                    linger_seconds=0.1,
-                    visibility_seconds=common.sqs_visibility_seconds,
-                ),
+                # The outbox relay and the outcome consumer run in one ingest process at a time (the
+                # leader; another takes over within a second of its end). Each relay polls on its own,
+                # so N of them cut the outbox into N times as many (smaller) SQS messages, and N
+                # consumers split each batch of outcomes into N smaller receives and deletes. Several
+                # would still be correct: message groups are claimed by advisory locks (see
+                # OutboxRelay), and recording an outcome is idempotent.
+                run_while_leader(engine, "ingest-outbox-relay", relay_and_record, stop),
                 run_periodically(
                     transactions.purge_expired,
                     stop,
