@@ -128,7 +128,7 @@ def start_stack(
     sqs_url: str | None = None,
 ) -> Stack:
     """The whole system: services, worker and Envoy, on free ports, with its own database and queues.
-    One ingest process unless asked (None: INGEST_PROCESSES, else one per core, as `make run`). Its
+    One ingest process unless asked (None: INGEST_PROCESSES, else one per two cores, as `make run`). Its
     queues live on `sqs_url` (the session's server: `sqs_endpoint`) unless the test takes SQS away,
     then on a server of its own (None)."""
     from services.devstack.processes import free_port

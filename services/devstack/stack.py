@@ -92,7 +92,7 @@ class StackOptions:
     extra_env: dict[str, str] = field(default_factory=dict)
     # Ingest processes, each on its own port (`addresses["ingest"]`, `addresses["ingest-2"]`, …), all
     # endpoints of Envoy's ingest cluster; each runs the whole service, background jobs included.
-    # None: INGEST_PROCESSES (from extra_env, then the environment), else the number of cores.
+    # None: INGEST_PROCESSES (from extra_env, then the environment), else one per two cores.
     ingest_processes: int | None = None
     # Each process serves Prometheus metrics on a port of its own (`metrics_addresses`).
     metrics: bool = True

@@ -44,12 +44,15 @@ COUNTERPART = "bench-customers"
 CURRENCY, OTHER_CURRENCY = "EUR", "USD"
 START, END = "2025-12-01", "2026-02-28"
 TARGET_SECONDS = 10
-# Before and after the store rendered the breaks' evidence (2026-11-26, back to back, 1,000,000 x 1,000,000).
+# Before and after this session's work, back to back on one database (the bench's data, at rest).
 COMPARISON = (
-    "Back to back at 1,000,000 x 1,000,000 (2026-11-26, same database, load average 7-10): before the store"
-    " rendered the breaks' evidence (587d6af) 144.9 s wall, 23.3 s CPU in this process, 24.1 s in PostgreSQL"
-    " backends, 705 MiB peak; after 155.3 s, 13.9 s, 29.3 s and 691 MiB. Same matches, cases, evidence and"
-    " report (tests/integration/test_reconcile_columns.py; the bench's database compared before and after)."
+    "Back to back at 982,440 x 1,000,000 (2026-11-26 15:59 UTC, one database, load average 1.1-1.2): before"
+    " (5e5d5b0: evidence rendered into every case and the report's discrepancies into one JSON document at"
+    " write time, texts hashed at every read, ON CONFLICT inserts, an OPENED event row per case) 26.3 s wall,"
+    " 9.7 s CPU in this process, 18.0 s in PostgreSQL backends, 701 MiB peak; after 9.4 s, 6.5 s, 7.2 s and"
+    " 458 MiB. Earlier the same day, quiet: before 29.0 s. Runs of this code on a quiet machine gave 8.9-9.4 s"
+    " and 458-475 MiB, one 11.2 s just after other work had stopped. Same matches and cases; the stored"
+    " evidence, report and export compared with the object path by tests/integration/test_reconcile_columns.py."
 )
 TARGET_RSS_MIB = 500
 COPY_ROWS = 100_000
