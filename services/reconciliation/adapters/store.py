@@ -212,26 +212,6 @@ _DISCREPANCY_COLUMNS = (
 _COPY_HEADER = b"PGCOPY\n\xff\r\n\x00" + bytes(8)  # signature, no flags, no header extension
 
 
-async def _binary_copy(columns: Sequence[NDArray[Any]], rows_per_piece: int = 100_000) -> AsyncIterator[bytes]:
-    """Columns of int64 or float64 (equal lengths, no NULL) as a binary COPY stream, in pieces: each row
-    a field count, then each field's length (8) and big-endian value."""
-    fields: list[tuple[str, str]] = [("n", ">i2")]
-    for i, column in enumerate(columns):
-        fields += [(f"l{i}", ">i4"), (f"v{i}", ">f8" if column.dtype.kind == "f" else ">i8")]
-    dtype = np.dtype(fields)
-    size = int(columns[0].size) if columns else 0
-    yield _COPY_HEADER
-    for start in range(0, size, rows_per_piece):
-        end = min(start + rows_per_piece, size)
-        rows = np.empty(end - start, dtype=dtype)
-        rows["n"] = len(columns)
-        for i, column in enumerate(columns):
-            rows[f"l{i}"] = 8
-            rows[f"v{i}"] = column[start:end]
-        yield rows.tobytes()
-    yield b"\xff\xff"
-
-
 # PostgreSQL's binary array elements: type oid and big-endian numpy type.
 _INT2, _INT4, _INT8, _FLOAT8 = (21, ">i2"), (23, ">i4"), (20, ">i8"), (701, ">f8")
 _TEXT_OID = 25
@@ -1021,8 +1001,7 @@ class ReconciliationStore:
                     **r.report,
                     "discrepancies": listed[r.id],
                     "discrepancy_count": int(r.discrepancy_count),
-                    "discrepancies_truncated": bool(r.report.get("discrepancies_truncated"))
-                    or r.discrepancy_count > len(listed[r.id]),
+                    "discrepancies_truncated": r.discrepancy_count > len(listed[r.id]),
                 },
             )
             for r in rows
@@ -1143,7 +1122,7 @@ class ReconciliationStore:
     async def run_cases(self, run_id: str, chunk: int = _EXPORT_ROWS) -> AsyncIterator[list[ExportCase]]:
         async for records in self._batches(
             "SELECT d.case_id, d.type, coalesce(c.status, ''), d.severity, d.message, d.amount_minor, d.currency,"
-            " to_jsonb(d.statement_line_ids)::text, to_jsonb(d.ledger_transfer_ids)::text,"
+            " d.statement_line_ids, d.ledger_transfer_ids,"
             " coalesce(" + _case_evidence("$2") + ", '{}')::text"
             " FROM run_discrepancies d LEFT JOIN cases c ON c.id::text = d.case_id"
             " WHERE d.run_id = $1 ORDER BY d.n",
@@ -1159,8 +1138,8 @@ class ReconciliationStore:
                     r[4],
                     r[5],
                     r[6],
-                    tuple(json.loads(r[7])),
-                    tuple(json.loads(r[8])),
+                    tuple(r[7]),
+                    tuple(r[8]),
                     json.loads(r[9]),
                 )
                 for r in records
