@@ -84,6 +84,39 @@ async def test_a_message_applied_twice_changes_nothing_the_second_time() -> None
     assert uow.balance("y") == 101
 
 
+class CountingRepository(FakeLedgerRepository):
+    """Counts the lookups of transfer ids (the costliest read of a posting batch)."""
+
+    lookups = 0
+
+    async def transfer_records(self, transfer_ids, *, lock=False):  # type: ignore[no-untyped-def]
+        CountingRepository.lookups += 1
+        return await super().transfer_records(transfer_ids, lock=lock)
+
+
+async def test_queued_transfers_are_posted_as_new_without_looking_their_ids_up() -> None:
+    ledger, uow = service()
+    uow.repository_class = CountingRepository
+    CountingRepository.lookups = 0
+    assert await ledger.apply_messages([("m1", [t("a", "x", "y", 100)]), ("m2", [t("b", "x", "y", 1)])])
+    assert CountingRepository.lookups == 0
+    assert uow.commits == 1 and uow.balance("y") == 101
+
+
+async def test_a_stored_transfer_in_a_new_message_is_told_again_and_the_rest_posted() -> None:
+    """A resend (a new message id) of a transfer posted before: the insert-as-new refuses the batch, and
+    the batch is posted again reading what is stored: the known transfer told its recorded outcome,
+    the new one posted, nothing posted twice."""
+    ledger, uow = service()
+    await ledger.apply_messages([("m1", [t("a", "x", "y", 100)])])
+    told_before = len(uow.state.events)
+    assert await ledger.apply_messages([("m2", [t("a", "x", "y", 100), t("b", "x", "y", 7)])])
+    assert uow.balance("y") == 107
+    assert [e.transfer_id for e in uow.state.events[told_before:]] == ["b", "a"]
+    assert all(isinstance(e, events.TransferPosted) for e in uow.state.events)
+    assert uow.state.messages == {"m1", "m2"}
+
+
 class PoisonRepository(FakeLedgerRepository):
     """Refuses any transfer whose id starts with 'poison', like a database refusing a row."""
 

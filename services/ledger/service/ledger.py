@@ -277,27 +277,47 @@ class LedgerService:
 
     async def apply_messages(self, messages: Sequence[tuple[str, Sequence[TransferInstruction]]]) -> bool:
         """Worker path: posts the transfers of several queued messages in ONE transaction, in message
-        order. Messages applied before are skipped (SQS redelivers); False when all of them were."""
+        order. Messages applied before are skipped (SQS redelivers); False when all of them were.
+
+        The transfers are first posted as new, without looking their ids up: a transfer reaches the
+        queue once but for a resend, and the lookup was the costliest read of a batch. Should one be
+        stored already, its primary key refuses the whole transaction (ConcurrentWrite) and the batch
+        is posted again reading what is stored, so it is told its recorded outcome as before."""
+        try:
+            return await self._apply_messages(messages, assume_new=True)
+        except ConcurrentWrite:
+            return await self._apply_messages(messages, assume_new=False)
+
+    async def _apply_messages(
+        self, messages: Sequence[tuple[str, Sequence[TransferInstruction]]], *, assume_new: bool
+    ) -> bool:
         async with self.uow.transaction() as repo:
             fresh = await repo.claim_messages([message_id for message_id, _ in messages])
             if not fresh:
                 return False
-            await self._post(repo, [t for message_id, batch in messages if message_id in fresh for t in batch])
+            transfers = [t for message_id, batch in messages if message_id in fresh for t in batch]
+            await self._post(repo, transfers, assume_new=assume_new)
             return True
 
     async def _post(
-        self, repo: LedgerRepository, transfers: list[TransferInstruction], *, well_formed: bool = False
+        self,
+        repo: LedgerRepository,
+        transfers: list[TransferInstruction],
+        *,
+        well_formed: bool = False,
+        assume_new: bool = False,
     ) -> list[LedgerEvent]:
         """Posts (or, for holds, reserves) `transfers` in the caller's transaction; the events told.
 
         A transfer breaking an input rule is only told as rejected (see _refuse): checked before
         anything is read or written for it, it opens no account and leaves no transfer row.
-        `well_formed`: the caller has just refused those itself (post_transfers)."""
+        `well_formed`: the caller has just refused those itself (post_transfers). `assume_new`: the
+        ids are not looked up; one that is stored already makes the insert raise ConcurrentWrite."""
         now = await repo.now()
         refusals: list[LedgerEvent] = []
         if not well_formed:
             transfers, refusals = await self._refuse(repo, transfers, now)
-        known = await repo.transfer_records([t.transfer_id for t in transfers])
+        known = {} if assume_new else await repo.transfer_records([t.transfer_id for t in transfers])
         plan = plan_posting(transfers, known, now)
         if not plan.fresh:
             await repo.queue_events(plan.repeats)
