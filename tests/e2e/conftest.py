@@ -59,3 +59,18 @@ def two_ingest_stack(
         yield running
     finally:
         stack_stops.stop(running)
+
+
+@pytest.fixture(scope="module")
+def schema_stack(
+    server_database_url: str, redis_url: str, state_dir: Path, sqs_endpoint: str, stack_stops: StackStops
+) -> Iterator[Stack]:
+    """A stack, and so a database, for each module that asks for it: a schema applied holds for its
+    whole database. Ingest learns a newly applied schema within 100 ms, which keeps the tests quick."""
+    running = start_stack(
+        server_database_url, redis_url, state_dir, {"INGEST_SCHEMA_REFRESH_MS": "100"}, sqs_url=sqs_endpoint
+    )
+    try:
+        yield running
+    finally:
+        stack_stops.stop(running)

@@ -21,7 +21,6 @@ import pytest
 import yaml
 
 from services.devstack.stack import Stack
-from tests.conftest import StackStops, start_stack
 from tests.e2e.test_rest_flow import AUTH, seed_body, wait_for_outcome
 
 pytestmark = pytest.mark.e2e
@@ -33,20 +32,6 @@ LEGACY = """
     type: LIABILITY
     idPattern: "{accountId}"
 """
-
-
-@pytest.fixture(scope="module")
-def schema_stack(
-    server_database_url: str, redis_url: str, state_dir: Path, sqs_endpoint: str, stack_stops: StackStops
-) -> Iterator[Stack]:
-    # Ingest learns a newly applied schema within a refresh: a short one keeps the test quick.
-    running = start_stack(
-        server_database_url, redis_url, state_dir, {"INGEST_SCHEMA_REFRESH_MS": "100"}, sqs_url=sqs_endpoint
-    )
-    try:
-        yield running
-    finally:
-        stack_stops.stop(running)
 
 
 @pytest.fixture(scope="module")

@@ -19,7 +19,6 @@ import httpx
 import pytest
 
 from services.devstack.stack import Stack
-from tests.conftest import StackStops, start_stack
 from tests.e2e.test_rest_flow import AUTH
 from tests.e2e.test_statements import camt053, post_transfer
 
@@ -46,26 +45,13 @@ defaultTransferType: DEPOSIT
 
 
 @pytest.fixture(scope="module")
-def stack_with_schema(
-    server_database_url: str, redis_url: str, state_dir: Path, sqs_endpoint: str, stack_stops: StackStops
-) -> Iterator[Stack]:
-    running = start_stack(
-        server_database_url, redis_url, state_dir, {"INGEST_SCHEMA_REFRESH_MS": "100"}, sqs_url=sqs_endpoint
-    )
-    try:
-        yield running
-    finally:
-        stack_stops.stop(running)
-
-
-@pytest.fixture(scope="module")
-def client(stack_with_schema: Stack) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=stack_with_schema.base_url, headers=AUTH, timeout=60) as c:
+def client(schema_stack: Stack) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=schema_stack.base_url, headers=AUTH, timeout=60) as c:
         yield c
 
 
 def test_a_statement_finds_its_account_by_iban_and_matches_with_the_class_rules(
-    client: httpx.Client, stack_with_schema: Stack, tmp_path: Path
+    client: httpx.Client, schema_stack: Stack, tmp_path: Path
 ) -> None:
     run = uuid.uuid4().hex[:8]
     applied = client.put("/api/v1/schema", json={"documentText": SCHEMA})
@@ -97,7 +83,7 @@ def test_a_statement_finds_its_account_by_iban_and_matches_with_the_class_rules(
     next_day = (today - timedelta(days=2)).isoformat()
     file = tmp_path / "next.xml"
     file.write_text(camt053(iban, next_day, "250.00", "250.00", []))
-    address = stack_with_schema.addresses["reconciliation"]
+    address = schema_stack.addresses["reconciliation"]
     cli = subprocess.run(
         [sys.executable, "-m", "services.cli", "statements", "import", str(file), "--address", address],
         capture_output=True,
