@@ -148,7 +148,8 @@ CHUNK = 1024 * 1024
 
 def _import_statement(path: str, account: str, fmt: str, mapping_file: str | None, address: str, token: str) -> int:
     """`payrecon statements import FILE [--account …]`: streams the file to the reconciliation service
-    over gRPC (any size), with a progress bar on a terminal; prints the import's summary as JSON."""
+    over gRPC (up to the service's 512 MiB), with a progress bar on a terminal; prints the import's
+    summary as JSON."""
     import json
     from pathlib import Path
 

@@ -209,10 +209,11 @@ class ReconciliationServicer(reconciliation_pb2_grpc.ReconciliationServiceServic
         if header is None:
             raise ValidationError("no chunk was sent", field="data", code="MISSING_FIELD")
         mapping = _dict(header.csv_mapping) if header.HasField("csv_mapping") else None
+        content = b"".join(parts)
+        # The chunks go before the import starts: the file is held once while it is parsed, not twice.
+        parts.clear()
         return await self._import(
-            ImportCommand(
-                header.account_id, b"".join(parts), header.format, mapping, header.file_name, current_principal()
-            ),
+            ImportCommand(header.account_id, content, header.format, mapping, header.file_name, current_principal()),
             context,
         )
 
