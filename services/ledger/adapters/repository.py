@@ -303,8 +303,10 @@ class SqlLedgerRepository:
         if wanted:
             rows = await self._conn.execute(
                 text(
-                    f"SELECT {_ACCOUNT_COLUMNS}, chain_head FROM unnest(CAST(:ids AS text[])) AS k(id)"
-                    " JOIN accounts USING (id) ORDER BY id FOR UPDATE OF accounts"
+                    # A key probe per id (see transfer_records), each locking its row: in id order.
+                    f"SELECT {_ACCOUNT_COLUMNS}, chain_head FROM unnest(CAST(:ids AS text[])) AS k(wanted)"
+                    " CROSS JOIN LATERAL (SELECT * FROM accounts WHERE id = k.wanted LIMIT 1 FOR UPDATE) AS a"
+                    " ORDER BY id"
                 ),
                 {"ids": wanted},
             )
@@ -318,7 +320,10 @@ class SqlLedgerRepository:
         if not account_ids:
             return {}
         rows = await self._conn.execute(
-            text(f"SELECT {_ACCOUNT_COLUMNS} FROM unnest(CAST(:ids AS text[])) AS k(id) JOIN accounts USING (id)"),
+            text(
+                f"SELECT {_ACCOUNT_COLUMNS} FROM unnest(CAST(:ids AS text[])) AS k(wanted)"
+                " CROSS JOIN LATERAL (SELECT * FROM accounts WHERE id = k.wanted LIMIT 1) AS a"
+            ),
             {"ids": sorted(account_ids)},
         )
         return {r.id: _account(r) for r in rows}
@@ -420,7 +425,11 @@ class SqlLedgerRepository:
                 " FROM unnest(CAST(:ids AS text[]), CAST(:dp AS bigint[]), CAST(:cp AS bigint[]),"
                 "             CAST(:dq AS bigint[]), CAST(:cq AS bigint[]), CAST(:heads AS bytea[]))"
                 "      AS u(id, dp, cp, dq, cq, head)"
-                " WHERE a.id = u.id"
+                # Each row found by a key probe (see transfer_records) and updated where that probe
+                # found it: a join on the row's address is a TID scan, never a read of the table. The
+                # rows are locked by this transaction, so the address is the current version's.
+                " CROSS JOIN LATERAL (SELECT ctid AS found FROM accounts WHERE id = u.id LIMIT 1) AS k"
+                " WHERE a.ctid = k.found"
             ),
             {
                 "now": at,
