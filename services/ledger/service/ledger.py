@@ -286,6 +286,10 @@ class LedgerService:
         try:
             return await self._apply_messages(messages, assume_new=True)
         except ConcurrentWrite:
+            log.info(
+                "a queued transfer was stored already (a resend); posting its batch again, reading what is stored",
+                extra={"fields": {"messages": [message_id for message_id, _ in messages]}},
+            )
             return await self._apply_messages(messages, assume_new=False)
 
     async def _apply_messages(
