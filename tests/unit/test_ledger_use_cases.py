@@ -20,6 +20,7 @@ from services.ledger.domain.errors import (
 )
 from services.ledger.domain.model import INSUFFICIENT_FUNDS, TransferInstruction, TransferStatus
 from services.ledger.service.ledger import LedgerService, NewAccount, NewHold
+from services.ledger.service.unit_of_work import ConcurrentWrite
 from tests.unit.fakes.ledger import FakeLedgerRepository, FakeLedgerUnitOfWork
 
 
@@ -115,6 +116,31 @@ async def test_a_stored_transfer_in_a_new_message_is_told_again_and_the_rest_pos
     assert [e.transfer_id for e in uow.state.events[told_before:]] == ["b", "a"]
     assert all(isinstance(e, events.TransferPosted) for e in uow.state.events)
     assert uow.state.messages == {"m1", "m2"}
+
+
+class CopiesInFlightRepository(FakeLedgerRepository):
+    """Refuses the first `refusals` inserts as a unique key would, as if another transaction were
+    committing a copy of a transfer each time: not readable before, refused once it commits."""
+
+    refusals = 0
+
+    async def insert_transfers(self, outcomes, at, *, reverses=None, reason=None, schema_version=None):  # type: ignore[no-untyped-def]
+        if CopiesInFlightRepository.refusals:
+            CopiesInFlightRepository.refusals -= 1
+            raise ConcurrentWrite("duplicate key value violates unique constraint")
+        await super().insert_transfers(outcomes, at, reverses=reverses, reason=reason, schema_version=schema_version)
+
+
+async def test_a_batch_meeting_a_copy_committed_meanwhile_is_tried_again_then_left_to_the_fallbacks() -> None:
+    ledger, uow = service()
+    uow.repository_class = CopiesInFlightRepository
+    CopiesInFlightRepository.refusals = 2  # as new, then reading: both refused by copies in flight
+    assert await ledger.apply_messages([("m1", [t("a", "x", "y", 100)])])
+    assert uow.balance("y") == 100 and uow.state.messages == {"m1"}
+    CopiesInFlightRepository.refusals = 3
+    with pytest.raises(ConcurrentWrite):
+        await ledger.apply_messages([("m2", [t("b", "x", "y", 1)])])
+    assert uow.balance("y") == 100 and uow.state.messages == {"m1"}
 
 
 class PoisonRepository(FakeLedgerRepository):

@@ -74,6 +74,10 @@ from services.ledger.service.unit_of_work import ConcurrentWrite, LedgerReposito
 
 log = logging.getLogger(__name__)
 
+# Tries of a queued batch (see apply_messages): as new, then reading what is stored, then once more
+# for a copy another transaction was committing meanwhile. Past them, the worker's fallbacks take over.
+_POSTING_ATTEMPTS = 3
+
 DEFAULT_PAGE = 100
 MAX_PAGE = 500
 
@@ -282,15 +286,19 @@ class LedgerService:
         The transfers are first posted as new, without looking their ids up: a transfer reaches the
         queue once but for a resend, and the lookup was the costliest read of a batch. Should one be
         stored already, its primary key refuses the whole transaction (ConcurrentWrite) and the batch
-        is posted again reading what is stored, so it is told its recorded outcome as before."""
-        try:
-            return await self._apply_messages(messages, assume_new=True)
-        except ConcurrentWrite:
-            log.info(
-                "a queued transfer was stored already (a resend); posting its batch again, reading what is stored",
-                extra={"fields": {"messages": [message_id for message_id, _ in messages]}},
-            )
-            return await self._apply_messages(messages, assume_new=False)
+        is posted again reading what is stored, so it is told its recorded outcome as before. A copy
+        in flight in another transaction (not readable yet, refused once it commits) costs one more try."""
+        assume_new = True
+        for _ in range(_POSTING_ATTEMPTS - 1):
+            try:
+                return await self._apply_messages(messages, assume_new=assume_new)
+            except ConcurrentWrite:
+                log.info(
+                    "a queued transfer was stored already (a resend); posting its batch again, reading what is stored",
+                    extra={"fields": {"messages": [message_id for message_id, _ in messages]}},
+                )
+                assume_new = False
+        return await self._apply_messages(messages, assume_new=False)
 
     async def _apply_messages(
         self, messages: Sequence[tuple[str, Sequence[TransferInstruction]]], *, assume_new: bool
