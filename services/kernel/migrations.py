@@ -55,8 +55,9 @@ async def pending(engine: AsyncEngine, schema: str, package: str) -> list[int]:
     return [m.version for m in load_migrations(package) if m.version not in done]
 
 
-async def migrate(engine: AsyncEngine, schema: str, package: str) -> list[int]:
-    """Creates the schema if needed and applies pending migrations; returns the versions applied.
+async def migrate(engine: AsyncEngine, schema: str, package: str, *, until: int | None = None) -> list[int]:
+    """Creates the schema if needed and applies pending migrations (those up to version `until` when it
+    is given: a schema as an earlier release left it); returns the versions applied.
 
     Raises RuntimeError when an applied migration's file has changed since.
     """
@@ -76,6 +77,8 @@ async def migrate(engine: AsyncEngine, schema: str, package: str) -> list[int]:
         rows = await conn.execute(text("SELECT version, checksum FROM schema_migrations"))
         done = {row.version: row.checksum for row in rows}
         for migration in load_migrations(package):
+            if until is not None and migration.version > until:
+                break
             if migration.version in done:
                 if done[migration.version] != migration.checksum:
                     raise RuntimeError(

@@ -8,8 +8,8 @@ import uuid
 
 from sqlalchemy import text
 
-from services.kernel.db import create_engine, driver_connection
-from services.kernel.migrations import load_migrations, migrate
+from services.kernel.db import create_engine
+from services.kernel.migrations import migrate
 from services.reconciliation.adapters.store import ReconciliationStore
 
 PACKAGE = "services.reconciliation.migrations"
@@ -19,22 +19,8 @@ async def test_a_run_and_a_case_stored_before_0004_read_the_same_after(database_
     schema = f"recon_migration_{uuid.uuid4().hex[:8]}"
     engine = create_engine(database_url, schema)
     try:
-        before = [m for m in load_migrations(PACKAGE) if m.version < 4]
+        assert await migrate(engine, schema, PACKAGE, until=3) == [1, 2, 3]
         async with engine.begin() as conn:
-            await conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-            await conn.execute(text(f'SET LOCAL search_path TO "{schema}"'))
-            await conn.execute(
-                text(
-                    "CREATE TABLE schema_migrations (version integer PRIMARY KEY, name text NOT NULL,"
-                    " checksum text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())"
-                )
-            )
-            for m in before:
-                await (await driver_connection(conn)).execute(m.sql)
-                await conn.execute(
-                    text("INSERT INTO schema_migrations (version, name, checksum) VALUES (:v, :n, :c)"),
-                    {"v": m.version, "n": m.name, "c": m.checksum},
-                )
             run_id, case_id = uuid.uuid4(), uuid.uuid4()
             listed = [
                 {
